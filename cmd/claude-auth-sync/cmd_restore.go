@@ -1,0 +1,38 @@
+package main
+
+import (
+	"flag"
+	"io"
+)
+
+const restoreHelp = `Usage: claude-auth-sync restore [--force] [flags]
+
+Put the latest backed-up login (Vault's latest version, or the local store) into
+the credentials file, keeping every other key of the file. This is the way back
+after "claude auth logout", or onto a new home directory.
+
+It refuses to replace a working login that is not known to be older than the
+backup (restoring a rotated-out refresh token would log you out); --force does it
+anyway. Whatever a restore replaces is kept in the state dir as
+previous-credentials.json (mode 0600).
+
+Exit codes: 0 restored or already current, 1 FAIL, 2 usage, 75 store
+unreachable, 78 configuration error.
+`
+
+func runRestore(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	var c commonFlags
+	c.register(fs)
+	force := fs.Bool("force", false, "replace a working login too")
+	if code, ok := parse(fs, args, stdout, stderr, restoreHelp); !ok {
+		return code
+	}
+	eng, code := setup(&c, stderr)
+	if code != 0 {
+		return code
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return eng.Restore(ctx, *force).Code
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+)
+
+const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
+
+Show, without changing anything and without printing any secret: the mode
+(rotating login or setup token), the store, the credentials file and its state,
+when the access token expires, the login's own deadline, the backup's version and
+whether it matches the file, the last backup and check this host made, the last
+pass, the Vault token's TTL, the Claude CLI version and whether the agent runs.
+`
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var c commonFlags
+	c.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parse(fs, args, stdout, stderr, statusHelp); !ok {
+		return code
+	}
+	eng, code := setup(&c, stderr)
+	if code != 0 {
+		return code
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	r := eng.Status(ctx)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return authsync.ExitFail
+		}
+		return 0
+	}
+	printStatus(stdout, r, time.Now())
+	return 0
+}
+
+func printStatus(w io.Writer, r authsync.Report, now time.Time) {
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(w, "%-16s %s\n", k+":", v)
+		}
+	}
+	line("user", r.User)
+	line("mode", r.Mode)
+	line("store", r.Store)
+	cred := r.CredentialsFile
+	if r.SymlinkTarget != "" {
+		cred += " -> " + r.SymlinkTarget
+	}
+	line("credentials", cred)
+	login := r.Login
+	if r.LoginProblem != "" {
+		login += " (" + r.LoginProblem + ")"
+	}
+	line("login", login)
+	if r.ExpiresAt != nil {
+		line("access expires", when(*r.ExpiresAt, now))
+	}
+	if r.LoginDeadline != nil {
+		line("login deadline", when(*r.LoginDeadline, now))
+	}
+	if r.BackupVersion > 0 {
+		b := fmt.Sprintf("v%d", r.BackupVersion)
+		if r.BackupAt != nil {
+			b += ", backed up " + when(*r.BackupAt, now)
+		}
+		if r.BackupCurrent != nil {
+			if *r.BackupCurrent {
+				b += ", matches the file"
+			} else {
+				b += ", differs from the file"
+			}
+		}
+		line("backup", b)
+	}
+	if r.LastBackup != nil {
+		line("last backup", fmt.Sprintf("%s (v%d)", when(r.LastBackup.At, now), r.LastBackup.Version))
+	}
+	if r.LastCheck != nil {
+		line("last check", fmt.Sprintf("%s %s: %s", when(r.LastCheck.At, now), r.LastCheck.Result, r.LastCheck.Reason))
+	}
+	if r.LastPass != nil {
+		line("last pass", fmt.Sprintf("%s %s %s", when(r.LastPass.At, now), r.LastPass.Status, r.LastPass.Message))
+	}
+	line("vault token ttl", r.VaultTokenTTL)
+	line("vault error", r.VaultError)
+	line("claude", r.ClaudeVersion)
+	line("agent", map[bool]string{true: "running", false: "not running"}[r.AgentRunning])
+}
+
+func when(t time.Time, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	rel := "in " + d.String()
+	if d < 0 {
+		rel = strings.TrimPrefix((-d).String(), "-") + " ago"
+	}
+	return t.Local().Format(time.RFC3339) + " (" + rel + ")"
+}

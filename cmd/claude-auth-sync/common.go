@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lmittmann/tint"
+	"golang.org/x/sys/unix"
+
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+)
+
+const (
+	exitUsage  = authsync.ExitUsage
+	exitConfig = authsync.ExitConfig
+)
+
+// commonFlags are the settings every command takes.
+type commonFlags struct {
+	cfg     config.Flags
+	verbose bool
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.cfg.SystemConfig, "config", "", "system config file (default "+config.SystemFile+", env CLAUDE_AUTH_SYSTEM_CONFIG)")
+	fs.StringVar(&c.cfg.CredentialsFile, "credentials", "", "Claude's credentials file (env CLAUDE_CREDENTIALS_FILE; default $CLAUDE_CONFIG_DIR or ~/.claude, /.credentials.json)")
+	fs.StringVar(&c.cfg.StateDir, "state-dir", "", "state dir for sync.log, locks, lineage (env CLAUDE_AUTH_STATE_DIR; default ~/.local/state/claude-auth-sync)")
+	fs.StringVar(&c.cfg.Store, "store", "", "where backups go: auto, vault or file (env CLAUDE_AUTH_STORE; auto = vault when VAULT_ADDR is set)")
+	fs.StringVar(&c.cfg.VaultAddr, "vault-addr", "", "Vault address (env VAULT_ADDR)")
+	fs.StringVar(&c.cfg.VaultPath, "vault-path", "", "KV path as `vault kv` takes it (env CLAUDE_AUTH_VAULT_PATH; default secret/workstation/claude-users/{user})")
+	fs.StringVar(&c.cfg.VaultTokenFile, "token-file", "", "scoped Vault token file, mode 0600 (env CLAUDE_AUTH_VAULT_TOKEN_FILE; default ~/.config/claude-auth-sync/vault-token)")
+	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "claude CLI used for the inference check (env CLAUDE_AUTH_CLAUDE_BIN; default claude on PATH)")
+	fs.DurationVar(&c.cfg.CheckTimeout, "check-timeout", 0, "timeout of the inference check (env CLAUDE_AUTH_CHECK_TIMEOUT; default 90s)")
+	fs.StringVar(&c.cfg.User, "user", "", "OS user whose login this is (env CLAUDE_AUTH_USER; default the current user)")
+	fs.BoolVar(&c.verbose, "v", false, "verbose diagnostics")
+}
+
+// parse parses a command's flags; ok false means the caller returns code.
+func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stdout, help)
+		fmt.Fprintln(stdout, "\nFlags:")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0, false
+	}
+	if err != nil {
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "claude-auth-sync %s: unexpected argument %q (see --help)\n", fs.Name(), fs.Arg(0))
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// setup loads the config and builds the engine; code != 0 means give up.
+func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
+	console, isJournal := newConsole(stderr, c.verbose)
+	cfg, err := config.Load(os.Getenv, c.cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+		if errors.Is(err, config.ErrConfig) {
+			return nil, exitConfig
+		}
+		return nil, exitConfig
+	}
+	eng, err := authsync.New(cfg, console, isJournal)
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+		return nil, exitConfig
+	}
+	return eng, 0
+}
+
+// newConsole is tint on a terminal and plain key=value text otherwise. It also
+// reports whether stderr is the journal (then status events are not repeated).
+func newConsole(w io.Writer, verbose bool) (*slog.Logger, bool) {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly})), false
+		}
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime})), isJournalStream(f)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime})), false
+}
+
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
+// isJournalStream: systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it
+// connected to stderr.
+func isJournalStream(f *os.File) bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	if js == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// signalContext ends on SIGINT/SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func indent(s string) string { return strings.TrimSpace(s) }

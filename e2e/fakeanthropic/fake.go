@@ -1,0 +1,271 @@
+// Package fakeanthropic is a local stand-in for Anthropic's two endpoints that a
+// Claude login touches: the OAuth token endpoint (refresh tokens rotate, a spent
+// one gets invalid_grant, a refresh revokes older access tokens) and the
+// messages endpoint (checks the bearer, answers like the real API). Nobody can
+// reach Anthropic from a test machine; this is what tests and the demo talk to.
+package fakeanthropic
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Login is one issued credential pair.
+type Login struct {
+	AccessToken  string
+	RefreshToken string
+	ExpiresAt    time.Time
+}
+
+// Counters are what a test asserts on.
+type Counters struct {
+	Refreshes    int
+	InvalidGrant int
+	Messages     int
+	OK           int
+	Unauthorized int
+	Forbidden    int
+}
+
+type access struct {
+	expires time.Time // server-side end (may be before what the client was told)
+	revoked bool
+	family  int
+}
+
+type refresh struct {
+	spent  bool
+	family int
+}
+
+// Server is the fake. The zero value is not usable; call New.
+type Server struct {
+	mu sync.Mutex
+	// ExpiresIn is what a refresh advertises (default 8 h).
+	ExpiresIn time.Duration
+	// ServerLifetime, when > 0, ends access tokens server-side this long after
+	// issue, whatever expires_in said (401 while the client thinks it is valid).
+	ServerLifetime time.Duration
+	// Reply is the text the messages endpoint answers (default AUTH_OK).
+	Reply string
+	// FailStatus, when non-zero, makes every messages call fail with it (e.g. 500, 529).
+	FailStatus int
+	// Now is the server's clock.
+	Now func() time.Time
+
+	access   map[string]*access
+	refresh  map[string]*refresh
+	families int
+	counters Counters
+	received []string // refresh tokens presented, in order
+}
+
+// New returns a fake with an 8 h token lifetime.
+func New() *Server {
+	return &Server{ExpiresIn: 8 * time.Hour, Reply: "AUTH_OK", Now: time.Now,
+		access: map[string]*access{}, refresh: map[string]*refresh{}}
+}
+
+func token(prefix string) string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// Issue mints a fresh login, as an interactive `claude auth login` would.
+func (s *Server) Issue() Login {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.families++
+	return s.issueLocked(s.families)
+}
+
+func (s *Server) issueLocked(family int) Login {
+	now := s.Now()
+	l := Login{AccessToken: token("sk-ant-oat01-fake-"), RefreshToken: token("sk-ant-ort01-fake-"), ExpiresAt: now.Add(s.ExpiresIn)}
+	end := l.ExpiresAt
+	if s.ServerLifetime > 0 {
+		end = now.Add(s.ServerLifetime)
+	}
+	s.access[l.AccessToken] = &access{expires: end, family: family}
+	s.refresh[l.RefreshToken] = &refresh{family: family}
+	return l
+}
+
+// Revoke makes an access token answer 403 "revoked".
+func (s *Server) Revoke(accessToken string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.access[accessToken]; ok {
+		a.revoked = true
+	}
+}
+
+// Counters returns a snapshot of the counters.
+func (s *Server) Counters() Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters
+}
+
+// Received lists the refresh tokens presented to the token endpoint, in order.
+func (s *Server) Received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.received...)
+}
+
+// Handler serves /v1/oauth/token and /v1/messages.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/oauth/token", s.serveToken)
+	mux.HandleFunc("POST /v1/messages", s.serveMessages)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		GrantType    string `json:"grant_type"`
+		RefreshToken string `json:"refresh_token"`
+		ClientID     string `json:"client_id"`
+		Scope        string `json:"scope"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.GrantType != "refresh_token" {
+		writeJSON(w, 400, map[string]string{"error": "invalid_request", "error_description": "Invalid request format"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.received = append(s.received, req.RefreshToken)
+	rt, ok := s.refresh[req.RefreshToken]
+	if !ok || rt.spent {
+		s.counters.InvalidGrant++
+		writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "Refresh token not found or invalid"})
+		return
+	}
+	rt.spent = true
+	// A refresh revokes the family's older access tokens.
+	for _, a := range s.access {
+		if a.family == rt.family {
+			a.revoked = true
+		}
+	}
+	s.counters.Refreshes++
+	l := s.issueLocked(rt.family)
+	scope := req.Scope
+	if scope == "" {
+		scope = "user:inference user:profile"
+	}
+	writeJSON(w, 200, map[string]any{
+		"token_type": "Bearer", "access_token": l.AccessToken, "refresh_token": l.RefreshToken,
+		"expires_in": int(s.ExpiresIn / time.Second), "scope": scope,
+		"account": map[string]string{"uuid": "00000000-0000-4000-8000-000000000001", "email_address": "user@example.invalid"},
+	})
+}
+
+func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
+	bearer := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if bearer == "" {
+		bearer = r.Header.Get("x-api-key")
+	}
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<20)).Decode(&req)
+
+	s.mu.Lock()
+	s.counters.Messages++
+	a, ok := s.access[bearer]
+	now := s.Now()
+	status, errType, msg := 200, "", ""
+	switch {
+	case s.FailStatus != 0:
+		status, errType, msg = s.FailStatus, "api_error", "Internal server error"
+		if s.FailStatus == 529 {
+			errType, msg = "overloaded_error", "Overloaded"
+		}
+	case !ok:
+		status, errType, msg = 401, "authentication_error", "Invalid bearer token"
+	case a.revoked:
+		status, errType, msg = 403, "permission_error", "OAuth token has been revoked. Please obtain a new token or refresh your existing token."
+	case !now.Before(a.expires):
+		status, errType, msg = 401, "authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token."
+	}
+	switch status {
+	case 200:
+		s.counters.OK++
+	case 401:
+		s.counters.Unauthorized++
+	case 403:
+		s.counters.Forbidden++
+	}
+	reply := s.Reply
+	s.mu.Unlock()
+
+	if status != 200 {
+		w.Header().Set("request-id", "req_fake")
+		writeJSON(w, status, map[string]any{"type": "error", "error": map[string]string{"type": errType, "message": msg}})
+		return
+	}
+	model := req.Model
+	if model == "" {
+		model = "claude-haiku-4-5"
+	}
+	id := "msg_" + token("")[:24]
+	usage := map[string]int{"input_tokens": 12, "output_tokens": 4}
+	if !req.Stream {
+		writeJSON(w, 200, map[string]any{"id": id, "type": "message", "role": "assistant", "model": model,
+			"content":     []map[string]string{{"type": "text", "text": reply}},
+			"stop_reason": "end_turn", "stop_sequence": nil, "usage": usage})
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	events := []struct {
+		name string
+		data any
+	}{
+		{"message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": id, "type": "message", "role": "assistant", "model": model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage}}},
+		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]string{"type": "text", "text": ""}}},
+		{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": reply}}},
+		{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
+		{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil}, "usage": map[string]int{"output_tokens": 4}}},
+		{"message_stop", map[string]any{"type": "message_stop"}},
+	}
+	fl, _ := w.(http.Flusher)
+	for _, ev := range events {
+		b, _ := json.Marshal(ev.data)
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.name, b)
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}
+
+// CredentialsJSON renders a credentials file holding l, with the fields Claude
+// writes and one unknown top-level key, as a real file would have.
+func CredentialsJSON(l Login) []byte {
+	doc := map[string]any{
+		"claudeAiOauth": map[string]any{
+			"accessToken": l.AccessToken, "refreshToken": l.RefreshToken, "expiresAt": l.ExpiresAt.UnixMilli(),
+			"scopes":           []string{"user:inference", "user:profile", "user:sessions:claude_code"},
+			"subscriptionType": "enterprise", "rateLimitTier": "default_claude_max_20x",
+		},
+		"mcpOAuth": map[string]any{"example|0123abcd": map[string]any{"serverName": "example", "accessToken": "mcp-fake-token", "expiresAt": 0}},
+	}
+	b, _ := json.MarshalIndent(doc, "", "  ")
+	return b
+}

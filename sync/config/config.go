@@ -1,0 +1,258 @@
+// Package config gathers the settings: built-in defaults, then the system-wide
+// config file (the fleet's settings), then the environment (the reference tool's
+// names keep working), then command-line flags. Later wins.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// SystemFile is the fleet-wide config file.
+const SystemFile = "/etc/claude-auth-sync/config"
+
+// ErrConfig marks a configuration mistake (exit code 78).
+var ErrConfig = errors.New("configuration error")
+
+// Config is everything a command needs to know.
+type Config struct {
+	User            string
+	Home            string
+	ClaudeConfigDir string // realpath of Claude's config dir
+	CredentialsFile string
+	ConfigDir       string // ~/.config/claude-auth-sync
+	VaultTokenFile  string
+	TokenEnvFile    string // setup-token env file
+	StateDir        string // ~/.local/state/claude-auth-sync
+	LogFile         string // <state>/sync.log
+	LocalStoreFile  string // backup file when no Vault is configured
+
+	Store        string // auto | vault | file
+	VaultAddr    string
+	VaultMount   string
+	VaultPath    string // inside the mount
+	VaultTimeout time.Duration
+
+	ClaudeBin     string
+	CheckTimeout  time.Duration
+	CheckInterval time.Duration
+
+	JournalSocket string
+
+	// Sources says where each setting came from, for `status` and errors.
+	Sources map[string]string
+}
+
+// Keys known in the system file and the environment.
+var fileKeys = map[string]bool{
+	"VAULT_ADDR": true, "VAULT_CACERT": true, "VAULT_CAPATH": true, "VAULT_NAMESPACE": true,
+	"VAULT_TLS_SERVER_NAME": true, "VAULT_CLIENT_TIMEOUT": true,
+	"CLAUDE_AUTH_STORE": true, "CLAUDE_AUTH_VAULT_MOUNT": true, "CLAUDE_AUTH_VAULT_PATH": true,
+	"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true,
+	"CLAUDE_AUTH_STATE_DIR": true, "CLAUDE_AUTH_CONFIG_DIR": true, "CLAUDE_AUTH_VAULT_TOKEN_FILE": true,
+	"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
+}
+
+// Flags are the command-line overrides ("" = not given).
+type Flags struct {
+	SystemConfig    string
+	User            string
+	CredentialsFile string
+	StateDir        string
+	Store           string
+	VaultAddr       string
+	VaultPath       string
+	VaultTokenFile  string
+	ClaudeBin       string
+	CheckTimeout    time.Duration
+}
+
+// Load builds the config. getenv is os.Getenv in production.
+func Load(getenv func(string) string, fl Flags) (*Config, error) {
+	sysPath := firstNonEmpty(fl.SystemConfig, getenv("CLAUDE_AUTH_SYSTEM_CONFIG"), SystemFile)
+	file, err := ReadFile(sysPath)
+	if err != nil && !(errors.Is(err, os.ErrNotExist) && fl.SystemConfig == "") {
+		return nil, err
+	}
+	src := map[string]string{}
+	get := func(key string) string {
+		if v := getenv(key); v != "" {
+			src[key] = "environment"
+			return v
+		}
+		if v, ok := file[key]; ok && v != "" {
+			src[key] = sysPath
+			return v
+		}
+		return ""
+	}
+	// The VAULT_* settings from the file reach the Vault client through the
+	// environment it reads, unless the environment already says otherwise.
+	for _, k := range []string{"VAULT_CACERT", "VAULT_CAPATH", "VAULT_NAMESPACE", "VAULT_TLS_SERVER_NAME", "VAULT_CLIENT_TIMEOUT"} {
+		if v, ok := file[k]; ok && getenv(k) == "" {
+			os.Setenv(k, v)
+		}
+	}
+
+	c := &Config{Sources: src}
+	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"))
+	if c.User == "" {
+		if u, err := user.Current(); err == nil {
+			c.User = u.Username
+		}
+	}
+	if c.User == "" {
+		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
+	}
+	c.Home = getenv("HOME")
+	if c.Home == "" {
+		if u, err := user.Current(); err == nil {
+			c.Home = u.HomeDir
+		}
+	}
+	dir, err := credentials.ResolveConfigDir(getenv("CLAUDE_CONFIG_DIR"), c.Home)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c.ClaudeConfigDir = dir
+	c.CredentialsFile = firstNonEmpty(fl.CredentialsFile, getenv("CLAUDE_CREDENTIALS_FILE"), filepath.Join(dir, credentials.FileName))
+
+	xdgConfig := firstNonEmpty(getenv("XDG_CONFIG_HOME"), filepath.Join(c.Home, ".config"))
+	xdgState := firstNonEmpty(getenv("XDG_STATE_HOME"), filepath.Join(c.Home, ".local", "state"))
+	c.ConfigDir = firstNonEmpty(get("CLAUDE_AUTH_CONFIG_DIR"), filepath.Join(xdgConfig, "claude-auth-sync"))
+	c.VaultTokenFile = firstNonEmpty(fl.VaultTokenFile, get("CLAUDE_AUTH_VAULT_TOKEN_FILE"), filepath.Join(c.ConfigDir, "vault-token"))
+	c.TokenEnvFile = firstNonEmpty(get("CLAUDE_AUTH_TOKEN_ENV_FILE"), filepath.Join(c.ConfigDir, "claude-oauth.env"))
+	c.StateDir = firstNonEmpty(fl.StateDir, get("CLAUDE_AUTH_STATE_DIR"), filepath.Join(xdgState, "claude-auth-sync"))
+	c.LogFile = filepath.Join(c.StateDir, "sync.log")
+	c.LocalStoreFile = firstNonEmpty(get("CLAUDE_AUTH_LOCAL_STORE"), filepath.Join(c.StateDir, "backup.json"))
+	c.JournalSocket = get("CLAUDE_AUTH_JOURNAL_SOCKET")
+	if c.JournalSocket == "" {
+		if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
+			c.JournalSocket = "/run/systemd/journal/socket"
+		}
+	} else if c.JournalSocket == "off" {
+		c.JournalSocket = ""
+	}
+
+	c.VaultAddr = firstNonEmpty(fl.VaultAddr, get("VAULT_ADDR"))
+	c.Store = firstNonEmpty(fl.Store, get("CLAUDE_AUTH_STORE"), "auto")
+	switch c.Store {
+	case "auto":
+		if c.VaultAddr != "" {
+			c.Store = "vault"
+		} else {
+			c.Store = "file"
+		}
+	case "vault":
+		if c.VaultAddr == "" {
+			return nil, fmt.Errorf("%w: store is vault but VAULT_ADDR is not set (environment, --vault-addr or %s)", ErrConfig, sysPath)
+		}
+	case "file":
+	default:
+		return nil, fmt.Errorf("%w: CLAUDE_AUTH_STORE=%q: want auto, vault or file", ErrConfig, c.Store)
+	}
+	c.VaultMount = firstNonEmpty(get("CLAUDE_AUTH_VAULT_MOUNT"), "")
+	full := firstNonEmpty(fl.VaultPath, get("CLAUDE_AUTH_VAULT_PATH"), "secret/workstation/claude-users/{user}")
+	full = strings.ReplaceAll(full, "{user}", c.User)
+	full = strings.Trim(full, "/")
+	if c.VaultMount == "" {
+		// Like `vault kv`: the first segment is the mount.
+		mount, rest, ok := strings.Cut(full, "/")
+		if !ok || rest == "" {
+			return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: want <mount>/<path>, e.g. secret/workstation/claude-users/%s", ErrConfig, full, c.User)
+		}
+		c.VaultMount, c.VaultPath = mount, rest
+	} else {
+		c.VaultPath = strings.TrimPrefix(full, c.VaultMount+"/")
+	}
+	if strings.Contains("/"+c.VaultPath+"/", "/../") || strings.Contains(c.VaultPath, "/data/") {
+		return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
+	}
+
+	c.ClaudeBin = firstNonEmpty(fl.ClaudeBin, get("CLAUDE_AUTH_CLAUDE_BIN"), "claude")
+	if c.CheckTimeout, err = duration(fl.CheckTimeout, get("CLAUDE_AUTH_CHECK_TIMEOUT"), 90*time.Second, "CLAUDE_AUTH_CHECK_TIMEOUT"); err != nil {
+		return nil, err
+	}
+	if c.CheckInterval, err = duration(0, get("CLAUDE_AUTH_CHECK_INTERVAL"), 6*time.Hour, "CLAUDE_AUTH_CHECK_INTERVAL"); err != nil {
+		return nil, err
+	}
+	if c.VaultTimeout, err = duration(0, getenv("VAULT_CLIENT_TIMEOUT"), 15*time.Second, "VAULT_CLIENT_TIMEOUT"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func duration(flag time.Duration, s string, def time.Duration, name string) (time.Duration, error) {
+	if flag > 0 {
+		return flag, nil
+	}
+	if s == "" {
+		return def, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	return 0, fmt.Errorf("%w: %s=%q: want a duration like 90s or 6h", ErrConfig, name, s)
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// ReadFile parses the system config file: KEY=value lines, # comments, optional
+// quotes around the value. Unknown keys are errors with their line number.
+func ReadFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return map[string]string{}, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: %s:%d: want KEY=value", ErrConfig, path, n)
+		}
+		if !fileKeys[k] {
+			return nil, fmt.Errorf("%w: %s:%d: unknown setting %s", ErrConfig, path, n, k)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		out[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return out, nil
+}

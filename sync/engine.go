@@ -1,0 +1,289 @@
+// Package authsync is the engine of claude-auth-sync: the sync pass, restore and
+// status, built from the credentials model, the store, the inference check and
+// our locks. The commands in cmd/ only parse flags and call it.
+package authsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// Exit codes, decided here once.
+const (
+	ExitOK        = 0  // OK, SKIP, RECOVERED, setup-token mode
+	ExitFail      = 1  // FAIL: unusable login, foreign token, 403
+	ExitUsage     = 2  // bad flags or arguments
+	ExitLoggedOut = 3  // WARN: no login in the file (logout or new home)
+	ExitTempFail  = 75 // WARN: login fine but backup pending, or check could not run
+	ExitConfig    = 78 // bad configuration
+)
+
+// Outcome is the end of a command: the status word, the exit code, one line.
+type Outcome struct {
+	Status  Status
+	Code    int
+	Message string
+}
+
+// Checker runs the inference check (check.Runner in production).
+type Checker interface {
+	Run(ctx context.Context, extraEnv ...string) check.Result
+}
+
+// Engine ties the pieces together for one user.
+type Engine struct {
+	Cfg     *config.Config
+	Store   store.Store
+	Vault   *store.Vault // nil with the local store
+	Log     *EventLog
+	Checker Checker
+	Diag    *slog.Logger
+	Now     func() time.Time
+
+	// LockWait bounds how long a writer waits for the credentials-file lock.
+	LockWait time.Duration
+}
+
+// New builds the engine from the config.
+func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engine, error) {
+	e := &Engine{
+		Cfg:  cfg,
+		Diag: console,
+		Now:  time.Now,
+		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
+			Console: console, ConsoleIsJournal: consoleIsJournal},
+		Checker: &check.Runner{Command: cfg.ClaudeBin, Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home},
+	}
+	if cfg.Store == "vault" {
+		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
+			TokenFile: cfg.VaultTokenFile, User: cfg.User, Timeout: cfg.VaultTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
+		}
+		e.Vault, e.Store = v, v
+	} else {
+		e.Store = store.NewFile(cfg.LocalStoreFile)
+	}
+	return e, nil
+}
+
+// checkEnv is the environment for the claude child: ours, minus anything that
+// would make it use another credential than the one we are checking.
+func checkEnv(cfg *config.Config) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := cut(kv, '=')
+		switch k {
+		case "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "VAULT_TOKEN":
+			continue
+		}
+		env = append(env, kv)
+	}
+	if os.Getenv("CLAUDE_CONFIG_DIR") == "" && cfg.ClaudeConfigDir != filepath.Join(cfg.Home, ".claude") {
+		env = append(env, "CLAUDE_CONFIG_DIR="+cfg.ClaudeConfigDir)
+	}
+	return env
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func (e *Engine) now() time.Time { return e.Now() }
+
+func (e *Engine) recordPath() string  { return filepath.Join(e.Cfg.StateDir, "state.json") }
+func (e *Engine) lineagePath() string { return filepath.Join(e.Cfg.StateDir, "lineage") }
+
+// finish logs the outcome's event, remembers it and returns it.
+func (e *Engine) finish(rec *Record, o Outcome) Outcome {
+	e.Log.Event(o.Status, "%s", o.Message)
+	if rec != nil {
+		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
+		if err := rec.save(e.recordPath()); err != nil {
+			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
+		}
+	}
+	return o
+}
+
+func fail(format string, args ...any) Outcome {
+	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
+}
+
+func loginHint() string {
+	return "log in again with `claude auth login` (or `claude /login`), then run `claude-auth-sync sync`"
+}
+
+// vaultState is what preparing the store found.
+type vaultState struct {
+	doc       *store.Doc // nil when the store could not be read
+	down      error      // non-nil when the store is unreachable
+	tokenInfo *store.TokenInfo
+}
+
+// prepare runs step 2 of a pass: the token routine and one read of the document.
+// A hard failure (token file, foreign token, 403) is returned as an Outcome.
+func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
+	var vs vaultState
+	if e.Vault != nil {
+		info, err := e.Vault.Prepare(ctx)
+		switch {
+		case err == nil:
+			vs.tokenInfo = &info
+		case errors.Is(err, store.ErrUnreachable):
+			vs.down = err
+			return vs, nil
+		default:
+			o := fail("vault token: %v", err)
+			return vs, &o
+		}
+	}
+	doc, err := e.Store.Read(ctx)
+	switch {
+	case err == nil:
+		vs.doc = doc
+	case errors.Is(err, store.ErrUnreachable):
+		vs.down = err
+	default:
+		o := fail("read backup: %v", err)
+		return vs, &o
+	}
+	return vs, nil
+}
+
+// Pass is one `sync`: lock, prepare Vault, setup-token mode, local state, check,
+// then backup or the failure rules.
+func (e *Engine) Pass(ctx context.Context) Outcome {
+	lk, err := lock.Try(e.Cfg.StateDir, lock.Sync)
+	if errors.Is(err, lock.ErrHeld) {
+		return e.finish(nil, Outcome{Status: SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()})
+	}
+	if err != nil {
+		return e.finish(nil, fail("sync lock: %v", err))
+	}
+	defer lk.Unlock()
+
+	rec := loadRecord(e.recordPath())
+	lin, err := LoadLineage(e.lineagePath())
+	if err != nil {
+		return e.finish(rec, fail("lineage: %v", err))
+	}
+	e.Diag.Debug("store", "store", e.Store.Describe())
+
+	vs, hard := e.prepare(ctx)
+	if hard != nil {
+		return e.finish(rec, *hard)
+	}
+
+	// Setup-token mode: Vault says so, or Vault is down and the env file says so.
+	if vs.doc != nil && vs.doc.SetupToken() != "" {
+		return e.finish(rec, e.setupTokenPass(ctx, rec, lin, vs.doc, vs.doc.SetupToken()))
+	}
+	if vs.doc == nil {
+		if tok := e.readEnvToken(); tok != "" {
+			o := e.setupTokenPass(ctx, rec, lin, nil, tok)
+			if o.Code == ExitOK {
+				o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + vs.down.Error()}
+			}
+			return e.finish(rec, o)
+		}
+	} else if tok := e.readEnvToken(); tok != "" {
+		if o := e.leaveSetupTokenMode(ctx, lin, vs.doc, tok); o != nil {
+			e.Log.Event(o.Status, "%s", o.Message)
+		}
+	}
+
+	local, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return e.finish(rec, fail("%v", err))
+	}
+	switch local.State {
+	case credentials.Missing, credentials.NoLogin:
+		what := "no credentials file at " + local.Path
+		if local.State == credentials.NoLogin {
+			what = local.Path + " holds no claudeAiOauth login"
+		}
+		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: what +
+			" (a logout, or a new home); not restoring automatically. To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
+	case credentials.Clobbered:
+		o := e.restoreClobbered(ctx, lin, local, vs)
+		if o != nil {
+			return e.finish(rec, *o)
+		}
+		if local, err = credentials.Read(e.Cfg.CredentialsFile); err != nil {
+			return e.finish(rec, fail("%v", err))
+		}
+	}
+	if local.State != credentials.Usable {
+		return e.finish(rec, fail("credentials file is still unusable: %v", local.Problem))
+	}
+	if err := lin.Observe(local.OAuth.RefreshToken()); err != nil {
+		e.Diag.Warn("cannot record lineage", "err", err)
+	}
+
+	res := e.runCheck(ctx, rec)
+	switch res.Kind {
+	case check.OK:
+		return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, local.OAuth, vs, "inference check passed"))
+	case check.Transient, check.Unexpected:
+		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: res.Reason + "; not restoring, the next pass retries"})
+	}
+
+	// Auth failure. (A forced refresh comes first once the single refresher lands.)
+	if vs.doc == nil {
+		return e.finish(rec, fail("%s; cannot look for a backup: %v; %s", res.Reason, vs.down, loginHint()))
+	}
+	vo, why := e.restoreCandidate(lin, vs.doc, local)
+	if vo == nil {
+		return e.finish(rec, fail("%s; %s; %s", res.Reason, why, loginHint()))
+	}
+	if err := e.writeLogin(ctx, lin, vo, sameRefresh(local.OAuth.RefreshToken())); err != nil {
+		return e.finish(rec, fail("%s; restore from %s failed: %v", res.Reason, e.Store.Describe(), err))
+	}
+	e.Log.Event(RECOVERED, "%s; restored the login from the backup (v%d)", res.Reason, vs.doc.Version)
+	res = e.runCheck(ctx, rec)
+	if res.Kind != check.OK {
+		return e.finish(rec, fail("restored login from the backup, but the check still fails: %s; %s", res.Reason, loginHint()))
+	}
+	return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, vo, vs, "inference check passed after restore"))
+}
+
+func (e *Engine) runCheck(ctx context.Context, rec *Record, extraEnv ...string) check.Result {
+	res := e.Checker.Run(ctx, extraEnv...)
+	rec.LastCheck = &CheckRecord{At: e.now(), Result: res.Kind.String(), Reason: check.Mask(res.Reason)}
+	return res
+}
+
+// afterGoodCheck backs up the working login and words the outcome.
+func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
+	if vs.down != nil {
+		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + vs.down.Error()}
+	}
+	res, err := e.Backup(ctx, lin, oauth)
+	if errors.Is(err, store.ErrUnreachable) {
+		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
+	}
+	if err != nil {
+		return fail("%s, but the backup failed: %v", what, err)
+	}
+	if res.Written {
+		rec.LastBackup = &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: oauth.RefreshToken().Short()}
+	}
+	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
+}

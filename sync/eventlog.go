@@ -1,0 +1,124 @@
+package authsync
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+)
+
+// Status is the word the fleet's alerting matches on.
+type Status string
+
+const (
+	OK        Status = "OK"
+	FAIL      Status = "FAIL"
+	WARN      Status = "WARN"
+	SKIP      Status = "SKIP"
+	RECOVERED Status = "RECOVERED"
+)
+
+// JournalIdentifier is the SYSLOG_IDENTIFIER of our journal lines.
+const JournalIdentifier = "claude-auth-sync"
+
+// EventLog writes each status event to the user's private sync.log as
+// "<RFC3339 time> <STATUS> <message>", to the journal as
+// "user=<user> <STATUS> <message>" (identifier claude-auth-sync), and to the
+// console through slog.
+type EventLog struct {
+	User          string
+	LogFile       string // sync.log; "" to skip
+	JournalSocket string // journald's native socket; "" to skip
+	Console       *slog.Logger
+	// ConsoleIsJournal: stderr already goes to the journal (under systemd), so
+	// events are not printed there a second time.
+	ConsoleIsJournal bool
+	Now              func() time.Time
+
+	mu sync.Mutex
+}
+
+// Event records one status line. The message is masked for token-shaped text as
+// a last line of defence; callers never put secrets in it to begin with.
+func (l *EventLog) Event(st Status, format string, args ...any) {
+	msg := check.Mask(fmt.Sprintf(format, args...))
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.LogFile != "" {
+		if err := appendLine(l.LogFile, fmt.Sprintf("%s %s %s\n", now().Format(time.RFC3339), st, msg)); err != nil && l.Console != nil {
+			l.Console.Warn("cannot write sync.log", "path", l.LogFile, "err", err)
+		}
+	}
+	if l.JournalSocket != "" {
+		_ = sendJournal(l.JournalSocket, fmt.Sprintf("user=%s %s %s", l.User, st, msg), st, l.User)
+	}
+	if l.Console != nil && !l.ConsoleIsJournal {
+		level := slog.LevelInfo
+		switch st {
+		case FAIL:
+			level = slog.LevelError
+		case WARN:
+			level = slog.LevelWarn
+		}
+		l.Console.Log(context.Background(), level, string(st)+" "+msg)
+	}
+}
+
+func appendLine(path, line string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(f, line)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// sendJournal speaks journald's native protocol: one datagram of KEY=value lines.
+func sendJournal(socket, message string, st Status, user string) error {
+	prio := "6"
+	switch st {
+	case FAIL:
+		prio = "3"
+	case WARN:
+		prio = "4"
+	}
+	var b strings.Builder
+	field := func(k, v string) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(v)
+		b.WriteByte('\n')
+	}
+	field("MESSAGE", message)
+	field("SYSLOG_IDENTIFIER", JournalIdentifier)
+	field("PRIORITY", prio)
+	field("CLAUDE_AUTH_STATUS", string(st))
+	field("CLAUDE_AUTH_USER", user)
+	conn, err := net.DialTimeout("unixgram", socket, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err = conn.Write([]byte(b.String()))
+	return err
+}

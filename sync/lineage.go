@@ -1,0 +1,103 @@
+package authsync
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// Lineage is the ordered list of refresh-token fingerprints this host has seen,
+// oldest first, kept in the state dir. Refresh tokens rotate, so the order in
+// which we first saw them is the order of the login's history; it decides which
+// of two credentials is newer without trusting clocks, which step.
+type Lineage struct {
+	path string
+	seen []string
+	idx  map[string]int
+}
+
+// maxLineage keeps the file small; older entries only ever matter for tokens that
+// are long dead.
+const maxLineage = 512
+
+// LoadLineage reads the lineage file (a missing file is an empty lineage; a
+// corrupt line is skipped).
+func LoadLineage(path string) (*Lineage, error) {
+	l := &Lineage{path: path, idx: map[string]int{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return l, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		fp := strings.TrimSpace(sc.Text())
+		if len(fp) != 64 {
+			continue
+		}
+		l.add(fp)
+	}
+	return l, nil
+}
+
+func (l *Lineage) add(fp string) bool {
+	if _, ok := l.idx[fp]; ok {
+		return false
+	}
+	l.idx[fp] = len(l.seen)
+	l.seen = append(l.seen, fp)
+	return true
+}
+
+// Observe records a refresh token as seen now (no-op when already known) and
+// persists the lineage when it changed.
+func (l *Lineage) Observe(tok credentials.Secret) error {
+	if tok == "" || !l.add(tok.Fingerprint()) {
+		return nil
+	}
+	if len(l.seen) > maxLineage {
+		l.seen = l.seen[len(l.seen)-maxLineage:]
+		l.idx = make(map[string]int, len(l.seen))
+		for i, fp := range l.seen {
+			l.idx[fp] = i
+		}
+	}
+	var b bytes.Buffer
+	for _, fp := range l.seen {
+		b.WriteString(fp)
+		b.WriteByte('\n')
+	}
+	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
+		return err
+	}
+	_, err := credentials.WriteAtomic(l.path, b.Bytes(), 0o600)
+	return err
+}
+
+// Order compares two refresh tokens: -1 when a was seen before b, 1 when after,
+// 0 when either is unknown or they are the same.
+func (l *Lineage) Order(a, b credentials.Secret) int {
+	ia, oka := l.idx[a.Fingerprint()]
+	ib, okb := l.idx[b.Fingerprint()]
+	if !oka || !okb || ia == ib {
+		return 0
+	}
+	if ia < ib {
+		return -1
+	}
+	return 1
+}
+
+// Known says whether this host has seen the token.
+func (l *Lineage) Known(tok credentials.Secret) bool {
+	_, ok := l.idx[tok.Fingerprint()]
+	return ok
+}

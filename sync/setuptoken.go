@@ -1,0 +1,164 @@
+package authsync
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+const envKey = "CLAUDE_CODE_OAUTH_TOKEN"
+
+// setupTokenLifetime is how long `claude setup-token` tokens live when the admin
+// did not record the end.
+const setupTokenLifetime = 365 * 24 * time.Hour
+
+// readEnvToken returns the token in the setup-token env file ("" when none).
+func (e *Engine) readEnvToken() credentials.Secret {
+	data, err := os.ReadFile(e.Cfg.TokenEnvFile)
+	if err != nil {
+		return ""
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export "))
+		if v, ok := strings.CutPrefix(line, envKey+"="); ok {
+			return credentials.Secret(strings.Trim(v, `"'`))
+		}
+	}
+	return ""
+}
+
+// setupTokenPass is the pass in setup-token mode: materialise the env file,
+// backfill the credentials file, no backups, check with the env token. doc is
+// nil when Vault is unreachable and the env file is all we have.
+func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, doc *store.Doc, tok credentials.Secret) Outcome {
+	now := e.now()
+	if doc != nil {
+		if err := e.writeEnvFile(tok); err != nil {
+			return fail("setup-token mode: write %s: %v", e.Cfg.TokenEnvFile, err)
+		}
+	}
+	end := time.Time{}
+	if doc != nil {
+		end = doc.SetupTokenExpiresAt()
+	}
+	if end.IsZero() {
+		first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]
+		if !ok {
+			first = now
+			rec.SetupTokenFirstSeen[tok.Fingerprint()] = now
+		}
+		end = first.Add(setupTokenLifetime)
+	}
+	if left := end.Sub(now); left <= 0 {
+		return fail("setup-token mode: the setup token expired on %s; ask your admin for a new one (`claude setup-token`)", end.Format(time.DateOnly))
+	} else if left <= 30*24*time.Hour {
+		e.Log.Event(WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
+	}
+
+	if err := e.backfill(ctx, lin, tok, now); err != nil {
+		e.Log.Event(WARN, "setup-token mode: could not backfill the credentials file: %v", err)
+	}
+	res := e.runCheck(ctx, rec, envKey+"="+tok.Reveal())
+	switch res.Kind {
+	case check.OK:
+		return Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode: inference check passed (no backups in this mode)"}
+	case check.Transient, check.Unexpected:
+		return Outcome{Status: WARN, Code: ExitTempFail, Message: "setup-token mode: " + res.Reason + "; the next pass retries"}
+	}
+	return fail("setup-token mode: the setup token was refused: %s; ask your admin for a new setup token (no restore in this mode)", res.Reason)
+}
+
+func (e *Engine) writeEnvFile(tok credentials.Secret) error {
+	want := []byte(envKey + "=" + tok.Reveal() + "\n")
+	if have, err := os.ReadFile(e.Cfg.TokenEnvFile); err == nil && bytes.Equal(have, want) {
+		if fi, err := os.Stat(e.Cfg.TokenEnvFile); err == nil && fi.Mode().Perm() == 0o600 {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(e.Cfg.TokenEnvFile), 0o700); err != nil {
+		return err
+	}
+	_, err := credentials.WriteAtomic(e.Cfg.TokenEnvFile, want, 0o600)
+	return err
+}
+
+// backfill puts the setup token into the file's claudeAiOauth (access token,
+// expiry a year on, everything else kept) so running processes cut over.
+func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Secret, now time.Time) error {
+	local, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return err
+	}
+	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	lk, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	cur, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return err
+	}
+	if cur.OAuth == nil || cur.OAuth.AccessToken() == tok {
+		return nil
+	}
+	if cur.State == credentials.Usable {
+		// Keep the rotating login we are about to shadow: it is Vault's too,
+		// but a local copy costs nothing and loses nothing.
+		_ = lin.Observe(cur.OAuth.RefreshToken())
+		if _, err := credentials.WriteAtomic(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+			return err
+		}
+	}
+	data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(setupTokenLifetime))).Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
+	return err
+}
+
+// leaveSetupTokenMode runs when Vault no longer has a setup token but the env
+// file is still here: remove it, and put the rotating login back if the file
+// holds a backfill.
+func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *store.Doc, old credentials.Secret) *Outcome {
+	if err := os.Remove(e.Cfg.TokenEnvFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		o := fail("setup-token mode ended, but %s cannot be removed: %v", e.Cfg.TokenEnvFile, err)
+		return &o
+	}
+	local, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil || local.OAuth == nil || !IsBackfill(local.OAuth, old, e.now()) {
+		return &Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode ended; removed " + e.Cfg.TokenEnvFile}
+	}
+	vo, err := doc.OAuth()
+	if err != nil || vo == nil || vo.Usable() != nil {
+		return &Outcome{Status: WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + loginHint()}
+	}
+	expect := func(cur *credentials.Local) error {
+		if cur.OAuth != nil && !IsBackfill(cur.OAuth, old, e.now()) {
+			return errors.New("the file no longer holds the backfill")
+		}
+		return nil
+	}
+	if err := e.writeLogin(ctx, lin, vo, expect); err != nil {
+		o := fail("setup-token mode ended, but putting the rotating login back failed: %v", err)
+		return &o
+	}
+	return &Outcome{Status: RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
+}

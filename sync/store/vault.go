@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// VaultConfig says where the user's document lives and how to reach it.
+type VaultConfig struct {
+	Address   string        // VAULT_ADDR
+	Mount     string        // KV v2 mount, "secret"
+	Path      string        // path inside the mount, "workstation/claude-users/<user>"
+	TokenFile string        // the scoped token file
+	User      string        // OS user the token must belong to
+	Timeout   time.Duration // per request
+}
+
+// Vault is the KV v2 store.
+type Vault struct {
+	cfg    VaultConfig
+	client *vault.Client
+}
+
+// TokenInfo is what lookup-self says about the token (no secret inside).
+type TokenInfo struct {
+	DisplayName string
+	Policies    []string
+	TTL         time.Duration
+	Period      time.Duration
+	Orphan      bool
+	Renewable   bool
+}
+
+// NewVault builds the client from the standard VAULT_* environment (CA, TLS,
+// namespace …) with the address and token we were given. The client's own retries
+// are off: the engine is the one place that retries.
+func NewVault(cfg VaultConfig) (*Vault, error) {
+	vc := vault.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("vault client config: %w", vc.Error)
+	}
+	if cfg.Address != "" {
+		vc.Address = cfg.Address
+	}
+	vc.MaxRetries = 0
+	if cfg.Timeout > 0 {
+		vc.Timeout = cfg.Timeout
+	}
+	c, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("vault client: %w", err)
+	}
+	c.ClearToken() // never VAULT_TOKEN from the environment: only the scoped file
+	return &Vault{cfg: cfg, client: c}, nil
+}
+
+func (v *Vault) Describe() string {
+	return fmt.Sprintf("vault %s %s/%s", v.client.Address(), v.cfg.Mount, v.cfg.Path)
+}
+
+// LoadToken reads and checks the token file and uses the token for requests.
+func (v *Vault) LoadToken() error {
+	tok, err := ReadTokenFile(v.cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	v.client.SetToken(tok.Reveal())
+	return nil
+}
+
+// ReadTokenFile reads the scoped token: the file must exist, belong to us, be
+// non-empty and be readable by its owner only.
+func ReadTokenFile(path string) (credentials.Secret, error) {
+	hint := "ask your workstation admin to run `claude-auth-sync provision`, or write your scoped token to " + path + " with mode 0600"
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("%w: %s does not exist; %s", ErrTokenFile, path, hint)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrTokenFile, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrTokenFile, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%w: %s is not a regular file", ErrTokenFile, path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%w: %s has mode %04o, readable by others; run `chmod 600 %s` (and consider the token exposed: ask for a new one)", ErrTokenFile, path, perm, path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", ErrTokenFile, path, st.Uid, os.Geteuid())
+	}
+	buf := make([]byte, 4097)
+	n, _ := f.Read(buf)
+	if n > 4096 {
+		return "", fmt.Errorf("%w: %s is too large to be a Vault token", ErrTokenFile, path)
+	}
+	tok := strings.TrimSpace(string(buf[:n]))
+	if tok == "" {
+		return "", fmt.Errorf("%w: %s is empty; %s", ErrTokenFile, path, hint)
+	}
+	if strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%w: %s holds more than one line; it must hold only the token", ErrTokenFile, path)
+	}
+	return credentials.Secret(tok), nil
+}
+
+// PolicyFor is the per-user policy name the fleet uses.
+func PolicyFor(user string) string { return "workstation-claude-" + user }
+
+// DisplayNameFor is the display name provisioning gives the token.
+func DisplayNameFor(user string) string { return "devvm-claude-auth-" + user }
+
+var unsafeDisplay = regexp.MustCompile(`[^A-Za-z0-9-]`)
+
+// SanitizedDisplayName is the display name as Vault reports it back: "token-"
+// plus the name with every character outside [A-Za-z0-9-] replaced by "-".
+func SanitizedDisplayName(name string) string {
+	return "token-" + unsafeDisplay.ReplaceAllString(name, "-")
+}
+
+// CheckDrift refuses a token that is not this user's: it must carry the user's
+// policy, no other user's, and the expected display name.
+func CheckDrift(info TokenInfo, user string) error {
+	want := PolicyFor(user)
+	if !slices.Contains(info.Policies, want) {
+		return fmt.Errorf("%w: it lacks policy %s (it has %s); the token file holds someone else's or an admin token: ask your admin to re-provision it", ErrForeignToken, want, strings.Join(info.Policies, ","))
+	}
+	for _, p := range info.Policies {
+		if strings.HasPrefix(p, "workstation-claude-") && p != want {
+			return fmt.Errorf("%w: it also carries %s, another user's policy", ErrForeignToken, p)
+		}
+		if p == "root" {
+			return fmt.Errorf("%w: it is a root token; use your scoped token", ErrForeignToken)
+		}
+	}
+	if wantName := SanitizedDisplayName(DisplayNameFor(user)); info.DisplayName != wantName {
+		return fmt.Errorf("%w: its display name is %q, want %q", ErrForeignToken, info.DisplayName, wantName)
+	}
+	return nil
+}
+
+// LookupSelf asks Vault about the token.
+func (v *Vault) LookupSelf(ctx context.Context) (TokenInfo, error) {
+	s, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		return TokenInfo{}, classify("look up the vault token", err)
+	}
+	if s == nil || s.Data == nil {
+		return TokenInfo{}, fmt.Errorf("%w: empty lookup-self answer", ErrUnreachable)
+	}
+	info := TokenInfo{}
+	info.DisplayName, _ = s.Data["display_name"].(string)
+	if ps, ok := s.Data["policies"].([]any); ok {
+		for _, p := range ps {
+			if s, ok := p.(string); ok {
+				info.Policies = append(info.Policies, s)
+			}
+		}
+	}
+	info.TTL = seconds(s.Data["ttl"])
+	info.Period = seconds(s.Data["period"])
+	info.Orphan, _ = s.Data["orphan"].(bool)
+	info.Renewable, _ = s.Data["renewable"].(bool)
+	return info, nil
+}
+
+func seconds(v any) time.Duration {
+	switch n := v.(type) {
+	case json.Number:
+		i, _ := n.Int64()
+		return time.Duration(i) * time.Second
+	case float64:
+		return time.Duration(n) * time.Second
+	case int:
+		return time.Duration(n) * time.Second
+	}
+	return 0
+}
+
+// RenewSelf renews the token (periodic tokens go back to their full period) and
+// returns the new TTL.
+func (v *Vault) RenewSelf(ctx context.Context) (time.Duration, error) {
+	s, err := v.client.Auth().Token().RenewSelfWithContext(ctx, 0)
+	if err != nil {
+		return 0, classify("renew the vault token", err)
+	}
+	if s != nil && s.Auth != nil {
+		return time.Duration(s.Auth.LeaseDuration) * time.Second, nil
+	}
+	return 0, nil
+}
+
+// Prepare runs the per-pass token routine: load the file, drift check, renew.
+func (v *Vault) Prepare(ctx context.Context) (TokenInfo, error) {
+	if err := v.LoadToken(); err != nil {
+		return TokenInfo{}, err
+	}
+	info, err := v.LookupSelf(ctx)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	if err := CheckDrift(info, v.cfg.User); err != nil {
+		return info, err
+	}
+	ttl, err := v.RenewSelf(ctx)
+	if err != nil {
+		return info, err
+	}
+	if ttl > 0 {
+		info.TTL = ttl
+	}
+	return info, nil
+}
+
+func (v *Vault) dataPath() string { return v.cfg.Mount + "/data/" + v.cfg.Path }
+func (v *Vault) metaPath() string { return v.cfg.Mount + "/metadata/" + v.cfg.Path }
+
+// Read returns the latest version. A deleted or destroyed latest version reads
+// as absent, with Version set to the metadata's current_version.
+func (v *Vault) Read(ctx context.Context) (*Doc, error) {
+	s, err := v.client.Logical().ReadWithContext(ctx, v.dataPath())
+	if err != nil {
+		return nil, classify("read "+v.cfg.Mount+"/"+v.cfg.Path, err)
+	}
+	if s != nil && s.Data != nil {
+		if data, ok := s.Data["data"].(map[string]any); ok && data != nil {
+			ver := 0
+			if md, ok := s.Data["metadata"].(map[string]any); ok {
+				ver = int(seconds(md["version"]) / time.Second)
+			}
+			return &Doc{Exists: true, Version: ver, fields: data}, nil
+		}
+	}
+	// No live latest version: the cas for a write is the metadata's
+	// current_version (a deleted version still counts); 0 only with no metadata.
+	m, err := v.client.Logical().ReadWithContext(ctx, v.metaPath())
+	if err != nil {
+		return nil, classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+	}
+	doc := &Doc{fields: map[string]any{}}
+	if m != nil && m.Data != nil {
+		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
+	}
+	return doc, nil
+}
+
+// Update is `vault kv patch -method=rw`: read, merge at top level, write with
+// cas = the version read; on a cas conflict, read and merge again.
+func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, error)) (*Doc, error) {
+	for attempt := 0; ; attempt++ {
+		cur, err := v.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		set, err := fn(cur)
+		if err != nil {
+			return cur, err
+		}
+		merged := cur.merged(set)
+		s, err := v.client.Logical().WriteWithContext(ctx, v.dataPath(), map[string]any{
+			"options": map[string]any{"cas": cur.Version},
+			"data":    merged,
+		})
+		if err != nil {
+			err = classify("write "+v.cfg.Mount+"/"+v.cfg.Path, err)
+			if errors.Is(err, ErrConflict) && attempt+1 < maxConflicts {
+				continue
+			}
+			return cur, err
+		}
+		ver := cur.Version + 1
+		if s != nil && s.Data != nil {
+			if n := int(seconds(s.Data["version"]) / time.Second); n > 0 {
+				ver = n
+			}
+		}
+		return &Doc{Exists: true, Version: ver, fields: merged}, nil
+	}
+}
+
+// classify maps a Vault client error to one of our sentinels, keeping the status
+// and Vault's own words (which never contain the token) and dropping the URL's
+// query, if any.
+func classify(op string, err error) error {
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		msg := strings.Join(re.Errors, "; ")
+		switch {
+		case re.StatusCode == 403:
+			return fmt.Errorf("%s: %w (403: %s)", op, ErrForbidden, msg)
+		case re.StatusCode == 400 && strings.Contains(msg, "check-and-set"):
+			return fmt.Errorf("%s: %w (%s)", op, ErrConflict, msg)
+		case re.StatusCode >= 500 || re.StatusCode == 429:
+			return fmt.Errorf("%s: %w (%d: %s)", op, ErrUnreachable, re.StatusCode, msg)
+		default:
+			return fmt.Errorf("%s: vault answered %d: %s", op, re.StatusCode, msg)
+		}
+	}
+	var ue *url.Error
+	var ne net.Error
+	if errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) {
+		reason := err.Error()
+		if ue != nil {
+			reason = ue.Err.Error()
+		}
+		return fmt.Errorf("%s: %w (%s)", op, ErrUnreachable, reason)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

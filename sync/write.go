@@ -1,0 +1,68 @@
+package authsync
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// writeLogin puts a login into the credentials file, merging only claudeAiOauth
+// and keeping every other key. It holds the writer lock for the re-read and the
+// write only. expect, given the file as re-read under the lock, may veto the
+// write (the file changed meanwhile). What the write replaces is kept in the
+// state dir (previous-credentials.json, 0600), so nothing is ever lost.
+func (e *Engine) writeLogin(ctx context.Context, lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
+	if o.RefreshToken() == "" {
+		// An empty refresh token means "logged out" to Claude: never write one.
+		return fmt.Errorf("refusing to write a login without a refresh token")
+	}
+	wait := e.LockWait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	lctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	lk, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+
+	cur, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return err
+	}
+	if expect != nil {
+		if err := expect(cur); err != nil {
+			return fmt.Errorf("%w: %v", ErrChanged, err)
+		}
+	}
+	if cur.OAuth != nil && cur.OAuth.Equal(o) {
+		return nil
+	}
+	if cur.Raw != nil {
+		prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
+		if _, err := credentials.WriteAtomic(prev, cur.Raw, 0o600); err != nil {
+			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
+		}
+	}
+	data, err := cur.Base().WithOAuth(o).Marshal()
+	if err != nil {
+		return err
+	}
+	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
+	if target != "" {
+		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", e.Cfg.CredentialsFile, err)
+	}
+	if err := lin.Observe(o.RefreshToken()); err != nil {
+		e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	return nil
+}
