@@ -36,7 +36,9 @@ cd "$work/vault"
 
 # Drop the replaces that point into the module's own tree.
 sed -i -E '/^replace github\.com\/hashicorp\/vault\/(api|sdk)[^ ]* => \.\//d' go.mod
-go mod edit -require="github.com/hashicorp/vault/sdk@$SDK_VERSION"
+# Pin the sdk: newer dependencies would otherwise lift it past what this Vault
+# release compiles against.
+go mod edit -require="github.com/hashicorp/vault/sdk@$SDK_VERSION" -replace="github.com/hashicorp/vault/sdk=github.com/hashicorp/vault/sdk@$SDK_VERSION"
 
 # Adapt three call sites to the published sdk's signatures.
 sed -i 's/func (i \*IdentityStore) activateDeduplication(ctx context.Context, req \*logical.Request) error {/func (i *IdentityStore) activateDeduplication(ctx context.Context, req *logical.Request, _ string) error {/' vault/identity_store_util.go

@@ -325,3 +325,22 @@ func classify(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// PolicyHCL is the per-user policy: exactly create/read/update on the user's
+// data path, read on its metadata, and the token's own lookup and renew. No
+// patch, no delete, nothing on anyone else's path.
+func PolicyHCL(mount, path string) string {
+	return fmt.Sprintf(`path "%[1]s/data/%[2]s" {
+  capabilities = ["create", "read", "update"]
+}
+path "%[1]s/metadata/%[2]s" {
+  capabilities = ["read"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+`, mount, path)
+}

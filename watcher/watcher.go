@@ -1,0 +1,190 @@
+// Package watcher reports "the credentials file may have changed" without
+// polling: fsnotify on the file's parent directory (Claude and editors replace
+// the file by rename, which a watch on the file itself would lose), filtered to
+// the file's name, coalesced with a short trailing debounce. It survives the
+// directory disappearing and coming back, turns an event-queue overflow into a
+// full rescan, and adds a slow safety-net rescan for file systems that deliver
+// no events.
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Reason says why a Change was sent.
+type Reason string
+
+const (
+	Changed  Reason = "changed"  // an event named the file
+	Rescan   Reason = "rescan"   // the safety-net timer, or a fresh watch
+	Overflow Reason = "overflow" // the kernel dropped events
+)
+
+// Change is one coalesced notification; the receiver re-reads the file.
+type Change struct {
+	Reason Reason
+	At     time.Time
+}
+
+// Options tune the watcher; zero values take the defaults.
+type Options struct {
+	Debounce time.Duration // trailing quiet time before a Change (default 25ms)
+	Rescan   time.Duration // safety-net rescan period (default 5m)
+	// OnError is told about watch errors (e.g. inotify limits) once per kind.
+	OnError func(error)
+}
+
+// Watcher watches one file.
+type Watcher struct {
+	path string
+	opts Options
+	c    chan Change
+}
+
+// New returns a watcher for path. Run starts it.
+func New(path string, opts Options) *Watcher {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 25 * time.Millisecond
+	}
+	if opts.Rescan <= 0 {
+		opts.Rescan = 5 * time.Minute
+	}
+	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1)}
+}
+
+// C delivers changes. It holds at most one pending Change: a reader that falls
+// behind gets one notification for many events, never a backlog.
+func (w *Watcher) C() <-chan Change { return w.c }
+
+func (w *Watcher) send(r Reason) {
+	select {
+	case w.c <- Change{Reason: r, At: time.Now()}:
+	default:
+		// One is pending already; the reader will re-read the file anyway.
+	}
+}
+
+// Run watches until ctx ends. If inotify cannot be had at all it falls back to
+// the rescan timer alone, and says so through OnError.
+func (w *Watcher) Run(ctx context.Context) error {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		w.report(fmt.Errorf("no inotify watcher (%w); falling back to a rescan every %s", err, w.opts.Rescan))
+		return w.pollOnly(ctx)
+	}
+	defer fw.Close()
+
+	dir := filepath.Dir(w.path)
+	watched := ""
+	// attach watches the file's directory, or the nearest existing ancestor
+	// while the directory is missing (it is re-attached when it comes back).
+	attach := func() {
+		target := dir
+		for {
+			if _, err := os.Stat(target); err == nil {
+				break
+			}
+			parent := filepath.Dir(target)
+			if parent == target {
+				break
+			}
+			target = parent
+		}
+		if target == watched {
+			return
+		}
+		if watched != "" {
+			_ = fw.Remove(watched)
+		}
+		if err := fw.Add(target); err != nil {
+			w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, w.opts.Rescan))
+			watched = ""
+			return
+		}
+		watched = target
+	}
+	attach()
+	w.send(Rescan) // a fresh watch: whatever happened before it is unknown
+
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	pending := Reason("")
+	rescan := time.NewTicker(w.opts.Rescan)
+	defer rescan.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return errors.New("fsnotify closed its event channel")
+			}
+			name := filepath.Clean(ev.Name)
+			switch {
+			case watched != dir:
+				// Watching an ancestor: anything may be the directory coming back.
+				attach()
+				if watched == dir {
+					pending = Changed
+					debounce.Reset(w.opts.Debounce)
+				}
+			case name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename):
+				attach()
+				pending = Changed
+				debounce.Reset(w.opts.Debounce)
+			case name == w.path:
+				if pending == "" {
+					pending = Changed
+				}
+				debounce.Reset(w.opts.Debounce)
+			}
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return errors.New("fsnotify closed its error channel")
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				pending = Overflow
+				debounce.Reset(w.opts.Debounce)
+				continue
+			}
+			w.report(err)
+		case <-debounce.C:
+			if pending != "" {
+				w.send(pending)
+				pending = ""
+			}
+		case <-rescan.C:
+			if watched != dir {
+				attach()
+			}
+			w.send(Rescan)
+		}
+	}
+}
+
+func (w *Watcher) pollOnly(ctx context.Context) error {
+	t := time.NewTicker(w.opts.Rescan)
+	defer t.Stop()
+	w.send(Rescan)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			w.send(Rescan)
+		}
+	}
+}
+
+func (w *Watcher) report(err error) {
+	if w.opts.OnError != nil {
+		w.opts.OnError(err)
+	}
+}
