@@ -233,27 +233,49 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// An auth failure with a different login in Vault restores it and retries.
+// An auth failure with a newer login in Vault restores it and retries: the file
+// went back to an older login (say, copied from an old home) whose access token
+// the server has since revoked.
 func TestAuthFailureRestoresAndRetries(t *testing.T) {
 	w := newWorld(t)
+	old := w.login()
+	oldFile, _ := os.ReadFile(w.creds)
+	w.mustCode(w.run(nil, "sync"), 0, "sync A")
 	w.login()
-	w.mustCode(w.run(nil, "sync"), 0, "sync")
+	w.mustCode(w.run(nil, "sync"), 0, "sync B")
 	good := w.localOAuthCompact()
-	// A second login on disk whose access token the server revoked; its refresh
-	// token is one this host never saw in Vault.
-	bad := w.login()
-	w.fake.Revoke(bad.AccessToken)
+	os.WriteFile(w.creds, oldFile, 0o600)
+	w.fake.Revoke(old.AccessToken)
 	r := w.run(nil, "sync")
 	w.mustCode(r, 0, "sync")
 	if w.localOAuthCompact() != good {
-		t.Errorf("the working backup was not restored")
+		t.Errorf("the newer backup was not restored")
 	}
-	if !regexp.MustCompile(`(?m)^\S+ RECOVERED .*restored the login from the backup`).MatchString(w.syncLog()) {
-		t.Errorf("no RECOVERED line:\n%s", w.syncLog())
+	if !regexp.MustCompile(`(?m)^\S+ RECOVERED .*restored the login from the backup.*\n\S+ OK `).MatchString(w.syncLog()) {
+		t.Errorf("no RECOVERED then OK:\n%s", w.syncLog())
 	}
 	// The replaced file is kept, not lost.
-	if _, err := os.Stat(filepath.Join(w.state, "previous-credentials.json")); err != nil {
+	if b, err := os.ReadFile(filepath.Join(w.state, "previous-credentials.json")); err != nil || string(b) != string(oldFile) {
 		t.Errorf("replaced login not kept: %v", err)
+	}
+}
+
+// An auth failure when the backup is older than the file (already rotated out)
+// does not restore it: FAIL with the login command, file untouched.
+func TestAuthFailureDoesNotRestoreOlderBackup(t *testing.T) {
+	w := newWorld(t)
+	w.login()
+	w.mustCode(w.run(nil, "sync"), 0, "sync")
+	bad := w.login()
+	before, _ := os.ReadFile(w.creds)
+	w.fake.Revoke(bad.AccessToken)
+	r := w.run(nil, "sync")
+	w.mustCode(r, 1, "sync")
+	if !strings.Contains(r.stderr, "claude auth login") {
+		t.Errorf("FAIL without the login command: %s", r.stderr)
+	}
+	if after, _ := os.ReadFile(w.creds); string(after) != string(before) {
+		t.Errorf("file changed although the backup is older")
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gofrs/flock"
+
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -58,9 +60,29 @@ func (l *Lineage) add(fp string) bool {
 }
 
 // Observe records a refresh token as seen now (no-op when already known) and
-// persists the lineage when it changed.
+// persists the lineage when it changed. Several of our processes share the file:
+// the append happens under a flock on a fresh read, so none loses another's entry.
 func (l *Lineage) Observe(tok credentials.Secret) error {
-	if tok == "" || !l.add(tok.Fingerprint()) {
+	if tok == "" {
+		return nil
+	}
+	if _, ok := l.idx[tok.Fingerprint()]; ok {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
+		return err
+	}
+	lk := flock.New(l.path+".lock", flock.SetPermissions(0o600))
+	if err := lk.Lock(); err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	fresh, err := LoadLineage(l.path)
+	if err != nil {
+		return err
+	}
+	*l = *fresh
+	if !l.add(tok.Fingerprint()) {
 		return nil
 	}
 	if len(l.seen) > maxLineage {
@@ -75,10 +97,7 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 		b.WriteString(fp)
 		b.WriteByte('\n')
 	}
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
-		return err
-	}
-	_, err := credentials.WriteAtomic(l.path, b.Bytes(), 0o600)
+	_, err = credentials.WriteAtomic(l.path, b.Bytes(), 0o600)
 	return err
 }
 

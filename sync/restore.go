@@ -31,7 +31,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(rec, *hard)
 	}
 	if vs.doc == nil {
-		return e.finish(rec, Outcome{Status: FAIL, Code: ExitTempFail, Message: "restore: the backup cannot be read: " + vs.down.Error()})
+		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
 	}
 	vo, err := vs.doc.OAuth()
 	switch {

@@ -3,6 +3,7 @@ package authsync
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -53,6 +54,13 @@ func (e *Engine) writeLogin(ctx context.Context, lin *Lineage, o *credentials.OA
 	data, err := cur.Base().WithOAuth(o).Marshal()
 	if err != nil {
 		return err
+	}
+	if cur.State == credentials.Missing {
+		// A new home (restore after a logout or onto a fresh account): Claude's
+		// config dir may not exist yet.
+		if err := os.MkdirAll(filepath.Dir(cur.Target), 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(cur.Target), err)
+		}
 	}
 	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
 	if target != "" {

@@ -104,7 +104,8 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 func when(t time.Time, now time.Time) string {
 	d := t.Sub(now).Round(time.Second)
 	rel := "in " + d.String()
-	if d < 0 {
+	if t.Before(now) {
+		// Decided before rounding: a moment ago is "0s ago", not "in 0s".
 		rel = strings.TrimPrefix((-d).String(), "-") + " ago"
 	}
 	return t.Local().Format(time.RFC3339) + " (" + rel + ")"

@@ -37,7 +37,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cfg.StateDir, "state-dir", "", "state dir for sync.log, locks, lineage (env CLAUDE_AUTH_STATE_DIR; default ~/.local/state/claude-auth-sync)")
 	fs.StringVar(&c.cfg.Store, "store", "", "where backups go: auto, vault or file (env CLAUDE_AUTH_STORE; auto = vault when VAULT_ADDR is set)")
 	fs.StringVar(&c.cfg.VaultAddr, "vault-addr", "", "Vault address (env VAULT_ADDR)")
-	fs.StringVar(&c.cfg.VaultPath, "vault-path", "", "KV path as `vault kv` takes it (env CLAUDE_AUTH_VAULT_PATH; default secret/workstation/claude-users/{user})")
+	fs.StringVar(&c.cfg.VaultPath, "vault-path", "", "KV path as \"vault kv\" takes it (env CLAUDE_AUTH_VAULT_PATH; default secret/workstation/claude-users/{user})")
 	fs.StringVar(&c.cfg.VaultTokenFile, "token-file", "", "scoped Vault token file, mode 0600 (env CLAUDE_AUTH_VAULT_TOKEN_FILE; default ~/.config/claude-auth-sync/vault-token)")
 	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "claude CLI used for the inference check (env CLAUDE_AUTH_CLAUDE_BIN; default claude on PATH)")
 	fs.DurationVar(&c.cfg.CheckTimeout, "check-timeout", 0, "timeout of the inference check (env CLAUDE_AUTH_CHECK_TIMEOUT; default 90s)")
@@ -47,19 +47,21 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 
 // parse parses a command's flags; ok false means the caller returns code.
 func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
+	// Parse errors go to stderr with a pointer to --help; the help itself goes
+	// to stdout only when asked for.
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, help)
 		fmt.Fprintln(stdout, "\nFlags:")
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		fs.SetOutput(stderr)
-	}
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
 		return 0, false
 	}
 	if err != nil {
+		fmt.Fprintf(stderr, "see claude-auth-sync %s --help\n", fs.Name())
 		return exitUsage, false
 	}
 	if fs.NArg() > 0 {

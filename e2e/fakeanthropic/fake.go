@@ -64,6 +64,7 @@ type Server struct {
 	families int
 	counters Counters
 	received []string // refresh tokens presented, in order
+	issued   []string // every access and refresh token minted, in order
 }
 
 // New returns a fake with an 8 h token lifetime.
@@ -95,7 +96,30 @@ func (s *Server) issueLocked(family int) Login {
 	}
 	s.access[l.AccessToken] = &access{expires: end, family: family}
 	s.refresh[l.RefreshToken] = &refresh{family: family}
+	s.issued = append(s.issued, l.AccessToken, l.RefreshToken)
 	return l
+}
+
+// Issued lists every access and refresh token the fake has minted (by Issue or
+// by a refresh), in order, so a test can assert none of them leaks.
+func (s *Server) Issued() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.issued...)
+}
+
+// SetFailStatus sets FailStatus while the server may be serving (0 = answer normally).
+func (s *Server) SetFailStatus(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.FailStatus = status
+}
+
+// SetReply sets Reply while the server may be serving.
+func (s *Server) SetReply(text string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Reply = text
 }
 
 // Revoke makes an access token answer 403 "revoked".

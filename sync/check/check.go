@@ -153,7 +153,7 @@ func firstLine(s string) string {
 	return "(no output)"
 }
 
-var tokenRe = regexp.MustCompile(`sk-ant-[A-Za-z0-9_\-]{4,}|\b(?:hvs|hvb|s)\.[A-Za-z0-9_\-]{20,}|[A-Za-z0-9_\-]{40,}`)
+var tokenRe = regexp.MustCompile(`sk-ant-[A-Za-z0-9_\-]{4,}|\b(?:hv[sbr]|s)\.[A-Za-z0-9_\-]{20,}|[A-Za-z0-9_+=]{40,}`)
 
 // Mask replaces anything shaped like an Anthropic or Vault token.
 func Mask(s string) string { return tokenRe.ReplaceAllString(s, "[redacted]") }

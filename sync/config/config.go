@@ -81,6 +81,10 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	sysPath := firstNonEmpty(fl.SystemConfig, getenv("CLAUDE_AUTH_SYSTEM_CONFIG"), SystemFile)
 	file, err := ReadFile(sysPath)
 	if err != nil && !(errors.Is(err, os.ErrNotExist) && fl.SystemConfig == "") {
+		if !errors.Is(err, ErrConfig) {
+			// A config file named on the command line that does not exist.
+			err = fmt.Errorf("%w: %v", ErrConfig, err)
+		}
 		return nil, err
 	}
 	src := map[string]string{}
@@ -174,7 +178,9 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	} else {
 		c.VaultPath = strings.TrimPrefix(full, c.VaultMount+"/")
 	}
-	if strings.Contains("/"+c.VaultPath+"/", "/../") || strings.Contains(c.VaultPath, "/data/") {
+	// "secret/data/…" is the API path, not the KV path: `vault kv` adds data/ itself.
+	if strings.Contains("/"+c.VaultPath+"/", "/../") || strings.Contains(c.VaultPath, "/data/") ||
+		strings.HasPrefix(c.VaultPath, "data/") || strings.HasPrefix(c.VaultPath, "metadata/") {
 		return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
 	}
 

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // OAuthKey is the top-level key of Claude's login in the credentials file.
@@ -25,9 +26,9 @@ var ErrNoLogin = errors.New("no claudeAiOauth login in the credentials file")
 // Reveal is the only way to the value.
 type Secret string
 
-func (s Secret) String() string         { return "[redacted]" }
-func (s Secret) GoString() string       { return "[redacted]" }
-func (s Secret) LogValue() slog.Value   { return slog.StringValue("[redacted]") }
+func (s Secret) String() string             { return "[redacted]" }
+func (s Secret) GoString() string           { return "[redacted]" }
+func (s Secret) LogValue() slog.Value       { return slog.StringValue("[redacted]") }
 func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
 
 // Reveal returns the token itself, for the few places that must send or store it.
@@ -76,6 +77,15 @@ func ParseOAuth(raw []byte) (*OAuth, error) {
 func fromObject(obj *object) *OAuth {
 	o := &OAuth{obj: obj}
 	var problems []string
+	// encoding/json turns invalid UTF-8 into U+FFFD when it decodes a string, so
+	// a token with a bad byte would come out silently changed (and so would its
+	// backup): such a login is broken. Other keys keep their bytes as they are.
+	for _, k := range obj.keys {
+		if !utf8.Valid(obj.vals[k]) {
+			problems = append(problems, "claudeAiOauth is not valid UTF-8")
+			break
+		}
+	}
 	o.access, problems = stringField(obj, "accessToken", problems)
 	o.refresh, problems = stringField(obj, "refreshToken", problems)
 	if raw, ok := obj.get("expiresAt"); !ok {
@@ -112,6 +122,11 @@ func stringField(obj *object, name string, problems []string) (Secret, []string)
 }
 
 func number(raw json.RawMessage) (int64, bool) {
+	// json.Number also accepts a JSON string holding digits ("123"); Claude's
+	// expiresAt is a number, and a string there is a broken login.
+	if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] == '"' {
+		return 0, false
+	}
 	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return 0, false
@@ -193,10 +208,13 @@ func (o *OAuth) WithAccessToken(token Secret, expiresAt time.Time) *OAuth {
 	return fromObject(c)
 }
 
-func (o *OAuth) String() string             { return "[redacted claudeAiOauth]" }
-func (o *OAuth) GoString() string           { return "[redacted claudeAiOauth]" }
-func (o *OAuth) LogValue() slog.Value       { return slog.StringValue("[redacted claudeAiOauth]") }
-func (o *OAuth) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted claudeAiOauth]")) }
+// Value receivers, so a dereferenced OAuth (whose token fields are unexported,
+// hence printed raw by fmt) is redacted too. LogValue stays on the pointer so
+// slog never calls it through a nil pointer (a panic and a stack in the log).
+func (o OAuth) String() string             { return "[redacted claudeAiOauth]" }
+func (o OAuth) GoString() string           { return "[redacted claudeAiOauth]" }
+func (o *OAuth) LogValue() slog.Value      { return slog.StringValue("[redacted claudeAiOauth]") }
+func (o OAuth) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted claudeAiOauth]")) }
 
 // File is a whole credentials file.
 type File struct {

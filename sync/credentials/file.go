@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 )
@@ -87,6 +88,18 @@ type Local struct {
 	File    *File  // nil when Missing or not JSON
 	OAuth   *OAuth // nil unless the file has a claudeAiOauth object
 	Raw     []byte // the bytes read (secret); kept so a broken file can be preserved
+}
+
+// Local holds the file's bytes (Raw), so it prints without them: path and state.
+// (Value receivers cover a dereferenced Local; LogValue is nil-safe for slog.)
+func (l Local) String() string             { return "credentials file " + l.Path + " (" + l.State.String() + ")" }
+func (l Local) GoString() string           { return l.String() }
+func (l Local) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(l.String())) }
+func (l *Local) LogValue() slog.Value {
+	if l == nil {
+		return slog.StringValue("<nil>")
+	}
+	return slog.StringValue(l.String())
 }
 
 // Read reads and classifies the credentials file at path.

@@ -77,4 +77,3 @@ func (f *File) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, er
 	}
 	return &Doc{Exists: true, Version: next.Version, fields: next.Data}, nil
 }
-

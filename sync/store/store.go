@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -144,7 +145,18 @@ func (d *Doc) merged(set map[string]any) map[string]any {
 	return out
 }
 
-func (d *Doc) String() string { return fmt.Sprintf("[redacted vault document v%d]", d.Version) }
+// Doc holds secrets in unexported fields (which fmt prints raw), so it prints as
+// its version only; value receivers cover a dereferenced Doc too, and LogValue
+// is nil-safe for slog.
+func (d Doc) String() string             { return fmt.Sprintf("[redacted vault document v%d]", d.Version) }
+func (d Doc) GoString() string           { return d.String() }
+func (d Doc) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(d.String())) }
+func (d *Doc) LogValue() slog.Value {
+	if d == nil {
+		return slog.StringValue("<nil>")
+	}
+	return slog.StringValue(d.String())
+}
 
 // BackupFields are the fields a backup writes: exactly the reference tool's.
 func BackupFields(o *credentials.OAuth, now time.Time) map[string]any {

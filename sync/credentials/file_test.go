@@ -1,0 +1,445 @@
+package credentials
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func writeFile(t *testing.T, path, data string, mode fs.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRead(t *testing.T) {
+	usable := fileJSON(loginJSON(testAccess, testRefresh, testExpires))
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, dir string) string // returns the path to read
+		want    State
+		symlink bool
+		target  string // relative to dir; "" = the path itself
+		mode    fs.FileMode
+	}{
+		{name: "missing", want: Missing, setup: func(t *testing.T, dir string) string {
+			return filepath.Join(dir, FileName)
+		}},
+		{name: "usable", want: Usable, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, usable, 0o600)
+			return p
+		}},
+		{name: "usable keeps mode 0640", want: Usable, mode: 0o640, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, usable, 0o640)
+			return p
+		}},
+		{name: "no login", want: NoLogin, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, `{"mcpOAuth":{"a":{"accessToken":"x"}}}`, 0o600)
+			return p
+		}},
+		{name: "empty refresh token", want: Clobbered, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, fileJSON(loginJSON(testAccess, "", testExpires)), 0o600)
+			return p
+		}},
+		{name: "empty file", want: Clobbered, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, "", 0o600)
+			return p
+		}},
+		{name: "not JSON", want: Clobbered, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			writeFile(t, p, "\x00\x00\x00", 0o600)
+			return p
+		}},
+		{name: "bigger than MaxFileSize", want: Clobbered, mode: 0o600, setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			// A valid, usable object padded past the limit: the size alone decides.
+			pad := strings.Repeat(" ", MaxFileSize)
+			writeFile(t, p, `{"claudeAiOauth":`+loginJSON(testAccess, testRefresh, testExpires)+pad+`}`, 0o600)
+			return p
+		}},
+		{name: "symlink to usable file", want: Usable, symlink: true, target: "real/creds.json", mode: 0o600, setup: func(t *testing.T, dir string) string {
+			os.Mkdir(filepath.Join(dir, "real"), 0o700)
+			writeFile(t, filepath.Join(dir, "real", "creds.json"), usable, 0o600)
+			p := filepath.Join(dir, FileName)
+			if err := os.Symlink("real/creds.json", p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+		{name: "dangling symlink", want: Missing, symlink: true, target: "gone/creds.json", setup: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, FileName)
+			if err := os.Symlink("gone/creds.json", p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := realDir(t)
+			p := tt.setup(t, dir)
+			l, err := Read(p)
+			if err != nil {
+				t.Fatalf("Read(%q) = %v; want no error", p, err)
+			}
+			if l.State != tt.want {
+				t.Errorf("Read(%q).State = %v (%v); want %v", p, l.State, l.Problem, tt.want)
+			}
+			if (l.Problem == nil) != (tt.want == Usable || tt.want == Missing) {
+				t.Errorf("Read(%q).Problem = %v; want a problem only when not usable", p, l.Problem)
+			}
+			if l.Symlink != tt.symlink {
+				t.Errorf("Read(%q).Symlink = %v; want %v", p, l.Symlink, tt.symlink)
+			}
+			wantTarget := p
+			if tt.target != "" {
+				wantTarget = filepath.Join(dir, tt.target)
+			}
+			if l.Target != wantTarget || l.Path != p {
+				t.Errorf("Read(%q) Path, Target = %q, %q; want %q, %q", p, l.Path, l.Target, p, wantTarget)
+			}
+			if l.Mode != tt.mode {
+				t.Errorf("Read(%q).Mode = %v; want %v", p, l.Mode, tt.mode)
+			}
+			if tt.want == Usable && (l.OAuth == nil || l.OAuth.RefreshToken().Reveal() != testRefresh) {
+				t.Errorf("Read(%q).OAuth does not hold the file's login", p)
+			}
+			if tt.want == Usable && string(l.Raw) != usable {
+				t.Errorf("Read(%q).Raw = %d bytes; want the file's bytes", p, len(l.Raw))
+			}
+			if tt.want == Clobbered && l.Problem != nil && strings.Contains(l.Problem.Error(), "sk-ant-") {
+				t.Errorf("Read(%q).Problem = %q; contains a token", p, l.Problem)
+			}
+		})
+	}
+}
+
+func TestReadNotRegular(t *testing.T) {
+	dir := realDir(t)
+	p := filepath.Join(dir, FileName)
+	if err := os.Mkdir(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Read(p); err == nil {
+		t.Errorf("Read(directory) = %v, nil; want an error", l.State)
+	}
+}
+
+func TestBaseAndModeFor(t *testing.T) {
+	if got := (&Local{}).Base().Keys(); len(got) != 0 {
+		t.Errorf("Base() of an unparsed file has keys %v; want none", got)
+	}
+	f, _ := Parse([]byte(`{"mcpOAuth":{}}`))
+	if got := (&Local{File: f}).Base().Keys(); strings.Join(got, ",") != "mcpOAuth" {
+		t.Errorf("Base() keys = %v; want [mcpOAuth]", got)
+	}
+	tests := []struct {
+		l    *Local
+		want fs.FileMode
+	}{
+		{nil, 0o600},
+		{&Local{State: Missing, Mode: 0o644}, 0o600},
+		{&Local{State: Usable, Mode: 0o640}, 0o640},
+		{&Local{State: Clobbered, Mode: 0}, 0o600},
+	}
+	for _, tt := range tests {
+		if got := ModeFor(tt.l); got != tt.want {
+			t.Errorf("ModeFor(%v) = %v; want %v", tt.l, got, tt.want)
+		}
+	}
+}
+
+// realDir is a temp dir with symlinks resolved, so paths compare exactly.
+func realDir(t *testing.T) string {
+	t.Helper()
+	d, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestWriteAtomic(t *testing.T) {
+	// A narrow umask must not narrow the mode, nor a wide one widen it.
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+
+	tests := []struct {
+		name     string
+		existing string      // existing file content; "" = none
+		oldMode  fs.FileMode // of the existing file
+		mode     fs.FileMode
+	}{
+		{name: "new file 0600", mode: 0o600},
+		{name: "new file 0640 under umask 077", mode: 0o640},
+		{name: "replace 0644 with 0600", existing: "old", oldMode: 0o644, mode: 0o600},
+		{name: "replace 0600", existing: "old", oldMode: 0o600, mode: 0o600},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := realDir(t)
+			p := filepath.Join(dir, FileName)
+			if tt.existing != "" {
+				writeFile(t, p, tt.existing, tt.oldMode)
+			}
+			data := []byte(fileJSON(loginJSON(testAccess, testRefresh, testExpires)))
+			target, err := WriteAtomic(p, data, tt.mode)
+			if err != nil || target != "" {
+				t.Fatalf("WriteAtomic(%q) = %q, %v; want \"\", nil", p, target, err)
+			}
+			got, err := os.ReadFile(p)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("after WriteAtomic(%q) the file holds %q (%v); want %q", p, got, err, data)
+			}
+			fi, err := os.Lstat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.Mode().IsRegular() || fi.Mode().Perm() != tt.mode {
+				t.Errorf("WriteAtomic(%q, mode %v) left mode %v; want a regular file %v", p, tt.mode, fi.Mode(), tt.mode)
+			}
+			if names := listDir(t, dir); len(names) != 1 || names[0] != FileName {
+				t.Errorf("WriteAtomic left %v in the directory; want only %s", names, FileName)
+			}
+		})
+	}
+}
+
+func TestWriteAtomicSymlink(t *testing.T) {
+	tests := []struct {
+		name     string
+		link     string // symlink content
+		existing bool   // target exists
+		abs      bool
+	}{
+		{name: "relative link", link: "store/creds.json", existing: true},
+		{name: "absolute link", link: "store/creds.json", existing: true, abs: true},
+		{name: "dangling link", link: "store/creds.json", existing: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := realDir(t)
+			if err := os.Mkdir(filepath.Join(dir, "store"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(dir, tt.link)
+			if tt.existing {
+				writeFile(t, target, "old", 0o600)
+			}
+			link := tt.link
+			if tt.abs {
+				link = target
+			}
+			p := filepath.Join(dir, FileName)
+			if err := os.Symlink(link, p); err != nil {
+				t.Fatal(err)
+			}
+			got, err := WriteAtomic(p, []byte("new"), 0o600)
+			if err != nil || got != target {
+				t.Fatalf("WriteAtomic(symlink %q) = %q, %v; want %q, nil", p, got, err, target)
+			}
+			fi, err := os.Lstat(p)
+			if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+				t.Fatalf("after WriteAtomic(%q) the path is no longer a symlink (%v, %v)", p, fi.Mode(), err)
+			}
+			if l, _ := os.Readlink(p); l != link {
+				t.Errorf("symlink now points to %q; want %q", l, link)
+			}
+			if b, _ := os.ReadFile(target); string(b) != "new" {
+				t.Errorf("target %q holds %q; want %q", target, b, "new")
+			}
+			if names := listDir(t, filepath.Join(dir, "store")); len(names) != 1 {
+				t.Errorf("target dir holds %v; want only the target", names)
+			}
+		})
+	}
+}
+
+func TestWriteAtomicFailure(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir string) (path, keep string) // keep: a file that must stay intact
+	}{
+		{name: "parent is a regular file", setup: func(t *testing.T, dir string) (string, string) {
+			old := filepath.Join(dir, FileName)
+			writeFile(t, old, "old content", 0o600)
+			return filepath.Join(old, "child"), old
+		}},
+		{name: "symlink into a regular file", setup: func(t *testing.T, dir string) (string, string) {
+			old := filepath.Join(dir, "regular")
+			writeFile(t, old, "old content", 0o600)
+			p := filepath.Join(dir, FileName)
+			if err := os.Symlink("regular/creds.json", p); err != nil {
+				t.Fatal(err)
+			}
+			return p, old
+		}},
+		{name: "target is a non-empty directory", setup: func(t *testing.T, dir string) (string, string) {
+			p := filepath.Join(dir, FileName)
+			if err := os.Mkdir(p, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			keep := filepath.Join(p, "inside")
+			writeFile(t, keep, "old content", 0o600)
+			return p, keep
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := realDir(t)
+			p, keep := tt.setup(t, dir)
+			before := listDir(t, dir)
+			if _, err := WriteAtomic(p, []byte("new content"), 0o600); err == nil {
+				t.Fatalf("WriteAtomic(%q) = nil error; want a failure", p)
+			}
+			if b, err := os.ReadFile(keep); err != nil || string(b) != "old content" {
+				t.Errorf("after a failed WriteAtomic(%q), %s holds %q (%v); want %q", p, keep, b, err, "old content")
+			}
+			if after := listDir(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+				t.Errorf("failed WriteAtomic changed the directory: %v -> %v", before, after)
+			}
+		})
+	}
+}
+
+// A write that fails midway (file size limit) leaves the old file and no temp file.
+func TestWriteAtomicShortWrite(t *testing.T) {
+	dir := realDir(t)
+	p := filepath.Join(dir, FileName)
+	writeFile(t, p, "old content", 0o600)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Skip("getrlimit:", err)
+	}
+	small := lim
+	small.Cur = 64
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
+		t.Skip("setrlimit:", err)
+	}
+	_, err := WriteAtomic(p, bytes.Repeat([]byte("x"), 4096), 0o600)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil {
+		t.Fatalf("WriteAtomic past RLIMIT_FSIZE = nil error; want a failure")
+	}
+	if b, _ := os.ReadFile(p); string(b) != "old content" {
+		t.Errorf("after a failed write the file holds %q; want %q", b, "old content")
+	}
+	if names := listDir(t, dir); len(names) != 1 {
+		t.Errorf("failed write left %v; want only %s", names, FileName)
+	}
+}
+
+func TestResolveConfigDir(t *testing.T) {
+	base := realDir(t)
+	real := filepath.Join(base, "real-claude")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(base, "home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(home, ".claude")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(base, filepath.Join(base, "alias")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, env, home, want string
+		wantErr               bool
+	}{
+		{name: "home symlink resolved", home: home, want: real},
+		{name: "CLAUDE_CONFIG_DIR wins", env: filepath.Join(base, "alias", "other"), home: home, want: filepath.Join(base, "other")},
+		{name: "CLAUDE_CONFIG_DIR through a symlink", env: filepath.Join(base, "alias", "real-claude"), home: home, want: real},
+		{name: "not existing yet", home: filepath.Join(base, "alias", "newhome"), want: filepath.Join(base, "newhome", ".claude")},
+		{name: "relative CLAUDE_CONFIG_DIR made absolute", env: "rel-dir", home: home, want: "ABS:rel-dir"},
+		{name: "nothing set", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ResolveConfigDir(tt.env, tt.home)
+			if tt.wantErr {
+				if err == nil {
+					t.Errorf("ResolveConfigDir(%q, %q) = %q, nil; want an error", tt.env, tt.home, got)
+				}
+				return
+			}
+			want := tt.want
+			if rel, ok := strings.CutPrefix(want, "ABS:"); ok {
+				wd, _ := os.Getwd()
+				wd, _ = filepath.EvalSymlinks(wd)
+				want = filepath.Join(wd, rel)
+			}
+			if err != nil || got != want {
+				t.Errorf("ResolveConfigDir(%q, %q) = %q, %v; want %q", tt.env, tt.home, got, err, want)
+			}
+		})
+	}
+}
+
+func TestLocalPrintsNoToken(t *testing.T) {
+	dir := realDir(t)
+	p := filepath.Join(dir, FileName)
+	writeFile(t, p, fileJSON(loginJSON(testAccess, testRefresh, testExpires)), 0o600)
+	l, err := Read(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"%v", "%s", "%+v", "%#v", "%q"} {
+		for _, v := range []any{l, *l} {
+			got := fmt.Sprintf(verb, v)
+			if strings.Contains(got, "sk-ant-") || strings.Contains(got, "115 107 45 97 110 116") {
+				t.Errorf("fmt.Sprintf(%q, %T) = %q; contains a token", verb, v, got)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("read", "local", l, "value", *l)
+	if strings.Contains(buf.String(), "sk-ant-") || strings.Contains(buf.String(), "115 107 45 97 110 116") {
+		t.Errorf("slog of a Local = %q; contains a token", buf.String())
+	}
+}
+
+// slog must not call a method through a nil pointer (it would log a panic stack).
+func TestNilValuesLogCleanly(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	log.Info("nil", "oauth", (*OAuth)(nil), "file", (*File)(nil), "local", (*Local)(nil))
+	if strings.Contains(buf.String(), "panic") {
+		t.Errorf("slog of nil values = %q; want no panic", buf.String())
+	}
+	if got := fmt.Sprintf("%v %v", (*OAuth)(nil), (*Local)(nil)); strings.Contains(got, "PANIC") {
+		t.Errorf("fmt of nil values = %q; want no panic", got)
+	}
+}

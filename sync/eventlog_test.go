@@ -1,0 +1,119 @@
+package authsync
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEventLog(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "journal.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Skip("no unixgram sockets here:", err)
+	}
+	defer conn.Close()
+
+	var console bytes.Buffer
+	logFile := filepath.Join(dir, "state", "sync.log")
+	l := &EventLog{
+		User: "first.last", LogFile: logFile, JournalSocket: sock,
+		Console: slog.New(slog.NewTextHandler(&console, nil)),
+		Now:     func() time.Time { return testNow },
+	}
+	tests := []struct {
+		st      Status
+		msg     string
+		want    string // message as logged
+		prio    string
+		console string
+	}{
+		{OK, "backed up (v3)", "backed up (v3)", "6", "level=INFO"},
+		{FAIL, "login dead: token " + access1 + "\nsecond line", "login dead: token [redacted] second line", "3", "level=ERROR"},
+		{WARN, "backup pending", "backup pending", "4", "level=WARN"},
+		{RECOVERED, "restored", "restored", "6", "level=INFO"},
+		{SKIP, "another pass", "another pass", "6", "level=INFO"},
+	}
+	var wantLog strings.Builder
+	for _, tt := range tests {
+		console.Reset()
+		l.Event(tt.st, "%s", tt.msg)
+		wantLog.WriteString("2026-03-01T12:00:00Z " + string(tt.st) + " " + tt.want + "\n")
+
+		buf := make([]byte, 4096)
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no journal datagram for %s: %v", tt.st, err)
+		}
+		fields := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSuffix(string(buf[:n]), "\n"), "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			fields[k] = v
+		}
+		wantFields := map[string]string{
+			"MESSAGE":            "user=first.last " + string(tt.st) + " " + tt.want,
+			"SYSLOG_IDENTIFIER":  "claude-auth-sync",
+			"PRIORITY":           tt.prio,
+			"CLAUDE_AUTH_STATUS": string(tt.st),
+			"CLAUDE_AUTH_USER":   "first.last",
+		}
+		for k, v := range wantFields {
+			if fields[k] != v {
+				t.Errorf("journal %s for %s = %q; want %q", k, tt.st, fields[k], v)
+			}
+		}
+		if !strings.Contains(console.String(), tt.console) || !strings.Contains(console.String(), string(tt.st)+" ") {
+			t.Errorf("console for %s = %q; want %s", tt.st, console.String(), tt.console)
+		}
+		if strings.Contains(console.String(), access1) {
+			t.Errorf("console has the token: %q", console.String())
+		}
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != wantLog.String() {
+		t.Errorf("sync.log = %q; want %q", b, wantLog.String())
+	}
+	if fi, _ := os.Stat(logFile); fi.Mode().Perm() != 0o600 {
+		t.Errorf("sync.log mode = %v; want 0600", fi.Mode().Perm())
+	}
+
+	// Under systemd the console is the journal already: no second copy.
+	console.Reset()
+	l.ConsoleIsJournal = true
+	l.JournalSocket = ""
+	l.Event(OK, "quiet")
+	if console.Len() != 0 {
+		t.Errorf("console with ConsoleIsJournal = %q; want nothing", console.String())
+	}
+}
+
+func TestRecordCorruptStartsFresh(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.json")
+	if err := os.WriteFile(p, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRecord(p)
+	if r.LastPass != nil || r.SetupTokenFirstSeen == nil {
+		t.Errorf("loadRecord(corrupt) = %+v; want a fresh record", r)
+	}
+	r.LastPass = &PassRecord{At: testNow, Status: OK, Message: "m"}
+	if err := r.save(p); err != nil {
+		t.Fatal(err)
+	}
+	if got := loadRecord(p); got.LastPass == nil || got.LastPass.Status != OK || !got.LastPass.At.Equal(testNow) {
+		t.Errorf("loadRecord after save = %+v; want the saved pass", got.LastPass)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Errorf("state.json mode = %v; want 0600", fi.Mode().Perm())
+	}
+}

@@ -1,0 +1,163 @@
+package authsync
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+func rt(i int) credentials.Secret {
+	return credentials.Secret(fmt.Sprintf("sk-ant-ort01-refresh-%04d", i))
+}
+
+func TestLineageOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "lineage")
+	l, err := LoadLineage(path)
+	if err != nil {
+		t.Fatalf("LoadLineage(missing) = %v; want an empty lineage", err)
+	}
+	for _, i := range []int{1, 2, 3, 2, 1} { // re-observing keeps the first position
+		if err := l.Observe(rt(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Observe(""); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		a, b credentials.Secret
+		want int
+	}{
+		{rt(1), rt(2), -1},
+		{rt(2), rt(1), 1},
+		{rt(1), rt(3), -1},
+		{rt(3), rt(2), 1},
+		{rt(2), rt(2), 0},
+		{rt(1), rt(9), 0},
+		{rt(9), rt(1), 0},
+		{rt(8), rt(9), 0},
+		{"", rt(1), 0},
+	}
+	for _, tt := range tests {
+		if got := l.Order(tt.a, tt.b); got != tt.want {
+			t.Errorf("Order(%s, %s) = %d; want %d", tt.a.Short(), tt.b.Short(), got, tt.want)
+		}
+	}
+	for tok, want := range map[credentials.Secret]bool{rt(1): true, rt(3): true, rt(9): false, "": false} {
+		if got := l.Known(tok); got != want {
+			t.Errorf("Known(%s) = %v; want %v", tok.Short(), got, want)
+		}
+	}
+
+	// The file holds fingerprints only, in order, and is private.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rt(1).Fingerprint() + "\n" + rt(2).Fingerprint() + "\n" + rt(3).Fingerprint() + "\n"
+	if string(data) != want {
+		t.Errorf("lineage file = %q; want %q", data, want)
+	}
+	if strings.Contains(string(data), "sk-ant-") {
+		t.Errorf("lineage file holds a token")
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("lineage file mode = %v; want 0600", fi.Mode().Perm())
+	}
+
+	// Persistence: a fresh load knows the same order.
+	l2, err := LoadLineage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		if got := l2.Order(tt.a, tt.b); got != tt.want {
+			t.Errorf("after LoadLineage: Order(%s, %s) = %d; want %d", tt.a.Short(), tt.b.Short(), got, tt.want)
+		}
+	}
+	// A token seen after the reload goes to the end.
+	if err := l2.Observe(rt(4)); err != nil {
+		t.Fatal(err)
+	}
+	if l2.Order(rt(3), rt(4)) != -1 {
+		t.Errorf("a newly observed token is not the newest")
+	}
+}
+
+func TestLineageCorruptLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lineage")
+	content := strings.Join([]string{
+		rt(1).Fingerprint(),
+		"garbage",
+		"",
+		"  " + rt(2).Fingerprint() + "  ",
+		rt(3).Fingerprint()[:63],
+		rt(3).Fingerprint() + "00",
+		rt(1).Fingerprint(), // a duplicate keeps the first position
+		rt(4).Fingerprint(),
+	}, "\n")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LoadLineage(path)
+	if err != nil {
+		t.Fatalf("LoadLineage(corrupt) = %v; want corrupt lines skipped", err)
+	}
+	if l.Known(rt(3)) {
+		t.Errorf("Known(rt3) = true; its lines were corrupt")
+	}
+	if l.Order(rt(1), rt(2)) != -1 || l.Order(rt(2), rt(4)) != -1 || l.Order(rt(4), rt(1)) != 1 {
+		t.Errorf("order after corrupt lines: 1<2 %d, 2<4 %d, 4>1 %d; want -1 -1 1",
+			l.Order(rt(1), rt(2)), l.Order(rt(2), rt(4)), l.Order(rt(4), rt(1)))
+	}
+}
+
+func TestLineageUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadLineage(dir); err == nil {
+		t.Errorf("LoadLineage(a directory) = nil error; want an error")
+	}
+}
+
+func TestLineageCap(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lineage")
+	var b strings.Builder
+	const n = maxLineage + 40
+	for i := 0; i < n; i++ {
+		b.WriteString(rt(i).Fingerprint() + "\n")
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LoadLineage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Observe(rt(n)); err != nil {
+		t.Fatal(err)
+	}
+	// The oldest entries are dropped; the newest maxLineage are kept in order.
+	first := n + 1 - maxLineage
+	if l.Known(rt(first - 1)) {
+		t.Errorf("Known(entry %d) = true; want it dropped by the cap of %d", first-1, maxLineage)
+	}
+	if !l.Known(rt(first)) || !l.Known(rt(n)) {
+		t.Errorf("Known(entry %d), Known(entry %d) = %v, %v; want both kept", first, n, l.Known(rt(first)), l.Known(rt(n)))
+	}
+	if l.Order(rt(first), rt(n)) != -1 || l.Order(rt(n), rt(n-1)) != 1 {
+		t.Errorf("order after the cap is wrong")
+	}
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != maxLineage || lines[0] != rt(first).Fingerprint() || lines[len(lines)-1] != rt(n).Fingerprint() {
+		t.Errorf("lineage file has %d lines (first %q); want %d from entry %d", len(lines), lines[0][:8], maxLineage, first)
+	}
+	l2, _ := LoadLineage(path)
+	if l2.Known(rt(first-1)) || !l2.Known(rt(first)) || l2.Order(rt(first), rt(n)) != -1 {
+		t.Errorf("the capped lineage does not persist")
+	}
+}

@@ -1,0 +1,110 @@
+package authsync
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// flakyStore is the real local store with Vault's failure modes injected.
+type flakyStore struct {
+	*store.File
+	readErr, updateErr error
+}
+
+func (f *flakyStore) Read(ctx context.Context) (*store.Doc, error) {
+	if f.readErr != nil {
+		return nil, f.readErr
+	}
+	return f.File.Read(ctx)
+}
+
+func (f *flakyStore) Update(ctx context.Context, fn func(*store.Doc) (map[string]any, error)) (*store.Doc, error) {
+	if f.updateErr != nil {
+		return nil, f.updateErr
+	}
+	return f.File.Update(ctx, fn)
+}
+
+var (
+	errDown      = fmt.Errorf("read secret/workstation/claude-users/alice: %w (dial tcp: connection refused)", store.ErrUnreachable)
+	errForbidden = fmt.Errorf("read secret/workstation/claude-users/alice: %w (403: permission denied)", store.ErrForbidden)
+)
+
+func TestPassStoreFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		creds     string // "" = none
+		envFile   bool
+		readErr   error
+		updateErr error
+		valid     []string
+		status    Status
+		code      int
+		msgHas    string
+	}{
+		{name: "down, login fine: backup pending", creds: credsFile(login1), readErr: errDown, valid: []string{access1},
+			status: WARN, code: ExitTempFail, msgHas: "backup pending"},
+		{name: "down at write: backup pending", creds: credsFile(login1), updateErr: errDown, valid: []string{access1},
+			status: WARN, code: ExitTempFail, msgHas: "backup pending"},
+		{name: "down, auth failure", creds: credsFile(login1), readErr: errDown,
+			status: FAIL, code: ExitFail, msgHas: "cannot look for a backup"},
+		{name: "down, clobbered", creds: credsFile(oauthJSON(access1, "", exp8h)), readErr: errDown,
+			status: FAIL, code: ExitFail, msgHas: "backup cannot be read"},
+		{name: "down, missing file", readErr: errDown, status: WARN, code: ExitLoggedOut, msgHas: "not restoring"},
+		{name: "403 on read", creds: credsFile(login1), readErr: errForbidden, valid: []string{access1},
+			status: FAIL, code: ExitFail, msgHas: "permission denied"},
+		{name: "403 on write", creds: credsFile(login1), updateErr: errForbidden, valid: []string{access1},
+			status: FAIL, code: ExitFail, msgHas: "backup failed"},
+		{name: "down, setup-token env file", creds: credsFile(login1), envFile: true, readErr: errDown, valid: []string{setupTok},
+			status: WARN, code: ExitTempFail, msgHas: "not re-confirmed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.putBackup(login2)
+			v := h.doc().Version
+			h.eng.Store = &flakyStore{File: h.store, readErr: tt.readErr, updateErr: tt.updateErr}
+			if tt.creds != "" {
+				h.writeCreds(tt.creds)
+			}
+			if tt.envFile {
+				if err := os.MkdirAll(filepath.Dir(h.cfg.TokenEnvFile), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(h.cfg.TokenEnvFile, []byte("CLAUDE_CODE_OAUTH_TOKEN="+setupTok+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, tok := range tt.valid {
+				h.claude.valid[tok] = true
+			}
+			h.claude.valid[access2] = true // a restore would work: it must not happen when the store is down
+			wantOutcome(t, h.pass(), tt.status, tt.code, tt.msgHas)
+			if tt.envFile {
+				// Setup-token mode carries on from the env file: the backfill is kept.
+				if l := h.readCreds(); l.OAuth == nil || l.OAuth.AccessToken().Reveal() != setupTok || l.OAuth.RefreshToken().Reveal() != refresh1 {
+					t.Errorf("setup-token mode with the store down: the file does not hold the backfill")
+				}
+			} else if tt.creds != "" && h.rawCreds() != tt.creds {
+				t.Errorf("Pass() with the store failing rewrote the credentials file")
+			}
+			if h.doc().Version != v {
+				t.Errorf("Pass() with the store failing wrote the store")
+			}
+			if tt.envFile {
+				h.claude.mu.Lock()
+				calls := h.claude.calls
+				h.claude.mu.Unlock()
+				if len(calls) != 1 || len(calls[0]) != 1 || !strings.HasPrefix(calls[0][0], "CLAUDE_CODE_OAUTH_TOKEN=") {
+					t.Errorf("check with the env file and the store down got %d calls; want the env token", len(calls))
+				}
+			}
+		})
+	}
+}
