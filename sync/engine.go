@@ -115,7 +115,7 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	e.Log.Event(o.Status, "%s", o.Message)
 	if rec != nil {
 		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
-		if err := rec.save(e.recordPath()); err != nil {
+		if err := mergeRecord(e.recordPath(), rec); err != nil {
 			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
 		}
 	}
@@ -179,7 +179,7 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	}
 	defer lk.Unlock()
 
-	rec := loadRecord(e.recordPath())
+	rec := newRecord()
 	lin, err := LoadLineage(e.lineagePath())
 	if err != nil {
 		return e.finish(rec, fail("lineage: %v", err))

@@ -107,7 +107,7 @@ func TestRecordCorruptStartsFresh(t *testing.T) {
 		t.Errorf("loadRecord(corrupt) = %+v; want a fresh record", r)
 	}
 	r.LastPass = &PassRecord{At: testNow, Status: OK, Message: "m"}
-	if err := r.save(p); err != nil {
+	if err := mergeRecord(p, r); err != nil {
 		t.Fatal(err)
 	}
 	if got := loadRecord(p); got.LastPass == nil || got.LastPass.Status != OK || !got.LastPass.At.Equal(testNow) {

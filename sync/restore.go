@@ -21,7 +21,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(nil, fail("restore: %v", err))
 	}
 	defer lk.Unlock()
-	rec := loadRecord(e.recordPath())
+	rec := newRecord()
 	lin, err := LoadLineage(e.lineagePath())
 	if err != nil {
 		return e.finish(rec, fail("lineage: %v", err))

@@ -54,7 +54,7 @@ func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, 
 		end = doc.SetupTokenExpiresAt()
 	}
 	if end.IsZero() {
-		first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]
+		first, ok := loadRecord(e.recordPath()).SetupTokenFirstSeen[tok.Fingerprint()]
 		if !ok {
 			first = now
 			rec.SetupTokenFirstSeen[tok.Fingerprint()] = now

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gofrs/flock"
+
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -51,12 +53,37 @@ func loadRecord(path string) *Record {
 	return r
 }
 
-func (r *Record) save(path string) error {
-	data, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
+func newRecord() *Record { return &Record{SetupTokenFirstSeen: map[string]time.Time{}} }
+
+// mergeRecord writes what r learned into the record on disk: a fresh read under
+// a flock, r's non-nil fields on top, the earliest first-seen time per setup
+// token. A pass and the agent's backup writer so never undo each other's news.
+func mergeRecord(path string, r *Record) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	lk := flock.New(path+".lock", flock.SetPermissions(0o600))
+	if err := lk.Lock(); err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	disk := loadRecord(path)
+	if r.LastPass != nil {
+		disk.LastPass = r.LastPass
+	}
+	if r.LastCheck != nil {
+		disk.LastCheck = r.LastCheck
+	}
+	if r.LastBackup != nil {
+		disk.LastBackup = r.LastBackup
+	}
+	for fp, t := range r.SetupTokenFirstSeen {
+		if old, ok := disk.SetupTokenFirstSeen[fp]; !ok || t.Before(old) {
+			disk.SetupTokenFirstSeen[fp] = t
+		}
+	}
+	data, err := json.MarshalIndent(disk, "", "  ")
+	if err != nil {
 		return err
 	}
 	_, err = credentials.WriteAtomic(path, append(data, '\n'), 0o600)
