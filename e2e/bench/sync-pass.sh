@@ -58,10 +58,13 @@ SH
 chmod +x "$work/reference-shape.sh"
 
 echo "== wall time, $runs runs each (hyperfine)"
-hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/times.md" \
+hyperfine -N --warmup 3 --runs "$runs" --export-markdown "$work/times.md" --export-json "$work/times.json" \
   -n "claude-auth-sync sync" "$work/claude-auth-sync sync" \
   -n "reference shape (4x vault CLI)" "$work/reference-shape.sh" >/dev/null
 cat "$work/times.md"
+python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("median %-32s %6.1f ms" % (r["command"], r["median"]*1000))' "$work/times.json"
 
 echo
 echo "== peak RSS (GNU time, median of 9 runs)"
