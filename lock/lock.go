@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+	"golang.org/x/sys/unix"
 )
 
 // Names of our flocks, in the one order they are ever taken:
@@ -105,4 +106,20 @@ func (l *Flock) Unlock() {
 	if l != nil && l.fl != nil {
 		_ = l.fl.Unlock()
 	}
+}
+
+// Held reports whether someone holds the lock, without creating anything: a
+// missing lock file means nobody has ever taken it. The pid is "" when unknown.
+func Held(dir, name string) (bool, string) {
+	path := filepath.Join(dir, name)
+	f, err := os.Open(path)
+	if err != nil {
+		return false, ""
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return true, holder(path)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false, ""
 }

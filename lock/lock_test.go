@@ -120,3 +120,24 @@ func TestStateDirUnusable(t *testing.T) {
 		t.Errorf("Wait(state dir under a file) = nil; want an error")
 	}
 }
+
+func TestHeldCreatesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if held, _ := Held(dir, Agent); held {
+		t.Fatalf("Held on a missing dir = true")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("Held created %s", dir)
+	}
+	l, err := Try(dir, Agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, pid := Held(dir, Agent); !held || pid != strconv.Itoa(os.Getpid()) {
+		t.Errorf("Held while locked = %v, %q; want true, our pid", held, pid)
+	}
+	l.Unlock()
+	if held, _ := Held(dir, Agent); held {
+		t.Errorf("Held after unlock = true")
+	}
+}

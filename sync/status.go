@@ -94,11 +94,7 @@ func (e *Engine) Status(ctx context.Context) Report {
 		}
 	}
 	r.ClaudeVersion = claudeVersion(ctx, e.Cfg.ClaudeBin)
-	if lk, err := lock.Try(e.Cfg.StateDir, lock.Agent); err == nil {
-		lk.Unlock()
-	} else {
-		r.AgentRunning = true
-	}
+	r.AgentRunning, _ = lock.Held(e.Cfg.StateDir, lock.Agent)
 	return r
 }
 
