@@ -59,6 +59,7 @@ func run(m *testing.M) int {
 // world is one test's user: a home, a provisioned Vault token, a fake Anthropic.
 type world struct {
 	t       *testing.T
+	srv     *vaultserver.Server
 	name    string
 	home    string
 	creds   string
@@ -74,7 +75,10 @@ type world struct {
 
 var userSeq int
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { t.Helper(); return newWorldOn(t, vsrv) }
+
+// newWorldOn is newWorld against a given Vault server.
+func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 	t.Helper()
 	userSeq++
 	name := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), userSeq)
@@ -82,21 +86,21 @@ func newWorld(t *testing.T) *world {
 		name = fmt.Sprintf("u%d-%s", userSeq, name[len(name)-30:])
 	}
 	home := t.TempDir()
-	w := &world{t: t, name: name, home: home,
+	w := &world{t: t, srv: srv, name: name, home: home,
 		creds: filepath.Join(home, ".claude", ".credentials.json"),
 		state: filepath.Join(home, ".local", "state", "claude-auth-sync")}
 	var err error
-	w.user, err = vsrv.Provision(context.Background(), name, filepath.Join(home, ".config", "claude-auth-sync", "vault-token"))
+	w.user, err = srv.Provision(context.Background(), name, filepath.Join(home, ".config", "claude-auth-sync", "vault-token"))
 	if err != nil {
 		t.Fatalf("provision: %v", err)
 	}
-	w.secrets = append(w.secrets, w.user.Token, vaultserver.RootToken)
+	w.secrets = append(w.secrets, w.user.Token, srv.RootTokenValue())
 	w.fake = fakeanthropic.New()
 	w.api = httptest.NewServer(w.fake.Handler())
 	t.Cleanup(w.api.Close)
 	w.env = []string{
 		"HOME=" + home, "PATH=" + binDir + ":/usr/bin:/bin",
-		"VAULT_ADDR=" + vsrv.Addr, "CLAUDE_AUTH_USER=" + name,
+		"VAULT_ADDR=" + srv.Addr, "CLAUDE_AUTH_USER=" + name,
 		"ANTHROPIC_BASE_URL=" + w.api.URL, "CLAUDE_AUTH_CLAUDE_BIN=" + filepath.Join(binDir, "claude"),
 		"CLAUDE_AUTH_SYSTEM_CONFIG=" + filepath.Join(home, "no-system-config"),
 		"CLAUDE_AUTH_JOURNAL_SOCKET=off",
@@ -185,7 +189,7 @@ func (w *world) assertNoSecrets() {
 // vaultDoc reads the user's document as root (latest version).
 func (w *world) vaultDoc() (map[string]any, int) {
 	w.t.Helper()
-	s, err := vsrv.Root().KVv2("secret").Get(context.Background(), w.user.Path)
+	s, err := w.srv.Root().KVv2("secret").Get(context.Background(), w.user.Path)
 	if err != nil {
 		return nil, 0
 	}

@@ -238,6 +238,18 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	}
 
 	res := e.runCheck(ctx, rec)
+	if res.Kind == check.Auth || res.Kind == check.Dead {
+		// A refresh by a running Claude between our read and the check revokes
+		// the token the check used: that is not a dead login. If the file holds
+		// a different usable login now, check that one instead, once.
+		if cur, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
+			cur.OAuth.RefreshToken() != local.OAuth.RefreshToken() {
+			e.Diag.Info("the login changed during the check; checking the new one")
+			local = cur
+			_ = lin.Observe(local.OAuth.RefreshToken())
+			res = e.runCheck(ctx, rec)
+		}
+	}
 	switch res.Kind {
 	case check.OK:
 		return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, local.OAuth, vs, "inference check passed"))

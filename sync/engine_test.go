@@ -728,3 +728,41 @@ func TestRecordHasNoSecret(t *testing.T) {
 		t.Errorf("state.json = %s; want the check's reason masked", b)
 	}
 }
+
+// rotatingClaude plays a Claude that refreshes during the first check: the
+// check used the old access token (now revoked) and the file holds a new login.
+type rotatingClaude struct {
+	*fakeClaude
+	h    *harness
+	done bool
+}
+
+func (r *rotatingClaude) Run(ctx context.Context, env ...string) check.Result {
+	if !r.done {
+		r.done = true
+		r.h.writeCreds(credsFile(login2))
+		k, reason := check.Classify(1, `API Error: 403 {"type":"error","error":{"type":"permission_error","message":"OAuth token has been revoked."}}`, "")
+		return check.Result{Kind: k, Reason: reason, ExitCode: 1}
+	}
+	return r.fakeClaude.Run(ctx, env...)
+}
+
+// A login rotated during the check is checked again, not declared dead and not
+// replaced by the backup.
+func TestPassLoginRotatedDuringCheck(t *testing.T) {
+	h := newHarness(t)
+	h.writeCreds(credsFile(login1))
+	h.putBackup(login1)
+	h.claude.valid[access2] = true
+	h.eng.Checker = &rotatingClaude{fakeClaude: h.claude, h: h}
+	wantOutcome(t, h.pass(), OK, ExitOK, "inference check passed")
+	if l := h.readCreds(); l.OAuth == nil || l.OAuth.RefreshToken().Reveal() != refresh2 {
+		t.Errorf("file after the pass holds %v; want the rotated login kept", l.OAuth)
+	}
+	if h.backupRefresh() != refresh2 {
+		t.Errorf("backup holds %q; want the rotated login backed up", h.backupRefresh())
+	}
+	if strings.Contains(h.syncLog(), "RECOVERED") || strings.Contains(h.syncLog(), "FAIL") {
+		t.Errorf("sync.log = %q; want no restore and no FAIL", h.syncLog())
+	}
+}

@@ -31,6 +31,8 @@ type Report struct {
 	VaultTokenTTL   string        `json:"vault_token_ttl,omitempty"`
 	VaultError      string        `json:"vault_error,omitempty"`
 	AgentRunning    bool          `json:"agent_running"`
+	AgentPID        string        `json:"agent_pid,omitempty"`
+	Agent           *AgentState   `json:"agent,omitempty"`
 }
 
 // Status gathers the report. It asks Vault (lookup-self, read) but changes
@@ -94,7 +96,10 @@ func (e *Engine) Status(ctx context.Context) Report {
 		}
 	}
 	r.ClaudeVersion = claudeVersion(ctx, e.Cfg.ClaudeBin)
-	r.AgentRunning, _ = lock.Held(e.Cfg.StateDir, lock.Agent)
+	r.AgentRunning, r.AgentPID = lock.Held(e.Cfg.StateDir, lock.Agent)
+	if r.AgentRunning {
+		r.Agent = LoadAgentState(e.Cfg.StateDir)
+	}
 	return r
 }
 

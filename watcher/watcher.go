@@ -36,6 +36,9 @@ type Change struct {
 // Options tune the watcher; zero values take the defaults.
 type Options struct {
 	Debounce time.Duration // trailing quiet time before a Change (default 25ms)
+	// MaxDelay bounds how long a stream of events can hold a Change back
+	// (default 10× Debounce), so a file rewritten non-stop is still backed up.
+	MaxDelay time.Duration
 	Rescan   time.Duration // safety-net rescan period (default 5m)
 	// OnError is told about watch errors (e.g. inotify limits) once per kind.
 	OnError func(error)
@@ -55,6 +58,9 @@ func New(path string, opts Options) *Watcher {
 	}
 	if opts.Rescan <= 0 {
 		opts.Rescan = 5 * time.Minute
+	}
+	if opts.MaxDelay < opts.Debounce {
+		opts.MaxDelay = 10 * opts.Debounce
 	}
 	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1)}
 }
@@ -116,6 +122,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	pending := Reason("")
+	var since time.Time // when the pending Change's first event came
+	// arm (re)starts the trailing debounce, but never past MaxDelay after the
+	// first event of the burst.
+	arm := func(r Reason) {
+		if pending == "" {
+			since = time.Now()
+		}
+		if pending == "" || r == Overflow {
+			pending = r
+		}
+		wait := w.opts.Debounce
+		if left := time.Until(since.Add(w.opts.MaxDelay)); left < wait {
+			wait = max(left, 0)
+		}
+		debounce.Reset(wait)
+	}
 	rescan := time.NewTicker(w.opts.Rescan)
 	defer rescan.Stop()
 	for {
@@ -132,26 +154,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 				// Watching an ancestor: anything may be the directory coming back.
 				attach()
 				if watched == dir {
-					pending = Changed
-					debounce.Reset(w.opts.Debounce)
+					arm(Changed)
 				}
 			case name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename):
 				attach()
-				pending = Changed
-				debounce.Reset(w.opts.Debounce)
+				arm(Changed)
 			case name == w.path:
-				if pending == "" {
-					pending = Changed
-				}
-				debounce.Reset(w.opts.Debounce)
+				arm(Changed)
 			}
 		case err, ok := <-fw.Errors:
 			if !ok {
 				return errors.New("fsnotify closed its error channel")
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				pending = Overflow
-				debounce.Reset(w.opts.Debounce)
+				arm(Overflow)
 				continue
 			}
 			w.report(err)

@@ -165,3 +165,36 @@ func TestWatcherCoalescesBursts(t *testing.T) {
 		t.Errorf("%d writes gave %d changes; want at least 1 and far fewer than the writes", n, got)
 	}
 }
+
+// A file rewritten without pause still produces changes while the stream goes
+// on: the debounce never holds a change back longer than MaxDelay.
+func TestWatcherMaxDelayUnderEndlessWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".credentials.json")
+	w := New(path, Options{Debounce: 20 * time.Millisecond, MaxDelay: 100 * time.Millisecond, Rescan: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	<-w.C() // the initial rescan
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				os.WriteFile(path, []byte(`{}`), 0o600)
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}()
+	defer close(stop)
+	select {
+	case c := <-w.C():
+		if c.Reason != Changed {
+			t.Errorf("reason %s; want changed", c.Reason)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no change while the file was being rewritten non-stop")
+	}
+}

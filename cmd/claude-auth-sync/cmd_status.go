@@ -98,7 +98,30 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 	line("vault token ttl", r.VaultTokenTTL)
 	line("vault error", r.VaultError)
 	line("claude", r.ClaudeVersion)
-	line("agent", map[bool]string{true: "running", false: "not running"}[r.AgentRunning])
+	if !r.AgentRunning {
+		line("agent", "not running")
+		return
+	}
+	line("agent", "running, pid "+r.AgentPID)
+	if a := r.Agent; a != nil {
+		line("agent watch", a.Watch)
+		if a.LastEvent != nil {
+			line("last file event", when(*a.LastEvent, now)+" "+a.LastEventReason)
+		}
+		if a.LastBackup != nil {
+			line("agent backup", fmt.Sprintf("%s v%d, %.1f ms after the change (%d this run)", when(*a.LastBackup, now), a.LastBackupVer, a.LastBackupLagMs, a.Backups))
+		}
+		if a.Pending {
+			p := "yes"
+			if a.PendingSince != nil {
+				p += ", since " + when(*a.PendingSince, now)
+			}
+			line("backup pending", fmt.Sprintf("%s (%d retries)", p, a.Retries))
+		}
+		if a.VaultDownSince != nil {
+			line("vault down", "since "+when(*a.VaultDownSince, now))
+		}
+	}
 }
 
 func when(t time.Time, now time.Time) string {

@@ -22,6 +22,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"run", "the long-lived agent: back up every change at once, restore a clobbered login, check every 6h", runRun},
 		{"sync", "one foreground pass: check the login, back it up, restore it when lost (default)", runSync},
 		{"restore", "put the latest backup into the credentials file (after a logout, or on a new home)", runRestore},
 		{"status", "show mode, store, expiry, last backup and check, Vault token TTL (never a secret)", runStatus},

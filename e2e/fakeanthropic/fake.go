@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -153,6 +154,36 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// ErrInvalidGrant is what a spent or unknown refresh token gets.
+var ErrInvalidGrant = errors.New("invalid_grant")
+
+// Rotate performs a refresh exactly as the token endpoint would (the refresh
+// token is spent, the family's older access tokens are revoked), for tests that
+// play Claude without HTTP.
+func (s *Server) Rotate(refreshToken string) (Login, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rotateLocked(refreshToken)
+}
+
+func (s *Server) rotateLocked(refreshToken string) (Login, error) {
+	s.received = append(s.received, refreshToken)
+	rt, ok := s.refresh[refreshToken]
+	if !ok || rt.spent {
+		s.counters.InvalidGrant++
+		return Login{}, ErrInvalidGrant
+	}
+	rt.spent = true
+	// A refresh revokes the family's older access tokens.
+	for _, a := range s.access {
+		if a.family == rt.family {
+			a.revoked = true
+		}
+	}
+	s.counters.Refreshes++
+	return s.issueLocked(rt.family), nil
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -172,22 +203,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.received = append(s.received, req.RefreshToken)
-	rt, ok := s.refresh[req.RefreshToken]
-	if !ok || rt.spent {
-		s.counters.InvalidGrant++
+	l, err := s.rotateLocked(req.RefreshToken)
+	if err != nil {
 		writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "Refresh token not found or invalid"})
 		return
 	}
-	rt.spent = true
-	// A refresh revokes the family's older access tokens.
-	for _, a := range s.access {
-		if a.family == rt.family {
-			a.revoked = true
-		}
-	}
-	s.counters.Refreshes++
-	l := s.issueLocked(rt.family)
 	scope := req.Scope
 	if scope == "" {
 		scope = "user:inference user:profile"

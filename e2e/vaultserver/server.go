@@ -31,6 +31,10 @@ type Server struct {
 	cmd  *exec.Cmd
 	log  *os.File
 	dir  string
+	// Persistent servers keep their data on disk across Stop/Restart.
+	persistent bool
+	rootToken  string
+	unsealKey  string
 }
 
 // Binary returns the Vault server binary: $VAULT_BIN, else what ensure-vault.sh
@@ -83,7 +87,7 @@ func Start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, Port: port, Addr: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir}
+	s := &Server{bin: bin, Port: port, Addr: fmt.Sprintf("http://127.0.0.1:%d", port), dir: dir, rootToken: RootToken}
 	return s, s.start()
 }
 
@@ -93,13 +97,20 @@ func (s *Server) start() error {
 		return err
 	}
 	s.log = logf
-	s.cmd = exec.Command(s.bin, "server", "-dev", "-dev-root-token-id="+RootToken,
-		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(s.Port), "-dev-no-store-token")
+	if s.persistent {
+		s.cmd = exec.Command(s.bin, "server", "-config="+filepath.Join(s.dir, "vault.hcl"))
+	} else {
+		s.cmd = exec.Command(s.bin, "server", "-dev", "-dev-root-token-id="+RootToken,
+			"-dev-listen-address=127.0.0.1:"+strconv.Itoa(s.Port), "-dev-no-store-token")
+	}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	s.cmd.Env = append(os.Environ(), "HOME="+s.dir, "VAULT_DEV_ROOT_TOKEN_ID=")
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start vault: %w", err)
+	}
+	if s.persistent {
+		return s.initAndUnseal()
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -136,9 +147,12 @@ func (s *Server) Root() *vault.Client {
 	if err != nil {
 		panic(err)
 	}
-	c.SetToken(RootToken)
+	c.SetToken(s.rootToken)
 	return c
 }
+
+// RootTokenValue is the server's root token (tests only).
+func (s *Server) RootTokenValue() string { return s.rootToken }
 
 // User is a provisioned test user: policy, periodic orphan token, token file.
 type User struct {

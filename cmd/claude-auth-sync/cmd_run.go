@@ -1,0 +1,61 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+)
+
+const runHelp = `Usage: claude-auth-sync run [flags]
+
+The long-lived per-user agent (systemd --user service, or the system template
+claude-auth-sync@<user>.service). One per user: a second one exits saying which
+pid holds the agent lock.
+
+  - watches the credentials file (inotify on its directory, no polling) and backs
+    every change up at once; a clobbered login is restored at once, a deleted
+    file (a logout) is left alone;
+  - while Vault is away the newest login waits in the state dir
+    (pending-backup.json, 0600) and is written when Vault returns, with capped
+    exponential backoff; one WARN per outage;
+  - runs the full sync pass at start, every --check-interval (default 6h) and on
+    SIGHUP (systemctl reload = a manual resync);
+  - renews the Vault token well before its TTL ends;
+  - tells systemd it is ready (Type=notify), pings the watchdog from its main
+    loop, and stops cleanly on SIGTERM/SIGINT, flushing a pending backup.
+`
+
+func runRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var c commonFlags
+	c.register(fs)
+	interval := fs.Duration("check-interval", 0, "period of the full pass with the inference check (env CLAUDE_AUTH_CHECK_INTERVAL; default 6h)")
+	rescan := fs.Duration("rescan", 5*time.Minute, "safety-net rescan period, for file systems that deliver no inotify events")
+	retryMax := fs.Duration("retry-max", 2*time.Minute, "cap of the backoff between backup retries while Vault is away")
+	if code, ok := parse(fs, args, stdout, stderr, runHelp); !ok {
+		return code
+	}
+	eng, code := setup(&c, stderr)
+	if code != 0 {
+		return code
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	eng.Diag.Info("store in use", "store", eng.Store.Describe())
+	err := eng.RunAgent(ctx, authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv()})
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync run: %v\n", err)
+		return authsync.ExitFail
+	}
+	return 0
+}

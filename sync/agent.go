@@ -1,0 +1,611 @@
+package authsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/watcher"
+)
+
+// AgentOptions tune the agent; zero values take the defaults.
+type AgentOptions struct {
+	CheckInterval time.Duration // full pass period (default: the config's, 6 h)
+	Debounce      time.Duration // quiet time after a file event (25 ms)
+	Rescan        time.Duration // safety-net rescan (5 min)
+	RetryMin      time.Duration // first backoff step (500 ms)
+	RetryMax      time.Duration // backoff cap (2 min)
+	// Settle is how long a broken file must stay unchanged before the agent
+	// restores it: an in-place writer truncates, then writes, and restoring in
+	// between would race it (1 s).
+	Settle   time.Duration
+	Reload   <-chan os.Signal   // SIGHUP: run a full pass now
+	Notifier *sdnotify.Notifier // systemd; nil = none
+	// Started, if set, is closed once the agent holds its lock and watches.
+	Started chan<- struct{}
+}
+
+// AgentState is the agent's live state, kept in agent.json for `status`.
+type AgentState struct {
+	PID             int         `json:"pid"`
+	Started         time.Time   `json:"started"`
+	LastEvent       *time.Time  `json:"last_event,omitempty"`
+	LastEventReason string      `json:"last_event_reason,omitempty"`
+	LastBackup      *time.Time  `json:"last_backup,omitempty"`
+	LastBackupVer   int         `json:"last_backup_version,omitempty"`
+	LastBackupLagMs float64     `json:"last_backup_lag_ms,omitempty"`
+	Backups         int         `json:"backups"`
+	Pending         bool        `json:"pending"`
+	PendingSince    *time.Time  `json:"pending_since,omitempty"`
+	Retries         int         `json:"retries"`
+	VaultDownSince  *time.Time  `json:"vault_down_since,omitempty"`
+	VaultTokenTTL   string      `json:"vault_token_ttl,omitempty"`
+	LastPass        *PassRecord `json:"last_pass,omitempty"`
+	Watch           string      `json:"watch"`
+}
+
+type pendingBackup struct {
+	oauth  *credentials.OAuth
+	seenAt time.Time // monotonic, for the lag
+}
+
+type agent struct {
+	e    *Engine
+	opt  AgentOptions
+	lin  *Lineage
+	kick chan struct{}
+	// ready: the Vault token passed its drift check (always true for the file store).
+	ready atomic.Bool
+
+	// Worker-goroutine state.
+	pending    *pendingBackup
+	lastBacked *credentials.OAuth
+	lastState  credentials.State
+	clobberMsg string
+	clobberKey string      // size/mtime/inode of the broken file being watched settle
+	settle     *time.Timer // fires when a broken file has been still for Settle
+
+	mu        sync.Mutex // guards live and the outage flag
+	live      AgentState
+	downSince time.Time
+	watchErrs map[string]bool
+}
+
+func (a *agent) pendingPath() string { return filepath.Join(a.e.Cfg.StateDir, "pending-backup.json") }
+func (a *agent) livePath() string    { return filepath.Join(a.e.Cfg.StateDir, "agent.json") }
+
+// RunAgent is `run`: the long-lived per-user agent. It watches the credentials
+// file and backs up every change at once, restores a clobbered login at once,
+// runs a full pass at start, every CheckInterval and on Reload, keeps the Vault
+// token renewed, and talks to systemd. It returns when ctx ends, after a last
+// attempt to flush a pending backup.
+func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
+	if opt.CheckInterval <= 0 {
+		opt.CheckInterval = e.Cfg.CheckInterval
+	}
+	if opt.RetryMin <= 0 {
+		opt.RetryMin = 500 * time.Millisecond
+	}
+	if opt.RetryMax <= 0 {
+		opt.RetryMax = 2 * time.Minute
+	}
+	if opt.Settle <= 0 {
+		opt.Settle = time.Second
+	}
+	lk, err := lock.Try(e.Cfg.StateDir, lock.Agent)
+	if err != nil {
+		if errors.Is(err, lock.ErrHeld) {
+			return fmt.Errorf("another claude-auth-sync agent is already running for %s: %w", e.Cfg.User, err)
+		}
+		return err
+	}
+	defer lk.Unlock()
+	lin, err := LoadLineage(e.lineagePath())
+	if err != nil {
+		return fmt.Errorf("lineage: %w", err)
+	}
+	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
+	a.live = AgentState{PID: os.Getpid(), Started: time.Now(), Watch: "inotify"}
+	a.loadPending()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan, OnError: a.watchError})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(ctx) })
+	passReq := make(chan struct{}, 1)
+	passDone := make(chan Outcome, 1)
+	wg.Go(func() { a.passLoop(ctx, passReq, passDone) })
+	wg.Go(func() { a.renewLoop(ctx) })
+	workerDone := make(chan struct{})
+	go func() { a.worker(ctx); close(workerDone) }()
+
+	e.Diag.Info("agent started", "store", e.Store.Describe(), "credentials", e.Cfg.CredentialsFile, "check_interval", opt.CheckInterval.String())
+	notify := opt.Notifier
+	_ = notify.Send("READY=1\nSTATUS=" + a.statusLine())
+	if opt.Started != nil {
+		close(opt.Started)
+	}
+	wd := sdnotify.WatchdogInterval()
+	if wd <= 0 {
+		wd = time.Hour
+	}
+	watchdog := time.NewTicker(wd)
+	defer watchdog.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = notify.Send("STOPPING=1\nSTATUS=stopping")
+			<-workerDone
+			wg.Wait()
+			a.saveLive()
+			return nil
+		case ch := <-w.C():
+			a.mu.Lock()
+			t := time.Now()
+			a.live.LastEvent, a.live.LastEventReason = &t, string(ch.Reason)
+			a.mu.Unlock()
+			a.kickWorker()
+		case <-opt.Reload:
+			e.Diag.Info("reload: running a full pass")
+			select {
+			case passReq <- struct{}{}:
+			default:
+			}
+		case o := <-passDone:
+			a.mu.Lock()
+			a.live.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
+			a.mu.Unlock()
+			a.saveLive()
+			_ = notify.Send("STATUS=" + a.statusLine())
+		case <-watchdog.C:
+			_ = notify.Send("WATCHDOG=1")
+		}
+	}
+}
+
+func (a *agent) kickWorker() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) watchError(err error) {
+	a.mu.Lock()
+	seen := a.watchErrs[err.Error()]
+	a.watchErrs[err.Error()] = true
+	a.live.Watch = "rescan every " + a.opt.Rescan.String() + " (" + err.Error() + ")"
+	a.mu.Unlock()
+	if !seen {
+		a.e.Log.Event(WARN, "file watch degraded: %v", err)
+	}
+}
+
+// passLoop runs the full pass at start, every CheckInterval and on request, off
+// the main loop (a pass runs claude and may take a minute).
+func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- Outcome) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-req:
+		}
+		o := a.e.Pass(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case done <- o:
+		default:
+		}
+		a.kickWorker()
+		t.Reset(a.opt.CheckInterval)
+	}
+}
+
+// renewLoop checks and renews the Vault token: at start, then at half its TTL,
+// with backoff while Vault is away.
+func (a *agent) renewLoop(ctx context.Context) {
+	if a.e.Vault == nil {
+		a.ready.Store(true)
+		a.kickWorker()
+		return
+	}
+	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
+	failed := ""
+	for {
+		info, err := a.e.Vault.Prepare(ctx)
+		var next time.Duration
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			a.ready.Store(true)
+			a.vaultUp()
+			b.reset()
+			failed = ""
+			a.mu.Lock()
+			a.live.VaultTokenTTL = info.TTL.String()
+			a.mu.Unlock()
+			a.kickWorker()
+			next = min(max(info.TTL/2, time.Minute), 12*time.Hour)
+			if info.TTL == 0 {
+				next = 12 * time.Hour
+			}
+		case errors.Is(err, store.ErrUnreachable):
+			a.vaultDown(err)
+			next = b.next()
+		default:
+			// Token file, foreign token or 403: stop writing with it.
+			a.ready.Store(false)
+			if failed != err.Error() {
+				a.e.Log.Event(FAIL, "vault token: %v; backups wait until it is fixed", err)
+				failed = err.Error()
+			}
+			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
+		}
+		if !sleepCtx(ctx, next) {
+			return
+		}
+	}
+}
+
+// vaultDown and vaultUp log an outage once, not once per retry.
+func (a *agent) vaultDown(err error) {
+	a.mu.Lock()
+	first := a.downSince.IsZero()
+	if first {
+		a.downSince = time.Now()
+		t := a.downSince
+		a.live.VaultDownSince = &t
+	}
+	a.mu.Unlock()
+	if first {
+		a.e.Log.Event(WARN, "vault unreachable; backups pending, retrying with backoff: %v", err)
+	}
+}
+
+func (a *agent) vaultUp() {
+	a.mu.Lock()
+	since := a.downSince
+	a.downSince = time.Time{}
+	a.live.VaultDownSince = nil
+	a.mu.Unlock()
+	if !since.IsZero() {
+		a.e.Log.Event(OK, "vault reachable again after %s", time.Since(since).Round(time.Second))
+	}
+}
+
+// worker owns the backup: it reads the file when kicked, keeps the newest usable
+// login as pending until the store has it, and retries with backoff.
+func (a *agent) worker(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	a.settle = time.NewTimer(time.Hour)
+	a.settle.Stop()
+	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
+	for {
+		select {
+		case <-ctx.Done():
+			a.finalFlush()
+			return
+		case <-a.kick:
+		case <-retry.C:
+		case <-a.settle.C:
+		}
+		again := a.scan(ctx)
+		if a.flush(ctx) {
+			again = true
+		}
+		if again && ctx.Err() == nil {
+			retry.Reset(b.next())
+			a.mu.Lock()
+			a.live.Retries++
+			a.mu.Unlock()
+		} else {
+			b.reset()
+		}
+		a.saveLive()
+	}
+}
+
+// scan reads the file and decides: a new usable login becomes pending; a
+// clobbered one is restored at once; a deleted one is a logout, left alone.
+// It returns true when it needs to run again later (a restore that could not
+// reach the store).
+func (a *agent) scan(ctx context.Context) bool {
+	local, err := credentials.Read(a.e.Cfg.CredentialsFile)
+	if err != nil {
+		a.e.Diag.Warn("cannot read the credentials file", "err", err)
+		return false
+	}
+	prev := a.lastState
+	a.lastState = local.State
+	if local.State != credentials.Clobbered {
+		a.clobberKey = ""
+	}
+	switch local.State {
+	case credentials.Usable:
+		a.clobberMsg = ""
+		o := local.OAuth
+		if IsBackfill(o, a.e.readEnvToken(), a.e.now()) {
+			return false // setup-token mode: no backups
+		}
+		if err := a.lin.Observe(o.RefreshToken()); err != nil {
+			a.e.Diag.Warn("cannot record lineage", "err", err)
+		}
+		if a.lastBacked != nil && a.lastBacked.Equal(o) {
+			return false
+		}
+		if a.pending != nil {
+			if a.pending.oauth.Equal(o) {
+				return false
+			}
+			if a.lin.Order(o.RefreshToken(), a.pending.oauth.RefreshToken()) < 0 {
+				return false // the file went back to an older login: keep the newer one
+			}
+		}
+		a.setPending(o)
+	case credentials.Clobbered:
+		// Restore only a file that has stayed broken, unchanged, for Settle.
+		if key := fileKey(local.Target); key != a.clobberKey {
+			a.clobberKey = key
+			a.settle.Reset(a.opt.Settle)
+			return false
+		}
+		return a.restoreClobberedNow(ctx, local)
+	case credentials.Missing, credentials.NoLogin:
+		a.clobberMsg = ""
+		if prev == credentials.Usable || prev == credentials.Clobbered {
+			a.e.Log.Event(WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
+		}
+	}
+	return false
+}
+
+// restoreClobberedNow restores a broken login: from the pending backup when
+// there is one (it is the newest), else from the store.
+func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Local) bool {
+	expect := func(cur *credentials.Local) error {
+		if cur.State == credentials.Usable {
+			return errors.New("the file became usable meanwhile")
+		}
+		return nil
+	}
+	if a.pending != nil {
+		if err := a.e.writeLogin(ctx, a.lin, a.pending.oauth, expect); errors.Is(err, ErrChanged) {
+			return false
+		} else if err != nil {
+			a.e.Log.Event(FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+			return false
+		}
+		a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored the newest login (not yet in the backup)", local.Problem)
+		return false
+	}
+	if !a.ready.Load() {
+		return true
+	}
+	doc, err := a.e.Store.Read(ctx)
+	if errors.Is(err, store.ErrUnreachable) {
+		a.vaultDown(err)
+		return true
+	}
+	if err != nil {
+		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); the backup cannot be read: %v", local.Problem, err))
+		return false
+	}
+	a.vaultUp()
+	vo, why := a.e.restoreCandidate(a.lin, doc, local)
+	if vo == nil {
+		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, loginHint()))
+		return false
+	}
+	if err := a.e.writeLogin(ctx, a.lin, vo, expect); errors.Is(err, ErrChanged) {
+		return false
+	} else if err != nil {
+		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
+		return false
+	}
+	a.lastBacked = vo
+	a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	return false
+}
+
+// reportClobber logs a FAIL for a broken login once, not on every rescan.
+func (a *agent) reportClobber(msg string) {
+	if a.clobberMsg == msg {
+		return
+	}
+	a.clobberMsg = msg
+	a.e.Log.Event(FAIL, "%s", msg)
+}
+
+// flush writes the pending login to the store; true means "retry later".
+func (a *agent) flush(ctx context.Context) bool {
+	if a.pending == nil {
+		return false
+	}
+	if !a.ready.Load() {
+		return true
+	}
+	p := a.pending
+	res, err := a.e.Backup(ctx, a.lin, p.oauth)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrUnreachable):
+		a.vaultDown(err)
+		return true
+	case ctx.Err() != nil:
+		return true
+	default:
+		a.e.Log.Event(FAIL, "backup failed, will retry: %v", err)
+		return true
+	}
+	a.vaultUp()
+	lag := time.Since(p.seenAt)
+	if a.pending == p {
+		a.pending = nil
+		_ = os.Remove(a.pendingPath())
+	}
+	a.lastBacked = p.oauth
+	a.mu.Lock()
+	a.live.Pending, a.live.PendingSince = false, nil
+	if res.Written {
+		t := time.Now()
+		a.live.LastBackup, a.live.LastBackupVer, a.live.LastBackupLagMs = &t, res.Version, float64(lag.Microseconds())/1000
+		a.live.Backups++
+	}
+	a.mu.Unlock()
+	if res.Written {
+		a.e.Log.Event(OK, "backed up the changed login to %s (v%d, %s after the change)", a.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+		if err := mergeRecord(a.e.recordPath(), &Record{LastBackup: &BackupRecord{At: a.e.now(), Version: res.Version, Store: a.e.Store.Describe(), Fingerprint: p.oauth.RefreshToken().Short()}}); err != nil {
+			a.e.Diag.Warn("cannot save state", "err", err)
+		}
+	} else {
+		a.e.Diag.Info("no backup needed", "why", res.Message)
+	}
+	return false
+}
+
+// finalFlush makes one bounded attempt to write a pending backup on stop; what
+// it cannot write stays in pending-backup.json for the next start.
+func (a *agent) finalFlush() {
+	if a.pending == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a.flush(ctx) {
+		a.e.Log.Event(WARN, "stopping with a backup pending; it is kept in %s and written at the next start", a.pendingPath())
+	}
+}
+
+// fileKey names a file's current content cheaply: inode, size and mtime.
+func fileKey(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%d:%d:%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+}
+
+type pendingFile struct {
+	OAuth  json.RawMessage `json:"claudeAiOauth"`
+	SeenAt time.Time       `json:"seen_at"`
+}
+
+// setPending makes o the login to back up and persists it (0600), so a restart
+// or a crash before the backup loses nothing.
+func (a *agent) setPending(o *credentials.OAuth) {
+	a.pending = &pendingBackup{oauth: o, seenAt: time.Now()}
+	data, _ := json.Marshal(pendingFile{OAuth: o.Compact(), SeenAt: a.e.now()})
+	if _, err := credentials.WriteAtomic(a.pendingPath(), data, 0o600); err != nil {
+		a.e.Diag.Warn("cannot persist the pending backup", "err", err)
+	}
+	a.mu.Lock()
+	t := time.Now()
+	a.live.Pending, a.live.PendingSince = true, &t
+	a.mu.Unlock()
+}
+
+func (a *agent) loadPending() {
+	data, err := os.ReadFile(a.pendingPath())
+	if err != nil {
+		return
+	}
+	var pf pendingFile
+	if json.Unmarshal(data, &pf) != nil {
+		return
+	}
+	o, err := credentials.ParseOAuth(pf.OAuth)
+	if err != nil || o.Usable() != nil {
+		return
+	}
+	a.pending = &pendingBackup{oauth: o, seenAt: time.Now()}
+	a.e.Diag.Info("a backup was pending at the last stop; it is written first")
+}
+
+func (a *agent) saveLive() {
+	a.mu.Lock()
+	data, err := json.MarshalIndent(a.live, "", "  ")
+	a.mu.Unlock()
+	if err == nil {
+		_, _ = credentials.WriteAtomic(a.livePath(), append(data, '\n'), 0o600)
+	}
+}
+
+func (a *agent) statusLine() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := "watching " + a.e.Cfg.CredentialsFile
+	if a.live.LastBackup != nil {
+		s += fmt.Sprintf("; last backup v%d at %s", a.live.LastBackupVer, a.live.LastBackup.Format(time.TimeOnly))
+	}
+	if a.live.LastPass != nil {
+		s += fmt.Sprintf("; last pass %s at %s", a.live.LastPass.Status, a.live.LastPass.At.Format(time.TimeOnly))
+	}
+	if a.live.Pending {
+		s += "; backup pending"
+	}
+	return s
+}
+
+// LoadAgentState reads agent.json (nil when absent).
+func LoadAgentState(stateDir string) *AgentState {
+	data, err := os.ReadFile(filepath.Join(stateDir, "agent.json"))
+	if err != nil {
+		return nil
+	}
+	var s AgentState
+	if json.Unmarshal(data, &s) != nil {
+		return nil
+	}
+	return &s
+}
+
+// backoff is capped exponential backoff with full jitter, the one retry layer.
+type backoff struct {
+	min, max time.Duration
+	n        int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min << min(b.n, 20)
+	if d > b.max || d <= 0 {
+		d = b.max
+	}
+	b.n++
+	// Jitter in [d/2, d): spread retries without ever waiting less than half.
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (b *backoff) reset() { b.n = 0 }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
