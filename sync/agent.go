@@ -24,7 +24,7 @@ import (
 // AgentOptions tune the agent; zero values take the defaults.
 type AgentOptions struct {
 	CheckInterval time.Duration // full pass period (default: the config's, 6 h)
-	Debounce      time.Duration // quiet time after a file event (25 ms)
+	Debounce      time.Duration // quiet time after a file event (10 ms)
 	Rescan        time.Duration // safety-net rescan (5 min)
 	RetryMin      time.Duration // first backoff step (500 ms)
 	RetryMax      time.Duration // backoff cap (2 min)

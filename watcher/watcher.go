@@ -35,7 +35,7 @@ type Change struct {
 
 // Options tune the watcher; zero values take the defaults.
 type Options struct {
-	Debounce time.Duration // trailing quiet time before a Change (default 25ms)
+	Debounce time.Duration // trailing quiet time before a Change (default 10ms)
 	// MaxDelay bounds how long a stream of events can hold a Change back
 	// (default 10× Debounce), so a file rewritten non-stop is still backed up.
 	MaxDelay time.Duration
@@ -54,7 +54,7 @@ type Watcher struct {
 // New returns a watcher for path. Run starts it.
 func New(path string, opts Options) *Watcher {
 	if opts.Debounce <= 0 {
-		opts.Debounce = 25 * time.Millisecond
+		opts.Debounce = 10 * time.Millisecond
 	}
 	if opts.Rescan <= 0 {
 		opts.Rescan = 5 * time.Minute

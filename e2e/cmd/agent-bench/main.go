@@ -1,0 +1,182 @@
+// Command agent-bench measures the agent against a real Vault dev server:
+// backup lag from the rename of .credentials.json to the new version readable in
+// Vault (p50/p99/max over N rotations), what a burst of 1,000 writes becomes in
+// Vault writes, and the idle cost (CPU time, wakeups, RSS) over a quiet period.
+// It reports; it asserts nothing. Run it through e2e/bench/agent.sh.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/vaultserver"
+)
+
+func main() {
+	agentBin := flag.String("agent", "", "claude-auth-sync binary")
+	claudeBin := flag.String("claude", "", "stand-in claude binary")
+	rotations := flag.Int("rotations", 1000, "rotations for the lag measurement")
+	idle := flag.Duration("idle", 60*time.Second, "quiet period for the idle measurement")
+	flag.Parse()
+	if *agentBin == "" || *claudeBin == "" {
+		log.Fatal("need --agent and --claude")
+	}
+	dir, _ := os.MkdirTemp("", "agent-bench-")
+	defer os.RemoveAll(dir)
+	srv, err := vaultserver.Start(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Stop()
+	home := filepath.Join(dir, "home")
+	ctx := context.Background()
+	user, err := srv.Provision(ctx, "bench", filepath.Join(home, ".config", "claude-auth-sync", "vault-token"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fake := fakeanthropic.New()
+	api := httptest.NewServer(fake.Handler())
+	defer api.Close()
+	creds := filepath.Join(home, ".claude", ".credentials.json")
+	write := func(l fakeanthropic.Login) {
+		tmp := creds + ".tmp"
+		if err := os.WriteFile(tmp, fakeanthropic.CredentialsJSON(l), 0o600); err != nil {
+			log.Fatal(err)
+		}
+		if err := os.Rename(tmp, creds); err != nil {
+			log.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Dir(creds), 0o700)
+	l := fake.Issue()
+	write(l)
+
+	cmd := exec.Command(*agentBin, "run", "--check-interval", "24h")
+	cmd.Env = []string{"HOME=" + home, "PATH=/usr/bin:/bin", "VAULT_ADDR=" + srv.Addr, "CLAUDE_AUTH_USER=bench",
+		"ANTHROPIC_BASE_URL=" + api.URL, "CLAUDE_AUTH_CLAUDE_BIN=" + *claudeBin,
+		"CLAUDE_AUTH_SYSTEM_CONFIG=" + filepath.Join(dir, "none"), "CLAUDE_AUTH_JOURNAL_SOCKET=off"}
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+
+	kv := srv.Root().KVv2("secret")
+	holds := func(refresh string) bool {
+		s, err := kv.Get(ctx, user.Path)
+		if err != nil {
+			return false
+		}
+		js, _ := s.Data["claude_ai_oauth_json"].(string)
+		return strings.Contains(js, `"refreshToken":"`+refresh+`"`)
+	}
+	waitFor := func(refresh string, limit time.Duration) time.Duration {
+		start := time.Now()
+		for !holds(refresh) {
+			if time.Since(start) > limit {
+				log.Fatalf("vault did not get the login within %s", limit)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		return time.Since(start)
+	}
+	waitFor(l.RefreshToken, 30*time.Second)
+	time.Sleep(2 * time.Second) // let the start-up pass finish
+
+	// Lag: rename → readable in Vault, one rotation at a time.
+	lags := make([]time.Duration, 0, *rotations)
+	for i := 0; i < *rotations; i++ {
+		n, err := fake.Rotate(l.RefreshToken)
+		if err != nil {
+			log.Fatal(err)
+		}
+		l = n
+		tmp := creds + ".tmp"
+		os.WriteFile(tmp, fakeanthropic.CredentialsJSON(l), 0o600)
+		start := time.Now()
+		os.Rename(tmp, creds)
+		for !holds(l.RefreshToken) {
+			if time.Since(start) > 30*time.Second {
+				log.Fatal("rotation not backed up within 30s")
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		lags = append(lags, time.Since(start))
+	}
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	q := func(p float64) time.Duration { return lags[min(len(lags)-1, int(float64(len(lags))*p))] }
+	fmt.Printf("backup lag over %d rotations (rename -> version readable in vault): p50 %s  p99 %s  max %s\n",
+		len(lags), q(0.50).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), lags[len(lags)-1].Round(10*time.Microsecond))
+
+	// Burst: 1,000 writes in about a second.
+	meta, _ := kv.GetMetadata(ctx, user.Path)
+	before := meta.CurrentVersion
+	start := time.Now()
+	for i := 0; i < 1000; i++ {
+		n, _ := fake.Rotate(l.RefreshToken)
+		l = n
+		write(l)
+		time.Sleep(time.Millisecond)
+	}
+	burst := time.Since(start)
+	waitFor(l.RefreshToken, 30*time.Second)
+	meta, _ = kv.GetMetadata(ctx, user.Path)
+	fmt.Printf("burst: 1000 writes in %s became %d vault writes; vault ends with the final state\n", burst.Round(time.Millisecond), meta.CurrentVersion-before)
+
+	// Idle: nothing happens for the idle period.
+	time.Sleep(2 * time.Second)
+	pid := cmd.Process.Pid
+	cpu0, sw0 := procCPU(pid)
+	time.Sleep(*idle)
+	cpu1, sw1 := procCPU(pid)
+	per := float64(time.Minute) / float64(*idle)
+	fmt.Printf("idle %s: CPU %.2f ms (%.2f ms per minute), %d context switches (%.1f per minute), RSS %d KiB\n",
+		*idle, float64(cpu1-cpu0)/1e6, float64(cpu1-cpu0)/1e6*per, sw1-sw0, float64(sw1-sw0)*per, rss(pid))
+}
+
+// procCPU sums CPU time (ns, from schedstat) and context switches over threads.
+func procCPU(pid int) (int64, int64) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	var cpu, sw int64
+	for _, t := range tasks {
+		if b, err := os.ReadFile(t + "/schedstat"); err == nil {
+			f := strings.Fields(string(b))
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				cpu += n
+			}
+		}
+		if b, err := os.ReadFile(t + "/status"); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(line, "voluntary_ctxt_switches:") || strings.HasPrefix(line, "nonvoluntary_ctxt_switches:") {
+					n, _ := strconv.ParseInt(strings.TrimSpace(line[strings.Index(line, ":")+1:]), 10, 64)
+					sw += n
+				}
+			}
+		}
+	}
+	return cpu, sw
+}
+
+func rss(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			n, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
