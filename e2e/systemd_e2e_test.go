@@ -51,7 +51,9 @@ func TestAgentSystemdNotify(t *testing.T) {
 	a := w.startAgent([]string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"})
 	eventually(t, 10*time.Second, "READY=1", func() bool { return count("READY=1") == 1 })
 	eventually(t, 10*time.Second, "watchdog pings", func() bool { return count("WATCHDOG=1") >= 3 })
-	passes := func() int { return len(regexp.MustCompile(`(?m)^\S+ OK inference check passed`).FindAllString(w.syncLog(), -1)) }
+	passes := func() int {
+		return len(regexp.MustCompile(`(?m)^\S+ OK inference check passed`).FindAllString(w.syncLog(), -1))
+	}
 	eventually(t, 20*time.Second, "start-up pass", func() bool { return passes() >= 1 })
 	before := passes()
 	a.cmd.Process.Signal(syscall.SIGHUP)
