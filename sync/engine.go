@@ -16,6 +16,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -53,6 +54,10 @@ type Engine struct {
 
 	// LockWait bounds how long a writer waits for the credentials-file lock.
 	LockWait time.Duration
+	// OAuth is the refresh client (Claude's token endpoint by default).
+	OAuth *oauth.Client
+
+	tokens lifetimes
 }
 
 // New builds the engine from the config.
@@ -64,6 +69,8 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
 			Console: console, ConsoleIsJournal: consoleIsJournal},
 		Checker: &check.Runner{Command: cfg.ClaudeBin, Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home},
+		OAuth: &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
+			UserAgent: cfg.OAuthUserAgent},
 	}
 	if cfg.Store == "vault" {
 		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
@@ -121,6 +128,9 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	}
 	return o
 }
+
+// loginDeadlineWarning: how long before refreshTokenExpiresAt passes warn.
+const loginDeadlineWarning = 7 * 24 * time.Hour
 
 func fail(format string, args ...any) Outcome {
 	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
@@ -236,6 +246,10 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	if err := lin.Observe(local.OAuth.RefreshToken()); err != nil {
 		e.Diag.Warn("cannot record lineage", "err", err)
 	}
+	if d := local.OAuth.RefreshTokenExpiresAt(); !d.IsZero() && d.Sub(e.now()) < loginDeadlineWarning {
+		e.Log.Event(WARN, "the login itself ends on %s (in %s): run `claude auth login` before then, then `claude-auth-sync sync`",
+			d.Format(time.RFC3339), d.Sub(e.now()).Round(time.Hour))
+	}
 
 	res := e.runCheck(ctx, rec)
 	if res.Kind == check.Auth || res.Kind == check.Dead {
@@ -257,7 +271,35 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: res.Reason + "; not restoring, the next pass retries"})
 	}
 
-	// Auth failure. (A forced refresh comes first once the single refresher lands.)
+	// Auth failure. The first remedy is a forced refresh by the single
+	// refresher; a restore comes only after the refresh gets invalid_grant.
+	rr, rerr := e.Refresh(ctx, lin, true, local.OAuth.RefreshToken())
+	switch {
+	case rerr == nil:
+		if rr.OAuth != nil && rr.OAuth.RefreshToken() != local.OAuth.RefreshToken() {
+			first := res.Reason
+			res = e.runCheck(ctx, rec)
+			if res.Kind == check.OK {
+				what := "inference check passed after a forced refresh (" + first + ")"
+				if !rr.Refreshed {
+					what = "inference check passed with the login someone else refreshed (" + first + ")"
+				}
+				return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, rr.OAuth, vs, what))
+			}
+			if res.Kind == check.Transient || res.Kind == check.Unexpected {
+				return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "refreshed the login, then: " + res.Reason + "; the next pass retries"})
+			}
+			if cur, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable {
+				local = cur
+			}
+		}
+	case errors.Is(rerr, ErrLoginDead):
+		// Go on: a newer login in the backup is the only way back.
+	case errors.Is(rerr, lock.ErrClaudeLocksUnavailable), errors.Is(rerr, oauth.ErrTransient), errors.Is(rerr, context.DeadlineExceeded):
+		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: res.Reason + "; a forced refresh could not run (" + rerr.Error() + "); not restoring, the next pass retries"})
+	default:
+		e.Diag.Warn("forced refresh failed", "err", rerr)
+	}
 	if vs.doc == nil {
 		return e.finish(rec, fail("%s; cannot look for a backup: %v; %s", res.Reason, vs.down, loginHint()))
 	}

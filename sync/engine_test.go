@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,10 +16,12 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -141,7 +144,12 @@ func newHarness(t *testing.T) *harness {
 	fc := &fakeClaude{credsPath: cfg.CredentialsFile, valid: map[string]bool{}}
 	var diag bytes.Buffer
 	clock := func() time.Time { return testNow }
+	// A token endpoint that knows none of the test's tokens: a forced refresh
+	// gets invalid_grant, as for a dead login.
+	tokenAPI := httptest.NewServer(fakeanthropic.New().Handler())
+	t.Cleanup(tokenAPI.Close)
 	eng := &Engine{
+		OAuth:   &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"},
 		Cfg:     cfg,
 		Store:   st,
 		Log:     &EventLog{User: cfg.User, LogFile: cfg.LogFile, Now: clock},

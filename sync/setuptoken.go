@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -104,34 +103,29 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
 		return nil
 	}
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	lk, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
-	if err != nil {
-		return err
-	}
-	defer lk.Unlock()
-	cur, err := credentials.Read(e.Cfg.CredentialsFile)
-	if err != nil {
-		return err
-	}
-	if cur.OAuth == nil || cur.OAuth.AccessToken() == tok {
-		return nil
-	}
-	if cur.State == credentials.Usable {
-		// Keep the rotating login we are about to shadow: it is Vault's too,
-		// but a local copy costs nothing and loses nothing.
-		_ = lin.Observe(cur.OAuth.RefreshToken())
-		if _, err := credentials.WriteAtomic(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+	return e.withFileLocks(ctx, func() error {
+		cur, err := credentials.Read(e.Cfg.CredentialsFile)
+		if err != nil {
 			return err
 		}
-	}
-	data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(setupTokenLifetime))).Marshal()
-	if err != nil {
+		if cur.OAuth == nil || cur.OAuth.AccessToken() == tok {
+			return nil
+		}
+		if cur.State == credentials.Usable {
+			// Keep the rotating login we are about to shadow: it is Vault's too,
+			// but a local copy costs nothing and loses nothing.
+			_ = lin.Observe(cur.OAuth.RefreshToken())
+			if _, err := credentials.WriteAtomic(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+				return err
+			}
+		}
+		data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(setupTokenLifetime))).Marshal()
+		if err != nil {
+			return err
+		}
+		_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
 		return err
-	}
-	_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
-	return err
+	})
 }
 
 // leaveSetupTokenMode runs when Vault no longer has a setup token but the env

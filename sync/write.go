@@ -2,10 +2,10 @@ package authsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
@@ -21,18 +21,35 @@ func (e *Engine) writeLogin(ctx context.Context, lin *Lineage, o *credentials.OA
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")
 	}
-	wait := e.LockWait
-	if wait <= 0 {
-		wait = 30 * time.Second
-	}
-	lctx, cancel := context.WithTimeout(ctx, wait)
+	return e.withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
+}
+
+// withFileLocks runs fn holding every lock a write of the credentials file
+// takes, in the one order: our refresh flock, Claude's .oauth_refresh.lock and
+// <realpath>.lock, then .storage-write.lock. If Claude's lock directories cannot
+// be created (read-only or foreign-owned directory), fn still runs under our
+// flock: a restore must not wait on locks that cannot exist.
+func (e *Engine) withFileLocks(ctx context.Context, fn func() error) error {
+	lctx, cancel := context.WithTimeout(ctx, e.lockWait())
 	defer cancel()
 	lk, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
+	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir)
+	if errors.Is(err, lock.ErrClaudeLocksUnavailable) {
+		e.Diag.Warn("writing without Claude's lock directories", "err", err)
+		return fn()
+	}
+	if err != nil {
+		return err
+	}
+	defer claude.Release()
+	return claude.WithStorageWrite(lctx, fn)
+}
 
+func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
 		return err

@@ -48,6 +48,13 @@ type Config struct {
 
 	JournalSocket string
 
+	// The single refresher: Claude's token endpoint and how early to refresh.
+	OAuthTokenURL  string
+	OAuthClientID  string
+	OAuthScopes    string
+	OAuthUserAgent string
+	RefreshLead    time.Duration
+
 	// Sources says where each setting came from, for `status` and errors.
 	Sources map[string]string
 }
@@ -60,6 +67,8 @@ var fileKeys = map[string]bool{
 	"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true,
 	"CLAUDE_AUTH_STATE_DIR": true, "CLAUDE_AUTH_CONFIG_DIR": true, "CLAUDE_AUTH_VAULT_TOKEN_FILE": true,
 	"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
+	"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
+	"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
 }
 
 // Flags are the command-line overrides ("" = not given).
@@ -189,6 +198,13 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 		return nil, err
 	}
 	if c.CheckInterval, err = duration(0, get("CLAUDE_AUTH_CHECK_INTERVAL"), 6*time.Hour, "CLAUDE_AUTH_CHECK_INTERVAL"); err != nil {
+		return nil, err
+	}
+	c.OAuthTokenURL = get("CLAUDE_AUTH_OAUTH_TOKEN_URL")
+	c.OAuthClientID = get("CLAUDE_AUTH_OAUTH_CLIENT_ID")
+	c.OAuthScopes = get("CLAUDE_AUTH_OAUTH_SCOPES")
+	c.OAuthUserAgent = get("CLAUDE_AUTH_OAUTH_USER_AGENT")
+	if c.RefreshLead, err = duration(0, get("CLAUDE_AUTH_REFRESH_LEAD"), 15*time.Minute, "CLAUDE_AUTH_REFRESH_LEAD"); err != nil {
 		return nil, err
 	}
 	if c.VaultTimeout, err = duration(0, getenv("VAULT_CLIENT_TIMEOUT"), 15*time.Second, "VAULT_CLIENT_TIMEOUT"); err != nil {

@@ -274,3 +274,37 @@ func (f *File) Marshal() ([]byte, error) {
 func (f *File) String() string       { return "[redacted credentials file]" }
 func (f *File) GoString() string     { return "[redacted credentials file]" }
 func (f *File) LogValue() slog.Value { return slog.StringValue("[redacted credentials file]") }
+
+// With returns a copy with the given fields set (values are marshalled to JSON)
+// and every other field kept in place. A nil value removes nothing: it is skipped.
+func (o *OAuth) With(fields map[string]any) (*OAuth, error) {
+	c := o.obj.clone()
+	for _, k := range sortedKeys(fields) {
+		v := fields[k]
+		if v == nil {
+			continue
+		}
+		if s, ok := v.(Secret); ok {
+			v = s.Reveal()
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("field %s: %w", k, err)
+		}
+		c.set(k, b)
+	}
+	return fromObject(c), nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

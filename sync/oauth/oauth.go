@@ -1,0 +1,157 @@
+// Package oauth is the refresh client for Claude's OAuth token endpoint: one
+// bounded POST, JSON body, no retries of its own (the agent's backoff is the one
+// retry layer). Endpoint, client id, scopes and user agent are configuration,
+// with Claude Code's values as defaults.
+package oauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// Claude Code's values (see claude-code-facts.md); Anthropic may change them.
+const (
+	DefaultTokenURL  = "https://platform.claude.com/v1/oauth/token"
+	DefaultClientID  = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+	DefaultScopes    = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
+	DefaultUserAgent = "claude-auth-sync (claude-cli compatible)"
+)
+
+var (
+	// ErrInvalidGrant: the refresh token is spent, revoked or expired.
+	ErrInvalidGrant = errors.New("invalid_grant")
+	// ErrTransient: network, timeout, 5xx, 429: try again later.
+	ErrTransient = errors.New("token endpoint unavailable")
+)
+
+// Client refreshes tokens.
+type Client struct {
+	TokenURL  string
+	ClientID  string
+	Scopes    string
+	UserAgent string
+	Timeout   time.Duration // whole request (default 10 s)
+	HTTP      *http.Client  // nil = a client honouring HTTPS_PROXY
+}
+
+// Token is a refresh response. It holds secrets and prints redacted.
+type Token struct {
+	AccessToken           credentials.Secret
+	RefreshToken          credentials.Secret
+	ExpiresIn             time.Duration
+	RefreshTokenExpiresIn time.Duration // 0 when not given
+	Scope                 string
+	Raw                   json.RawMessage // the response body, for the durable pending record
+}
+
+func (t *Token) String() string { return "[redacted token response]" }
+
+type response struct {
+	AccessToken           string `json:"access_token"`
+	RefreshToken          string `json:"refresh_token"`
+	ExpiresIn             int64  `json:"expires_in"`
+	RefreshTokenExpiresIn int64  `json:"refresh_token_expires_in"`
+	Scope                 string `json:"scope"`
+	Error                 string `json:"error"`
+	ErrorDescription      string `json:"error_description"`
+}
+
+// ParseToken decodes a token response body (also used for a pending record).
+func ParseToken(body []byte) (*Token, error) {
+	var r response
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("token response is not JSON")
+	}
+	if r.AccessToken == "" || r.RefreshToken == "" || r.ExpiresIn <= 0 {
+		return nil, fmt.Errorf("token response lacks access_token, refresh_token or expires_in")
+	}
+	return &Token{AccessToken: credentials.Secret(r.AccessToken), RefreshToken: credentials.Secret(r.RefreshToken),
+		ExpiresIn: time.Duration(r.ExpiresIn) * time.Second, RefreshTokenExpiresIn: time.Duration(r.RefreshTokenExpiresIn) * time.Second,
+		Scope: r.Scope, Raw: append(json.RawMessage(nil), body...)}, nil
+}
+
+// Refresh trades the refresh token for a new pair. Errors wrap ErrInvalidGrant
+// or ErrTransient, or say what was wrong; they never contain a token.
+func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret) (*Token, error) {
+	if refresh == "" {
+		return nil, fmt.Errorf("%w: no refresh token", ErrInvalidGrant)
+	}
+	body, _ := json.Marshal(map[string]string{
+		"grant_type": "refresh_token", "refresh_token": refresh.Reveal(),
+		"client_id": or(c.ClientID, DefaultClientID), "scope": or(c.Scopes, DefaultScopes),
+	})
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, or(c.TokenURL, DefaultTokenURL), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("token request: %v", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", or(c.UserAgent, DefaultUserAgent))
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		// url.Error would name the URL only; still, keep just the cause.
+		var cause error = err
+		if ue := errors.Unwrap(err); ue != nil {
+			cause = ue
+		}
+		return nil, fmt.Errorf("%w: %v", ErrTransient, cause)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the response: %v", ErrTransient, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		tok, err := ParseToken(data)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrTransient, err)
+		}
+		return tok, nil
+	}
+	var r response
+	_ = json.Unmarshal(data, &r)
+	if r.Error == "invalid_grant" {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidGrant, sanitize(r.ErrorDescription))
+	}
+	if resp.StatusCode == 429 || resp.StatusCode >= 500 {
+		return nil, fmt.Errorf("%w: HTTP %d", ErrTransient, resp.StatusCode)
+	}
+	return nil, fmt.Errorf("token endpoint answered HTTP %d: %s %s", resp.StatusCode, sanitize(r.Error), sanitize(r.ErrorDescription))
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// sanitize keeps a server's words short and free of anything token-shaped.
+func sanitize(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	if strings.Contains(s, "sk-ant-") {
+		return "[redacted]"
+	}
+	return s
+}

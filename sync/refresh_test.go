@@ -1,0 +1,250 @@
+package authsync
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
+)
+
+// refreshHarness is the engine harness with a fake token endpoint that knows the
+// file's login, on the real clock (the fake's tokens expire by it).
+func refreshHarness(t *testing.T) (*harness, *fakeanthropic.Server, fakeanthropic.Login) {
+	t.Helper()
+	h := newHarness(t)
+	fake := fakeanthropic.New()
+	srv := httptest.NewServer(fake.Handler())
+	t.Cleanup(srv.Close)
+	h.eng.OAuth = &oauth.Client{TokenURL: srv.URL + "/v1/oauth/token"}
+	h.eng.Now = time.Now
+	h.eng.Log.Now = time.Now
+	l := fake.Issue()
+	h.writeCreds(string(fakeanthropic.CredentialsJSON(l)))
+	return h, fake, l
+}
+
+func (h *harness) lineage() *Lineage {
+	h.t.Helper()
+	lin, err := LoadLineage(h.eng.lineagePath())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return lin
+}
+
+func TestRefreshRotatesAndKeepsFields(t *testing.T) {
+	h, fake, l := refreshHarness(t)
+	lin := h.lineage()
+	_ = lin.Observe(credentials.Secret(l.RefreshToken))
+	res, err := h.eng.Refresh(context.Background(), lin, true, "")
+	if err != nil || !res.Refreshed {
+		t.Fatalf("Refresh = %+v, %v; want a refresh", res, err)
+	}
+	cur := h.readCreds()
+	if cur.State != credentials.Usable || cur.OAuth.RefreshToken().Reveal() == l.RefreshToken {
+		t.Fatalf("file after refresh: %v; want a new usable login", cur.State)
+	}
+	raw := h.rawCreds()
+	for _, keep := range []string{`"mcpOAuth"`, `"subscriptionType"`, `"rateLimitTier"`} {
+		if !strings.Contains(raw, keep) {
+			t.Errorf("refresh dropped %s", keep)
+		}
+	}
+	if c := fake.Counters(); c.Refreshes != 1 || c.InvalidGrant != 0 {
+		t.Errorf("fake counters %+v; want exactly one refresh", c)
+	}
+	if lin.Order(credentials.Secret(l.RefreshToken), cur.OAuth.RefreshToken()) != -1 {
+		t.Errorf("lineage does not order the new refresh token after the old")
+	}
+	if _, err := os.Stat(h.eng.pendingRefreshPath()); !os.IsNotExist(err) {
+		t.Errorf("pending-refresh left behind: %v", err)
+	}
+	for _, p := range []string{".oauth_refresh.lock", ".storage-write.lock"} {
+		if _, err := os.Stat(filepath.Join(h.cfg.ClaudeConfigDir, p)); !os.IsNotExist(err) {
+			t.Errorf("lock %s not released", p)
+		}
+	}
+	if _, err := os.Stat(h.cfg.ClaudeConfigDir + ".lock"); !os.IsNotExist(err) {
+		t.Errorf("legacy lock not released")
+	}
+}
+
+func TestRefreshNotDueAndAlreadyRefreshed(t *testing.T) {
+	h, fake, l := refreshHarness(t)
+	lin := h.lineage()
+	if res, err := h.eng.Refresh(context.Background(), lin, false, ""); err != nil || res.Refreshed {
+		t.Errorf("unforced refresh of an 8 h token = %+v, %v; want not due", res, err)
+	}
+	if res, err := h.eng.Refresh(context.Background(), lin, true, "sk-ant-ort01-someone-elses"); err != nil || res.Refreshed {
+		t.Errorf("refresh when the file no longer holds the failing token = %+v, %v; want no-op", res, err)
+	}
+	if fake.Counters().Refreshes != 0 {
+		t.Errorf("the token endpoint was called")
+	}
+	_ = l
+}
+
+func TestRefreshInvalidGrantIsDeadAndWritesNothing(t *testing.T) {
+	h, fake, l := refreshHarness(t)
+	if _, err := fake.Rotate(l.RefreshToken); err != nil { // someone spent it, file not updated
+		t.Fatal(err)
+	}
+	before := h.rawCreds()
+	_, err := h.eng.Refresh(context.Background(), h.lineage(), true, "")
+	if !errors.Is(err, ErrLoginDead) {
+		t.Fatalf("err = %v; want ErrLoginDead", err)
+	}
+	if h.rawCreds() != before {
+		t.Errorf("file changed after invalid_grant")
+	}
+	if strings.Contains(err.Error(), l.RefreshToken) {
+		t.Errorf("error names the token")
+	}
+}
+
+func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
+	h, fake, _ := refreshHarness(t)
+	refreshLock, _, _ := lock.ClaudePaths(h.cfg.ClaudeConfigDir)
+	// A live holder: fresh mtime. The refresh waits until it is gone.
+	if err := os.Mkdir(refreshLock, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); done <- err }()
+	time.Sleep(300 * time.Millisecond)
+	if fake.Counters().Refreshes != 0 {
+		t.Fatalf("refreshed while Claude held .oauth_refresh.lock")
+	}
+	os.Remove(refreshLock)
+	if err := <-done; err != nil {
+		t.Fatalf("refresh after release: %v", err)
+	}
+	// A dead holder: mtime older than the stale time. Taken over at once.
+	if err := os.Mkdir(refreshLock, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * lock.StaleRefreshLock)
+	os.Chtimes(refreshLock, old, old)
+	if _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); err != nil {
+		t.Fatalf("refresh with a stale lock: %v", err)
+	}
+	if fake.Counters().Refreshes != 2 {
+		t.Errorf("refreshes = %d; want 2", fake.Counters().Refreshes)
+	}
+}
+
+func TestRefreshWithoutClaudesLocksDoesNotRefresh(t *testing.T) {
+	h, fake, _ := refreshHarness(t)
+	// The legacy lock lives beside the config dir; make it impossible.
+	h.cfg.ClaudeConfigDir = filepath.Join(h.dir, "not-a-dir", "claude")
+	os.WriteFile(filepath.Join(h.dir, "not-a-dir"), []byte("x"), 0o600)
+	_, err := h.eng.Refresh(context.Background(), h.lineage(), true, "")
+	if !errors.Is(err, lock.ErrClaudeLocksUnavailable) {
+		t.Fatalf("err = %v; want ErrClaudeLocksUnavailable", err)
+	}
+	if fake.Counters().Refreshes != 0 {
+		t.Errorf("refreshed without Claude's locks")
+	}
+}
+
+// A crash between the token endpoint's answer and the rename: the saved
+// response is applied at the next start, and only onto the token it replaced.
+func TestApplyPendingRefresh(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fileMoved bool
+		wantApply bool
+	}{
+		{"file still holds the sent token", false, true},
+		{"file moved on meanwhile", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, fake, l := refreshHarness(t)
+			n, err := fake.Rotate(l.RefreshToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := `{"access_token":"` + n.AccessToken + `","refresh_token":"` + n.RefreshToken + `","expires_in":28800,"scope":"user:inference"}`
+			tok, err := oauth.ParseToken([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.eng.writePendingRefresh(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(h.eng.pendingRefreshPath()); fi.Mode().Perm() != 0o600 {
+				t.Errorf("pending-refresh mode %v", fi.Mode().Perm())
+			}
+			other := fake.Issue()
+			if tc.fileMoved {
+				h.writeCreds(string(fakeanthropic.CredentialsJSON(other)))
+			}
+			applied, err := h.eng.ApplyPendingRefresh(context.Background(), h.lineage())
+			if err != nil || applied != tc.wantApply {
+				t.Fatalf("applied = %v, %v; want %v", applied, err, tc.wantApply)
+			}
+			want := n.RefreshToken
+			if tc.fileMoved {
+				want = other.RefreshToken
+			}
+			if got := h.readCreds().OAuth.RefreshToken().Reveal(); got != want {
+				t.Errorf("file holds the wrong refresh token after ApplyPendingRefresh")
+			}
+			if _, err := os.Stat(h.eng.pendingRefreshPath()); !os.IsNotExist(err) {
+				t.Errorf("pending-refresh not removed")
+			}
+		})
+	}
+}
+
+func TestMergeTokenDeadlineIsTheSmaller(t *testing.T) {
+	o := mustOAuth(t, `{"accessToken":"a","refreshToken":"r","expiresAt":1,"refreshTokenExpiresAt":1000000,"x":1}`)
+	tok := &oauth.Token{AccessToken: "a2", RefreshToken: "r2", ExpiresIn: time.Hour, RefreshTokenExpiresIn: 30 * 24 * time.Hour}
+	now := time.UnixMilli(5000)
+	next, err := mergeToken(o, tok, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next.RefreshTokenExpiresAt().UnixMilli(); got != 1000000 {
+		t.Errorf("refreshTokenExpiresAt = %d; want the older, smaller 1000000", got)
+	}
+	if got := next.ExpiresAtMs(); got != 5000+3600000 {
+		t.Errorf("expiresAt = %d; want now + expires_in", got)
+	}
+	if !strings.Contains(string(next.Compact()), `"x":1`) {
+		t.Errorf("unknown field dropped")
+	}
+}
+
+func TestRefreshDueLead(t *testing.T) {
+	h := newHarness(t)
+	h.eng.Now = time.Now
+	h.eng.Cfg.RefreshLead = 15 * time.Minute
+	h.eng.Cfg.Sources = map[string]string{}
+	exp := time.UnixMilli(time.Now().Add(8 * time.Hour).UnixMilli())
+	o := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-a", "sk-ant-ort01-lead-a", exp))
+	if got := exp.Sub(h.eng.RefreshDue(o)); got != 15*time.Minute {
+		t.Errorf("8 h token lead = %s; want 15m", got)
+	}
+	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
+	short := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-b", "sk-ant-ort01-lead-b", exp))
+	if got := exp.Sub(h.eng.RefreshDue(short)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
+		t.Errorf("10 min token lead = %s; want half the lifetime, 5m", got)
+	}
+	h.eng.Cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"] = "environment"
+	h.eng.Cfg.RefreshLead = 8 * time.Minute
+	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
+	expl := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-c", "sk-ant-ort01-lead-c", exp))
+	if got := exp.Sub(h.eng.RefreshDue(expl)); got != 8*time.Minute {
+		t.Errorf("explicit lead = %s; want 8m honoured", got)
+	}
+}
