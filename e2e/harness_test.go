@@ -39,7 +39,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = filepath.Join(dir, "bin")
-	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin"} {
+	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -104,6 +104,7 @@ func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 		"ANTHROPIC_BASE_URL=" + w.api.URL, "CLAUDE_AUTH_CLAUDE_BIN=" + filepath.Join(binDir, "claude"),
 		"CLAUDE_AUTH_SYSTEM_CONFIG=" + filepath.Join(home, "no-system-config"),
 		"CLAUDE_AUTH_JOURNAL_SOCKET=off",
+		"CLAUDE_AUTH_OAUTH_TOKEN_URL=" + w.api.URL + "/v1/oauth/token",
 	}
 	t.Cleanup(w.assertNoSecrets)
 	return w

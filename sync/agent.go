@@ -55,6 +55,8 @@ type AgentState struct {
 	VaultTokenTTL   string      `json:"vault_token_ttl,omitempty"`
 	LastPass        *PassRecord `json:"last_pass,omitempty"`
 	Watch           string      `json:"watch"`
+	NextRefresh     *time.Time  `json:"next_refresh,omitempty"`
+	Refreshes       int         `json:"refreshes"`
 }
 
 type pendingBackup struct {
@@ -67,6 +69,8 @@ type agent struct {
 	opt  AgentOptions
 	lin  *Lineage
 	kick chan struct{}
+	// refreshKick wakes the refresher to recompute when the file changed.
+	refreshKick chan struct{}
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
 
@@ -117,9 +121,14 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
-	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
+	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
 	a.live = AgentState{PID: os.Getpid(), Started: time.Now(), Watch: "inotify"}
 	a.loadPending()
+	if applied, err := e.ApplyPendingRefresh(ctx, lin); err != nil {
+		e.Log.Event(WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+	} else if applied {
+		e.Log.Event(RECOVERED, "applied the refresh response saved before the last stop")
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -130,6 +139,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	passDone := make(chan Outcome, 1)
 	wg.Go(func() { a.passLoop(ctx, passReq, passDone) })
 	wg.Go(func() { a.renewLoop(ctx) })
+	wg.Go(func() { a.refreshLoop(ctx) })
 	workerDone := make(chan struct{})
 	go func() { a.worker(ctx); close(workerDone) }()
 
@@ -159,6 +169,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			a.live.LastEvent, a.live.LastEventReason = &t, string(ch.Reason)
 			a.mu.Unlock()
 			a.kickWorker()
+			a.kickRefresher()
 		case <-opt.Reload:
 			e.Diag.Info("reload: running a full pass")
 			select {
@@ -181,6 +192,97 @@ func (a *agent) kickWorker() {
 	select {
 	case a.kick <- struct{}{}:
 	default:
+	}
+}
+
+func (a *agent) kickRefresher() {
+	select {
+	case a.refreshKick <- struct{}{}:
+	default:
+	}
+}
+
+// refreshLoop is the single refresher: it sleeps until the login in the file is
+// due (expiresAt minus the lead), refreshes it under the locks, and lets the
+// worker back the new login up at once. A file change wakes it to look again.
+func (a *agent) refreshLoop(ctx context.Context) {
+	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
+	reported := ""
+	report := func(st Status, msg string) {
+		if reported != msg {
+			reported = msg
+			a.e.Log.Event(st, "%s", msg)
+		}
+	}
+	var retryAt time.Time
+	for {
+		wait := time.Duration(-1) // until kicked
+		local, err := credentials.Read(a.e.Cfg.CredentialsFile)
+		if err == nil && local.State == credentials.Usable && !IsBackfill(local.OAuth, a.e.readEnvToken(), a.e.now()) {
+			due := a.e.RefreshDue(local.OAuth)
+			if retryAt.After(due) {
+				due = retryAt
+			}
+			wait = max(due.Sub(a.e.now()), 0)
+			a.mu.Lock()
+			a.live.NextRefresh = &due
+			a.mu.Unlock()
+		}
+		if wait != 0 {
+			var t *time.Timer
+			var timer <-chan time.Time
+			if wait > 0 {
+				t = time.NewTimer(wait)
+				timer = t.C
+			}
+			kicked := false
+			select {
+			case <-ctx.Done():
+			case <-a.refreshKick:
+				kicked = true
+			case <-timer:
+			}
+			if t != nil {
+				t.Stop()
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if kicked {
+				continue
+			}
+		}
+		res, err := a.e.Refresh(ctx, a.lin, false, "")
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			retryAt = time.Time{}
+			b.reset()
+			if res.Refreshed {
+				reported = ""
+				a.mu.Lock()
+				a.live.Refreshes++
+				a.mu.Unlock()
+				a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
+				a.kickWorker() // back it up at once
+			}
+		case errors.Is(err, ErrLoginDead):
+			report(FAIL, fmt.Sprintf("refresh failed: %v; %s", err, loginHint()))
+			retryAt = time.Time{}
+			// Nothing to do until the file changes (a new login, a restore).
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.refreshKick:
+			}
+		case errors.Is(err, lock.ErrClaudeLocksUnavailable):
+			report(WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
+			retryAt = a.e.now().Add(max(b.next(), a.opt.RetryMax))
+		default:
+			a.e.Diag.Warn("refresh failed; retrying with backoff", "err", err)
+			retryAt = a.e.now().Add(b.next())
+		}
 	}
 }
 
@@ -361,6 +463,9 @@ func (a *agent) scan(ctx context.Context) bool {
 			if a.lin.Order(o.RefreshToken(), a.pending.oauth.RefreshToken()) < 0 {
 				return false // the file went back to an older login: keep the newer one
 			}
+		}
+		if prev != -1 {
+			a.e.NoteNewLogin(o) // seen the moment it appeared: its birth, for the lead
 		}
 		a.setPending(o)
 	case credentials.Clobbered:

@@ -34,21 +34,13 @@ type lifetimes struct {
 	seen map[string]time.Time
 }
 
-func (l *lifetimes) firstSeen(tok credentials.Secret, now time.Time) time.Time {
+// born is when the token was issued, if this process saw that (it refreshed it,
+// or the agent saw it appear in the file).
+func (l *lifetimes) born(tok credentials.Secret) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.seen == nil {
-		l.seen = map[string]time.Time{}
-	}
-	fp := tok.Fingerprint()
-	if t, ok := l.seen[fp]; ok {
-		return t
-	}
-	if len(l.seen) > 64 {
-		clear(l.seen)
-	}
-	l.seen[fp] = now
-	return now
+	t, ok := l.seen[tok.Fingerprint()]
+	return t, ok
 }
 
 func (l *lifetimes) note(tok credentials.Secret, issued time.Time) {
@@ -57,19 +49,26 @@ func (l *lifetimes) note(tok credentials.Secret, issued time.Time) {
 	if l.seen == nil {
 		l.seen = map[string]time.Time{}
 	}
+	if len(l.seen) > 64 {
+		clear(l.seen)
+	}
 	l.seen[tok.Fingerprint()] = issued
 }
+
+// NoteNewLogin records that a login was just issued (the agent saw it appear).
+func (e *Engine) NoteNewLogin(o *credentials.OAuth) { e.tokens.note(o.AccessToken(), e.now()) }
 
 // RefreshDue is when the refresher should rotate o: expiresAt minus the lead.
 // The default lead (15 min) is capped at half the token's lifetime, so a short
 // token is not refreshed the moment it arrives; a lead set explicitly
 // (CLAUDE_AUTH_REFRESH_LEAD) is honoured as long as it is shorter than the
-// lifetime. A token whose birth this process did not see counts as long-lived.
+// lifetime. A token whose birth this process did not see counts as long-lived
+// (for an 8 h token the lead is 15 min either way).
 func (e *Engine) RefreshDue(o *credentials.OAuth) time.Time {
 	exp := o.ExpiresAt()
 	lead := e.Cfg.RefreshLead
-	born := e.tokens.firstSeen(o.AccessToken(), e.now())
-	if life := exp.Sub(born); life > 0 {
+	if born, ok := e.tokens.born(o.AccessToken()); ok && exp.After(born) {
+		life := exp.Sub(born)
 		if _, explicit := e.Cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]; explicit {
 			lead = min(lead, life-time.Second)
 		} else {
@@ -290,4 +289,34 @@ func (e *Engine) ApplyPendingRefresh(ctx context.Context, lin *Lineage) (bool, e
 	}
 	_ = os.Remove(e.pendingRefreshPath())
 	return applied, nil
+}
+
+// SetupToken is the setup token from the env file ("" when not in that mode).
+func (e *Engine) SetupToken() credentials.Secret { return e.readEnvToken() }
+
+// RefreshNow is the `refresh` command: prepare the store, one forced brokered
+// refresh, then back the new login up.
+func (e *Engine) RefreshNow(ctx context.Context) Outcome {
+	lin, err := LoadLineage(e.lineagePath())
+	if err != nil {
+		return e.finish(nil, fail("lineage: %v", err))
+	}
+	vs, hard := e.prepare(ctx)
+	if hard != nil {
+		return e.finish(nil, *hard)
+	}
+	res, err := e.Refresh(ctx, lin, true, "")
+	switch {
+	case errors.Is(err, ErrLoginDead):
+		return e.finish(nil, fail("refresh: %v; %s", err, loginHint()))
+	case errors.Is(err, lock.ErrClaudeLocksUnavailable), errors.Is(err, oauth.ErrTransient), errors.Is(err, context.DeadlineExceeded):
+		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
+	case err != nil:
+		return e.finish(nil, fail("refresh: %v", err))
+	}
+	msg := res.Message
+	if res.OAuth != nil {
+		return e.finish(nil, e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, msg))
+	}
+	return e.finish(nil, Outcome{Status: OK, Code: ExitOK, Message: msg})
 }

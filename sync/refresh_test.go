@@ -237,6 +237,10 @@ func TestRefreshDueLead(t *testing.T) {
 	}
 	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	short := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-b", "sk-ant-ort01-lead-b", exp))
+	if got := exp.Sub(h.eng.RefreshDue(short)); got != 15*time.Minute {
+		t.Errorf("10 min token of unknown birth: lead = %s; want the full 15m (counted as long-lived)", got)
+	}
+	h.eng.NoteNewLogin(short)
 	if got := exp.Sub(h.eng.RefreshDue(short)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
 		t.Errorf("10 min token lead = %s; want half the lifetime, 5m", got)
 	}
@@ -244,6 +248,7 @@ func TestRefreshDueLead(t *testing.T) {
 	h.eng.Cfg.RefreshLead = 8 * time.Minute
 	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	expl := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-c", "sk-ant-ort01-lead-c", exp))
+	h.eng.NoteNewLogin(expl)
 	if got := exp.Sub(h.eng.RefreshDue(expl)); got != 8*time.Minute {
 		t.Errorf("explicit lead = %s; want 8m honoured", got)
 	}

@@ -28,6 +28,7 @@ const (
 type commonFlags struct {
 	cfg     config.Flags
 	verbose bool
+	quiet   bool // warnings and errors only
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -72,7 +73,7 @@ func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help strin
 
 // setup loads the config and builds the engine; code != 0 means give up.
 func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
-	console, isJournal := newConsole(stderr, c.verbose)
+	console, isJournal := newConsole(stderr, c.verbose, c.quiet)
 	cfg, err := config.Load(os.Getenv, c.cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
@@ -91,10 +92,12 @@ func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
 
 // newConsole is tint on a terminal and plain key=value text otherwise. It also
 // reports whether stderr is the journal (then status events are not repeated).
-func newConsole(w io.Writer, verbose bool) (*slog.Logger, bool) {
+func newConsole(w io.Writer, verbose, quiet bool) (*slog.Logger, bool) {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
+	} else if quiet {
+		level = slog.LevelWarn
 	}
 	if f, ok := w.(*os.File); ok {
 		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {

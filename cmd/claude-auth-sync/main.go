@@ -24,8 +24,11 @@ func commands() []command {
 	return []command{
 		{"run", "the long-lived agent: back up every change at once, restore a clobbered login, check every 6h", runRun},
 		{"sync", "one foreground pass: check the login, back it up, restore it when lost (default)", runSync},
+		{"exec", "run a command (start-claude.sh, t3-serve) after waiting for or doing a due refresh", runExec},
+		{"refresh", "one brokered refresh now, under Claude's locks, then back it up", runRefresh},
 		{"restore", "put the latest backup into the credentials file (after a logout, or on a new home)", runRestore},
 		{"status", "show mode, store, expiry, last backup and check, Vault token TTL (never a secret)", runStatus},
+		{"provision", "root: reconcile the roster (Vault policies and tokens, token files, per-user units)", runProvision},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -69,7 +72,7 @@ Usage:
 Commands:
 `)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 With no command, runs "sync". Run "claude-auth-sync <command> --help" for its flags.

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+const execHelp = `Usage: claude-auth-sync exec [flags] -- COMMAND [ARG...]
+
+The flock-aware launcher for start-claude.sh and t3-serve. Before it becomes
+COMMAND it:
+  1. waits for a refresh in flight (the agent's, or another exec's);
+  2. refreshes the login first if it is inside the refresh lead time, so the new
+     process does not race other Claude processes to rotate it (exactly one of
+     many concurrent execs refreshes; the others see the new login);
+  3. loads the setup-token env file (CLAUDE_CODE_OAUTH_TOKEN) when present.
+Then it replaces itself with COMMAND: same pid, signals and exit status pass
+through. Problems in steps 1-3 are reported on stderr and never stop COMMAND.
+`
+
+func runExec(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+	var c commonFlags
+	c.register(fs)
+	wait := fs.Duration("wait", 30*time.Second, "longest wait for a refresh in flight")
+	// Everything after "--" is the command.
+	var cmdArgs []string
+	for i, a := range args {
+		if a == "--" {
+			args, cmdArgs = args[:i], args[i+1:]
+			break
+		}
+	}
+	if code, ok := parse(fs, args, stdout, stderr, execHelp); !ok {
+		return code
+	}
+	if len(cmdArgs) == 0 {
+		fmt.Fprintln(stderr, "claude-auth-sync exec: no command given (usage: claude-auth-sync exec -- COMMAND [ARG...])")
+		return exitUsage
+	}
+	path, err := exec.LookPath(cmdArgs[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
+		return 127
+	}
+	env := os.Environ()
+	if eng, code := setupQuiet(&c, stderr); code == 0 {
+		env = prepareExec(eng, *wait, env)
+	}
+	err = syscall.Exec(path, cmdArgs, env)
+	fmt.Fprintf(stderr, "claude-auth-sync exec: %s: %v\n", cmdArgs[0], err)
+	return 126
+}
+
+// setupQuiet is setup with a console that only speaks up for warnings: exec
+// sits in front of other programs' output.
+func setupQuiet(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
+	if !c.verbose {
+		c.quiet = true
+	}
+	return setup(c, stderr)
+}
+
+// prepareExec does steps 1-3 and returns the environment for the command.
+func prepareExec(eng *authsync.Engine, wait time.Duration, env []string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cfg := eng.Cfg
+	local, err := credentials.Read(cfg.CredentialsFile)
+	if err == nil && local.State == credentials.Usable && !eng.Now().Before(eng.RefreshDue(local.OAuth)) {
+		lin, err := authsync.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
+		if err == nil {
+			res, err := eng.Refresh(ctx, lin, false, "")
+			switch {
+			case err == nil && res.Refreshed:
+				// Back it up now if the store answers quickly; the agent (or the
+				// next pass) does it otherwise.
+				bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if eng.Vault == nil || eng.Vault.LoadToken() == nil {
+					if _, err := eng.Backup(bctx, lin, res.OAuth); err != nil {
+						eng.Diag.Warn("refreshed, but the backup waits for the agent or the next pass", "err", err)
+					}
+				}
+				bcancel()
+			case err != nil && !errors.Is(err, context.DeadlineExceeded):
+				eng.Diag.Warn("could not refresh before starting the command", "err", err)
+			}
+		}
+	} else if err == nil {
+		// Not due: still wait for a refresh someone else has in flight, so the
+		// command starts with the login that refresh writes.
+		if lk, err := lock.Wait(ctx, cfg.StateDir, lock.Refresh); err == nil {
+			lk.Unlock()
+		}
+	}
+	if tok := eng.SetupToken(); tok != "" {
+		env = setEnv(env, "CLAUDE_CODE_OAUTH_TOKEN", tok.Reveal())
+	}
+	return env
+}
+
+func setEnv(env []string, key, val string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if len(kv) > len(key) && kv[:len(key)+1] == key+"=" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, key+"="+val)
+}
