@@ -57,6 +57,10 @@ type Server struct {
 	Reply string
 	// FailStatus, when non-zero, makes every messages call fail with it (e.g. 500, 529).
 	FailStatus int
+	// TokenDelay, when > 0, holds every token-endpoint request this long
+	// before answering it, so a test can watch what a client does (e.g. which
+	// lock directories it holds) while its refresh is in flight.
+	TokenDelay time.Duration
 	// Now is the server's clock.
 	Now func() time.Time
 
@@ -114,6 +118,21 @@ func (s *Server) SetFailStatus(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.FailStatus = status
+}
+
+// SetServerLifetime sets ServerLifetime (for tokens issued from now on) while
+// the server may be serving.
+func (s *Server) SetServerLifetime(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ServerLifetime = d
+}
+
+// SetTokenDelay sets TokenDelay while the server may be serving.
+func (s *Server) SetTokenDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.TokenDelay = d
 }
 
 // SetReply sets Reply while the server may be serving.
@@ -200,6 +219,16 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.GrantType != "refresh_token" {
 		writeJSON(w, 400, map[string]string{"error": "invalid_request", "error_description": "Invalid request format"})
 		return
+	}
+	s.mu.Lock()
+	delay := s.TokenDelay
+	s.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
