@@ -233,19 +233,18 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// An auth failure with a newer login in Vault restores it and retries: the file
-// went back to an older login (say, copied from an old home) whose access token
-// the server has since revoked.
+// An auth failure that a refresh cannot fix (invalid_grant: the file holds a
+// login that was rotated elsewhere) with a newer login in Vault restores it and
+// retries: the file went back to an older login, say copied from an old home.
 func TestAuthFailureRestoresAndRetries(t *testing.T) {
 	w := newWorld(t)
 	old := w.login()
 	oldFile, _ := os.ReadFile(w.creds)
 	w.mustCode(w.run(nil, "sync"), 0, "sync A")
-	w.login()
+	w.rotate(old) // Claude refreshed: A's refresh token is spent, its access revoked
 	w.mustCode(w.run(nil, "sync"), 0, "sync B")
 	good := w.localOAuthCompact()
 	os.WriteFile(w.creds, oldFile, 0o600)
-	w.fake.Revoke(old.AccessToken)
 	r := w.run(nil, "sync")
 	w.mustCode(r, 0, "sync")
 	if w.localOAuthCompact() != good {
@@ -258,17 +257,42 @@ func TestAuthFailureRestoresAndRetries(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(w.state, "previous-credentials.json")); err != nil || string(b) != string(oldFile) {
 		t.Errorf("replaced login not kept: %v", err)
 	}
+	if c := w.fake.Counters(); c.InvalidGrant != 1 {
+		t.Errorf("invalid_grant = %d; want 1 (the forced refresh of the spent login)", c.InvalidGrant)
+	}
 }
 
-// An auth failure when the backup is older than the file (already rotated out)
-// does not restore it: FAIL with the login command, file untouched.
+// A 403 on a locally valid login whose refresh token still works: the forced
+// refresh fixes it, and nothing is restored.
+func TestAuthFailureFixedByForcedRefresh(t *testing.T) {
+	w := newWorld(t)
+	w.login()
+	w.mustCode(w.run(nil, "sync"), 0, "sync")
+	bad := w.login()
+	w.fake.Revoke(bad.AccessToken)
+	r := w.run(nil, "sync")
+	w.mustCode(r, 0, "sync")
+	if strings.Contains(w.syncLog(), "RECOVERED") || !strings.Contains(w.syncLog(), "after a forced refresh") {
+		t.Errorf("want a forced refresh and no restore:\n%s", w.syncLog())
+	}
+	if refreshTokenOf(t, w.localOAuthCompact()) == bad.RefreshToken {
+		t.Errorf("file still holds the refused login")
+	}
+	w.secrets = append(w.secrets, w.fake.Issued()...)
+}
+
+// An auth failure when the refresh gets invalid_grant and the backup is older
+// than the file (already rotated out) does not restore it: FAIL with the login
+// command, file untouched.
 func TestAuthFailureDoesNotRestoreOlderBackup(t *testing.T) {
 	w := newWorld(t)
 	w.login()
 	w.mustCode(w.run(nil, "sync"), 0, "sync")
 	bad := w.login()
+	if _, err := w.fake.Rotate(bad.RefreshToken); err != nil { // spent elsewhere; the file kept it
+		t.Fatal(err)
+	}
 	before, _ := os.ReadFile(w.creds)
-	w.fake.Revoke(bad.AccessToken)
 	r := w.run(nil, "sync")
 	w.mustCode(r, 1, "sync")
 	if !strings.Contains(r.stderr, "claude auth login") {
@@ -277,6 +301,7 @@ func TestAuthFailureDoesNotRestoreOlderBackup(t *testing.T) {
 	if after, _ := os.ReadFile(w.creds); string(after) != string(before) {
 		t.Errorf("file changed although the backup is older")
 	}
+	w.secrets = append(w.secrets, w.fake.Issued()...)
 }
 
 // Setup-token mode: env file, backfill, no backups, check with the env token;

@@ -138,6 +138,7 @@ func setupScript(env *testscript.Env) error {
 
 	env.Setenv("HOME", f.home)
 	env.Setenv("ANTHROPIC_BASE_URL", srv.URL)
+	env.Setenv("CLAUDE_AUTH_OAUTH_TOKEN_URL", srv.URL+"/v1/oauth/token")
 	env.Setenv("CLAUDE_AUTH_SYSTEM_CONFIG", filepath.Join(env.WorkDir, "no-config"))
 	env.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", j.path)
 	env.Setenv("CLAUDE_AUTH_USER", "alice")
@@ -358,6 +359,18 @@ func cmdFakeAPI(ts *testscript.TestScript, neg bool, args []string) {
 		tok, err := tokensOf(path)
 		ts.Check(err)
 		fake.Revoke(tok.access)
+	case "spend":
+		// Spend the file's refresh token at the fake (someone else refreshed
+		// with it and the file kept it): a refresh with it gets invalid_grant.
+		path := fix(ts).creds
+		if len(args) == 2 {
+			path = ts.MkAbs(args[1])
+		}
+		tok, err := tokensOf(path)
+		ts.Check(err)
+		if _, err := fake.Rotate(tok.refresh); err != nil {
+			ts.Fatalf("spend: %v", err)
+		}
 	default:
 		ts.Fatalf("fakeapi: unknown action %q", args[0])
 	}
