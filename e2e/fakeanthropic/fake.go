@@ -61,6 +61,12 @@ type Server struct {
 	// before answering it, so a test can watch what a client does (e.g. which
 	// lock directories it holds) while its refresh is in flight.
 	TokenDelay time.Duration
+	// BeforeRefresh, when set (before serving), is called for every token
+	// request before it is answered, with the refresh token presented and the
+	// client's User-Agent: a test checks there what Vault holds at that moment.
+	BeforeRefresh func(refreshToken, userAgent string)
+
+	refreshedBy map[string]int // successful refreshes per User-Agent
 	// Now is the server's clock.
 	Now func() time.Time
 
@@ -151,6 +157,17 @@ func (s *Server) Revoke(accessToken string) {
 	}
 }
 
+// RefreshesBy counts successful HTTP refreshes per client User-Agent.
+func (s *Server) RefreshesBy() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range s.refreshedBy {
+		out[k] = v
+	}
+	return out
+}
+
 // Counters returns a snapshot of the counters.
 func (s *Server) Counters() Counters {
 	s.mu.Lock()
@@ -221,8 +238,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	delay := s.TokenDelay
+	delay, hook := s.TokenDelay, s.BeforeRefresh
 	s.mu.Unlock()
+	if hook != nil {
+		hook(req.RefreshToken, r.UserAgent())
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -237,6 +257,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "Refresh token not found or invalid"})
 		return
 	}
+	if s.refreshedBy == nil {
+		s.refreshedBy = map[string]int{}
+	}
+	s.refreshedBy[r.UserAgent()]++
 	scope := req.Scope
 	if scope == "" {
 		scope = "user:inference user:profile"

@@ -1,6 +1,9 @@
 package fakeanthropic
 
-import "time"
+import (
+	"regexp"
+	"time"
+)
 
 // IssueSetupToken mints a long-lived, non-rotating inference token, as
 // `claude setup-token` does.
@@ -12,3 +15,8 @@ func (s *Server) IssueSetupToken(lifetime time.Duration) string {
 	s.access[tok] = &access{expires: s.Now().Add(lifetime), family: s.families}
 	return tok
 }
+
+// Mask hides anything token-shaped in a line a test wants to log.
+func Mask(s string) string { return tokenShape.ReplaceAllString(s, "[redacted]") }
+
+var tokenShape = regexp.MustCompile(`sk-ant-[A-Za-z0-9_\-]+`)

@@ -23,7 +23,7 @@ const (
 	DefaultTokenURL  = "https://platform.claude.com/v1/oauth/token"
 	DefaultClientID  = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 	DefaultScopes    = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
-	DefaultUserAgent = "claude-auth-sync (claude-cli compatible)"
+	DefaultUserAgent = "claude-cli/2.1.332 (external, cli)"
 )
 
 var (
