@@ -33,10 +33,15 @@ unit:
 e2e: vault
 	VAULT_BIN="$$(bash e2e/vault/ensure-vault.sh)" $(GO) test -count=1 -v ./e2e/...
 
+# deb and rpm versions must start with a digit and rpm's may hold no "-":
+# v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3.4.gabc, abc1234-dirty -> 0.0~git.abc1234.dirty.
+PKG_VERSION ?= $(shell v='$(VERSION:v%=%)'; case "$$v" in ([0-9]*) ;; (*) v="0.0~git.$$v" ;; esac; echo "$$v" | tr -- '-' '.')
+
 package: build
 	mkdir -p dist
-	VERSION=$(VERSION:v%=%) $(NFPM) package --config nfpm.yaml --packager deb --target dist/
-	VERSION=$(VERSION:v%=%) $(NFPM) package --config nfpm.yaml --packager rpm --target dist/
+	rm -f dist/*.deb dist/*.rpm
+	VERSION='$(PKG_VERSION)' $(NFPM) package --config nfpm.yaml --packager deb --target dist/
+	VERSION='$(PKG_VERSION)' $(NFPM) package --config nfpm.yaml --packager rpm --target dist/
 
 clean:
 	rm -rf dist

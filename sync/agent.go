@@ -425,6 +425,7 @@ func (a *agent) worker(ctx context.Context) {
 			b.reset()
 		}
 		a.saveLive()
+		a.e.ExportMetrics()
 	}
 }
 

@@ -82,6 +82,7 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 	} else {
 		e.Store = store.NewFile(cfg.LocalStoreFile)
 	}
+	e.Log.AfterEvent = e.MetricsEvent
 	return e, nil
 }
 

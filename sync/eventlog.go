@@ -42,6 +42,9 @@ type EventLog struct {
 	// events are not printed there a second time.
 	ConsoleIsJournal bool
 	Now              func() time.Time
+	// AfterEvent, when set, runs after each event is recorded (outside the
+	// log's lock): the metrics file counts events through it.
+	AfterEvent func(Status)
 
 	mu sync.Mutex
 }
@@ -54,6 +57,9 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
+	}
+	if l.AfterEvent != nil {
+		defer l.AfterEvent(st) // deferred first, so it runs after the unlock
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

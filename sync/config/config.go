@@ -48,6 +48,9 @@ type Config struct {
 
 	JournalSocket string
 
+	// MetricsDir is the node exporter's textfile-collector dir; "" = no metrics.
+	MetricsDir string
+
 	// The single refresher: Claude's token endpoint and how early to refresh.
 	OAuthTokenURL  string
 	OAuthClientID  string
@@ -69,6 +72,7 @@ var fileKeys = map[string]bool{
 	"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
 	"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
 	"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
+	"CLAUDE_AUTH_METRICS_DIR": true,
 }
 
 // Flags are the command-line overrides ("" = not given).
@@ -147,6 +151,7 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	c.StateDir = firstNonEmpty(fl.StateDir, get("CLAUDE_AUTH_STATE_DIR"), filepath.Join(xdgState, "claude-auth-sync"))
 	c.LogFile = filepath.Join(c.StateDir, "sync.log")
 	c.LocalStoreFile = firstNonEmpty(get("CLAUDE_AUTH_LOCAL_STORE"), filepath.Join(c.StateDir, "backup.json"))
+	c.MetricsDir = get("CLAUDE_AUTH_METRICS_DIR")
 	c.JournalSocket = get("CLAUDE_AUTH_JOURNAL_SOCKET")
 	if c.JournalSocket == "" {
 		if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {

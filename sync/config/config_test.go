@@ -174,6 +174,18 @@ func TestLoadOverrides(t *testing.T) {
 					t.Errorf("User, VaultPath = %q, %q; want bob", c.User, c.VaultPath)
 				}
 			}},
+		{name: "metrics dir", env: env{"CLAUDE_AUTH_METRICS_DIR": "/var/lib/prometheus/node-exporter"},
+			check: func(t *testing.T, c *Config, home string) {
+				if c.MetricsDir != "/var/lib/prometheus/node-exporter" {
+					t.Errorf("MetricsDir = %q; want /var/lib/prometheus/node-exporter", c.MetricsDir)
+				}
+			}},
+		{name: "metrics off by default",
+			check: func(t *testing.T, c *Config, home string) {
+				if c.MetricsDir != "" {
+					t.Errorf("MetricsDir = %q; want \"\" (off)", c.MetricsDir)
+				}
+			}},
 		{name: "journal socket", env: env{"CLAUDE_AUTH_JOURNAL_SOCKET": "/run/j.sock"},
 			check: func(t *testing.T, c *Config, home string) {
 				if c.JournalSocket != "/run/j.sock" {

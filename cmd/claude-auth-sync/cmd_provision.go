@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
+)
+
+const provisionHelp = `Usage: claude-auth-sync provision --roster FILE [--dry-run] [--admin-token-file FILE]
+
+Root only. Reconcile the workstation with the roster:
+
+  users:
+    alice: {}                      # claude_auth defaults to true
+    bob: {parked: true}            # unit stopped, token and Vault data kept
+    carol: {claude_auth: false}    # the same; other keys (tier, …) are ignored
+
+For each user with claude_auth on and not parked: write the Vault policy
+workstation-claude-<user> (exactly create/read/update on the user's data path,
+read on its metadata, lookup-self and renew-self); mint a periodic (768h) orphan
+token with display name devvm-claude-auth-<user> when the token file is missing,
+empty, expired, revoked or someone else's; install ~/.config/claude-auth-sync
+(0700) and the token file (0600) owned by the user, never following a symlink;
+enable and start claude-auth-sync@<user>.service. Parked, claude_auth: false and
+users gone from the roster get their unit stopped and disabled; their Vault data
+stays. A second run changes nothing.
+
+Writing policies and minting tokens need an admin Vault token: VAULT_TOKEN or
+--admin-token-file. Without one the run only reports (what it would do, and
+what it needs), like --dry-run. VAULT_ADDR and the Vault path come from the
+environment or the system config file.
+
+One line per user, "user=<name> <STATUS> <message>" (OK, SKIP, WARN, FAIL), then
+a summary. Exit codes: 0 no FAIL, 1 some user FAILed, 2 usage, 78 bad roster or
+configuration, 75 another provision run holds the lock.
+`
+
+func runProvision(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
+	roster := fs.String("roster", "/etc/claude-auth-sync/roster.yaml", "the roster file")
+	dryRun := fs.Bool("dry-run", false, "report what would change; change nothing")
+	adminFile := fs.String("admin-token-file", "", "file holding an admin Vault token (root-only, mode 0600); default $VAULT_TOKEN")
+	systemConfig := fs.String("config", "", "system config file (default /etc/claude-auth-sync/config, env CLAUDE_AUTH_SYSTEM_CONFIG)")
+	stateDir := fs.String("state-dir", provision.DefaultStateDir, "where provision remembers the users it manages")
+	parallel := fs.Int("parallel", 4, "users reconciled at once")
+	if code, ok := parse(fs, args, stdout, stderr, provisionHelp); !ok {
+		return code
+	}
+	if os.Geteuid() != 0 && !*dryRun {
+		fmt.Fprintln(stderr, "claude-auth-sync provision: must run as root (it writes into users' homes and enables their units); --dry-run works without")
+		return exitUsage
+	}
+	r, err := provision.LoadRoster(*roster)
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)
+		return exitConfig
+	}
+	admin, err := adminToken(*adminFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)
+		return exitConfig
+	}
+	sysConfig := *systemConfig
+	if sysConfig == "" {
+		sysConfig = os.Getenv("CLAUDE_AUTH_SYSTEM_CONFIG")
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	sum, err := provision.Run(ctx, provision.Options{
+		Roster:       r,
+		DryRun:       *dryRun,
+		AdminToken:   admin,
+		SystemConfig: sysConfig,
+		StateDir:     *stateDir,
+		Systemctl:    provision.Systemctl{Path: os.Getenv("CLAUDE_AUTH_SYSTEMCTL")},
+		Parallel:     *parallel,
+		Out:          stdout,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)
+		if errors.Is(err, lock.ErrHeld) {
+			return authsync.ExitTempFail
+		}
+		if errors.Is(err, provision.ErrSetup) {
+			return exitConfig
+		}
+		return authsync.ExitFail
+	}
+	fmt.Fprintf(stdout, "provision: %s; %d users (%d active, %d parked, %d claude_auth off), %d removed; %d changed, %d need an admin token, %d failed\n",
+		sum.Mode, sum.Users, sum.Active, sum.Parked, sum.Off, sum.Removed, sum.Changed, sum.NeedAdmin, sum.Failed)
+	if sum.Mode == "report-only" {
+		fmt.Fprintln(stdout, "provision: no admin token (VAULT_TOKEN or --admin-token-file): nothing was changed and policies were not checked")
+	}
+	if sum.Failed > 0 {
+		return authsync.ExitFail
+	}
+	return 0
+}
+
+// adminToken reads the admin token from the file (which must be a root-only
+// regular file) or VAULT_TOKEN. "" means none: the run only reports.
+func adminToken(path string) (credentials.Secret, error) {
+	if path == "" {
+		return credentials.Secret(strings.TrimSpace(os.Getenv("VAULT_TOKEN"))), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %v", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %v", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("admin token file %s must be a regular file readable by its owner only (mode %04o)", path, fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("admin token file %s is owned by uid %d, not by uid %d", path, st.Uid, os.Geteuid())
+	}
+	buf := make([]byte, 4097)
+	n, _ := f.Read(buf)
+	tok := strings.TrimSpace(string(buf[:n]))
+	if n > 4096 || tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("admin token file %s does not hold one token", path)
+	}
+	return credentials.Secret(tok), nil
+}

@@ -1,0 +1,516 @@
+package e2e_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The packages as an admin gets them: built by `make package`, inspected with
+// dpkg-deb and rpm, installed into throwaway roots (maintainer scripts run in a
+// chroot against a recording systemctl), every unit checked with
+// systemd-analyze verify, exposure reported with systemd-analyze security.
+// .ci/run installs rpm; CI runs as root.
+
+const pkgVersion = "1.2.3.e2e" // what the Makefile makes of VERSION=1.2.3-e2e
+
+// packaged lists every file and dir the packages hold, with its mode.
+var packaged = map[string]string{
+	"/usr/bin/claude-auth-sync":                                    "-rwxr-xr-x",
+	"/usr/lib/systemd/user/claude-auth-sync.service":               "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync@.service":            "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync-pass@.service":       "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync-pass@.timer":         "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync-provision.service":   "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync-provision.timer":     "-rw-r--r--",
+	"/etc/claude-auth-sync":                                        "drwxr-xr-x",
+	"/etc/claude-auth-sync/config":                                 "-rw-r--r--",
+	"/var/lib/claude-auth-sync":                                    "drwxr-xr-x",
+	"/usr/share/doc/claude-auth-sync/README.md":                    "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/runbook.md":                   "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/provisioning.md":              "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/examples/start-claude.sh":     "-rwxr-xr-x",
+	"/usr/share/doc/claude-auth-sync/examples/roster.yaml":         "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/alerts/loki-rules.yaml":       "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/alerts/prometheus-rules.yaml": "-rw-r--r--",
+}
+
+var systemUnits = []string{
+	"claude-auth-sync@.service", "claude-auth-sync-pass@.service", "claude-auth-sync-pass@.timer",
+	"claude-auth-sync-provision.service", "claude-auth-sync-provision.timer",
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: the packaging test needs it (.ci/run installs rpm: apt-get install -y rpm)", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("the packaging test needs root (CI runs as root): it installs into chroots")
+	}
+}
+
+func mustCmd(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func TestPackages(t *testing.T) {
+	needTools(t, "make", "dpkg", "dpkg-deb", "rpm", "systemd-analyze")
+	root := repoRoot(t)
+	mustCmd(t, root, nil, "make", "package", "VERSION=1.2.3-e2e")
+	deb := filepath.Join(root, "dist", "claude-auth-sync_"+pkgVersion+"_amd64.deb")
+	rpm := filepath.Join(root, "dist", "claude-auth-sync-"+pkgVersion+"-1.x86_64.rpm")
+	for _, p := range []string{deb, rpm, filepath.Join(root, "dist", "claude-auth-sync")} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("make package did not make %s: %v", p, err)
+		}
+		t.Logf("size %s: %d bytes (%.1f MiB)", filepath.Base(p), fi.Size(), float64(fi.Size())/(1<<20))
+	}
+
+	t.Run("deb contents", func(t *testing.T) {
+		got := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(mustCmd(t, "", nil, "dpkg-deb", "-c", deb)), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 6 {
+				t.Fatalf("dpkg-deb -c line %q", l)
+			}
+			path := strings.TrimSuffix(strings.TrimPrefix(f[len(f)-1], "."), "/")
+			if f[1] != "root/root" {
+				t.Errorf("%s owned by %s; want root/root", path, f[1])
+			}
+			got[path] = f[0]
+		}
+		for path, mode := range packaged {
+			if got[path] != mode {
+				t.Errorf("deb: %s mode %q; want %q", path, got[path], mode)
+			}
+		}
+		for path, mode := range got {
+			if _, ok := packaged[path]; !ok && !strings.HasPrefix(mode, "d") {
+				t.Errorf("deb holds an unexpected file %s", path)
+			}
+		}
+	})
+
+	t.Run("deb control", func(t *testing.T) {
+		if v := strings.TrimSpace(mustCmd(t, "", nil, "dpkg-deb", "-f", deb, "Version")); v != pkgVersion {
+			t.Errorf("Version %q; want %q", v, pkgVersion)
+		}
+		if c := strings.TrimSpace(mustCmd(t, "", nil, "dpkg-deb", "-I", deb, "conffiles")); c != "/etc/claude-auth-sync/config" {
+			t.Errorf("conffiles = %q; want only /etc/claude-auth-sync/config", c)
+		}
+		info := mustCmd(t, "", nil, "dpkg-deb", "-I", deb)
+		for _, s := range []string{"postinst", "prerm", "postrm"} {
+			if !regexp.MustCompile(`\d+ bytes,\s+\d+ lines\s+\*\s+` + s + `\s`).MatchString(info) {
+				t.Errorf("dpkg-deb -I: no executable %s\n%s", s, info)
+			}
+		}
+		ctl := t.TempDir()
+		mustCmd(t, "", nil, "dpkg-deb", "-e", deb, ctl)
+		for pkgName, src := range map[string]string{"postinst": "postinstall.sh", "prerm": "preremove.sh", "postrm": "postremove.sh"} {
+			got, _ := os.ReadFile(filepath.Join(ctl, pkgName))
+			want, _ := os.ReadFile(filepath.Join(root, "packaging", "scripts", src))
+			if !bytes.Equal(got, want) {
+				t.Errorf("the deb's %s differs from packaging/scripts/%s", pkgName, src)
+			}
+		}
+	})
+
+	t.Run("rpm", func(t *testing.T) {
+		files := strings.Fields(mustCmd(t, "", nil, "rpm", "-qlp", rpm))
+		var want []string
+		for p := range packaged {
+			want = append(want, p)
+		}
+		sort.Strings(files)
+		sort.Strings(want)
+		if !slices.Equal(files, want) {
+			t.Errorf("rpm -qlp = %v; want %v", files, want)
+		}
+		if c := strings.TrimSpace(mustCmd(t, "", nil, "rpm", "-qcp", rpm)); c != "/etc/claude-auth-sync/config" {
+			t.Errorf("rpm -qcp = %q; want /etc/claude-auth-sync/config", c)
+		}
+		modes := mustCmd(t, "", nil, "rpm", "-qp", "--qf", `[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\n]`, rpm)
+		for _, l := range strings.Split(strings.TrimSpace(modes), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 3 {
+				t.Fatalf("rpm --qf line %q", l)
+			}
+			if packaged[f[0]] != f[1] || f[2] != "root:root" {
+				t.Errorf("rpm: %s %s %s; want %s root:root", f[0], f[1], f[2], packaged[f[0]])
+			}
+			if f[0] == "/etc/claude-auth-sync/config" && (len(f) < 4 || f[3] != "cn") {
+				t.Errorf("rpm: the config's flags are %v; want cn (config, noreplace)", f[3:])
+			}
+		}
+		scripts := mustCmd(t, "", nil, "rpm", "-qp", "--scripts", rpm)
+		for _, s := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "systemctl daemon-reload", "[ -d /run/systemd/system ]"} {
+			if !strings.Contains(scripts, s) {
+				t.Errorf("rpm --scripts lacks %q", s)
+			}
+		}
+	})
+
+	t.Run("maintainer scripts never enable or start", func(t *testing.T) {
+		for _, s := range []string{"postinstall.sh", "preremove.sh", "postremove.sh"} {
+			data, _ := os.ReadFile(filepath.Join(root, "packaging", "scripts", s))
+			guarded := false
+			for i, l := range strings.Split(string(data), "\n") {
+				code := strings.TrimSpace(strings.SplitN(l, "#", 2)[0])
+				if strings.Contains(code, "[ -d /run/systemd/system ]") {
+					guarded = true
+				}
+				if code == "fi" {
+					guarded = false
+				}
+				if regexp.MustCompile(`systemctl\s+(enable|start|restart|reenable|preset)\b|--now`).MatchString(code) {
+					t.Errorf("%s:%d enables or starts units: %s", s, i+1, code)
+				}
+				if strings.Contains(code, "systemctl") && !guarded {
+					t.Errorf("%s:%d runs systemctl without checking systemd runs: %s", s, i+1, code)
+				}
+				if strings.Contains(code, "rm ") && (strings.Contains(code, "/home") || strings.Contains(code, "~")) {
+					t.Errorf("%s:%d removes users' data: %s", s, i+1, code)
+				}
+			}
+		}
+	})
+
+	t.Run("deb installs into a throwaway root", func(t *testing.T) {
+		r := newChroot(t, true)
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		for path, mode := range packaged {
+			fi, err := os.Lstat(filepath.Join(r.dir, path))
+			if err != nil {
+				t.Errorf("installed: %s: %v", path, err)
+				continue
+			}
+			if got := fi.Mode().String(); got != mode {
+				t.Errorf("installed: %s mode %s; want %s", path, got, mode)
+			}
+		}
+		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload"}) {
+			t.Errorf("install ran systemctl %q; want only daemon-reload", got)
+		}
+		// Reinstall = upgrade: running agents restart, nothing gets enabled.
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload", "daemon-reload", "try-restart claude-auth-sync@*.service"}) {
+			t.Errorf("upgrade ran systemctl %q", got)
+		}
+		// An admin's roster, provision's state, a user's home: remove and
+		// purge must take only what the package owns.
+		os.WriteFile(filepath.Join(r.dir, "etc/claude-auth-sync/roster.yaml"), []byte("users: {}\n"), 0o644)
+		os.WriteFile(filepath.Join(r.dir, "var/lib/claude-auth-sync/provisioned-users.json"), []byte(`{"users":[]}`), 0o644)
+		os.MkdirAll(filepath.Join(r.dir, "home/alice/.config/claude-auth-sync"), 0o700)
+		os.WriteFile(filepath.Join(r.dir, "home/alice/.config/claude-auth-sync/vault-token"), []byte("x\n"), 0o600)
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-r", "claude-auth-sync")
+		if got := r.calls(); len(got) != 2 || !strings.HasPrefix(got[0], "stop ") || got[1] != "daemon-reload" {
+			t.Errorf("remove ran systemctl %q; want stop …, daemon-reload", got)
+		}
+		for _, gone := range []string{"usr/bin/claude-auth-sync", "usr/lib/systemd/system/claude-auth-sync@.service"} {
+			if _, err := os.Lstat(filepath.Join(r.dir, gone)); !os.IsNotExist(err) {
+				t.Errorf("after remove %s is still there", gone)
+			}
+		}
+		for _, kept := range []string{"etc/claude-auth-sync/config", "var/lib/claude-auth-sync/provisioned-users.json"} {
+			if _, err := os.Lstat(filepath.Join(r.dir, kept)); err != nil {
+				t.Errorf("remove (not purge) took %s: %v", kept, err)
+			}
+		}
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-P", "claude-auth-sync")
+		for _, gone := range []string{"etc/claude-auth-sync/config", "var/lib/claude-auth-sync"} {
+			if _, err := os.Lstat(filepath.Join(r.dir, gone)); !os.IsNotExist(err) {
+				t.Errorf("after purge %s is still there", gone)
+			}
+		}
+		for _, kept := range []string{"etc/claude-auth-sync/roster.yaml", "home/alice/.config/claude-auth-sync/vault-token"} {
+			if _, err := os.Lstat(filepath.Join(r.dir, kept)); err != nil {
+				t.Errorf("purge took %s, which the package does not own: %v", kept, err)
+			}
+		}
+	})
+
+	t.Run("no systemd running: scripts call no systemctl", func(t *testing.T) {
+		r := newChroot(t, false)
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-P", "claude-auth-sync")
+		if got := r.calls(); len(got) != 0 {
+			t.Errorf("without /run/systemd/system the scripts ran systemctl %q", got)
+		}
+	})
+
+	t.Run("rpm installs into a throwaway root", func(t *testing.T) {
+		r := newChroot(t, true)
+		mustCmd(t, "", nil, "rpm", "--root="+r.dir, "--initdb")
+		mustCmd(t, "", nil, "rpm", "-i", "--root="+r.dir, "--nodeps", rpm)
+		for path, mode := range packaged {
+			fi, err := os.Lstat(filepath.Join(r.dir, path))
+			if err != nil || fi.Mode().String() != mode {
+				t.Errorf("rpm installed %s: %v %v; want %s", path, fi.Mode(), err, mode)
+			}
+		}
+		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload"}) {
+			t.Errorf("rpm install ran systemctl %q; want only daemon-reload", got)
+		}
+		mustCmd(t, "", nil, "rpm", "-e", "--root="+r.dir, "--nodeps", "claude-auth-sync")
+		if got := r.calls(); len(got) != 2 || !strings.HasPrefix(got[0], "stop ") {
+			t.Errorf("rpm erase ran systemctl %q", got)
+		}
+	})
+
+	t.Run("units", func(t *testing.T) {
+		r := t.TempDir()
+		mustCmd(t, "", nil, "dpkg-deb", "-x", deb, r)
+		checkUnitText(t, r)
+		// verify --root needs the units the ours pull in and /bin/kill there.
+		hostUnits, _ := filepath.Glob("/usr/lib/systemd/system/*")
+		for _, u := range hostUnits {
+			dst := filepath.Join(r, "usr/lib/systemd/system", filepath.Base(u))
+			if _, err := os.Lstat(dst); os.IsNotExist(err) {
+				exec.Command("cp", "-a", u, dst).Run()
+			}
+		}
+		kill, _ := os.ReadFile("/usr/bin/kill")
+		os.WriteFile(filepath.Join(r, "usr/bin/kill"), kill, 0o755)
+		os.Symlink("usr/bin", filepath.Join(r, "bin"))
+		for _, u := range []string{"claude-auth-sync@alice.service", "claude-auth-sync-pass@alice.service", "claude-auth-sync-pass@alice.timer",
+			"claude-auth-sync-provision.service", "claude-auth-sync-provision.timer"} {
+			out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+r, u).CombinedOutput()
+			if err != nil || len(bytes.TrimSpace(out)) > 0 {
+				t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+			}
+		}
+		// The user unit: --root has no user mode, so verify a copy whose
+		// ExecStart points at the extracted binary.
+		unit, _ := os.ReadFile(filepath.Join(r, "usr/lib/systemd/user/claude-auth-sync.service"))
+		if !bytes.Contains(unit, []byte("ExecStart=/usr/bin/claude-auth-sync run\n")) {
+			t.Errorf("the user unit does not run /usr/bin/claude-auth-sync run")
+		}
+		ud := t.TempDir()
+		userUnit := filepath.Join(ud, "claude-auth-sync.service")
+		os.WriteFile(userUnit, bytes.ReplaceAll(unit, []byte("/usr/bin/claude-auth-sync"), []byte(filepath.Join(r, "usr/bin/claude-auth-sync"))), 0o644)
+		xdg := t.TempDir()
+		userEnv := append(os.Environ(), "XDG_RUNTIME_DIR="+xdg)
+		cmd := exec.Command("systemd-analyze", "--user", "verify", "--man=no", userUnit)
+		cmd.Env = userEnv
+		if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("systemd-analyze --user verify claude-auth-sync.service: %v\n%s", err, out)
+		}
+
+		// Exposure, for the record and against regressions.
+		exposure := regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+) (\S+)`)
+		for _, u := range []struct {
+			unit string
+			max  float64
+			user bool
+		}{
+			{"claude-auth-sync@alice.service", 3.0, false},
+			{"claude-auth-sync-pass@alice.service", 3.0, false},
+			{"claude-auth-sync-provision.service", 4.0, false},
+			{userUnit, 5.0, true},
+		} {
+			args := []string{"security", "--offline=true", "--root=" + r, u.unit}
+			if u.user {
+				args = []string{"--user", "security", "--offline=true", u.unit}
+			}
+			cmd := exec.Command("systemd-analyze", args...)
+			cmd.Env = userEnv
+			out, _ := cmd.CombinedOutput()
+			m := exposure.FindStringSubmatch(string(out))
+			if m == nil {
+				t.Errorf("systemd-analyze security %s: no exposure level\n%s", u.unit, out)
+				continue
+			}
+			t.Logf("systemd-analyze security: %s exposure %s %s", filepath.Base(m[1]), m[2], m[3])
+			var level float64
+			fmt.Sscan(m[2], &level)
+			if level > u.max {
+				t.Errorf("%s exposure %.1f; want at most %.1f (hardening regressed?)", m[1], level, u.max)
+			}
+		}
+	})
+
+	t.Run("alert rules and examples", func(t *testing.T) {
+		var loki, prom struct {
+			Groups []struct {
+				Rules []struct {
+					Alert string `yaml:"alert"`
+					Expr  string `yaml:"expr"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		for path, dst := range map[string]any{"packaging/alerts/loki-rules.yaml": &loki, "packaging/alerts/prometheus-rules.yaml": &prom} {
+			data, _ := os.ReadFile(filepath.Join(root, path))
+			if err := yaml.Unmarshal(data, dst); err != nil {
+				t.Errorf("%s: %v", path, err)
+			}
+		}
+		if len(loki.Groups) != 1 || len(loki.Groups[0].Rules) != 1 || loki.Groups[0].Rules[0].Alert != "WorkstationClaudeAuthInvalid" {
+			t.Fatalf("loki rules: %+v; want the one WorkstationClaudeAuthInvalid", loki)
+		}
+		expr := loki.Groups[0].Rules[0].Expr
+		for _, s := range []string{`{SYSLOG_IDENTIFIER="claude-auth-sync"}`, `|= " FAIL "`, "by (host, user)"} {
+			if !strings.Contains(expr, s) {
+				t.Errorf("WorkstationClaudeAuthInvalid expr lacks %s:\n%s", s, expr)
+			}
+		}
+		// The rule's regexp must pick the user out of a real journal line.
+		re := regexp.MustCompile(strings.ReplaceAll(regexp.MustCompile("regexp `([^`]+)`").FindStringSubmatch(expr)[1], "?P<", "?P<"))
+		if m := re.FindStringSubmatch("user=first_last-2 FAIL login expired; run `claude auth login`"); m == nil || m[1] != "first_last-2" {
+			t.Errorf("the rule's regexp does not find the user: %v", m)
+		}
+		metrics := map[string]bool{}
+		for _, g := range prom.Groups {
+			for _, r := range g.Rules {
+				for _, m := range regexp.MustCompile(`claude_auth_sync_[a-z_]+`).FindAllString(r.Expr, -1) {
+					metrics[m] = true
+				}
+			}
+		}
+		for _, m := range []string{"claude_auth_sync_failures_total", "claude_auth_sync_last_success_timestamp_seconds",
+			"claude_auth_sync_credential_expiry_timestamp_seconds", "claude_auth_sync_login_deadline_timestamp_seconds",
+			"claude_auth_sync_last_backup_lag_seconds"} {
+			if !metrics[m] {
+				t.Errorf("no Prometheus rule uses %s", m)
+			}
+		}
+		sh, _ := os.ReadFile(filepath.Join(root, "packaging/examples/start-claude.sh"))
+		if !bytes.Contains(sh, []byte(`exec claude-auth-sync exec -- claude "$@"`)) {
+			t.Errorf("start-claude.sh does not exec claude through claude-auth-sync exec")
+		}
+		if out, err := exec.Command("sh", "-n", filepath.Join(root, "packaging/examples/start-claude.sh")).CombinedOutput(); err != nil {
+			t.Errorf("start-claude.sh: %v %s", err, out)
+		}
+	})
+}
+
+// checkUnitText: the spec's rules for units that must not break the job.
+func checkUnitText(t *testing.T, root string) {
+	t.Helper()
+	for _, u := range append(append([]string(nil), systemUnits...), "user:claude-auth-sync.service") {
+		path := filepath.Join(root, "usr/lib/systemd/system", u)
+		system := true
+		if name, ok := strings.CutPrefix(u, "user:"); ok {
+			path, system = filepath.Join(root, "usr/lib/systemd/user", name), false
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Errorf("unit %s: %v", u, err)
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			l := strings.TrimSpace(sc.Text())
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			if system && strings.Contains(l, "%h") {
+				t.Errorf("%s:%d: %%h in a system unit is root's home: %s", u, n, l)
+			}
+			if v, ok := strings.CutPrefix(l, "ReadWritePaths="); ok && system {
+				for _, p := range strings.Fields(v) {
+					if !strings.HasPrefix(p, "-") {
+						t.Errorf("%s:%d: ReadWritePaths=%s fails the start where it does not exist; prefix it with -", u, n, p)
+					}
+				}
+			}
+			if strings.HasPrefix(l, "MemoryDenyWriteExecute=") && !strings.Contains(u, "provision") {
+				t.Errorf("%s:%d: MemoryDenyWriteExecute breaks the claude runtime the check runs", u, n)
+			}
+			if strings.HasPrefix(l, "BindPaths=") || strings.HasPrefix(l, "BindReadOnlyPaths=") {
+				t.Errorf("%s:%d: bind mounts break renames (EBUSY): %s", u, n, l)
+			}
+		}
+		f.Close()
+	}
+}
+
+// chroot is a throwaway root in which dpkg and rpm run the maintainer scripts:
+// a shell, rm, rmdir, /dev/null, and a systemctl that records its arguments.
+type chroot struct {
+	t   *testing.T
+	dir string
+}
+
+func newChroot(t *testing.T, systemdRunning bool) *chroot {
+	t.Helper()
+	r := &chroot{t: t, dir: t.TempDir()}
+	for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates", "usr/bin", "tmp", "etc", "dev"} {
+		os.MkdirAll(filepath.Join(r.dir, d), 0o755)
+	}
+	if systemdRunning {
+		os.MkdirAll(filepath.Join(r.dir, "run/systemd/system"), 0o755)
+	}
+	os.WriteFile(filepath.Join(r.dir, "var/lib/dpkg/status"), nil, 0o644)
+	os.WriteFile(filepath.Join(r.dir, "var/lib/dpkg/available"), nil, 0o644)
+	os.Symlink("usr/bin", filepath.Join(r.dir, "bin"))
+	for _, bin := range []string{"/usr/bin/dash", "/usr/bin/rm", "/usr/bin/rmdir"} {
+		copyWithLibs(t, bin, r.dir)
+	}
+	os.Symlink("dash", filepath.Join(r.dir, "usr/bin/sh"))
+	os.WriteFile(filepath.Join(r.dir, "usr/bin/systemctl"), []byte("#!/bin/sh\necho \"$*\" >> /tmp/systemctl.calls\n"), 0o755)
+	if out, err := exec.Command("mknod", "-m", "666", filepath.Join(r.dir, "dev/null"), "c", "1", "3").CombinedOutput(); err != nil {
+		t.Fatalf("mknod /dev/null in the chroot: %v %s", err, out)
+	}
+	return r
+}
+
+// calls returns and clears the recorded systemctl calls.
+func (r *chroot) calls() []string {
+	p := filepath.Join(r.dir, "tmp/systemctl.calls")
+	data, _ := os.ReadFile(p)
+	os.Remove(p)
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+func copyWithLibs(t *testing.T, bin, root string) {
+	t.Helper()
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", bin, err)
+	}
+	files := []string{bin}
+	files = append(files, regexp.MustCompile(`(/\S+)`).FindAllString(string(out), -1)...)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("copy %s into the chroot: %v", f, err)
+		}
+		dst := filepath.Join(root, f)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package authsync
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+)
+
+// Every sample line of the text format: name{user="…"} value.
+var sampleLine = regexp.MustCompile(`^claude_auth_sync_[a-z_]+\{user="[^"\\]*"\} -?[0-9]+(\.[0-9]+)?$`)
+
+func checkExposition(t *testing.T, text string) map[string]string {
+	t.Helper()
+	samples := map[string]string{}
+	typed := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if strings.HasPrefix(l, "# TYPE ") {
+			typed[strings.Fields(l)[2]] = true
+			continue
+		}
+		if strings.HasPrefix(l, "# HELP ") {
+			continue
+		}
+		if !sampleLine.MatchString(l) {
+			t.Errorf("not a valid sample line: %q", l)
+			continue
+		}
+		name, _, _ := strings.Cut(l, "{")
+		if !typed[name] {
+			t.Errorf("sample %s before its # TYPE", name)
+		}
+		samples[name] = l[strings.LastIndex(l, " ")+1:]
+	}
+	return samples
+}
+
+func TestWriteMetrics(t *testing.T) {
+	dir := t.TempDir()
+	m := Metrics{
+		User:             "alice",
+		LastSuccess:      time.UnixMilli(1_760_000_000_500),
+		CredentialExpiry: time.UnixMilli(1_760_028_800_000),
+		LoginDeadline:    time.UnixMilli(1_767_000_000_000),
+		LastBackup:       time.UnixMilli(1_759_999_000_000),
+		LastBackupLag:    42 * time.Millisecond,
+		FailuresTotal:    3,
+	}
+	if err := WriteMetrics(dir, m); err != nil {
+		t.Fatalf("WriteMetrics: %v", err)
+	}
+	path := filepath.Join(dir, "claude_auth_sync_alice.prom")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode() != 0o644 {
+		t.Errorf("mode = %v; want 0644 (the node exporter reads it)", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("dir holds %d entries; want only the .prom file (no temp left)", len(ents))
+	}
+	data, _ := os.ReadFile(path)
+	got := checkExposition(t, string(data))
+	want := map[string]string{
+		"claude_auth_sync_last_success_timestamp_seconds":      "1760000000.5",
+		"claude_auth_sync_credential_expiry_timestamp_seconds": "1760028800",
+		"claude_auth_sync_login_deadline_timestamp_seconds":    "1767000000",
+		"claude_auth_sync_last_backup_timestamp_seconds":       "1759999000",
+		"claude_auth_sync_last_backup_lag_seconds":             "0.042",
+		"claude_auth_sync_failures_total":                      "3",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q; want %q\n%s", k, got[k], v, data)
+		}
+	}
+	if !strings.Contains(string(data), "# TYPE claude_auth_sync_failures_total counter") {
+		t.Errorf("failures_total is not typed as a counter:\n%s", data)
+	}
+	back, err := ReadMetrics(dir, "alice")
+	if err != nil || back != m {
+		t.Errorf("ReadMetrics = %+v, %v; want %+v", back, err, m)
+	}
+}
+
+func TestWriteMetricsOmitsUnknown(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteMetrics(dir, Metrics{User: "bob", LastBackupLag: -1}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(MetricsFile(dir, "bob"))
+	got := checkExposition(t, string(data))
+	if len(got) != 1 || got["claude_auth_sync_failures_total"] != "0" {
+		t.Errorf("samples = %v; want only failures_total 0 (unknown times are left out, not 0)", got)
+	}
+	if m, err := ReadMetrics(dir, "nobody"); err != nil || m.FailuresTotal != 0 || !m.LastSuccess.IsZero() || m.LastBackupLag != -1 {
+		t.Errorf("ReadMetrics of a missing file = %+v, %v; want zero", m, err)
+	}
+}
+
+// Events drive the file: OK sets the last success, FAIL counts, the count
+// survives a restart, and concurrent events never lose a count.
+func TestMetricsEvents(t *testing.T) {
+	home := t.TempDir()
+	dir := filepath.Join(home, "metrics")
+	os.Mkdir(dir, 0o755)
+	creds := filepath.Join(home, ".credentials.json")
+	expires := time.UnixMilli(1_760_028_800_000)
+	oauth := strings.Replace(oauthJSON("sk-ant-oat01-aaaa", "sk-ant-ort01-bbbb", expires), `"scopes"`, `"refreshTokenExpiresAt":1767000000000,"scopes"`, 1)
+	if err := os.WriteFile(creds, []byte(credsFile(oauth)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1_760_000_000_000)
+	newEngine := func() *Engine {
+		e := &Engine{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
+			Now: func() time.Time { return now }}
+		e.Log = &EventLog{User: "alice", AfterEvent: e.MetricsEvent}
+		return e
+	}
+	e := newEngine()
+	e.Log.Event(FAIL, "login expired")
+	e.Log.Event(WARN, "backup pending")
+	e.Log.Event(OK, "inference check passed")
+	m, _ := ReadMetrics(dir, "alice")
+	if m.FailuresTotal != 1 || !m.LastSuccess.Equal(now) || !m.CredentialExpiry.Equal(expires) || m.LoginDeadline.UnixMilli() != 1_767_000_000_000 {
+		t.Errorf("after FAIL, WARN, OK: %+v; want 1 failure, success at now, expiry and deadline from the file", m)
+	}
+
+	now = now.Add(time.Hour)
+	e = newEngine() // a restart
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.Log.Event(FAIL, "x") }()
+	}
+	wg.Wait()
+	m, _ = ReadMetrics(dir, "alice")
+	if m.FailuresTotal != 21 {
+		t.Errorf("failures_total = %d; want 21 (1 before the restart + 20 concurrent)", m.FailuresTotal)
+	}
+	if m.LastSuccess.Equal(now) {
+		t.Errorf("a FAIL moved the last success")
+	}
+	data, _ := os.ReadFile(MetricsFile(dir, "alice"))
+	if strings.Contains(string(data), "sk-ant") {
+		t.Errorf("a token reached the metrics file")
+	}
+
+	// Metrics off: nothing written.
+	off := &Engine{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
+	off.MetricsEvent(FAIL)
+	off.ExportMetrics()
+	if _, err := os.Stat(MetricsFile(dir, "carol")); !os.IsNotExist(err) {
+		t.Errorf("metrics written with CLAUDE_AUTH_METRICS_DIR unset")
+	}
+}

@@ -1,0 +1,647 @@
+// Package provision is the root-side roster reconciler: for each OS user on the
+// roster it writes the per-user Vault policy, mints and installs the scoped
+// Vault token when there is no usable one, and enables or disables the user's
+// agent unit. It never follows a symlink in a user's home (see usertree.go) and
+// never puts a token in argv, a log line or an error.
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+	"golang.org/x/sys/unix"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// DefaultStateDir holds what provision remembers between runs: which users the
+// last applied run managed (so users removed from the roster get their unit
+// disabled) and its lock.
+const DefaultStateDir = "/var/lib/claude-auth-sync"
+
+// TokenPeriod is the period of the scoped tokens: renewed by every pass, a token
+// lives as long as its user's agent does.
+const TokenPeriod = "768h"
+
+// ErrSetup is a problem that stops the whole run before it changes anything.
+var ErrSetup = errors.New("provision cannot run")
+
+// Options say what to reconcile and how.
+type Options struct {
+	Roster *Roster
+	// DryRun reports what would change and changes nothing.
+	DryRun bool
+	// AdminToken may write policies and mint tokens. Without it the run only
+	// reports (and says what it would need), like a dry run.
+	AdminToken credentials.Secret
+	// SystemConfig is the fleet config file ("" = config.SystemFile, which may
+	// be absent); the Vault address and path and the token file's place come
+	// from it, as they do for the agent.
+	SystemConfig string
+	// Getenv is os.Getenv in production; only VAULT_* and the Vault path
+	// settings are taken from it, never per-user paths.
+	Getenv func(string) string
+	// StateDir is DefaultStateDir in production.
+	StateDir  string
+	Systemctl Systemctl
+	// LookupAccount finds the OS user; os/user by default.
+	LookupAccount func(name string) (Account, error)
+	// Parallel is how many users are reconciled at once (default 4).
+	Parallel int
+	// Out gets one line per user: "user=<name> <STATUS> <message>".
+	Out io.Writer
+}
+
+// Summary counts the run's outcomes.
+type Summary struct {
+	Users, Active, Parked, Off, Removed int
+	Changed, Failed, NeedAdmin          int
+	Mode                                string // apply | dry-run | report-only
+}
+
+// Result is one user's line.
+type Result struct {
+	User    string
+	Status  string // OK, SKIP, WARN, FAIL (the fleet's status words)
+	Message string
+	Changed bool
+	// NeedAdmin: something needs an admin token (a token to mint, policy to write).
+	NeedAdmin bool
+}
+
+type provisioner struct {
+	opt   Options
+	apply bool
+	admin *vault.Client // nil without an admin token
+	base  *vault.Client // no token; cloned per user for lookup-self
+}
+
+// Run reconciles the roster. A setup problem (no Vault address, state dir
+// unusable, another run holding the lock) is an error and nothing changes;
+// per-user problems are FAIL lines in the output and counted in the summary.
+func Run(ctx context.Context, opt Options) (Summary, error) {
+	if opt.Getenv == nil {
+		opt.Getenv = os.Getenv
+	}
+	if opt.StateDir == "" {
+		opt.StateDir = DefaultStateDir
+	}
+	if opt.LookupAccount == nil {
+		opt.LookupAccount = LookupAccount
+	}
+	if opt.Parallel <= 0 {
+		opt.Parallel = 4
+	}
+	if opt.Out == nil {
+		opt.Out = io.Discard
+	}
+	p := &provisioner{opt: opt, apply: !opt.DryRun && opt.AdminToken != ""}
+	sum := Summary{Mode: "apply"}
+	switch {
+	case opt.DryRun:
+		sum.Mode = "dry-run"
+	case !p.apply:
+		sum.Mode = "report-only"
+	}
+
+	sysPath := firstNonEmpty(opt.SystemConfig, config.SystemFile)
+	file, err := config.ReadFile(sysPath)
+	if err != nil && !(errors.Is(err, os.ErrNotExist) && opt.SystemConfig == "") {
+		return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	addr := firstNonEmpty(opt.Getenv("VAULT_ADDR"), file["VAULT_ADDR"])
+	if addr == "" {
+		return sum, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
+	}
+	// The lock keeps the hourly run and an admin's run from interleaving; a
+	// dry run changes nothing and needs none.
+	if p.apply {
+		if err := os.MkdirAll(opt.StateDir, 0o755); err != nil {
+			return sum, fmt.Errorf("%w: state dir: %v", ErrSetup, err)
+		}
+		l, err := lock.Try(opt.StateDir, "provision.lock")
+		if err != nil {
+			return sum, fmt.Errorf("%w: another run? %w", ErrSetup, err)
+		}
+		defer l.Unlock()
+	}
+	// Loading one user's config first puts the file's VAULT_CACERT & co. into
+	// the environment the Vault client reads.
+	if len(opt.Roster.Users) > 0 {
+		if _, err := p.userConfig(Account{Name: opt.Roster.Users[0].Name, Home: "/nonexistent"}); err != nil {
+			return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+		}
+	}
+	vc := vault.DefaultConfig()
+	if vc.Error != nil {
+		return sum, fmt.Errorf("%w: vault client config: %v", ErrSetup, vc.Error)
+	}
+	vc.Address = addr
+	vc.MaxRetries = 0
+	vc.Timeout = 30 * time.Second
+	p.base, err = vault.NewClient(vc)
+	if err != nil {
+		return sum, fmt.Errorf("%w: vault client: %v", ErrSetup, err)
+	}
+	p.base.ClearToken() // VAULT_TOKEN only as the admin token, explicitly
+	if opt.AdminToken != "" {
+		p.admin, err = p.base.Clone()
+		if err != nil {
+			return sum, fmt.Errorf("%w: vault client: %v", ErrSetup, err)
+		}
+		p.admin.SetToken(opt.AdminToken.Reveal())
+	}
+
+	prev, err := loadManaged(opt.StateDir)
+	if err != nil {
+		return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	type job struct {
+		entry   Entry
+		removed bool
+	}
+	var jobs []job
+	inRoster := map[string]bool{}
+	for _, e := range opt.Roster.Users {
+		inRoster[e.Name] = true
+		jobs = append(jobs, job{entry: e})
+		sum.Users++
+		switch {
+		case e.Active():
+			sum.Active++
+		case !e.ClaudeAuth:
+			sum.Off++
+		default:
+			sum.Parked++
+		}
+	}
+	for _, name := range prev {
+		if !inRoster[name] && ValidUserName(name) {
+			jobs = append(jobs, job{entry: Entry{Name: name}, removed: true})
+			sum.Removed++
+		}
+	}
+
+	// Reconcile in parallel, print in roster order as results come in.
+	type finished struct {
+		i int
+		r Result
+	}
+	results := make([]*Result, len(jobs))
+	done := make(chan finished)
+	sem := make(chan struct{}, opt.Parallel)
+	for i, j := range jobs {
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var r Result
+			switch {
+			case j.removed:
+				r = p.removed(ctx, j.entry.Name)
+			case j.entry.Active():
+				r = p.active(ctx, j.entry)
+			default:
+				r = p.inactive(ctx, j.entry)
+			}
+			done <- finished{i, r}
+		}()
+	}
+	next := 0
+	failedRemoved := []string{}
+	for range jobs {
+		f := <-done
+		results[f.i] = &f.r
+		for next < len(jobs) && results[next] != nil {
+			r := results[next]
+			fmt.Fprintf(opt.Out, "user=%s %s %s\n", r.User, r.Status, r.Message)
+			if r.Changed {
+				sum.Changed++
+			}
+			if r.Status == "FAIL" {
+				sum.Failed++
+				if jobs[next].removed {
+					failedRemoved = append(failedRemoved, r.User)
+				}
+			}
+			if r.NeedAdmin {
+				sum.NeedAdmin++
+			}
+			next++
+		}
+	}
+
+	if p.apply {
+		// Users whose removal failed stay remembered, so the next run retries.
+		managed := append(slices.Collect(maps.Keys(inRoster)), failedRemoved...)
+		sort.Strings(managed)
+		if !slices.Equal(managed, prev) {
+			if err := saveManaged(opt.StateDir, managed); err != nil {
+				return sum, fmt.Errorf("save %s: %w", managedPath(opt.StateDir), err)
+			}
+		}
+	}
+	return sum, nil
+}
+
+// LookupAccount finds name in the OS user database.
+func LookupAccount(name string) (Account, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return Account{}, err
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return Account{}, fmt.Errorf("user %s: non-numeric uid/gid %s/%s", name, u.Uid, u.Gid)
+	}
+	return Account{Name: u.Username, UID: uid, GID: gid, Home: u.HomeDir}, nil
+}
+
+// userConfig is the config the user's agent will see: the fleet file and the
+// Vault settings of our environment, with the user's own home and nothing else
+// of root's environment (root's XDG dirs are not the user's).
+func (p *provisioner) userConfig(acct Account) (*config.Config, error) {
+	pass := map[string]bool{
+		"VAULT_ADDR": true, "VAULT_CACERT": true, "VAULT_CAPATH": true, "VAULT_NAMESPACE": true,
+		"VAULT_TLS_SERVER_NAME": true, "VAULT_CLIENT_TIMEOUT": true,
+		"CLAUDE_AUTH_VAULT_PATH": true, "CLAUDE_AUTH_VAULT_MOUNT": true,
+	}
+	getenv := func(k string) string {
+		switch k {
+		case "HOME":
+			return acct.Home
+		case "CLAUDE_AUTH_USER":
+			return acct.Name
+		case "CLAUDE_AUTH_JOURNAL_SOCKET":
+			return "off"
+		case "CLAUDE_AUTH_STORE":
+			return "vault"
+		}
+		if pass[k] {
+			return p.opt.Getenv(k)
+		}
+		return ""
+	}
+	return config.Load(getenv, config.Flags{SystemConfig: p.opt.SystemConfig, User: acct.Name})
+}
+
+// line builds a Result from the notes gathered for a user.
+type line struct {
+	user    string
+	changes []string // done (or, not applying, would be done)
+	needs   []string // need an admin token
+}
+
+func (l *line) did(format string, args ...any) {
+	l.changes = append(l.changes, fmt.Sprintf(format, args...))
+}
+
+func (p *provisioner) verb(done, would string) string {
+	if p.apply {
+		return done
+	}
+	return "would " + would
+}
+
+func (p *provisioner) fail(name string, err error) Result {
+	return Result{User: name, Status: "FAIL", Message: err.Error()}
+}
+
+// active reconciles a user who should be logged in and backed up.
+func (p *provisioner) active(ctx context.Context, e Entry) Result {
+	acct, err := p.opt.LookupAccount(e.Name)
+	if err != nil {
+		return p.fail(e.Name, fmt.Errorf("no such OS user: %v", err))
+	}
+	cfg, err := p.userConfig(acct)
+	if err != nil {
+		return p.fail(e.Name, err)
+	}
+	tree, err := newUserTree(acct, cfg.VaultTokenFile)
+	if err != nil {
+		return p.fail(e.Name, err)
+	}
+	l := &line{user: e.Name}
+
+	// What is there now, read without following anything.
+	var st treeStatus
+	fd, err := tree.walk(false, &st)
+	if err != nil {
+		return p.fail(e.Name, err)
+	}
+	if fd >= 0 {
+		err = tree.readToken(fd, &st)
+		unix.Close(fd)
+		if err != nil {
+			return p.fail(e.Name, err)
+		}
+	}
+
+	// The policy: exactly the spec's capabilities on this user's path.
+	policy := store.PolicyFor(e.Name)
+	want := store.PolicyHCL(cfg.VaultMount, cfg.VaultPath)
+	if p.admin != nil {
+		have, err := p.admin.Sys().GetPolicyWithContext(ctx, policy)
+		if err != nil {
+			return p.fail(e.Name, fmt.Errorf("read policy %s: %v", policy, vaultErr(err)))
+		}
+		if have != want {
+			if p.apply {
+				if err := p.admin.Sys().PutPolicyWithContext(ctx, policy, want); err != nil {
+					return p.fail(e.Name, fmt.Errorf("write policy %s: %v", policy, vaultErr(err)))
+				}
+			}
+			done, would := "wrote", "write"
+			if have != "" {
+				done, would = "rewrote", "rewrite"
+			}
+			l.did("%s policy %s", p.verb(done, would), policy)
+		}
+	}
+
+	// The token: keep a live one of this user's, mint when there is none.
+	why := ""
+	switch {
+	case !st.tokenExists:
+		why = "no token file"
+	case st.token == "":
+		why = "the token file is empty or not a token"
+	default:
+		reason, err := p.checkToken(ctx, st.token, e.Name)
+		if err != nil {
+			return p.fail(e.Name, err)
+		}
+		why = reason
+	}
+	var minted *vault.SecretAuth
+	if why != "" {
+		if p.admin == nil {
+			l.needs = append(l.needs, "a new Vault token ("+why+")")
+		} else if p.apply {
+			minted, err = p.mint(ctx, e.Name, policy)
+			if err != nil {
+				return p.fail(e.Name, fmt.Errorf("mint a token (%s): %v", why, err))
+			}
+			l.did("minted a token (%s; periodic %s, orphan, policy %s)", why, TokenPeriod, policy)
+		} else {
+			l.did("would mint a token (%s)", why)
+		}
+	}
+
+	// Files: dirs 0700, token 0600, all the user's; only by descriptor.
+	for _, d := range st.missing {
+		l.did("%s %s (0700)", p.verb("created", "create"), d)
+	}
+	if len(st.missing) == 0 && st.dirMode != 0o700 {
+		l.did("%s mode %04o of %s to 0700", p.verb("changed", "change"), st.dirMode, tree.path(len(tree.dirs)))
+	}
+	if minted == nil && st.tokenFixMode {
+		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
+	}
+	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || st.tokenFixMode) {
+		if err := p.install(tree, minted, st.tokenFixMode); err != nil {
+			if minted != nil {
+				p.revoke(ctx, minted.Accessor)
+				err = fmt.Errorf("%v (the new token was revoked)", err)
+			}
+			return p.fail(e.Name, err)
+		}
+		if minted != nil {
+			l.did("installed %s (0600)", tree.tokenPath())
+		}
+	}
+
+	// The agent unit: enabled and running. Without a usable token it would only
+	// FAIL, so it waits for the run that installs one.
+	unit := UnitFor(e.Name)
+	us, err := p.opt.Systemctl.State(ctx, unit)
+	if err != nil {
+		return p.fail(e.Name, err)
+	}
+	if !us.Enabled || !us.Active {
+		if p.apply {
+			if err := p.opt.Systemctl.Enable(ctx, unit); err != nil {
+				return p.fail(e.Name, err)
+			}
+		}
+		l.did("%s %s", p.verb("enabled and started", "enable and start"), unit)
+	}
+	return p.result(l)
+}
+
+func (p *provisioner) result(l *line) Result {
+	r := Result{User: l.user, Status: "OK"}
+	if len(l.needs) > 0 {
+		r.Status, r.NeedAdmin = "WARN", true
+		msg := "needs an admin token (VAULT_TOKEN or --admin-token-file) for " + strings.Join(l.needs, ", ")
+		if len(l.changes) > 0 {
+			msg += "; then would also: " + strings.Join(stripWould(l.changes), ", ")
+		}
+		r.Message = msg
+		return r
+	}
+	if len(l.changes) == 0 {
+		r.Message = "unchanged"
+		return r
+	}
+	r.Changed = p.apply
+	r.Message = strings.Join(l.changes, ", ")
+	if !p.apply && p.opt.AdminToken == "" {
+		r.Message = "report only (no admin token): " + r.Message
+	} else if !p.apply {
+		r.Message = "dry run: " + r.Message
+	}
+	return r
+}
+
+func stripWould(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = strings.TrimPrefix(v, "would ")
+	}
+	return out
+}
+
+// checkToken looks the user's token up with itself (lookup-self is in the
+// user's policy, so this needs no admin token). "" means it is live and this
+// user's; otherwise the reason it must be replaced.
+func (p *provisioner) checkToken(ctx context.Context, tok credentials.Secret, name string) (string, error) {
+	c, err := p.base.Clone()
+	if err != nil {
+		return "", err
+	}
+	c.SetToken(tok.Reveal())
+	s, err := c.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil {
+		var re *vault.ResponseError
+		if errors.As(err, &re) && (re.StatusCode == 403 || re.StatusCode == 400 || re.StatusCode == 401) {
+			return "the token is expired or revoked", nil
+		}
+		return "", fmt.Errorf("look up the token: %v", vaultErr(err))
+	}
+	if s == nil || s.Data == nil {
+		return "", errors.New("look up the token: empty answer from Vault")
+	}
+	info := store.TokenInfo{}
+	info.DisplayName, _ = s.Data["display_name"].(string)
+	if ps, ok := s.Data["policies"].([]any); ok {
+		for _, p := range ps {
+			if s, ok := p.(string); ok {
+				info.Policies = append(info.Policies, s)
+			}
+		}
+	}
+	if err := store.CheckDrift(info, name); err != nil {
+		return "the token file holds a token that is not " + name + "'s", nil
+	}
+	return "", nil
+}
+
+// mint creates the user's periodic orphan token: only the user's policy (and
+// Vault's default), the fleet's display name. The token is passed to Vault in
+// request bodies only, never in a URL or argv.
+func (p *provisioner) mint(ctx context.Context, name, policy string) (*vault.SecretAuth, error) {
+	renewable := true
+	s, err := p.admin.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{
+		Policies:    []string{policy},
+		Period:      TokenPeriod,
+		DisplayName: store.DisplayNameFor(name),
+		Renewable:   &renewable,
+		Metadata:    map[string]string{"os_user": name, "created_by": "claude-auth-sync provision"},
+	})
+	if err != nil {
+		return nil, vaultErr(err)
+	}
+	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
+		return nil, errors.New("vault returned no token")
+	}
+	return s.Auth, nil
+}
+
+func (p *provisioner) revoke(ctx context.Context, accessor string) {
+	if accessor != "" && p.admin != nil {
+		_ = p.admin.Auth().Token().RevokeAccessorWithContext(ctx, accessor)
+	}
+}
+
+// install creates what is missing and writes the token, all by descriptor.
+func (p *provisioner) install(tree *userTree, minted *vault.SecretAuth, fixMode bool) error {
+	var st treeStatus
+	fd, err := tree.walk(true, &st)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if minted != nil {
+		return tree.writeToken(fd, credentials.Secret(minted.ClientToken))
+	}
+	if fixMode {
+		return tree.fixTokenMode(fd)
+	}
+	return nil
+}
+
+// inactive handles claude_auth: false and parked: the unit goes off, the token
+// file and the Vault document stay.
+func (p *provisioner) inactive(ctx context.Context, e Entry) Result {
+	why := "parked"
+	if !e.ClaudeAuth {
+		why = "claude_auth is false"
+	}
+	return p.disable(ctx, e.Name, why, "token file and Vault data kept")
+}
+
+// removed handles a user the last applied run managed who is no longer listed.
+func (p *provisioner) removed(ctx context.Context, name string) Result {
+	return p.disable(ctx, name, "removed from the roster", "Vault data kept")
+}
+
+func (p *provisioner) disable(ctx context.Context, name, why, kept string) Result {
+	unit := UnitFor(name)
+	us, err := p.opt.Systemctl.State(ctx, unit)
+	if err != nil {
+		return p.fail(name, err)
+	}
+	if !us.Enabled && !us.Active {
+		return Result{User: name, Status: "SKIP", Message: why + ": " + unit + " is off"}
+	}
+	if p.apply {
+		if err := p.opt.Systemctl.Disable(ctx, unit); err != nil {
+			return p.fail(name, err)
+		}
+	}
+	r := Result{User: name, Status: "SKIP", Changed: p.apply,
+		Message: fmt.Sprintf("%s: %s %s (%s)", why, p.verb("stopped and disabled", "stop and disable"), unit, kept)}
+	if !p.apply && p.opt.AdminToken == "" && !p.opt.DryRun {
+		r.Message = "report only (no admin token): " + r.Message
+	}
+	return r
+}
+
+// vaultErr keeps Vault's status and words (they never hold the token) and
+// drops the request URL.
+func vaultErr(err error) error {
+	var re *vault.ResponseError
+	if errors.As(err, &re) {
+		return fmt.Errorf("vault answered %d: %s", re.StatusCode, strings.Join(re.Errors, "; "))
+	}
+	return err
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// The managed-users file: the roster's users at the last applied run, so the
+// next run knows whom the roster dropped.
+type managedFile struct {
+	Users []string `json:"users"`
+}
+
+func managedPath(dir string) string { return filepath.Join(dir, "provisioned-users.json") }
+
+func loadManaged(dir string) ([]string, error) {
+	data, err := os.ReadFile(managedPath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m managedFile
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%s: %v", managedPath(dir), err)
+	}
+	sort.Strings(m.Users)
+	return m.Users, nil
+}
+
+func saveManaged(dir string, users []string) error {
+	data, err := json.MarshalIndent(managedFile{Users: users}, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = credentials.WriteAtomic(managedPath(dir), append(data, '\n'), 0o644)
+	return err
+}
