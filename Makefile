@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 NFPM     := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
-.PHONY: all build demo test unit e2e vault vet package clean
+.PHONY: all build demo test unit e2e vault claude tools vet package clean
 
 all: build
 
@@ -20,11 +20,28 @@ demo:
 vault:
 	@bash e2e/vault/ensure-vault.sh >/dev/null
 
+# The real Claude Code CLIs the interop tests drive, from the npm registry
+# (cached in ~/.cache/claude-auth-sync; the tests install them on demand too).
+claude:
+	@bash e2e/claudecli/ensure-claude.sh 2.1.332 >/dev/null
+	@bash e2e/claudecli/ensure-claude.sh 2.1.124 >/dev/null
+
+# Debian tools the packaging test uses (rpm to inspect the .rpm, systemd-analyze
+# to verify units); installed only when missing, and only as root.
+tools:
+	@missing=""; command -v rpm >/dev/null 2>&1 || missing="$$missing rpm"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "make test needs:$$missing (apt-get install$$missing)"; exit 1; fi; \
+		echo "installing$$missing"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null; \
+	fi
+
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-test: vault vet
+test: tools vault claude vet
 	VAULT_BIN="$$(bash e2e/vault/ensure-vault.sh)" $(GO) test -count=1 -timeout 30m ./...
 
 unit:

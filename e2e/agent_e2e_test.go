@@ -50,7 +50,7 @@ func (w *world) startAgent(extraEnv []string, args ...string) *agentProc {
 	}
 	go func() { a.cmd.Wait(); close(a.done) }()
 	w.t.Cleanup(a.stop)
-	eventually(w.t, 20*time.Second, "agent started", func() bool { return strings.Contains(a.output(), "agent started") })
+	eventually(w.t, 45*time.Second, "agent started", func() bool { return strings.Contains(a.output(), "agent started") })
 	return a
 }
 
@@ -137,10 +137,10 @@ func TestAgentBacksUpEveryWayOfWriting(t *testing.T) {
 	w := newWorld(t)
 	l := w.login()
 	w.startAgent(nil)
-	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 
 	l = w.rotate(l) // rename over
-	eventually(t, 10*time.Second, "rename-over write", w.vaultHolds(l))
+	eventually(t, 30*time.Second, "rename-over write", w.vaultHolds(l))
 
 	n, _ := w.fake.Rotate(l.RefreshToken) // in place, like Claude 2.1.88
 	w.secrets = append(w.secrets, n.AccessToken, n.RefreshToken)
@@ -151,19 +151,19 @@ func TestAgentBacksUpEveryWayOfWriting(t *testing.T) {
 	f.Write(fakeanthropic.CredentialsJSON(n))
 	f.Close()
 	l = n
-	eventually(t, 10*time.Second, "in-place write", w.vaultHolds(l))
+	eventually(t, 30*time.Second, "in-place write", w.vaultHolds(l))
 
 	os.Remove(w.creds) // delete, then create
 	l, _ = w.fake.Rotate(l.RefreshToken)
 	w.writeLogin(l)
-	eventually(t, 10*time.Second, "delete and recreate", w.vaultHolds(l))
+	eventually(t, 30*time.Second, "delete and recreate", w.vaultHolds(l))
 
 	dir := filepath.Dir(w.creds) // the directory goes away and comes back
 	os.RemoveAll(dir)
 	time.Sleep(100 * time.Millisecond)
 	l, _ = w.fake.Rotate(l.RefreshToken)
 	w.writeLogin(l)
-	eventually(t, 10*time.Second, "directory recreated", w.vaultHolds(l))
+	eventually(t, 30*time.Second, "directory recreated", w.vaultHolds(l))
 
 	if strings.Contains(w.syncLog(), " FAIL ") {
 		t.Errorf("FAIL lines:\n%s", w.syncLog())
@@ -183,7 +183,7 @@ func TestAgentSurvivesVaultOutage(t *testing.T) {
 	l := w.login()
 	order[l.RefreshToken] = 0
 	w.startAgent([]string{"VAULT_CLIENT_TIMEOUT=2s"})
-	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 
 	srv.Stop()
 	for i := 1; i <= 3; i++ {
@@ -234,11 +234,11 @@ func TestAgentRestartWithPendingBackup(t *testing.T) {
 	w := newWorldOn(t, srv)
 	l := w.login()
 	a := w.startAgent([]string{"VAULT_CLIENT_TIMEOUT=1s"})
-	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 	srv.Stop()
 	l = w.rotate(l)
 	pending := filepath.Join(w.state, "pending-backup.json")
-	eventually(t, 10*time.Second, "pending backup persisted", func() bool { _, err := os.Stat(pending); return err == nil })
+	eventually(t, 30*time.Second, "pending backup persisted", func() bool { _, err := os.Stat(pending); return err == nil })
 	if fi, _ := os.Stat(pending); fi.Mode().Perm() != 0o600 {
 		t.Errorf("pending-backup.json mode %v; want 0600", fi.Mode().Perm())
 	}
@@ -254,7 +254,7 @@ func TestAgentRestartWithPendingBackup(t *testing.T) {
 	}
 	w.startAgent(nil)
 	eventually(t, 30*time.Second, "pending login backed up after restart", w.vaultHolds(l))
-	eventually(t, 10*time.Second, "clobbered file restored from the pending login", func() bool {
+	eventually(t, 30*time.Second, "clobbered file restored from the pending login", func() bool {
 		return refreshTokenOf(t, w.localOAuthCompact()) == l.RefreshToken
 	})
 	if _, err := os.Stat(pending); !os.IsNotExist(err) {
@@ -268,7 +268,7 @@ func TestAgentBurst(t *testing.T) {
 	w := newWorld(t)
 	l := w.login()
 	w.startAgent(nil)
-	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 	_, before := w.vaultDoc()
 	for i := 0; i < 1000; i++ {
 		l = w.rotate(l)
@@ -296,7 +296,7 @@ func TestStaleWindowClosedByAgent(t *testing.T) {
 		}
 		l = w.rotate(l) // Claude refreshes: the backed-up refresh token is spent
 		if withAgent {
-			eventually(t, 10*time.Second, "rotation backed up", w.vaultHolds(l))
+			eventually(t, 30*time.Second, "rotation backed up", w.vaultHolds(l))
 			a.stop() // the agent's own instant restore is not what this shows
 		}
 		b, _ := os.ReadFile(w.creds)

@@ -52,7 +52,7 @@ func TestAgentClockSteppedBack(t *testing.T) {
 		}
 	}()
 	<-started
-	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 
 	prevExpiry := l.ExpiresAt
 	for i := 1; i <= 3; i++ {
@@ -62,6 +62,6 @@ func TestAgentClockSteppedBack(t *testing.T) {
 			t.Fatalf("rotation %d: the stepped clock did not make expiresAt earlier", i)
 		}
 		prevExpiry = l.ExpiresAt
-		eventually(t, 10*time.Second, "rotation backed up despite the clock", w.vaultHolds(l))
+		eventually(t, 30*time.Second, "rotation backed up despite the clock", w.vaultHolds(l))
 	}
 }

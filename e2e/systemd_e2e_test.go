@@ -49,15 +49,15 @@ func TestAgentSystemdNotify(t *testing.T) {
 		return n
 	}
 	a := w.startAgent([]string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"})
-	eventually(t, 10*time.Second, "READY=1", func() bool { return count("READY=1") == 1 })
-	eventually(t, 10*time.Second, "watchdog pings", func() bool { return count("WATCHDOG=1") >= 3 })
+	eventually(t, 30*time.Second, "READY=1", func() bool { return count("READY=1") == 1 })
+	eventually(t, 30*time.Second, "watchdog pings", func() bool { return count("WATCHDOG=1") >= 3 })
 	passes := func() int {
 		return len(regexp.MustCompile(`(?m)^\S+ OK inference check passed`).FindAllString(w.syncLog(), -1))
 	}
-	eventually(t, 20*time.Second, "start-up pass", func() bool { return passes() >= 1 })
+	eventually(t, 45*time.Second, "start-up pass", func() bool { return passes() >= 1 })
 	before := passes()
 	a.cmd.Process.Signal(syscall.SIGHUP)
-	eventually(t, 20*time.Second, "a pass on SIGHUP", func() bool { return passes() > before })
+	eventually(t, 45*time.Second, "a pass on SIGHUP", func() bool { return passes() > before })
 	a.stop()
 	if count("STOPPING=1") != 1 {
 		t.Errorf("STOPPING=1 sent %d times; want 1", count("STOPPING=1"))
