@@ -257,9 +257,10 @@ func TestAgentRestartWithPendingBackup(t *testing.T) {
 	eventually(t, 30*time.Second, "clobbered file restored from the pending login", func() bool {
 		return refreshTokenOf(t, w.localOAuthCompact()) == l.RefreshToken
 	})
-	if _, err := os.Stat(pending); !os.IsNotExist(err) {
-		t.Errorf("pending-backup.json left behind after the backup")
-	}
+	eventually(t, 30*time.Second, "pending-backup.json removed once the backup is in", func() bool {
+		_, err := os.Stat(pending)
+		return os.IsNotExist(err)
+	})
 }
 
 // 1,000 writes in about a second: Vault ends with the final state, in far fewer
