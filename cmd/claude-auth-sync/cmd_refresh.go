@@ -21,11 +21,8 @@ func runRefresh(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("refresh", flag.ContinueOnError)
 	var c commonFlags
 	c.register(fs)
-	if code, ok := parse(fs, args, stdout, stderr, refreshHelp); !ok {
-		return code
-	}
-	eng, code := setup(&c, stderr)
-	if code != 0 {
+	eng, code := begin(fs, &c, args, stdout, stderr, refreshHelp)
+	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()

@@ -25,11 +25,8 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 	var c commonFlags
 	c.register(fs)
 	force := fs.Bool("force", false, "replace a working login too")
-	if code, ok := parse(fs, args, stdout, stderr, restoreHelp); !ok {
-		return code
-	}
-	eng, code := setup(&c, stderr)
-	if code != 0 {
+	eng, code := begin(fs, &c, args, stdout, stderr, restoreHelp)
+	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()

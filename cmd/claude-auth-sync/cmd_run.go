@@ -39,11 +39,8 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("check-interval", 0, "period of the full pass with the inference check (env CLAUDE_AUTH_CHECK_INTERVAL; default 6h)")
 	rescan := fs.Duration("rescan", 5*time.Minute, "safety-net rescan period, for file systems that deliver no inotify events")
 	retryMax := fs.Duration("retry-max", 2*time.Minute, "cap of the backoff between backup retries while Vault is away")
-	if code, ok := parse(fs, args, stdout, stderr, runHelp); !ok {
-		return code
-	}
-	eng, code := setup(&c, stderr)
-	if code != 0 {
+	eng, code := begin(fs, &c, args, stdout, stderr, runHelp)
+	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()

@@ -25,11 +25,8 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	var c commonFlags
 	c.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parse(fs, args, stdout, stderr, statusHelp); !ok {
-		return code
-	}
-	eng, code := setup(&c, stderr)
-	if code != 0 {
+	eng, code := begin(fs, &c, args, stdout, stderr, statusHelp)
+	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()

@@ -30,11 +30,8 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	var c commonFlags
 	c.register(fs)
-	if code, ok := parse(fs, args, stdout, stderr, syncHelp); !ok {
-		return code
-	}
-	eng, code := setup(&c, stderr)
-	if code != 0 {
+	eng, code := begin(fs, &c, args, stdout, stderr, syncHelp)
+	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()

@@ -71,6 +71,15 @@ func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help strin
 	return 0, true
 }
 
+// begin parses a command's flags and builds its engine; a nil engine means
+// "return code" (help shown, a usage or configuration error).
+func begin(fs *flag.FlagSet, c *commonFlags, args []string, stdout, stderr io.Writer, help string) (*authsync.Engine, int) {
+	if code, ok := parse(fs, args, stdout, stderr, help); !ok {
+		return nil, code
+	}
+	return setup(c, stderr)
+}
+
 // setup loads the config and builds the engine; code != 0 means give up.
 func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
 	console, isJournal := newConsole(stderr, c.verbose, c.quiet)
