@@ -31,7 +31,10 @@ func TestAgentClockSteppedBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("ANTHROPIC_BASE_URL", w.api.URL) // the check's child reads it
+	// The check's child (the stand-in claude) reads these from the process
+	// environment: it must check this user's login, not the test runner's.
+	t.Setenv("ANTHROPIC_BASE_URL", w.api.URL)
+	t.Setenv("HOME", w.home)
 	eng, err := authsync.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), false)
 	if err != nil {
 		t.Fatal(err)
