@@ -238,7 +238,12 @@ func TestAgentRestartWithPendingBackup(t *testing.T) {
 	srv.Stop()
 	l = w.rotate(l)
 	pending := filepath.Join(w.state, "pending-backup.json")
-	eventually(t, 30*time.Second, "pending backup persisted", func() bool { _, err := os.Stat(pending); return err == nil })
+	// The rotated login itself, not just a pending file (an earlier failed
+	// backup may have left one): the clobber below destroys the file's copy.
+	eventually(t, 30*time.Second, "pending backup persisted", func() bool {
+		b, err := os.ReadFile(pending)
+		return err == nil && strings.Contains(string(b), l.RefreshToken)
+	})
 	if fi, _ := os.Stat(pending); fi.Mode().Perm() != 0o600 {
 		t.Errorf("pending-backup.json mode %v; want 0600", fi.Mode().Perm())
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -18,6 +20,8 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/vaultserver"
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
 var (
@@ -39,7 +43,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = filepath.Join(dir, "bin")
-	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude"} {
+	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude", "inotify-hog": "./cmd/inotify-hog"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -53,7 +57,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer vsrv.Stop()
-	return m.Run()
+	// Every process's argv is sampled for the whole run: a token there is a
+	// failure of the run, whichever test started the process.
+	sampler = startArgvSampler(10 * time.Millisecond)
+	code := m.Run()
+	if !sampler.finish() && code == 0 {
+		code = 1
+	}
+	return code
 }
 
 // world is one test's user: a home, a provisioned Vault token, a fake Anthropic.
@@ -71,6 +82,7 @@ type world struct {
 	mu      sync.Mutex
 	secrets []string // every token the test created; none may show up in output
 	outputs []string
+	journal *journalSink // the journald stand-in this world's events go to
 }
 
 var userSeq int
@@ -98,12 +110,15 @@ func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 	w.fake = fakeanthropic.New()
 	w.api = httptest.NewServer(w.fake.Handler())
 	t.Cleanup(w.api.Close)
+	w.journal = newJournalSink(t)
+	fake, vaultToken := w.fake, w.user.Token
+	registerSecrets(func() []string { return append(fake.Issued(), vaultToken) })
 	w.env = []string{
 		"HOME=" + home, "PATH=" + binDir + ":/usr/bin:/bin",
 		"VAULT_ADDR=" + srv.Addr, "CLAUDE_AUTH_USER=" + name,
 		"ANTHROPIC_BASE_URL=" + w.api.URL, "CLAUDE_AUTH_CLAUDE_BIN=" + filepath.Join(binDir, "claude"),
 		"CLAUDE_AUTH_SYSTEM_CONFIG=" + filepath.Join(home, "no-system-config"),
-		"CLAUDE_AUTH_JOURNAL_SOCKET=off",
+		"CLAUDE_AUTH_JOURNAL_SOCKET=" + w.journal.path,
 		"CLAUDE_AUTH_OAUTH_TOKEN_URL=" + w.api.URL + "/v1/oauth/token",
 	}
 	t.Cleanup(w.assertNoSecrets)
@@ -166,24 +181,27 @@ func (w *world) syncLog() string {
 	return string(b)
 }
 
-// assertNoSecrets: no token ever shows in stdout, stderr, sync.log or state.json.
+// assertNoSecrets: no token ever shows in stdout, stderr, sync.log, the
+// journal, state.json, agent.json or the lineage; the tokens are the ones the
+// test noted and every token the world's fake ever minted.
 func (w *world) assertNoSecrets() {
+	journal := w.journal.messages()
+	var minted []string
+	if w.fake != nil {
+		minted = w.fake.Issued()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	texts := append([]string(nil), w.outputs...)
 	texts = append(texts, w.syncLog())
-	if b, err := os.ReadFile(filepath.Join(w.state, "state.json")); err == nil {
-		texts = append(texts, string(b))
-	}
-	if b, err := os.ReadFile(filepath.Join(w.state, "lineage")); err == nil {
-		texts = append(texts, string(b))
-	}
-	for _, s := range w.secrets {
-		for _, txt := range texts {
-			if s != "" && strings.Contains(txt, s) {
-				w.t.Errorf("a secret (%d chars, prefix %q) appears in output or logs", len(s), s[:min(8, len(s))])
-			}
+	texts = append(texts, journal...)
+	for _, name := range []string{"state.json", "lineage", "agent.json"} {
+		if b, err := os.ReadFile(filepath.Join(w.state, name)); err == nil {
+			texts = append(texts, string(b))
 		}
+	}
+	for _, s := range findSecrets(texts, append(minted, w.secrets...)) {
+		w.t.Errorf("a secret (%d chars, prefix %q) appears in output or logs", len(s), s[:min(8, len(s))])
 	}
 }
 
@@ -227,3 +245,51 @@ func refreshTokenOf(t *testing.T, oauthJSON string) string {
 }
 
 func rootKV() *vault.KVv2 { return vsrv.Root().KVv2("secret") }
+
+// inProcessEngine is this user's engine inside the test process, for the tests
+// that inject its clock (now). The check's child reads ANTHROPIC_BASE_URL and
+// HOME from the environment, so they are set for the test.
+func (w *world) inProcessEngine(now func() time.Time) *authsync.Engine {
+	t := w.t
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range w.env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] }, config.Flags{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ANTHROPIC_BASE_URL", w.api.URL)
+	t.Setenv("HOME", w.home)
+	eng, err := authsync.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.Now = now
+	eng.Log.Now = now
+	return eng
+}
+
+// runAgentInProcess runs eng's agent until the test ends (then stops it and
+// fails the test if it returned an error), returning once it has started.
+func (w *world) runAgentInProcess(eng *authsync.Engine, opt authsync.AgentOptions) {
+	t := w.t
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	opt.Started = started
+	go func() { done <- eng.RunAgent(ctx, opt) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("agent did not start: %v", err)
+	}
+}

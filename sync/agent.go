@@ -71,10 +71,17 @@ type agent struct {
 	kick chan struct{}
 	// refreshKick wakes the refresher to recompute when the file changed.
 	refreshKick chan struct{}
+	// refreshed hands the worker a login the refresher got but could not
+	// write to the credentials file (a full file system): it is backed up.
+	refreshed chan *credentials.OAuth
+	// renewKick asks the token routine to check the Vault token now (a
+	// backup was refused: revoked or expired, or re-provisioned since).
+	renewKick chan struct{}
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
 
 	// Worker-goroutine state.
+	backupFail string // the backup failure last logged (logged once, not per retry)
 	pending    *pendingBackup
 	lastBacked *credentials.OAuth
 	lastState  credentials.State
@@ -82,10 +89,13 @@ type agent struct {
 	clobberKey string      // size/mtime/inode of the broken file being watched settle
 	settle     *time.Timer // fires when a broken file has been still for Settle
 
-	mu        sync.Mutex // guards live and the outage flag
+	mu        sync.Mutex // guards live, the outage flag and backedFP
 	live      AgentState
 	downSince time.Time
 	watchErrs map[string]bool
+	// backedFP is the fingerprint of the refresh token the store is known to
+	// hold (the worker's last backup or restore): the refresher waits for it.
+	backedFP string
 }
 
 func (a *agent) pendingPath() string { return filepath.Join(a.e.Cfg.StateDir, "pending-backup.json") }
@@ -121,12 +131,20 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
-	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
+	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1),
+		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
+	a.sweepTemps()
+	e.awaitRestore = a.awaitRestore
+	defer func() { e.awaitRestore = nil }()
 	a.live = AgentState{PID: os.Getpid(), Started: time.Now(), Watch: "inotify"}
 	a.loadPending()
-	if applied, err := e.ApplyPendingRefresh(ctx, lin); err != nil {
+	switch res, err := e.ApplyPendingRefresh(ctx, lin); {
+	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:
+		e.Log.Event(WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+		a.setPending(res.OAuth) // the newest login there is
+	case err != nil:
 		e.Log.Event(WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
-	} else if applied {
+	case res.Refreshed:
 		e.Log.Event(RECOVERED, "applied the refresh response saved before the last stop")
 	}
 
@@ -220,6 +238,9 @@ func (a *agent) refreshLoop(ctx context.Context) {
 		local, err := credentials.Read(a.e.Cfg.CredentialsFile)
 		if err == nil && local.State == credentials.Usable && !IsBackfill(local.OAuth, a.e.readEnvToken(), a.e.now()) {
 			due := a.e.RefreshDue(local.OAuth)
+			if a.e.RefreshPending() {
+				due = a.e.now() // an answer waiting to be written: the file's token is spent
+			}
 			if retryAt.After(due) {
 				due = retryAt
 			}
@@ -252,6 +273,27 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				continue
 			}
 		}
+		// Refresh only a login the store already holds: the refresh spends
+		// its refresh token, and until the new one is backed up the store's
+		// copy is the only other one. A slow backup (Vault busy) is waited
+		// for, bounded by backupWaitLimit.
+		if cur, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
+			!a.e.RefreshPending() && !a.backedUp(cur.OAuth.RefreshToken()) {
+			if lim := a.backupWaitLimit(cur.OAuth); a.e.now().Before(lim) {
+				a.kickWorker()
+				t := time.NewTimer(min(lim.Sub(a.e.now()), time.Second))
+				select {
+				case <-ctx.Done():
+				case <-a.refreshKick:
+				case <-t.C:
+				}
+				t.Stop()
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+		}
 		res, err := a.e.Refresh(ctx, a.lin, false, "")
 		switch {
 		case ctx.Err() != nil:
@@ -260,6 +302,9 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			retryAt = time.Time{}
 			b.reset()
 			if res.Refreshed {
+				if reported != "" {
+					a.e.Log.Event(OK, "refreshing works again: %s", res.Message)
+				}
 				reported = ""
 				a.mu.Lock()
 				a.live.Refreshes++
@@ -267,6 +312,16 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
 				a.kickWorker() // back it up at once
 			}
+		case errors.Is(err, ErrNotWritten):
+			report(WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
+			if res.OAuth != nil {
+				select {
+				case <-a.refreshed: // an older one, not backed up yet: this one is newer
+				default:
+				}
+				a.refreshed <- res.OAuth
+			}
+			retryAt = a.e.now().Add(b.next())
 		case errors.Is(err, ErrLoginDead):
 			report(FAIL, fmt.Sprintf("refresh failed: %v; %s", err, loginHint()))
 			retryAt = time.Time{}
@@ -332,6 +387,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 	}
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	failed := ""
+	prevOK := false
 	for {
 		info, err := a.e.Vault.Prepare(ctx)
 		var next time.Duration
@@ -342,11 +398,18 @@ func (a *agent) renewLoop(ctx context.Context) {
 			a.ready.Store(true)
 			a.vaultUp()
 			b.reset()
+			if failed != "" {
+				a.e.Log.Event(OK, "vault token accepted again")
+			}
 			failed = ""
 			a.mu.Lock()
 			a.live.VaultTokenTTL = info.TTL.String()
 			a.mu.Unlock()
-			a.kickWorker()
+			if !prevOK {
+				// Only news wakes the worker: a refused backup kicks this
+				// loop, and a token that checks out must not kick back.
+				a.kickWorker()
+			}
 			next = min(max(info.TTL/2, time.Minute), 12*time.Hour)
 			if info.TTL == 0 {
 				next = 12 * time.Hour
@@ -363,8 +426,15 @@ func (a *agent) renewLoop(ctx context.Context) {
 			}
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		}
-		if !sleepCtx(ctx, next) {
+		prevOK = err == nil
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
+		case <-a.renewKick:
+			t.Stop()
 		}
 	}
 }
@@ -411,6 +481,8 @@ func (a *agent) worker(ctx context.Context) {
 		case <-a.kick:
 		case <-retry.C:
 		case <-a.settle.C:
+		case o := <-a.refreshed:
+			a.adoptRefreshed(o)
 		}
 		again := a.scan(ctx)
 		if a.flush(ctx) {
@@ -436,7 +508,10 @@ func (a *agent) worker(ctx context.Context) {
 func (a *agent) scan(ctx context.Context) bool {
 	local, err := credentials.Read(a.e.Cfg.CredentialsFile)
 	if err != nil {
-		a.e.Diag.Warn("cannot read the credentials file", "err", err)
+		// Unreadable (mode, owner), a link loop, a directory: Claude cannot
+		// use it either, and we cannot keep a copy of it, so nothing is
+		// restored over it. Said once, as FAIL: the fleet alerts on FAIL.
+		a.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
 		return false
 	}
 	prev := a.lastState
@@ -487,6 +562,87 @@ func (a *agent) scan(ctx context.Context) bool {
 	return false
 }
 
+// awaitRestore is the agent's pass meeting a clobbered file: the worker
+// restores it (after Settle); wait for that, bounded.
+func (a *agent) awaitRestore(ctx context.Context) *credentials.Local {
+	a.kickWorker()
+	deadline := time.Now().Add(a.opt.Settle + 15*time.Second)
+	for {
+		if l, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && l.State == credentials.Usable {
+			return l
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// adoptRefreshed makes a login the refresher could not write to the file the
+// pending backup (unless a newer one is pending): until the file takes it,
+// Vault and pending-refresh are its only copies.
+func (a *agent) adoptRefreshed(o *credentials.OAuth) {
+	if err := a.lin.Observe(o.RefreshToken()); err != nil {
+		a.e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	if a.lastBacked != nil && a.lastBacked.Equal(o) {
+		return
+	}
+	if a.pending != nil && (a.pending.oauth.Equal(o) || a.lin.Order(o.RefreshToken(), a.pending.oauth.RefreshToken()) < 0) {
+		return
+	}
+	a.setPending(o)
+}
+
+// markBacked records that the store holds o (backed up, or restored from it)
+// and wakes the refresher, which may be waiting for exactly that.
+func (a *agent) markBacked(o *credentials.OAuth) {
+	a.lastBacked = o
+	a.mu.Lock()
+	a.backedFP = o.RefreshToken().Fingerprint()
+	a.mu.Unlock()
+	a.kickRefresher()
+}
+
+// backedUp says whether the store is known to hold the refresh token tok.
+func (a *agent) backedUp(tok credentials.Secret) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.backedFP == tok.Fingerprint()
+}
+
+// backupWaitLimit is how long the refresher may wait for the backup of o
+// before refreshing anyway: until a minute before Claude's own refresh point
+// (five minutes before expiry), or half-way to it for short lifetimes. Past it,
+// refreshing ahead of Claude (one refresher) matters more than the order.
+func (a *agent) backupWaitLimit(o *credentials.OAuth) time.Time {
+	claudeAt := o.ExpiresAt().Add(-5 * time.Minute)
+	due := a.e.RefreshDue(o)
+	margin := min(time.Minute, max(claudeAt.Sub(due)/2, 0))
+	return claudeAt.Add(-margin)
+}
+
+// sweepTemps removes temp files a killed writer left in the directories we
+// write (each may hold a copy of a token). Only old ones: a `refresh` or
+// `sync` running now may be between its create and its rename.
+func (a *agent) sweepTemps() {
+	dirs := []string{a.e.Cfg.StateDir, filepath.Dir(a.e.Cfg.TokenEnvFile), filepath.Dir(a.e.Cfg.CredentialsFile)}
+	if t, err := filepath.EvalSymlinks(a.e.Cfg.CredentialsFile); err == nil {
+		dirs = append(dirs, filepath.Dir(t))
+	}
+	n := 0
+	for _, d := range dirs {
+		n += credentials.SweepTemps(d, time.Minute)
+	}
+	if n > 0 {
+		a.e.Diag.Info("removed temp files an interrupted write left behind", "count", n)
+	}
+}
+
 // restoreClobberedNow restores a broken login: from the pending backup when
 // there is one (it is the newest), else from the store.
 func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Local) bool {
@@ -497,13 +653,35 @@ func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Loca
 		return nil
 	}
 	if a.pending != nil {
-		if err := a.e.writeLogin(ctx, a.lin, a.pending.oauth, expect); errors.Is(err, ErrChanged) {
+		src, from := a.pending.oauth, "the newest login (not yet in the backup)"
+		// The pending login may be stale: left in pending-backup.json by an
+		// agent that died, while another process of ours rotated and backed
+		// up a newer one. Restoring it would put a spent refresh token in the
+		// file (invalid_grant: a logout). Prefer the backup when it is newer;
+		// if this host has seen a newer login, wait for the backup.
+		_ = a.lin.Reload()
+		if !a.lin.Latest(src.RefreshToken()) && !a.ready.Load() {
+			return true
+		}
+		if a.ready.Load() {
+			if doc, err := a.e.Store.Read(ctx); err == nil {
+				if vo, _ := a.e.restoreCandidate(a.lin, doc, local); vo != nil && !vo.Equal(src) && newer(a.lin, vo, src) {
+					src, from = vo, fmt.Sprintf("the login from the backup (v%d; the pending one was older)", doc.Version)
+					a.pending = nil
+					_ = os.Remove(a.pendingPath())
+				}
+			}
+		}
+		if err := a.e.writeLogin(ctx, a.lin, src, expect); errors.Is(err, ErrChanged) {
 			return false
 		} else if err != nil {
 			a.e.Log.Event(FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
 			return false
 		}
-		a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored the newest login (not yet in the backup)", local.Problem)
+		if a.pending == nil {
+			a.markBacked(src)
+		}
+		a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
 		return false
 	}
 	if !a.ready.Load() {
@@ -530,7 +708,7 @@ func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Loca
 		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
 		return false
 	}
-	a.lastBacked = vo
+	a.markBacked(vo)
 	a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
 	return false
 }
@@ -562,16 +740,28 @@ func (a *agent) flush(ctx context.Context) bool {
 	case ctx.Err() != nil:
 		return true
 	default:
-		a.e.Log.Event(FAIL, "backup failed, will retry: %v", err)
+		if msg := fmt.Sprintf("backup failed, will retry: %v", err); msg != a.backupFail {
+			a.backupFail = msg
+			a.e.Log.Event(FAIL, "%s", msg)
+		}
+		if errors.Is(err, store.ErrForbidden) {
+			// Revoked or expired, or re-provisioned since: the token
+			// routine re-reads the token file and checks it now.
+			select {
+			case a.renewKick <- struct{}{}:
+			default:
+			}
+		}
 		return true
 	}
+	a.backupFail = ""
 	a.vaultUp()
 	lag := time.Since(p.seenAt)
 	if a.pending == p {
 		a.pending = nil
 		_ = os.Remove(a.pendingPath())
 	}
-	a.lastBacked = p.oauth
+	a.markBacked(p.oauth)
 	a.mu.Lock()
 	a.live.Pending, a.live.PendingSince = false, nil
 	if res.Written {
@@ -704,14 +894,3 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.n = 0 }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

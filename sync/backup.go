@@ -114,7 +114,10 @@ func (e *Engine) restoreCandidate(lin *Lineage, doc *store.Doc, local *credentia
 		return nil, "the backup is a setup-token backfill"
 	}
 	if local != nil && local.OAuth != nil {
-		if vo.RefreshToken() == local.OAuth.RefreshToken() {
+		// The same refresh token: after a failed refresh (a usable file) it is
+		// dead in the backup too. A broken file (a token of the wrong type,
+		// bad UTF-8) with an intact copy of it in the backup is repaired.
+		if vo.RefreshToken() == local.OAuth.RefreshToken() && (local.State == credentials.Usable || vo.Equal(local.OAuth)) {
 			return nil, "the backup holds the same refresh token as this file"
 		}
 		if local.OAuth.RefreshToken() != "" && lin.Order(vo.RefreshToken(), local.OAuth.RefreshToken()) < 0 {
@@ -142,7 +145,14 @@ func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *cred
 		}
 		return nil
 	}
-	if err := e.writeLogin(ctx, lin, vo, expect); err != nil {
+	err := e.writeLogin(ctx, lin, vo, expect)
+	if errors.Is(err, ErrChanged) {
+		// Someone (the agent's worker, a refresh, Claude) made the file usable
+		// while we waited for the locks: nothing to restore, and no FAIL.
+		e.Diag.Info("the credentials file became usable before the restore; leaving it")
+		return nil
+	}
+	if err != nil {
 		o := fail("credentials file is unusable (%v); restore failed: %v", local.Problem, err)
 		return &o
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
@@ -58,6 +59,18 @@ type Engine struct {
 	OAuth *oauth.Client
 
 	tokens lifetimes
+
+	// kept is a refresh answer not yet in the credentials file (also in
+	// pending-refresh when the state dir can hold it).
+	keptMu sync.Mutex
+	kept   *pendingRefresh
+
+	// awaitRestore, set in the agent, leaves a clobbered file to the agent's
+	// backup worker and waits for it: the worker also knows a newer login
+	// not yet in the backup, which a pass's read of the backup does not (two
+	// restorers raced, and the pass could put back an older, spent login).
+	// It returns the file once usable, nil if it did not become usable.
+	awaitRestore func(ctx context.Context) *credentials.Local
 }
 
 // New builds the engine from the config.
@@ -233,6 +246,15 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: what +
 			" (a logout, or a new home); not restoring automatically. To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
 	case credentials.Clobbered:
+		if e.awaitRestore != nil {
+			cur := e.awaitRestore(ctx)
+			if cur == nil {
+				return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail,
+					Message: fmt.Sprintf("credentials file is unusable (%v); the agent's restore has not fixed it yet (see its lines), the next pass looks again", local.Problem)})
+			}
+			local = cur
+			break
+		}
 		o := e.restoreClobbered(ctx, lin, local, vs)
 		if o != nil {
 			return e.finish(rec, *o)
@@ -294,6 +316,10 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 				local = cur
 			}
 		}
+	case errors.Is(rerr, ErrNotWritten) && rr.OAuth != nil:
+		// A new login the file cannot take (full file system): into Vault.
+		o := e.afterGoodCheck(ctx, rec, lin, rr.OAuth, vs, "the new login")
+		return e.finish(rec, fail("%s; a forced refresh got a new login, but %v; %s", res.Reason, rerr, o.Message))
 	case errors.Is(rerr, ErrLoginDead):
 		// Go on: a newer login in the backup is the only way back.
 	case errors.Is(rerr, lock.ErrClaudeLocksUnavailable), errors.Is(rerr, oauth.ErrTransient), errors.Is(rerr, context.DeadlineExceeded):

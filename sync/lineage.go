@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/gofrs/flock"
 
@@ -20,6 +21,9 @@ import (
 // of two credentials is newer without trusting clocks, which step.
 type Lineage struct {
 	path string
+	// mu guards seen and idx: the agent's refresher and its backup worker
+	// share one Lineage (concurrent map access is a fatal error in Go).
+	mu   sync.Mutex
 	seen []string
 	idx  map[string]int
 }
@@ -66,6 +70,8 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	if tok == "" {
 		return nil
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if _, ok := l.idx[tok.Fingerprint()]; ok {
 		return nil
 	}
@@ -81,7 +87,7 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	if err != nil {
 		return err
 	}
-	*l = *fresh
+	l.seen, l.idx = fresh.seen, fresh.idx
 	if !l.add(tok.Fingerprint()) {
 		return nil
 	}
@@ -101,9 +107,30 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	return err
 }
 
+// Reload re-reads the lineage from disk, for a long-lived holder (the agent)
+// that must also know the tokens other processes of ours have seen since.
+func (l *Lineage) Reload() error {
+	fresh, err := LoadLineage(l.path)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, fp := range l.seen {
+		if _, ok := fresh.idx[fp]; !ok {
+			// Ours but not on disk (a write that failed): keep it, last.
+			fresh.add(fp)
+		}
+	}
+	l.seen, l.idx = fresh.seen, fresh.idx
+	return nil
+}
+
 // Order compares two refresh tokens: -1 when a was seen before b, 1 when after,
 // 0 when either is unknown or they are the same.
 func (l *Lineage) Order(a, b credentials.Secret) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	ia, oka := l.idx[a.Fingerprint()]
 	ib, okb := l.idx[b.Fingerprint()]
 	if !oka || !okb || ia == ib {
@@ -115,8 +142,18 @@ func (l *Lineage) Order(a, b credentials.Secret) int {
 	return 1
 }
 
+// Latest says whether tok is the newest refresh token this host has seen.
+func (l *Lineage) Latest(tok credentials.Secret) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i, ok := l.idx[tok.Fingerprint()]
+	return ok && i == len(l.seen)-1
+}
+
 // Known says whether this host has seen the token.
 func (l *Lineage) Known(tok credentials.Secret) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	_, ok := l.idx[tok.Fingerprint()]
 	return ok
 }

@@ -95,13 +95,23 @@ type pendingRefresh struct {
 	At       time.Time       `json:"at"`
 }
 
+// ErrNotWritten: the token endpoint rotated the login but the new one could
+// not be written to the credentials file (a full or read-only file system).
+// The result carries the new login, for the caller to back up; the answer is
+// kept (pending-refresh, and in memory), and the next Refresh writes it
+// instead of presenting the spent refresh token again.
+var ErrNotWritten = errors.New("the refreshed login could not be written to the credentials file")
+
 // Refresh is one brokered refresh, the single refresher's step. It takes our
 // refresh flock, then Claude's .oauth_refresh.lock and <realpath>.lock, re-reads
 // the file under them and stops if someone already refreshed (the file no longer
 // holds saw, when given) or the token is not due (unless force). It POSTs the
-// refresh, writes the response durably to the state dir first, then writes the
+// refresh, keeps the response durably in the state dir first, then writes the
 // file under .storage-write.lock with compare-and-swap on the refresh token it
 // sent. Claude's locks are held only for the re-read, the POST and the write.
+// A response kept from an earlier refresh that never reached the file (a crash,
+// a full disk) is written first, without a new POST: its refresh token is the
+// live one, the file's is spent.
 func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw credentials.Secret) (RefreshResult, error) {
 	lctx, cancel := context.WithTimeout(ctx, e.lockWait())
 	defer cancel()
@@ -110,7 +120,7 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 		return RefreshResult{}, err
 	}
 	defer ours.Unlock()
-	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir)
+	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir, e.claudeLockRecord())
 	if err != nil {
 		return RefreshResult{}, err
 	}
@@ -119,6 +129,27 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
 		return RefreshResult{}, err
+	}
+	if p, tok := e.keptRefresh(); p != nil {
+		switch {
+		case cur.State == credentials.Clobbered || cur.State == credentials.Usable && cur.OAuth.RefreshToken().Fingerprint() == p.SentFP:
+			res, err := e.finishRefresh(ctx, claude, lin, cur, p, tok)
+			if err != nil || !force {
+				return res, err
+			}
+			// Forced (a 401, `refresh`): the kept answer's access token may
+			// have expired while it waited. Go on with a real refresh of the
+			// login it holds.
+			if cur, err = credentials.Read(e.Cfg.CredentialsFile); err != nil {
+				return res, err
+			}
+			saw = ""
+		case cur.State == credentials.Usable:
+			// The file moved on (a new login): the kept answer is for a
+			// login that is no longer there.
+			e.dropKept()
+		}
+		// No file (a logout): the answer stays kept, never written back.
 	}
 	if cur.State != credentials.Usable {
 		return RefreshResult{}, fmt.Errorf("no usable login to refresh (%s: %v)", cur.State, cur.Problem)
@@ -149,30 +180,108 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 	if err != nil {
 		return RefreshResult{}, fmt.Errorf("refresh: %w", err)
 	}
-	now := e.now()
-	// Durable first: between the response and the rename this is the only copy
-	// of the live refresh token.
-	if err := e.writePendingRefresh(tok, o.RefreshToken(), now); err != nil {
-		return RefreshResult{}, fmt.Errorf("keep the refresh response: %w", err)
+	// Between the response and the rename this answer is the only copy of the
+	// live refresh token: keep it, in memory and durably. A state dir that
+	// cannot take it (full) does not stop the write of the file itself.
+	p := &pendingRefresh{Response: tok.Raw, SentFP: o.RefreshToken().Fingerprint(), At: e.now()}
+	if err := e.keepRefresh(p); err != nil {
+		e.Diag.Warn("cannot keep the refresh response in the state dir; writing the credentials file directly", "err", err)
 	}
-	next, err := mergeToken(o, tok, now)
+	return e.finishRefresh(ctx, claude, lin, cur, p, tok)
+}
+
+// finishRefresh writes a refresh answer into the file (compare-and-swap on the
+// refresh token it was sent for, or over a file left unusable), under the
+// storage-write lock, and forgets the kept answer once it is in.
+func (e *Engine) finishRefresh(ctx context.Context, claude *lock.ClaudeRefresh, lin *Lineage, cur *credentials.Local, p *pendingRefresh, tok *oauth.Token) (RefreshResult, error) {
+	base, sent := cur.OAuth, credentials.Secret("")
+	if base == nil {
+		base, _ = credentials.ParseOAuth([]byte(`{}`))
+	} else {
+		sent = base.RefreshToken()
+	}
+	next, err := mergeToken(base, tok, p.At)
 	if err != nil {
 		return RefreshResult{}, err
 	}
-	werr := claude.WithStorageWrite(ctx, func() error { return e.casWrite(o.RefreshToken(), next) })
-	if werr != nil {
-		return RefreshResult{}, fmt.Errorf("write the refreshed login (kept in %s): %w", e.pendingRefreshPath(), werr)
-	}
-	_ = os.Remove(e.pendingRefreshPath())
-	e.tokens.note(next.AccessToken(), now)
 	if err := lin.Observe(next.RefreshToken()); err != nil {
 		e.Diag.Warn("cannot record lineage", "err", err)
 	}
+	werr := claude.WithStorageWrite(ctx, func() error { return e.casWrite(sent, next) })
+	if errors.Is(werr, errLoggedOut) {
+		return RefreshResult{OAuth: next}, fmt.Errorf("%w: %v", ErrNotWritten, werr)
+	}
+	if errors.Is(werr, ErrChanged) {
+		e.dropKept()
+		return RefreshResult{}, fmt.Errorf("write the refreshed login: %w", werr)
+	}
+	if werr != nil {
+		return RefreshResult{OAuth: next}, fmt.Errorf("%w (the new login is kept in %s): %v", ErrNotWritten, e.pendingRefreshPath(), werr)
+	}
+	e.dropKept()
+	e.tokens.note(next.AccessToken(), p.At)
 	return RefreshResult{Refreshed: true, OAuth: next, Message: "refreshed; valid until " + next.ExpiresAt().Format(time.RFC3339)}, nil
 }
 
+// RefreshPending says whether a refresh answer is waiting to be written to the
+// credentials file (then the file's refresh token is spent: refresh now).
+func (e *Engine) RefreshPending() bool {
+	p, _ := e.keptRefresh()
+	return p != nil
+}
+
+// keptRefresh is the refresh answer waiting to be written: the one in memory,
+// else the one in the state dir (nil when none or unreadable).
+func (e *Engine) keptRefresh() (*pendingRefresh, *oauth.Token) {
+	e.keptMu.Lock()
+	p := e.kept
+	e.keptMu.Unlock()
+	if p == nil {
+		data, err := os.ReadFile(e.pendingRefreshPath())
+		if err != nil {
+			return nil, nil
+		}
+		p = &pendingRefresh{}
+		if json.Unmarshal(data, p) != nil {
+			return nil, nil
+		}
+	}
+	tok, err := oauth.ParseToken(p.Response)
+	if err != nil {
+		return nil, nil
+	}
+	return p, tok
+}
+
+func (e *Engine) keepRefresh(p *pendingRefresh) error {
+	e.keptMu.Lock()
+	e.kept = p
+	e.keptMu.Unlock()
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	// Visible before the fsyncs: until it is, a kill loses the login.
+	return credentials.WriteVisibleFirst(e.pendingRefreshPath(), data, 0o600)
+}
+
+func (e *Engine) dropKept() {
+	e.keptMu.Lock()
+	e.kept = nil
+	e.keptMu.Unlock()
+	_ = os.Remove(e.pendingRefreshPath())
+}
+
+// errLoggedOut: the credentials file is gone (`claude auth logout` deletes
+// it); a refresh answer must not bring it back.
+var errLoggedOut = errors.New("the credentials file was removed (a logout?); not writing a login back into it")
+
 // casWrite writes next over the file if it still holds the refresh token sent
-// (or holds nothing usable any more: ours is then the only live login).
+// (or holds something unusable: ours is then the only live login). A removed
+// file is a logout and stays removed.
 func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) error {
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
@@ -182,9 +291,7 @@ func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) erro
 		return fmt.Errorf("%w: the file holds another login now", ErrChanged)
 	}
 	if cur.State == credentials.Missing {
-		if err := os.MkdirAll(filepath.Dir(cur.Target), 0o700); err != nil {
-			return err
-		}
+		return errLoggedOut
 	}
 	data, err := cur.Base().WithOAuth(next).Marshal()
 	if err != nil {
@@ -220,27 +327,21 @@ func mergeToken(o *credentials.OAuth, tok *oauth.Token, now time.Time) (*credent
 }
 
 func (e *Engine) writePendingRefresh(tok *oauth.Token, sent credentials.Secret, now time.Time) error {
-	data, err := json.Marshal(pendingRefresh{Response: tok.Raw, SentFP: sent.Fingerprint(), At: now})
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
-		return err
-	}
-	_, err = credentials.WriteAtomic(e.pendingRefreshPath(), data, 0o600)
-	return err
+	return e.keepRefresh(&pendingRefresh{Response: tok.Raw, SentFP: sent.Fingerprint(), At: now})
 }
 
 // ApplyPendingRefresh finishes a refresh that crashed between the token
 // endpoint's answer and the rename: if the file still holds the refresh token
 // that was sent (or nothing usable), the saved response goes in.
-func (e *Engine) ApplyPendingRefresh(ctx context.Context, lin *Lineage) (bool, error) {
+// The result carries the new login when it could not be written (a logout
+// meanwhile, a full disk: ErrNotWritten), for the caller to back it up.
+func (e *Engine) ApplyPendingRefresh(ctx context.Context, lin *Lineage) (RefreshResult, error) {
 	data, err := os.ReadFile(e.pendingRefreshPath())
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return RefreshResult{}, nil
 	}
 	if err != nil {
-		return false, err
+		return RefreshResult{}, err
 	}
 	var p pendingRefresh
 	tok, perr := (*oauth.Token)(nil), json.Unmarshal(data, &p)
@@ -249,46 +350,29 @@ func (e *Engine) ApplyPendingRefresh(ctx context.Context, lin *Lineage) (bool, e
 	}
 	if perr != nil {
 		_ = os.Rename(e.pendingRefreshPath(), e.pendingRefreshPath()+".unreadable")
-		return false, fmt.Errorf("pending refresh record is unreadable; kept as %s.unreadable", e.pendingRefreshPath())
+		return RefreshResult{}, fmt.Errorf("pending refresh record is unreadable; kept as %s.unreadable", e.pendingRefreshPath())
 	}
 	lctx, cancel := context.WithTimeout(ctx, e.lockWait())
 	defer cancel()
 	ours, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
 	if err != nil {
-		return false, err
+		return RefreshResult{}, err
 	}
 	defer ours.Unlock()
-	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir)
+	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir, e.claudeLockRecord())
 	if err != nil {
-		return false, err
+		return RefreshResult{}, err
 	}
 	defer claude.Release()
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
-		return false, err
+		return RefreshResult{}, err
 	}
-	applied := false
 	if cur.State != credentials.Usable || cur.OAuth.RefreshToken().Fingerprint() == p.SentFP {
-		base := cur.OAuth
-		if base == nil {
-			base, _ = credentials.ParseOAuth([]byte(`{}`))
-		}
-		next, err := mergeToken(base, tok, p.At)
-		if err != nil {
-			return false, err
-		}
-		sent := credentials.Secret("")
-		if cur.OAuth != nil {
-			sent = cur.OAuth.RefreshToken()
-		}
-		if err := claude.WithStorageWrite(ctx, func() error { return e.casWrite(sent, next) }); err != nil {
-			return false, err
-		}
-		_ = lin.Observe(next.RefreshToken())
-		applied = true
+		return e.finishRefresh(ctx, claude, lin, cur, &p, tok)
 	}
-	_ = os.Remove(e.pendingRefreshPath())
-	return applied, nil
+	e.dropKept()
+	return RefreshResult{}, nil
 }
 
 // SetupToken is the setup token from the env file ("" when not in that mode).
@@ -305,8 +389,34 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	if hard != nil {
 		return e.finish(nil, *hard)
 	}
-	res, err := e.Refresh(ctx, lin, true, "")
+	// The login as it is now: if another refresher rotates it while we wait
+	// for the locks (many `refresh` at once, the agent), that was the refresh.
+	saw := credentials.Secret("")
+	cur, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return e.finish(nil, fail("%v", err))
+	}
 	switch {
+	case cur.State == credentials.Usable:
+		saw = cur.OAuth.RefreshToken()
+	case cur.State == credentials.Clobbered && !e.RefreshPending():
+		// A clobbered file has nothing to present: restore it the way a pass
+		// does (the latest backup, if it holds a different login), then
+		// refresh what was restored. A kept refresh answer is written by
+		// Refresh itself instead.
+		if o := e.restoreClobbered(ctx, lin, cur, vs); o != nil {
+			return e.finish(nil, *o)
+		}
+	case cur.State == credentials.Missing || cur.State == credentials.NoLogin:
+		return e.finish(nil, Outcome{Status: WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
+			" (a logout, or a new home). To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
+	}
+	res, err := e.Refresh(ctx, lin, true, saw)
+	switch {
+	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:
+		// The new login lives only in memory and pending-refresh: Vault too.
+		o := e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, "the new login")
+		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
 	case errors.Is(err, ErrLoginDead):
 		return e.finish(nil, fail("refresh: %v; %s", err, loginHint()))
 	case errors.Is(err, lock.ErrClaudeLocksUnavailable), errors.Is(err, oauth.ErrTransient), errors.Is(err, context.DeadlineExceeded):

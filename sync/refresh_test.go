@@ -169,18 +169,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, fake, l := refreshHarness(t)
-			n, err := fake.Rotate(l.RefreshToken)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := `{"access_token":"` + n.AccessToken + `","refresh_token":"` + n.RefreshToken + `","expires_in":28800,"scope":"user:inference"}`
-			tok, err := oauth.ParseToken([]byte(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := h.eng.writePendingRefresh(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
-				t.Fatal(err)
-			}
+			n := keptAnswer(t, h, fake, l)
 			if fi, _ := os.Stat(h.eng.pendingRefreshPath()); fi.Mode().Perm() != 0o600 {
 				t.Errorf("pending-refresh mode %v", fi.Mode().Perm())
 			}
@@ -188,9 +177,9 @@ func TestApplyPendingRefresh(t *testing.T) {
 			if tc.fileMoved {
 				h.writeCreds(string(fakeanthropic.CredentialsJSON(other)))
 			}
-			applied, err := h.eng.ApplyPendingRefresh(context.Background(), h.lineage())
-			if err != nil || applied != tc.wantApply {
-				t.Fatalf("applied = %v, %v; want %v", applied, err, tc.wantApply)
+			res, err := h.eng.ApplyPendingRefresh(context.Background(), h.lineage())
+			if applied := res.Refreshed; err != nil || applied != tc.wantApply {
+				t.Fatalf("applied = %v, %v; want %v", res.Refreshed, err, tc.wantApply)
 			}
 			want := n.RefreshToken
 			if tc.fileMoved {

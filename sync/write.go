@@ -37,7 +37,7 @@ func (e *Engine) withFileLocks(ctx context.Context, fn func() error) error {
 		return err
 	}
 	defer lk.Unlock()
-	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir)
+	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir, e.claudeLockRecord())
 	if errors.Is(err, lock.ErrClaudeLocksUnavailable) {
 		e.Diag.Warn("writing without Claude's lock directories", "err", err)
 		return fn()
@@ -47,6 +47,12 @@ func (e *Engine) withFileLocks(ctx context.Context, fn func() error) error {
 	}
 	defer claude.Release()
 	return claude.WithStorageWrite(lctx, fn)
+}
+
+// claudeLockRecord names the Claude lock directories the holder of our refresh
+// flock made, so the next holder can take over those a killed one left behind.
+func (e *Engine) claudeLockRecord() *lock.HolderRecord {
+	return lock.NewHolderRecord(filepath.Join(e.Cfg.StateDir, "claude-locks-held"))
 }
 
 func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
@@ -62,9 +68,15 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {
 		return nil
 	}
+	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
 	if cur.Raw != nil {
-		prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
 		if _, err := credentials.WriteAtomic(prev, cur.Raw, 0o600); err != nil {
+			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
+		}
+	} else if cur.State == credentials.Clobbered {
+		// Too large to have been read (credentials.MaxFileSize): copied by
+		// streaming, never held in memory, and never lost.
+		if err := credentials.CopyAtomic(cur.Target, prev, 0o600); err != nil {
 			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 		}
 	}

@@ -79,12 +79,15 @@ func prepareExec(eng *authsync.Engine, wait time.Duration, env []string) []strin
 	defer cancel()
 	cfg := eng.Cfg
 	local, err := credentials.Read(cfg.CredentialsFile)
-	if err == nil && local.State == credentials.Usable && !eng.Now().Before(eng.RefreshDue(local.OAuth)) {
+	if err == nil && local.State == credentials.Usable && (!eng.Now().Before(eng.RefreshDue(local.OAuth)) || eng.RefreshPending()) {
 		lin, err := authsync.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
 		if err == nil {
 			res, err := eng.Refresh(ctx, lin, false, "")
 			switch {
-			case err == nil && res.Refreshed:
+			case err == nil && res.Refreshed, errors.Is(err, authsync.ErrNotWritten) && res.OAuth != nil:
+				if err != nil {
+					eng.Diag.Warn("refreshed, but the credentials file cannot be written; backing the new login up", "err", err)
+				}
 				// Back it up now if the store answers quickly; the agent (or the
 				// next pass) does it otherwise.
 				bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -28,8 +28,8 @@ func fileJSON(oauth string) string {
 }
 
 func TestParseClassify(t *testing.T) {
-	deep := `{"x":` + strings.Repeat("[", 65) + strings.Repeat("]", 65) + `}`
-	okDeep := `{"x":` + strings.Repeat("[", 10) + strings.Repeat("]", 10) + `,` +
+	deep := `{"x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`
+	okDeep := `{"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,` +
 		`"claudeAiOauth":` + loginJSON(testAccess, testRefresh, testExpires) + `}`
 	tests := []struct {
 		name      string
@@ -61,7 +61,7 @@ func TestParseClassify(t *testing.T) {
 		{name: "invalid UTF-8 in the login", data: fileJSON(`{"accessToken":"a` + "\xff\xfe" + `b","refreshToken":"r","expiresAt":1}`), unusable: "not valid UTF-8", wantState: Clobbered},
 		{name: "invalid UTF-8 in an unknown login field", data: fileJSON(`{"accessToken":"a","refreshToken":"r","expiresAt":1,"x":"` + "\xc3" + `"}`), unusable: "not valid UTF-8", wantState: Clobbered},
 		{name: "invalid UTF-8 elsewhere", data: `{"pluginSecrets":"` + "\xff" + `",` + `"claudeAiOauth":` + loginJSON(testAccess, testRefresh, testExpires) + `}`, wantState: Usable},
-		{name: "nesting deeper than 64", data: deep, parseErr: true, wantState: Clobbered},
+		{name: "nesting deeper than 10000", data: deep, parseErr: true, wantState: Clobbered},
 		{name: "trailing garbage", data: fileJSON(loginJSON(testAccess, testRefresh, testExpires)) + ` x`, parseErr: true, wantState: Clobbered},
 		{name: "second object", data: `{}{}`, parseErr: true, wantState: Clobbered},
 		{name: "trailing newline ok", data: fileJSON(loginJSON(testAccess, testRefresh, testExpires)) + "\n\n", wantState: Usable},

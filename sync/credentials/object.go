@@ -15,9 +15,12 @@ type object struct {
 	vals map[string]json.RawMessage
 }
 
-// maxDepth bounds nesting in the values we keep. Claude's file is shallow; a
-// pathological file must give an error, not a stack overflow.
-const maxDepth = 64
+// maxDepth bounds nesting in the values we keep: encoding/json's own limit.
+// Nothing here recurses over a value (we keep values as raw bytes, and the
+// compact/indent scanner is iterative), and a lower bound made a valid file
+// that Claude reads (a deep value under a key we do not own) "broken", so it
+// was replaced by the backup and its other keys left the live file.
+const maxDepth = 10000
 
 func parseObject(data []byte) (*object, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
