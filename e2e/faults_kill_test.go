@@ -87,10 +87,8 @@ func (k *killLoop) strayTemps() int {
 	return n
 }
 
-// checkAfter checks every invariant after a kill or a recovery step. It
-// returns false when the live login was lost in the one window no client can
-// close (see the doc comment of TestFaultKill9AgentDuringRefreshes).
-func (k *killLoop) checkAfter(what, mode string, killAt time.Time, clobbered bool) bool {
+// checkAfter checks every invariant after a kill or a recovery step.
+func (k *killLoop) checkAfter(what, mode string, killAt time.Time, clobbered bool) {
 	t := k.t
 	t.Helper()
 	o, problem := credsInvariant(t, k.w.creds, -1)
@@ -110,17 +108,10 @@ func (k *killLoop) checkAfter(what, mode string, killAt time.Time, clobbered boo
 		k.mu.Lock()
 		presented := k.lastPresented
 		k.mu.Unlock()
-		if !killAt.IsZero() && presented.After(killAt.Add(-2*time.Second)) {
-			// The token endpoint rotated while (or just before) the process
-			// died, and the answer never reached the disk.
-			k.stats["in-flight answer lost with the killed process ("+mode+")"]++
-			return false
-		}
-		t.Fatalf("%s: the live refresh token is neither in the credentials file nor in pending-refresh (last refresh request %s before the kill)",
-			what, killAt.Sub(presented).Round(time.Millisecond))
+		t.Fatalf("%s (%s): the live refresh token is neither in the credentials file nor in pending-refresh (last refresh request %s before the kill)",
+			what, mode, killAt.Sub(presented).Round(time.Millisecond))
 	}
 	k.hist.check(t, issueOrder(k.w.fake))
-	return true
 }
 
 // Kill -9 of the agent at random points while it refreshes every second and
@@ -132,19 +123,16 @@ func (k *killLoop) checkAfter(what, mode string, killAt time.Time, clobbered boo
 // version history never goes from a newer login to an older one; the token
 // endpoint never answers invalid_grant.
 //
-// One window cannot be closed by any client: a kill after the token endpoint
-// rotated the refresh token and before its answer reached the disk (the old
-// token is spent, the new one dies with the process). Such a loss is counted
-// and reported, recognised by its timing (the fake saw the request at most 2 s
-// before the kill), and the test then logs in afresh and goes on. Any other
-// loss fails the test.
+// A third of the kills land just after the agent's token request reached the
+// endpoint: the window in which the answer exists only in the memory of the
+// process that asked. The agent's refreshes run in a child process that
+// outlives it, so no kill may lose the login; any loss fails the test.
 func TestFaultKill9AgentDuringRefreshes(t *testing.T) {
 	n := faultIterations(t, 40, 1)
 	w := newWorld(t)
 	k := newKillLoop(t, w)
 	w.login()
 	agentKills, recoveries := 0, map[string]int{}
-	invalidGrants := 0
 	clobbered := false // the test clobbered the file and nothing restored it yet
 	for i := 0; i < n; i++ {
 		itStart := time.Now()
@@ -199,11 +187,7 @@ func TestFaultKill9AgentDuringRefreshes(t *testing.T) {
 		killAt := time.Unix(0, killAtNs.Load())
 		agentKills++
 		_ = clobber
-		if !k.checkAfter("after kill", mode, killAt, clobbered) {
-			w.login() // the user logs in again; the loop goes on
-			invalidGrants = w.fake.Counters().InvalidGrant
-			continue
-		}
+		k.checkAfter("after kill", mode, killAt, clobbered)
 		// The next step.
 		var r result
 		step := []string{"agent", "agent", "refresh", "exec", "sync"}[rand.IntN(5)]
@@ -220,9 +204,7 @@ func TestFaultKill9AgentDuringRefreshes(t *testing.T) {
 			if step == "sync" && r.code != 0 && r.code != 75 || step == "refresh" && r.code != 0 && r.code != 75 {
 				t.Fatalf("iteration %d: %s after the kill: exit %d\nstdout: %s\nstderr: %s\nsync.log tail: %s", i, step, r.code, r.stdout, r.stderr, tail(w.syncLog(), 10))
 			}
-			if !k.checkAfter(step+" after the kill", "", time.Time{}, clobbered && step != "sync" && step != "refresh") {
-				t.Fatalf("unreachable")
-			}
+			k.checkAfter(step+" after the kill", step, time.Time{}, clobbered && step != "sync" && step != "refresh")
 		}
 		if o, _ := credsInvariant(t, w.creds, -1); o != nil && o["refreshToken"] != "" {
 			clobbered = false
@@ -230,8 +212,8 @@ func TestFaultKill9AgentDuringRefreshes(t *testing.T) {
 		if os.Getenv("FAULT_DEBUG") != "" {
 			t.Logf("iteration %d: %s, step %s, kill after %s", i, time.Since(itStart).Round(time.Millisecond), step, killAt.Sub(itStart).Round(time.Millisecond))
 		}
-		if c := w.fake.Counters(); c.InvalidGrant != invalidGrants {
-			t.Fatalf("iteration %d: the token endpoint answered invalid_grant (%d -> %d): a spent refresh token was used\nsync.log tail: %s", i, invalidGrants, c.InvalidGrant, tail(w.syncLog(), 10))
+		if c := w.fake.Counters(); c.InvalidGrant != 0 {
+			t.Fatalf("iteration %d: the token endpoint answered invalid_grant (%d times): a spent refresh token was used\nsync.log tail: %s", i, c.InvalidGrant, tail(w.syncLog(), 10))
 		}
 	}
 	// The end: one more refresh must succeed at the fake, and Vault gets it.

@@ -36,6 +36,10 @@ type AgentOptions struct {
 	Notifier *sdnotify.Notifier // systemd; nil = none
 	// Started, if set, is closed once the agent holds its lock and watches.
 	Started chan<- struct{}
+	// Refresher, if set, does the refresher's refresh (ChildRefresher: in a
+	// child process that survives the agent being killed mid-request); nil
+	// refreshes in-process.
+	Refresher func(context.Context) (RefreshResult, error)
 }
 
 // AgentState is the agent's live state, kept in agent.json for `status`.
@@ -294,7 +298,7 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				continue
 			}
 		}
-		res, err := a.e.Refresh(ctx, a.lin, false, "")
+		res, err := a.refresh(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -309,7 +313,9 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				a.mu.Lock()
 				a.live.Refreshes++
 				a.mu.Unlock()
-				a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
+				if res.OAuth != nil {
+					a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
+				}
 				a.kickWorker() // back it up at once
 			}
 		case errors.Is(err, ErrNotWritten):
@@ -339,6 +345,24 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			retryAt = a.e.now().Add(b.next())
 		}
 	}
+}
+
+// refresh is one non-forced refresh, by opt.Refresher when set.
+func (a *agent) refresh(ctx context.Context) (RefreshResult, error) {
+	if a.opt.Refresher == nil {
+		return a.e.Refresh(ctx, a.lin, false, "")
+	}
+	res, err := a.opt.Refresher(ctx)
+	// The child appended to the lineage file; the worker orders by it.
+	if lerr := a.lin.Reload(); lerr != nil {
+		a.e.Diag.Warn("cannot reload lineage", "err", lerr)
+	}
+	if err == nil && res.Refreshed {
+		if l, rerr := credentials.Read(a.e.Cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
+			res.OAuth = l.OAuth
+		}
+	}
+	return res, err
 }
 
 func (a *agent) watchError(err error) {

@@ -1,8 +1,17 @@
 package main
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
 )
 
 const refreshHelp = `Usage: claude-auth-sync refresh [flags]
@@ -23,11 +32,40 @@ func runRefresh(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("refresh", flag.ContinueOnError)
 	var c commonFlags
 	c.register(fs)
-	eng, code := begin(fs, &c, args, stdout, stderr, refreshHelp)
+	child := fs.Bool("agent-child", false, "used by the agent: refresh only if due, ignore stop signals until done, report as JSON on stdout (a pipe; it can hold the new login)")
+	if code, ok := parse(fs, args, stdout, stderr, refreshHelp); !ok {
+		return code
+	}
+	if *child {
+		return runRefreshChild(&c, stdout, stderr)
+	}
+	eng, code := setup(&c, stderr)
 	if eng == nil {
 		return code
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
 	return eng.RefreshNow(ctx).Code
+}
+
+// runRefreshChild is the agent's refresh, in a process of its own: a kill of
+// the agent while the token request is in flight does not lose the answer.
+// The work is bounded (lock wait, request timeout), so stop signals wait.
+func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
+	if f, ok := stdout.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			fmt.Fprintln(stderr, "claude-auth-sync refresh: --agent-child is for the agent; its report can hold a login and never goes to a terminal")
+			return exitUsage
+		}
+	}
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	eng, code := setupQuiet(c, stderr)
+	if eng == nil {
+		return code
+	}
+	if err := eng.AgentChildRefresh(context.Background(), stdout); err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync refresh: %v\n", err)
+		return authsync.ExitFail
+	}
+	return 0
 }

@@ -27,6 +27,9 @@ pid holds the agent lock.
     exponential backoff; one WARN per outage;
   - runs the full sync pass at start, every --check-interval (default 6h) and on
     SIGHUP (systemctl reload = a manual resync);
+  - refreshes the login ahead of Claude, as the single refresher, in a child
+    process ("refresh --agent-child") that finishes the refresh even if the
+    agent is killed while the token request is in flight;
   - renews the Vault token well before its TTL ends;
   - tells systemd it is ready (Type=notify), pings the watchdog from its main
     loop, and stops cleanly on SIGTERM/SIGINT, flushing a pending backup.
@@ -49,7 +52,14 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
-	err := eng.RunAgent(ctx, authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv()})
+	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv()}
+	// Refreshes run in a child that outlives a kill -9 of the agent.
+	if exe, err := os.Executable(); err == nil {
+		opt.Refresher = authsync.ChildRefresher(exe, c.args())
+	} else {
+		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
+	}
+	err := eng.RunAgent(ctx, opt)
 	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync run: %v\n", err)
 		return authsync.ExitFail

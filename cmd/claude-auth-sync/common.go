@@ -45,6 +45,28 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.verbose, "v", false, "verbose diagnostics")
 }
 
+// args gives back the settings as flags, for a child process of ours that
+// must see the same config (none of them is a secret).
+func (c *commonFlags) args() []string {
+	var out []string
+	for _, f := range []struct{ name, val string }{
+		{"config", c.cfg.SystemConfig}, {"credentials", c.cfg.CredentialsFile}, {"state-dir", c.cfg.StateDir},
+		{"store", c.cfg.Store}, {"vault-addr", c.cfg.VaultAddr}, {"vault-path", c.cfg.VaultPath},
+		{"token-file", c.cfg.VaultTokenFile}, {"claude", c.cfg.ClaudeBin}, {"user", c.cfg.User},
+	} {
+		if f.val != "" {
+			out = append(out, "--"+f.name+"="+f.val)
+		}
+	}
+	if c.cfg.CheckTimeout != 0 {
+		out = append(out, "--check-timeout="+c.cfg.CheckTimeout.String())
+	}
+	if c.verbose {
+		out = append(out, "-v")
+	}
+	return out
+}
+
 // parse parses a command's flags; ok false means the caller returns code.
 func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
 	// Parse errors go to stderr with a pointer to --help; the help itself goes
