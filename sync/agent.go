@@ -36,10 +36,11 @@ type AgentOptions struct {
 	Notifier *sdnotify.Notifier // systemd; nil = none
 	// Started, if set, is closed once the agent holds its lock and watches.
 	Started chan<- struct{}
-	// Refresher, if set, does the refresher's refresh (ChildRefresher: in a
-	// child process that survives the agent being killed mid-request); nil
-	// refreshes in-process.
-	Refresher func(context.Context) (RefreshResult, error)
+	// Refresher, if set, makes the agent's token requests (its refresher's
+	// and its passes' forced refreshes); ChildRefresher runs them in a child
+	// process that survives the agent being killed mid-request. nil refreshes
+	// in-process.
+	Refresher func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 }
 
 // AgentState is the agent's live state, kept in agent.json for `status`.
@@ -139,7 +140,8 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
 	a.sweepTemps()
 	e.awaitRestore = a.awaitRestore
-	defer func() { e.awaitRestore = nil }()
+	e.refreshChild = opt.Refresher
+	defer func() { e.awaitRestore, e.refreshChild = nil, nil }()
 	a.live = AgentState{PID: os.Getpid(), Started: time.Now(), Watch: "inotify"}
 	a.loadPending()
 	switch res, err := e.ApplyPendingRefresh(ctx, lin); {
@@ -298,7 +300,7 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				continue
 			}
 		}
-		res, err := a.refresh(ctx)
+		res, err := a.e.Refresh(ctx, a.lin, false, "")
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -345,24 +347,6 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			retryAt = a.e.now().Add(b.next())
 		}
 	}
-}
-
-// refresh is one non-forced refresh, by opt.Refresher when set.
-func (a *agent) refresh(ctx context.Context) (RefreshResult, error) {
-	if a.opt.Refresher == nil {
-		return a.e.Refresh(ctx, a.lin, false, "")
-	}
-	res, err := a.opt.Refresher(ctx)
-	// The child appended to the lineage file; the worker orders by it.
-	if lerr := a.lin.Reload(); lerr != nil {
-		a.e.Diag.Warn("cannot reload lineage", "err", lerr)
-	}
-	if err == nil && res.Refreshed {
-		if l, rerr := credentials.Read(a.e.Cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
-			res.OAuth = l.OAuth
-		}
-	}
-	return res, err
 }
 
 func (a *agent) watchError(err error) {

@@ -71,6 +71,9 @@ type Engine struct {
 	// restorers raced, and the pass could put back an older, spent login).
 	// It returns the file once usable, nil if it did not become usable.
 	awaitRestore func(ctx context.Context) *credentials.Local
+	// refreshChild, set in the agent (AgentOptions.Refresher), makes every
+	// token request in a child process.
+	refreshChild func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 }
 
 // New builds the engine from the config.
@@ -313,6 +316,12 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 				return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "refreshed the login, then: " + res.Reason + "; the next pass retries"})
 			}
 			if cur, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable {
+				if cur.OAuth.RefreshToken() != rr.OAuth.RefreshToken() {
+					// Rotated again while we checked (each refresh revokes
+					// the older access tokens): the check says nothing about
+					// the login now in the file, and the refresh worked.
+					return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "the login kept rotating during the check (" + res.Reason + "); not restoring, the next pass retries"})
+				}
 				local = cur
 			}
 		}
@@ -334,7 +343,21 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	if vo == nil {
 		return e.finish(rec, fail("%s; %s; %s", res.Reason, why, loginHint()))
 	}
-	if err := e.writeLogin(ctx, lin, vo, sameRefresh(local.OAuth.RefreshToken())); err != nil {
+	err = e.writeLogin(ctx, lin, vo, sameRefresh(local.OAuth.RefreshToken()))
+	if errors.Is(err, ErrChanged) {
+		// Someone (a refresher that was mid-request, Claude) wrote a new
+		// login while we decided to restore: that login is the one to check.
+		if cur, rerr := credentials.Read(e.Cfg.CredentialsFile); rerr == nil && cur.State == credentials.Usable &&
+			cur.OAuth.RefreshToken() != local.OAuth.RefreshToken() {
+			_ = lin.Observe(cur.OAuth.RefreshToken())
+			first := res.Reason
+			if res = e.runCheck(ctx, rec); res.Kind == check.OK {
+				return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, cur.OAuth, vs, "inference check passed with the login written meanwhile ("+first+")"))
+			}
+			return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "the login kept changing during the check (" + first + ", then " + res.Reason + "); not restoring, the next pass retries"})
+		}
+	}
+	if err != nil {
 		return e.finish(rec, fail("%s; restore from %s failed: %v", res.Reason, e.Store.Describe(), err))
 	}
 	e.Log.Event(RECOVERED, "%s; restored the login from the backup (v%d)", res.Reason, vs.doc.Version)

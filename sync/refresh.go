@@ -25,6 +25,7 @@ type RefreshResult struct {
 	Refreshed bool               // we rotated the token
 	OAuth     *credentials.OAuth // the login now in the file (nil when unknown)
 	Message   string
+	kept      *pendingRefresh // a refresh child's kept answer (ErrNotWritten)
 }
 
 // lifetimes remembers when this process first saw each access token, to know a
@@ -113,6 +114,37 @@ var ErrNotWritten = errors.New("the refreshed login could not be written to the 
 // a full disk) is written first, without a new POST: its refresh token is the
 // live one, the file's is spent.
 func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw credentials.Secret) (RefreshResult, error) {
+	sawFP := ""
+	if saw != "" {
+		sawFP = saw.Fingerprint()
+	}
+	// In the agent every token request goes through the refresh child, so a
+	// kill of the agent cannot lose an answer in flight. A kept answer is
+	// written here: no request, and it may live only in this memory.
+	if child := e.refreshChild; child != nil && !e.RefreshPending() {
+		res, err := child(ctx, force, sawFP)
+		if res.kept != nil {
+			e.keptMu.Lock()
+			e.kept = res.kept
+			e.keptMu.Unlock()
+		}
+		// The child appended to the lineage file.
+		if lerr := lin.Reload(); lerr != nil {
+			e.Diag.Warn("cannot reload lineage", "err", lerr)
+		}
+		if err == nil && res.OAuth == nil {
+			if l, rerr := credentials.Read(e.Cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
+				res.OAuth = l.OAuth
+			}
+		}
+		return res, err
+	}
+	return e.refreshHere(ctx, lin, force, sawFP)
+}
+
+// refreshHere is Refresh in this process. sawFP is the fingerprint of the
+// refresh token the caller saw ("" for none).
+func (e *Engine) refreshHere(ctx context.Context, lin *Lineage, force bool, sawFP string) (RefreshResult, error) {
 	lctx, cancel := context.WithTimeout(ctx, e.lockWait())
 	defer cancel()
 	ours, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
@@ -143,7 +175,7 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 			if cur, err = credentials.Read(e.Cfg.CredentialsFile); err != nil {
 				return res, err
 			}
-			saw = ""
+			sawFP = ""
 		case cur.State == credentials.Usable:
 			// The file moved on (a new login): the kept answer is for a
 			// login that is no longer there.
@@ -158,7 +190,7 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 	if IsBackfill(o, e.readEnvToken(), e.now()) {
 		return RefreshResult{OAuth: o, Message: "setup-token mode: nothing to refresh"}, nil
 	}
-	if saw != "" && o.RefreshToken() != saw {
+	if sawFP != "" && o.RefreshToken().Fingerprint() != sawFP {
 		return RefreshResult{OAuth: o, Message: "someone already refreshed"}, nil
 	}
 	if !force && e.now().Before(e.RefreshDue(o)) {

@@ -1,6 +1,7 @@
 package authsync
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,10 @@ type childReport struct {
 	// Login is the new claudeAiOauth object, only when it could not be
 	// written to the file (not_written): the agent backs it up.
 	Login json.RawMessage `json:"login,omitempty"`
+	// Kept is the token endpoint's answer the child kept (not_written): the
+	// agent keeps it in memory, as the state dir may not have taken it, and
+	// writes it into the file later instead of presenting the spent token.
+	Kept json.RawMessage `json:"kept,omitempty"`
 }
 
 // childError is an error reported by the child: its text, and the sentinel
@@ -55,15 +60,34 @@ var childKinds = []struct {
 	{"timeout", context.DeadlineExceeded},
 }
 
-// AgentChildRefresh is the child's side: one non-forced refresh, as the
-// agent's refresher would do it, reported as JSON on w.
-func (e *Engine) AgentChildRefresh(ctx context.Context, w io.Writer) error {
+// childRequest is what the agent asks of the child, as JSON on its stdin.
+type childRequest struct {
+	Force bool   `json:"force"`
+	SawFP string `json:"saw_fingerprint,omitempty"` // Refresh's saw, as a fingerprint
+}
+
+// AgentChildRefresh is the child's side: the refresh the agent asks for on r,
+// reported as JSON on w.
+func (e *Engine) AgentChildRefresh(ctx context.Context, r io.Reader, w io.Writer) error {
+	var req childRequest
+	if err := json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(&req); err != nil {
+		return fmt.Errorf("the agent's request is not readable: %v", err)
+	}
 	lin, err := LoadLineage(e.lineagePath())
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
-	res, err := e.Refresh(ctx, lin, false, "")
-	return jsonEncode(w, reportFor(res, err))
+	res, err := e.refreshHere(ctx, lin, req.Force, req.SawFP)
+	rep := reportFor(res, err)
+	if rep.Kind == "not_written" {
+		e.keptMu.Lock()
+		p := e.kept
+		e.keptMu.Unlock()
+		if p != nil {
+			rep.Kept, _ = json.Marshal(p)
+		}
+	}
+	return jsonEncode(w, rep)
 }
 
 // reportFor is the child's report of one refresh.
@@ -94,6 +118,13 @@ func decodeChildReport(b []byte) (RefreshResult, error) {
 		return RefreshResult{}, fmt.Errorf("the refresh child's report is not readable: %v", err)
 	}
 	res := RefreshResult{Refreshed: rep.Refreshed, Message: rep.Message}
+	if len(rep.Kept) > 0 {
+		var p pendingRefresh
+		if err := json.Unmarshal(rep.Kept, &p); err != nil {
+			return res, fmt.Errorf("the refresh child's kept answer is not readable: %v", err)
+		}
+		res.kept = &p
+	}
 	if len(rep.Login) > 0 {
 		o, err := credentials.ParseOAuth(rep.Login)
 		if err != nil {
@@ -115,9 +146,14 @@ func decodeChildReport(b []byte) (RefreshResult, error) {
 // ChildRefresher returns a refresher for AgentOptions that runs
 // `<exe> refresh --agent-child <args...>` (args select the same config as the
 // agent's: flags only, never a secret). The child's stderr is the agent's.
-func ChildRefresher(exe string, args []string) func(context.Context) (RefreshResult, error) {
-	return func(ctx context.Context) (RefreshResult, error) {
+func ChildRefresher(exe string, args []string) func(context.Context, bool, string) (RefreshResult, error) {
+	return func(ctx context.Context, force bool, sawFP string) (RefreshResult, error) {
+		req, err := json.Marshal(childRequest{Force: force, SawFP: sawFP})
+		if err != nil {
+			return RefreshResult{}, err
+		}
 		cmd := exec.Command(exe, append([]string{"refresh", "--agent-child"}, args...)...)
+		cmd.Stdin = bytes.NewReader(req)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {

@@ -32,7 +32,7 @@ func runRefresh(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("refresh", flag.ContinueOnError)
 	var c commonFlags
 	c.register(fs)
-	child := fs.Bool("agent-child", false, "used by the agent: refresh only if due, ignore stop signals until done, report as JSON on stdout (a pipe; it can hold the new login)")
+	child := fs.Bool("agent-child", false, "used by the agent: the refresh it asks for on stdin, ignoring stop signals until done, reported as JSON on stdout (a pipe; it can hold the new login)")
 	if code, ok := parse(fs, args, stdout, stderr, refreshHelp); !ok {
 		return code
 	}
@@ -63,7 +63,7 @@ func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
 	if eng == nil {
 		return code
 	}
-	if err := eng.AgentChildRefresh(context.Background(), stdout); err != nil {
+	if err := eng.AgentChildRefresh(context.Background(), os.Stdin, stdout); err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync refresh: %v\n", err)
 		return authsync.ExitFail
 	}
