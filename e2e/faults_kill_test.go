@@ -336,3 +336,39 @@ func TestFaultStalePendingNotRestored(t *testing.T) {
 		}
 	}
 }
+
+// `refresh` meeting a clobbered file (the kill loop found it FAILing "no
+// usable login to refresh"): it restores the latest backup first, as a pass
+// would, then refreshes that login; with no file at all it is a logout (exit
+// 3, nothing written).
+func TestRefreshRestoresAClobberedFileFirst(t *testing.T) {
+	w := newWorld(t)
+	l := w.login()
+	w.mustCode(w.run(nil, "sync"), 0, "first sync")
+	if w.vaultRefresh() != l.RefreshToken {
+		t.Fatalf("vault does not hold the login after sync")
+	}
+	b := mustRead(t, w.creds)
+	os.WriteFile(w.creds, regexp.MustCompile(`"refreshToken": *"[^"]*"`).ReplaceAll(b, []byte(`"refreshToken": ""`)), 0o600)
+	r := w.run(nil, "refresh")
+	w.mustCode(r, 0, "refresh on a clobbered file")
+	o, problem := credsInvariant(t, w.creds, -1)
+	if problem != "" {
+		t.Fatalf("after refresh: %s", problem)
+	}
+	if c := w.fake.Counters(); c.Refreshes != 1 || c.InvalidGrant != 0 || o["refreshToken"] != lastMintedRefresh(w) {
+		t.Fatalf("counters %+v; the file should hold the login refreshed from the restored one", c)
+	}
+	log := w.syncLog()
+	if !strings.Contains(log, " RECOVERED ") || strings.Contains(log, " FAIL ") {
+		t.Fatalf("want a RECOVERED line and no FAIL:\n%s", log)
+	}
+	if w.vaultRefresh() != lastMintedRefresh(w) {
+		t.Errorf("the refreshed login is not backed up")
+	}
+	os.Remove(w.creds)
+	w.mustCode(w.run(nil, "refresh"), 3, "refresh with no credentials file")
+	if _, err := os.Stat(w.creds); !os.IsNotExist(err) {
+		t.Errorf("refresh brought a logged-out file back: %v", err)
+	}
+}
