@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -409,7 +410,8 @@ func TestFaultCredentialsFileUnreadable(t *testing.T) {
 
 // inotify exhausted for the user (a helper running as the same test user holds
 // every instance of fs.inotify.max_user_instances): the agent says the file
-// watch is degraded, falls back to its rescan, and still backs every change up.
+// watch is degraded, falls back to its rescan, still backs every change up, and
+// goes back to inotify once instances are free again.
 func TestFaultInotifyInstancesExhausted(t *testing.T) {
 	u := newFaultUser(t)
 	w := newWorld(t)
@@ -422,7 +424,8 @@ func TestFaultInotifyInstancesExhausted(t *testing.T) {
 	if err := hog.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stdin.Close(); hog.Wait() })
+	var freed sync.Once
+	t.Cleanup(func() { freed.Do(func() { stdin.Close(); hog.Wait() }) })
 	line := make([]byte, 64)
 	k, _ := io.ReadAtLeast(out, line, 1)
 	got := strings.TrimSpace(string(line[:k]))
@@ -438,14 +441,18 @@ func TestFaultInotifyInstancesExhausted(t *testing.T) {
 	eventually(t, 10*time.Second, "the degraded watch reported", func() bool {
 		return strings.Contains(w.syncLog(), "WARN file watch degraded")
 	})
-	for i := 0; i < 3; i++ {
+	rotate := func(what string) {
+		t.Helper()
 		n, err := w.fake.Rotate(l.RefreshToken)
 		if err != nil {
 			t.Fatal(err)
 		}
 		l = n
 		u.writeLogin(t, w, l)
-		eventually(t, 10*time.Second, "a change backed up by the rescan", w.vaultHolds(l))
+		eventually(t, 10*time.Second, what, w.vaultHolds(l))
+	}
+	for i := 0; i < 3; i++ {
+		rotate("a change backed up by the rescan")
 	}
 	if n := strings.Count(w.syncLog(), "WARN file watch degraded"); n != 1 {
 		t.Errorf("the degraded watch was reported %d times; want once", n)
@@ -458,8 +465,20 @@ func TestFaultInotifyInstancesExhausted(t *testing.T) {
 	if !strings.Contains(rep.Agent.Watch, "rescan every 1s") {
 		t.Errorf("status shows watch %q; want the rescan fallback", rep.Agent.Watch)
 	}
+
+	// The instances come free: the agent goes back to inotify by itself.
+	freed.Do(func() { stdin.Close(); hog.Wait() })
+	eventually(t, 10*time.Second, "the watch restored", func() bool {
+		return strings.Contains(w.syncLog(), "OK file watch restored")
+	})
+	st = w.runWith(nil, u.as, time.Minute, "status", "--json")
+	json.Unmarshal([]byte(st.stdout), &rep)
+	if rep.Agent.Watch != "inotify" {
+		t.Errorf("status shows watch %q after the instances came free; want inotify", rep.Agent.Watch)
+	}
+	rotate("a change backed up after the watch came back")
 	a.stop()
-	faultReport(t, "inotify instances held by the hog: %d (the per-user limit); 3 changes backed up by the rescan", held)
+	faultReport(t, "inotify instances held by the hog: %d (the per-user limit); 3 changes backed up by the rescan; back on inotify once they came free", held)
 }
 
 // lastMintedRefresh is the newest refresh token the world's fake minted.

@@ -156,7 +156,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan, OnError: a.watchError})
+	w := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan, OnError: a.watchError, OnRecover: a.watchRecovered})
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = w.Run(ctx) })
 	passReq := make(chan struct{}, 1)
@@ -357,6 +357,19 @@ func (a *agent) watchError(err error) {
 	a.mu.Unlock()
 	if !seen {
 		a.e.Log.Event(WARN, "file watch degraded: %v", err)
+	}
+}
+
+// watchRecovered: inotify watches again after a degraded spell; a new
+// degradation is reported again.
+func (a *agent) watchRecovered() {
+	a.mu.Lock()
+	was := len(a.watchErrs) > 0
+	clear(a.watchErrs)
+	a.live.Watch = "inotify"
+	a.mu.Unlock()
+	if was {
+		a.e.Log.Event(OK, "file watch restored: inotify again")
 	}
 }
 

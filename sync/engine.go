@@ -218,6 +218,11 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 		return e.finish(rec, *hard)
 	}
 
+	if vs.doc != nil {
+		if p := vs.doc.SetupTokenProblem(); p != "" {
+			e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", p, e.Store.Describe())
+		}
+	}
 	// Setup-token mode: Vault says so, or Vault is down and the env file says so.
 	if vs.doc != nil && vs.doc.SetupToken() != "" {
 		return e.finish(rec, e.setupTokenPass(ctx, rec, lin, vs.doc, vs.doc.SetupToken()))

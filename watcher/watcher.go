@@ -42,6 +42,9 @@ type Options struct {
 	Rescan   time.Duration // safety-net rescan period (default 5m)
 	// OnError is told about watch errors (e.g. inotify limits) once per kind.
 	OnError func(error)
+	// OnRecover is told when inotify watches the file's directory again
+	// after an error (an inotify instance or watch became available).
+	OnRecover func()
 }
 
 // Watcher watches one file.
@@ -77,18 +80,30 @@ func (w *Watcher) send(r Reason) {
 	}
 }
 
-// Run watches until ctx ends. If inotify cannot be had at all it falls back to
-// the rescan timer alone, and says so through OnError.
+// Run watches until ctx ends. If inotify cannot be had at all (the per-user
+// instance limit is reached) it falls back to the rescan timer alone, says so
+// through OnError, tries again at every rescan and goes back to inotify (and
+// says so through OnRecover) as soon as an instance is free.
 func (w *Watcher) Run(ctx context.Context) error {
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
+	for {
+		fw, err := fsnotify.NewWatcher()
+		if err == nil {
+			return w.watch(ctx, fw)
+		}
 		w.report(fmt.Errorf("no inotify watcher (%w); falling back to a rescan every %s", err, w.opts.Rescan))
-		return w.pollOnly(ctx)
+		if !w.pollUntilInotify(ctx) {
+			return nil
+		}
+		w.recovered()
 	}
+}
+
+func (w *Watcher) watch(ctx context.Context, fw *fsnotify.Watcher) error {
 	defer fw.Close()
 
 	dir := filepath.Dir(w.path)
 	watched := ""
+	failed := false // the last Add failed (a watch limit): said through OnError
 	// attach watches the file's directory, or the nearest existing ancestor
 	// while the directory is missing (it is re-attached when it comes back).
 	attach := func() {
@@ -111,10 +126,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if err := fw.Add(target); err != nil {
 			w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, w.opts.Rescan))
-			watched = ""
+			watched, failed = "", true
 			return
 		}
 		watched = target
+		if failed {
+			failed = false
+			w.recovered()
+		}
 	}
 	attach()
 	w.send(Rescan) // a fresh watch: whatever happened before it is unknown
@@ -185,17 +204,29 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Watcher) pollOnly(ctx context.Context) error {
+// pollUntilInotify rescans every Rescan until an inotify instance can be had
+// again (true) or ctx ends (false).
+func (w *Watcher) pollUntilInotify(ctx context.Context) bool {
 	t := time.NewTicker(w.opts.Rescan)
 	defer t.Stop()
 	w.send(Rescan)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-t.C:
 			w.send(Rescan)
+			if fw, err := fsnotify.NewWatcher(); err == nil {
+				fw.Close()
+				return true
+			}
 		}
+	}
+}
+
+func (w *Watcher) recovered() {
+	if w.opts.OnRecover != nil {
+		w.opts.OnRecover()
 	}
 }
 

@@ -92,6 +92,15 @@ func (d *Doc) SetupToken() credentials.Secret {
 	return credentials.Secret(s)
 }
 
+// SetupTokenProblem says why a setup_token field that is there cannot be used
+// ("" when it is absent, null or a string). It never quotes the value.
+func (d *Doc) SetupTokenProblem() string {
+	if _, _, err := d.str(FieldSetupToken); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
 // SetupTokenExpiresAt parses setup_token_expires_at: RFC 3339, or ms/seconds
 // since the epoch. Zero when absent or unreadable.
 func (d *Doc) SetupTokenExpiresAt() time.Time {
