@@ -184,6 +184,9 @@ func (e *Engine) refreshHere(ctx context.Context, lin *Lineage, force bool, sawF
 		// No file (a logout): the answer stays kept, never written back.
 	}
 	if cur.State != credentials.Usable {
+		if cur.Problem == nil {
+			return RefreshResult{}, fmt.Errorf("no usable login to refresh (%s)", cur.State)
+		}
 		return RefreshResult{}, fmt.Errorf("no usable login to refresh (%s: %v)", cur.State, cur.Problem)
 	}
 	o := cur.OAuth
