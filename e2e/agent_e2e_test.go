@@ -40,16 +40,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // startAgent starts the real agent as this user and waits until it watches.
 func (w *world) startAgent(extraEnv []string, args ...string) *agentProc {
 	w.t.Helper()
-	a := &agentProc{w: w, done: make(chan struct{})}
-	a.cmd = exec.Command(filepath.Join(binDir, "claude-auth-sync"), append([]string{"run", "--retry-max", "1s"}, args...)...)
-	a.cmd.Env = append(append([]string(nil), w.env...), extraEnv...)
-	lw := lockedWriter{&a.mu, &a.out}
-	a.cmd.Stdout, a.cmd.Stderr = lw, lw
-	if err := a.cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
-	w.t.Cleanup(a.stop)
+	a := w.startAgentProc(extraEnv, nil, args...)
 	eventually(w.t, 45*time.Second, "agent started", func() bool { return strings.Contains(a.output(), "agent started") })
 	return a
 }

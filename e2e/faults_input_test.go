@@ -27,21 +27,9 @@ func maxRSSKiB(cmd *exec.Cmd) int64 {
 // runMeasured runs the binary and returns the result and its peak memory.
 func (w *world) runMeasured(args ...string) (result, int64) {
 	w.t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "claude-auth-sync"), args...)
-	cmd.Env = w.env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		w.t.Fatal(err)
-	}
-	w.mu.Lock()
-	w.outputs = append(w.outputs, out.String(), errb.String())
-	w.mu.Unlock()
-	return result{code, out.String(), errb.String()}, maxRSSKiB(cmd)
+	var cmd *exec.Cmd
+	r := w.runWith(nil, func(c *exec.Cmd) { cmd = c }, 2*time.Minute, args...)
+	return r, maxRSSKiB(cmd)
 }
 
 // A 100 MB credentials file (a valid JSON object with a login, padded with a

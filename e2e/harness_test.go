@@ -149,23 +149,7 @@ type result struct {
 // run runs the real binary as this user.
 func (w *world) run(extraEnv []string, args ...string) result {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "claude-auth-sync"), args...)
-	cmd.Env = append(append([]string(nil), w.env...), extraEnv...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		w.t.Fatalf("run %v: %v", args, err)
-	}
-	w.mu.Lock()
-	w.outputs = append(w.outputs, out.String(), errb.String())
-	w.mu.Unlock()
-	return result{code, out.String(), errb.String()}
+	return w.runWith(extraEnv, nil, 2*time.Minute, args...)
 }
 
 func (w *world) mustCode(r result, want int, what string) {

@@ -216,12 +216,9 @@ func WriteAtomic(path string, data []byte, mode fs.FileMode) (string, error) {
 // replaced, not followed.
 func WriteVisibleFirst(path string, data []byte, mode fs.FileMode) error {
 	dir := filepath.Dir(path)
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+tempInfix+hex.EncodeToString(suffix[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	f, tmp, err := createTemp(path, mode)
 	if err != nil {
-		return fmt.Errorf("create a temp file beside %s: %w", path, pathCause(err))
+		return err
 	}
 	_, werr := f.Write(data)
 	if werr == nil {
@@ -283,14 +280,11 @@ func writeAtomic(path string, src io.Reader, mode fs.FileMode) (string, error) {
 		target, linked = t, t
 	}
 	dir := filepath.Dir(target)
-	var suffix [6]byte
-	_, _ = rand.Read(suffix[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(target)+tempInfix+hex.EncodeToString(suffix[:]))
 	// Errors name the target, not the temp file: its random name would make
 	// every retry's message new (and a "log once" log every one).
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	f, tmp, err := createTemp(target, mode)
 	if err != nil {
-		return linked, fmt.Errorf("create a temp file beside %s: %w", target, pathCause(err))
+		return linked, err
 	}
 	ok := false
 	defer func() {
@@ -324,6 +318,19 @@ func writeAtomic(path string, src io.Reader, mode fs.FileMode) (string, error) {
 		}
 	}
 	return linked, nil
+}
+
+// createTemp creates, exclusively, the temp file a write of path goes
+// through: "."+name+tempInfix+12 hex digits, beside path.
+func createTemp(path string, mode fs.FileMode) (*os.File, string, error) {
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+tempInfix+hex.EncodeToString(suffix[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm())
+	if err != nil {
+		return nil, "", fmt.Errorf("create a temp file beside %s: %w", path, pathCause(err))
+	}
+	return f, tmp, nil
 }
 
 // tempInfix names WriteAtomic's temp files: "."+name+".tmp-"+12 hex digits.
