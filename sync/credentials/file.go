@@ -106,7 +106,28 @@ func (l *Local) LogValue() slog.Value {
 }
 
 // Read reads and classifies the credentials file at path.
+//
+// Claude and our own writers replace the file by rename, and users remove it;
+// when the name vanishes between the look at it and the open, the look is
+// taken again (a few times) instead of reporting the removed name as
+// unreadable.
 func Read(path string) (*Local, error) {
+	for attempt := 0; ; attempt++ {
+		l, err := readOnce(path)
+		if errors.Is(err, errVanished) {
+			if attempt < 4 {
+				continue
+			}
+			return &Local{Path: path, Target: path, State: Missing}, nil
+		}
+		return l, err
+	}
+}
+
+// errVanished: the name existed at the Lstat and not at the open.
+var errVanished = errors.New("credentials file vanished while being read")
+
+func readOnce(path string) (*Local, error) {
 	l := &Local{Path: path, Target: path}
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -133,7 +154,9 @@ func Read(path string) (*Local, error) {
 			return nil, fmt.Errorf("credentials file symlink: %w", err)
 		}
 		l.Target = target
-		if fi, err = os.Stat(target); err != nil {
+		if fi, err = os.Stat(target); errors.Is(err, fs.ErrNotExist) {
+			return nil, errVanished
+		} else if err != nil {
 			return nil, fmt.Errorf("credentials file: %w", err)
 		}
 	}
@@ -147,10 +170,19 @@ func Read(path string) (*Local, error) {
 		return l, nil
 	}
 	f, err := os.Open(l.Target)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errVanished
+	}
 	if err != nil {
 		return nil, fmt.Errorf("credentials file: %w", err)
 	}
 	defer f.Close()
+	// What was opened may not be what was looked at: re-check the open file.
+	if ofi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("credentials file: %w", err)
+	} else if !ofi.Mode().IsRegular() {
+		return nil, fmt.Errorf("credentials file %s is not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("credentials file: %w", err)

@@ -443,3 +443,61 @@ func TestNilValuesLogCleanly(t *testing.T) {
 		t.Errorf("fmt of nil values = %q; want no panic", got)
 	}
 }
+
+// A name that vanishes or changes type between Read's look and its open is
+// read again, not reported as unreadable: a real writer races Read on a real
+// file, removing it, writing it back and, in the second half, swapping a
+// directory in. Read may only ever answer Usable, Missing, or (for the
+// directory) "is not a regular file".
+func TestReadRacingRemoval(t *testing.T) {
+	dir := realDir(t)
+	p := filepath.Join(dir, FileName)
+	usable := []byte(fileJSON(loginJSON(testAccess, testRefresh, testExpires)))
+	for _, withDir := range []bool{false, true} {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				os.Remove(p)
+				if withDir && i%2 == 1 {
+					os.Mkdir(p, 0o700)
+					os.Remove(p)
+				}
+				// Whole files only (by rename): a half-written file is
+				// rightly clobbered, and not what this test is about.
+				os.WriteFile(p+".new", usable, 0o600)
+				os.Rename(p+".new", p)
+			}
+		}()
+		seen := map[State]int{}
+		dirs := 0
+		for i := 0; i < 20000; i++ {
+			l, err := Read(p)
+			if err != nil {
+				if withDir && strings.Contains(err.Error(), "is not a regular file") {
+					dirs++
+					continue
+				}
+				t.Errorf("Read while the file is replaced: %v", err)
+				break
+			}
+			seen[l.State]++
+			if l.State != Usable && l.State != Missing {
+				t.Errorf("Read while the file is replaced = %v (problem %v); want usable or missing", l.State, l.Problem)
+				break
+			}
+		}
+		close(stop)
+		<-done
+		if seen[Usable] == 0 {
+			t.Errorf("never read the file as usable in 20000 reads (%v)", seen)
+		}
+		t.Logf("with directory swaps %v: %v, %d directory errors", withDir, seen, dirs)
+	}
+}
