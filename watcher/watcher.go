@@ -85,17 +85,15 @@ func (w *Watcher) send(r Reason) {
 // through OnError, tries again at every rescan and goes back to inotify (and
 // says so through OnRecover) as soon as an instance is free.
 func (w *Watcher) Run(ctx context.Context) error {
-	for {
-		fw, err := fsnotify.NewWatcher()
-		if err == nil {
-			return w.watch(ctx, fw)
-		}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
 		w.report(fmt.Errorf("no inotify watcher (%w); falling back to a rescan every %s", err, w.opts.Rescan))
-		if !w.pollUntilInotify(ctx) {
+		if fw = w.pollUntilInotify(ctx); fw == nil {
 			return nil
 		}
 		w.recovered()
 	}
+	return w.watch(ctx, fw)
 }
 
 func (w *Watcher) watch(ctx context.Context, fw *fsnotify.Watcher) error {
@@ -205,20 +203,19 @@ func (w *Watcher) watch(ctx context.Context, fw *fsnotify.Watcher) error {
 }
 
 // pollUntilInotify rescans every Rescan until an inotify instance can be had
-// again (true) or ctx ends (false).
-func (w *Watcher) pollUntilInotify(ctx context.Context) bool {
+// again (it is returned, to watch with) or ctx ends (nil).
+func (w *Watcher) pollUntilInotify(ctx context.Context) *fsnotify.Watcher {
 	t := time.NewTicker(w.opts.Rescan)
 	defer t.Stop()
 	w.send(Rescan)
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return nil
 		case <-t.C:
 			w.send(Rescan)
 			if fw, err := fsnotify.NewWatcher(); err == nil {
-				fw.Close()
-				return true
+				return fw
 			}
 		}
 	}
