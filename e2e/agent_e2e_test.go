@@ -322,7 +322,7 @@ func TestSecondAgentRefused(t *testing.T) {
 	w.login()
 	w.startAgent(nil)
 	r := w.run(nil, "run")
-	w.mustCode(r, 1, "second run")
+	w.mustCode(r, 4, "second run (exit 4: another agent runs)")
 	if !strings.Contains(r.stderr, "already running") || !strings.Contains(r.stderr, "pid") {
 		t.Errorf("second agent's message: %s", r.stderr)
 	}

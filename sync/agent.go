@@ -36,6 +36,8 @@ type AgentOptions struct {
 	Notifier *sdnotify.Notifier // systemd; nil = none
 	// Started, if set, is closed once the agent holds its lock and watches.
 	Started chan<- struct{}
+	// Version is the running binary's version, shown by `status`.
+	Version string
 	// Refresher, if set, makes the agent's token requests (its refresher's
 	// and its passes' forced refreshes); ChildRefresher runs them in a child
 	// process that survives the agent being killed mid-request. nil refreshes
@@ -43,9 +45,13 @@ type AgentOptions struct {
 	Refresher func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 }
 
+// ErrAgentRunning: another agent holds this user's agent lock.
+var ErrAgentRunning = errors.New("another claude-auth-sync agent is already running")
+
 // AgentState is the agent's live state, kept in agent.json for `status`.
 type AgentState struct {
 	PID             int         `json:"pid"`
+	Version         string      `json:"version,omitempty"`
 	Started         time.Time   `json:"started"`
 	LastEvent       *time.Time  `json:"last_event,omitempty"`
 	LastEventReason string      `json:"last_event_reason,omitempty"`
@@ -127,7 +133,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	lk, err := lock.Try(e.Cfg.StateDir, lock.Agent)
 	if err != nil {
 		if errors.Is(err, lock.ErrHeld) {
-			return fmt.Errorf("another claude-auth-sync agent is already running for %s: %w", e.Cfg.User, err)
+			return fmt.Errorf("%w for %s: %w", ErrAgentRunning, e.Cfg.User, err)
 		}
 		return err
 	}
@@ -142,7 +148,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	e.awaitRestore = a.awaitRestore
 	e.refreshChild = opt.Refresher
 	defer func() { e.awaitRestore, e.refreshChild = nil, nil }()
-	a.live = AgentState{PID: os.Getpid(), Started: time.Now(), Watch: "inotify"}
+	a.live = AgentState{PID: os.Getpid(), Version: opt.Version, Started: time.Now(), Watch: "inotify"}
 	a.loadPending()
 	switch res, err := e.ApplyPendingRefresh(ctx, lin); {
 	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:

@@ -23,12 +23,16 @@ import (
 
 // Exit codes, decided here once.
 const (
-	ExitOK        = 0  // OK, SKIP, RECOVERED, setup-token mode
-	ExitFail      = 1  // FAIL: unusable login, foreign token, 403
-	ExitUsage     = 2  // bad flags or arguments
-	ExitLoggedOut = 3  // WARN: no login in the file (logout or new home)
-	ExitTempFail  = 75 // WARN: login fine but backup pending, or check could not run
-	ExitConfig    = 78 // bad configuration
+	ExitOK        = 0 // OK, SKIP, RECOVERED, setup-token mode
+	ExitFail      = 1 // FAIL: unusable login, foreign token, 403
+	ExitUsage     = 2 // bad flags or arguments
+	ExitLoggedOut = 3 // WARN: no login in the file (logout or new home)
+	// ExitAgentRunning: `run` found another agent holding this user's agent
+	// lock (a user unit and a template unit for one user). Units list it in
+	// RestartPreventExitStatus= so it is not retried every 10 s forever.
+	ExitAgentRunning = 4
+	ExitTempFail     = 75 // WARN: login fine but backup pending, or check could not run
+	ExitConfig       = 78 // bad configuration
 )
 
 // Outcome is the end of a command: the status word, the exit code, one line.

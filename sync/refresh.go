@@ -203,7 +203,11 @@ func (e *Engine) refreshHere(ctx context.Context, lin *Lineage, force bool, sawF
 	if client == nil {
 		client = &oauth.Client{}
 	}
-	tok, err := client.Refresh(ctx, o.RefreshToken())
+	scopes, _ := o.Scopes()
+	if lost := client.Narrowed(scopes); len(lost) > 0 {
+		e.Log.Event(WARN, "CLAUDE_AUTH_OAUTH_SCOPES leaves out scopes this login holds (%s): the refresh narrows the login", strings.Join(lost, " "))
+	}
+	tok, err := client.Refresh(ctx, o.RefreshToken(), scopes)
 	if errors.Is(err, oauth.ErrInvalidGrant) {
 		// Someone may have rotated without our locks (an old Claude): look again.
 		if again, rerr := credentials.Read(e.Cfg.CredentialsFile); rerr == nil && again.State == credentials.Usable &&

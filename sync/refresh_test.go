@@ -2,10 +2,12 @@ package authsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -240,5 +242,52 @@ func TestRefreshDueLead(t *testing.T) {
 	h.eng.NoteNewLogin(expl)
 	if got := exp.Sub(h.eng.RefreshDue(expl)); got != 8*time.Minute {
 		t.Errorf("explicit lead = %s; want 8m honoured", got)
+	}
+}
+
+// A refresh asks for the scopes the login holds, keeps them in the file, and
+// leaves scope out when the login has none; an override that narrows warns.
+func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		scopes    any // the file's claudeAiOauth.scopes; nil = no key
+		override  string
+		wantAsk   string
+		wantHas   bool
+		wantFile  []string
+		wantWarns int
+	}{
+		{"extra scopes", []string{"user:profile", "user:inference", "user:sessions:claude_code", "user:plugins", "user:projects:read"}, "",
+			"user:profile user:inference user:sessions:claude_code user:plugins user:projects:read", true,
+			[]string{"user:profile", "user:inference", "user:sessions:claude_code", "user:plugins", "user:projects:read"}, 0},
+		{"no scopes", nil, "", "", false, fakeanthropic.DefaultScopes, 0},
+		{"narrowing override", []string{"user:inference", "user:profile", "user:plugins"}, "user:inference user:profile",
+			"user:inference user:profile", true, []string{"user:inference", "user:profile"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h, fake, l := refreshHarness(t)
+			h.eng.OAuth.Scopes = c.override
+			o := map[string]any{"accessToken": l.AccessToken, "refreshToken": l.RefreshToken, "expiresAt": l.ExpiresAt.UnixMilli(),
+				"subscriptionType": "enterprise", "rateLimitTier": "default_claude_max_20x"}
+			if c.scopes != nil {
+				o["scopes"] = c.scopes
+			}
+			b, _ := json.Marshal(map[string]any{"claudeAiOauth": o})
+			h.writeCreds(string(b))
+			if _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); err != nil {
+				t.Fatal(err)
+			}
+			reqs := fake.TokenRequests()
+			if len(reqs) != 1 || reqs[0].Scope != c.wantAsk || reqs[0].HasScope != c.wantHas {
+				t.Fatalf("token requests %+v; want one asking scope %q (present %v)", reqs, c.wantAsk, c.wantHas)
+			}
+			got, ok := h.readCreds().OAuth.Scopes()
+			if !ok || !slices.Equal(got, c.wantFile) {
+				t.Errorf("file scopes after refresh = %q; want %q", got, c.wantFile)
+			}
+			if n := strings.Count(h.syncLog(), " WARN CLAUDE_AUTH_OAUTH_SCOPES"); n != c.wantWarns {
+				t.Errorf("%d narrowing WARN lines; want %d\n%s", n, c.wantWarns, h.syncLog())
+			}
+		})
 	}
 }

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -52,7 +52,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
-	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv()}
+	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
 		opt.Refresher = authsync.ChildRefresher(exe, c.args())
@@ -60,8 +60,15 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}
 	err := eng.RunAgent(ctx, opt)
-	if err != nil {
-		fmt.Fprintf(stderr, "claude-auth-sync run: %v\n", err)
+	switch {
+	case errors.Is(err, authsync.ErrAgentRunning):
+		// This user's login is looked after; two units for one user is an
+		// admin's slip, not a dead login: WARN, and an exit code the units
+		// do not restart on.
+		eng.Log.Event(authsync.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
+		return authsync.ExitAgentRunning
+	case err != nil:
+		eng.Log.Event(authsync.FAIL, "the agent stopped: %v", err)
 		return authsync.ExitFail
 	}
 	return 0

@@ -99,7 +99,11 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 		line("agent", "not running")
 		return
 	}
-	line("agent", "running, pid "+r.AgentPID)
+	agent := "running, pid " + r.AgentPID
+	if a := r.Agent; a != nil && a.Version != "" {
+		agent += ", version " + a.Version
+	}
+	line("agent", agent)
 	if a := r.Agent; a != nil {
 		line("agent watch", a.Watch)
 		if a.LastEvent != nil {

@@ -104,26 +104,67 @@ func begin(fs *flag.FlagSet, c *commonFlags, args []string, stdout, stderr io.Wr
 
 // setup loads the config and builds the engine; code != 0 means give up.
 func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
-	console, isJournal := newConsole(stderr, c.verbose, c.quiet)
 	cfg, err := config.Load(os.Getenv, c.cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
-		if errors.Is(err, config.ErrConfig) {
-			return nil, exitConfig
-		}
+		reportConfigError(c, stderr, err)
 		return nil, exitConfig
 	}
+	console, isJournal := newConsole(stderr, c.verbose, c.quiet, cfg.User)
 	eng, err := authsync.New(cfg, console, isJournal)
 	if err != nil {
-		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+		reportConfigError(c, stderr, err)
 		return nil, exitConfig
 	}
 	return eng, 0
 }
 
-// newConsole is tint on a terminal and plain key=value text otherwise. It also
-// reports whether stderr is the journal (then status events are not repeated).
-func newConsole(w io.Writer, verbose, quiet bool) (*slog.Logger, bool) {
+// reportConfigError tells the person at the terminal, and, when no one is
+// (a unit, a timer, cron), leaves a FAIL event in the journal that the fleet's
+// alert sees: an agent that cannot start is a login nobody looks after.
+func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
+	f, isFile := stderr.(*os.File)
+	terminal := isFile && isTerminal(f)
+	journal := isFile && isJournalStream(f)
+	if !journal {
+		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+	}
+	if terminal {
+		return
+	}
+	user := c.cfg.User
+	if user == "" {
+		user = os.Getenv("CLAUDE_AUTH_USER")
+	}
+	if user == "" {
+		user = authsync.CurrentUserName()
+	}
+	socket := os.Getenv("CLAUDE_AUTH_JOURNAL_SOCKET")
+	if socket == "" {
+		socket = "/run/systemd/journal/socket"
+	}
+	if socket == "off" {
+		socket = ""
+	}
+	if _, serr := os.Stat(socket); socket == "" || serr != nil {
+		if journal { // the journal is there but its socket is not: say it on stderr
+			fmt.Fprintf(stderr, "<3>user=%s FAIL %v\n", user, err)
+		}
+		return
+	}
+	log := &authsync.EventLog{User: user, JournalSocket: socket}
+	log.Event(authsync.FAIL, "%v", err)
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// newConsole is tint on a terminal, the journal's own line shape when stderr
+// is the journal (every line "user=<user> …", so each one says whose agent
+// wrote it), and plain key=value text otherwise. It also reports whether
+// stderr is the journal (then status events are not repeated there).
+func newConsole(w io.Writer, verbose, quiet bool, user string) (*slog.Logger, bool) {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
@@ -131,10 +172,12 @@ func newConsole(w io.Writer, verbose, quiet bool) (*slog.Logger, bool) {
 		level = slog.LevelWarn
 	}
 	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+		if isTerminal(f) {
 			return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly})), false
 		}
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime})), isJournalStream(f)
+		if isJournalStream(f) {
+			return slog.New(authsync.NewJournalLineHandler(w, user, level)), true
+		}
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime})), false
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -73,15 +74,44 @@ type Server struct {
 	access   map[string]*access
 	refresh  map[string]*refresh
 	families int
+	// granted is each login family's scope, as the server granted it: a
+	// refresh that asks for scopes is granted exactly those (what an OAuth
+	// server does when asked for the original ones or fewer; the fake does not
+	// refuse more), one that asks for none keeps what the family had.
+	granted  map[int]string
+	requests []TokenRequest
 	counters Counters
 	received []string // refresh tokens presented, in order
 	issued   []string // every access and refresh token minted, in order
 }
 
+// DefaultScopes is what a login from Issue is granted: the scopes
+// CredentialsJSON writes into the file.
+var DefaultScopes = []string{"user:inference", "user:profile", "user:sessions:claude_code"}
+
+// TokenRequest is what one token-endpoint request asked for (no secrets).
+type TokenRequest struct {
+	UserAgent string
+	Accept    string
+	// Fields are the JSON body's keys, in the order sent.
+	Fields []string
+	// Scope is the scope asked for; HasScope is false when the field was left out.
+	Scope    string
+	HasScope bool
+	ClientID string
+}
+
 // New returns a fake with an 8 h token lifetime.
 func New() *Server {
 	return &Server{ExpiresIn: 8 * time.Hour, Reply: "AUTH_OK", Now: time.Now,
-		access: map[string]*access{}, refresh: map[string]*refresh{}}
+		access: map[string]*access{}, refresh: map[string]*refresh{}, granted: map[int]string{}}
+}
+
+// TokenRequests lists every token-endpoint request received, in order.
+func (s *Server) TokenRequests() []TokenRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]TokenRequest(nil), s.requests...)
 }
 
 func token(prefix string) string {
@@ -95,6 +125,7 @@ func (s *Server) Issue() Login {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.families++
+	s.granted[s.families] = strings.Join(DefaultScopes, " ")
 	return s.issueLocked(s.families)
 }
 
@@ -227,17 +258,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	var req struct {
-		GrantType    string `json:"grant_type"`
-		RefreshToken string `json:"refresh_token"`
-		ClientID     string `json:"client_id"`
-		Scope        string `json:"scope"`
+		GrantType    string  `json:"grant_type"`
+		RefreshToken string  `json:"refresh_token"`
+		ClientID     string  `json:"client_id"`
+		Scope        *string `json:"scope"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.GrantType != "refresh_token" {
+	if err == nil {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil || req.GrantType != "refresh_token" {
 		writeJSON(w, 400, map[string]string{"error": "invalid_request", "error_description": "Invalid request format"})
 		return
 	}
+	seen := TokenRequest{UserAgent: r.UserAgent(), Accept: r.Header.Get("Accept"), Fields: jsonKeys(body), ClientID: req.ClientID}
+	if req.Scope != nil {
+		seen.Scope, seen.HasScope = *req.Scope, true
+	}
 	s.mu.Lock()
+	s.requests = append(s.requests, seen)
 	delay, hook := s.TokenDelay, s.BeforeRefresh
 	s.mu.Unlock()
 	if hook != nil {
@@ -252,6 +292,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	family := 0
+	if rt, ok := s.refresh[req.RefreshToken]; ok {
+		family = rt.family
+	}
 	l, err := s.rotateLocked(req.RefreshToken)
 	if err != nil {
 		writeJSON(w, 400, map[string]string{"error": "invalid_grant", "error_description": "Refresh token not found or invalid"})
@@ -261,15 +305,38 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.refreshedBy = map[string]int{}
 	}
 	s.refreshedBy[r.UserAgent()]++
-	scope := req.Scope
-	if scope == "" {
-		scope = "user:inference user:profile"
+	scope := s.granted[family]
+	if seen.HasScope && seen.Scope != "" {
+		scope = seen.Scope
 	}
+	s.granted[family] = scope
 	writeJSON(w, 200, map[string]any{
 		"token_type": "Bearer", "access_token": l.AccessToken, "refresh_token": l.RefreshToken,
 		"expires_in": int(s.ExpiresIn / time.Second), "scope": scope,
 		"account": map[string]string{"uuid": "00000000-0000-4000-8000-000000000001", "email_address": "user@example.invalid"},
 	})
+}
+
+// jsonKeys lists a JSON object's top-level keys in order (nil if not an object).
+func jsonKeys(body []byte) []string {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var keys []string
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return keys
+		}
+		k, _ := t.(string)
+		keys = append(keys, k)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return keys
+		}
+	}
+	return keys
 }
 
 func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
@@ -358,7 +425,7 @@ func CredentialsJSON(l Login) []byte {
 	doc := map[string]any{
 		"claudeAiOauth": map[string]any{
 			"accessToken": l.AccessToken, "refreshToken": l.RefreshToken, "expiresAt": l.ExpiresAt.UnixMilli(),
-			"scopes":           []string{"user:inference", "user:profile", "user:sessions:claude_code"},
+			"scopes":           DefaultScopes,
 			"subscriptionType": "enterprise", "rateLimitTier": "default_claude_max_20x",
 		},
 		"mcpOAuth": map[string]any{"example|0123abcd": map[string]any{"serverName": "example", "accessToken": "mcp-fake-token", "expiresAt": 0}},

@@ -14,8 +14,24 @@ esac
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || :
 	if [ "$upgrade" = yes ]; then
-		# Agents that were running pick up the new binary; stopped ones stay stopped.
+		# Agents that were running pick up the new binary; stopped ones stay
+		# stopped. An agent left on the old one would run a deleted file until
+		# the next reboot, and its refresh child (re-executed from
+		# /usr/bin/claude-auth-sync) would be the new binary beside an old
+		# parent. try-restart is a stop then a start: a pending backup is
+		# flushed or kept on disk, and the start reads it back.
 		systemctl try-restart 'claude-auth-sync@*.service' >/dev/null 2>&1 || :
+		# The same for the user units, in every running user manager (no
+		# D-Bus needed: systemctl --user talks to the manager's private socket
+		# under XDG_RUNTIME_DIR).
+		for rundir in /run/user/[0-9]*; do
+			[ -S "$rundir/systemd/private" ] || continue
+			uid=${rundir##*/}
+			name=$(getent passwd "$uid" | cut -d: -f1) || continue
+			[ -n "$name" ] || continue
+			timeout 30 runuser -u "$name" -- env XDG_RUNTIME_DIR="$rundir" systemctl --user daemon-reload >/dev/null 2>&1 || :
+			timeout 60 runuser -u "$name" -- env XDG_RUNTIME_DIR="$rundir" systemctl --user try-restart claude-auth-sync.service >/dev/null 2>&1 || :
+		done
 	fi
 fi
 exit 0

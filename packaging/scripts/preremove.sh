@@ -14,5 +14,13 @@ if [ "$removing" = yes ] && [ -d /run/systemd/system ]; then
 	systemctl stop claude-auth-sync-provision.timer claude-auth-sync-provision.service \
 		'claude-auth-sync-pass@*.timer' 'claude-auth-sync-pass@*.service' \
 		'claude-auth-sync@*.service' >/dev/null 2>&1 || :
+	# And the user units, in every running user manager.
+	for rundir in /run/user/[0-9]*; do
+		[ -S "$rundir/systemd/private" ] || continue
+		uid=${rundir##*/}
+		name=$(getent passwd "$uid" | cut -d: -f1) || continue
+		[ -n "$name" ] || continue
+		timeout 60 runuser -u "$name" -- env XDG_RUNTIME_DIR="$rundir" systemctl --user stop claude-auth-sync.service >/dev/null 2>&1 || :
+	done
 fi
 exit 0

@@ -160,6 +160,19 @@ func (o *OAuth) Usable() error { return o.problem }
 func (o *OAuth) AccessToken() Secret  { return o.access }
 func (o *OAuth) RefreshToken() Secret { return o.refresh }
 
+// Scopes is the login's "scopes" array; ok is false when the object has none
+// (or holds something other than an array of strings there).
+func (o *OAuth) Scopes() (scopes []string, ok bool) {
+	raw, present := o.obj.get("scopes")
+	if !present {
+		return nil, false
+	}
+	if err := json.Unmarshal(raw, &scopes); err != nil || scopes == nil {
+		return nil, false
+	}
+	return scopes, true
+}
+
 // ExpiresAtMs is expiresAt in ms since the epoch (0 when absent).
 func (o *OAuth) ExpiresAtMs() int64 { return o.expiresAt }
 

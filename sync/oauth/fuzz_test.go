@@ -71,7 +71,7 @@ func FuzzRefreshResponse(f *testing.F) {
 			return
 		}
 		c := &Client{TokenURL: "http://token.invalid/v1/oauth/token", Timeout: time.Second, HTTP: &http.Client{Transport: bodyTransport{status, body}}}
-		tok, err := c.Refresh(context.Background(), sent)
+		tok, err := c.Refresh(context.Background(), sent, nil)
 		if err == nil {
 			if status != 200 || tok == nil || tok.RefreshToken == "" {
 				t.Fatalf("status %d accepted as a refresh", status)

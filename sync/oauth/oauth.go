@@ -1,7 +1,8 @@
 // Package oauth is the refresh client for Claude's OAuth token endpoint: one
 // bounded POST, JSON body, no retries of its own (the agent's backoff is the one
-// retry layer). Endpoint, client id, scopes and user agent are configuration,
-// with Claude Code's values as defaults.
+// retry layer). Endpoint, client id and user agent are configuration, with
+// Claude Code's values as defaults; the scopes asked for are the login's own
+// (RFC 6749 §6), so a refresh never narrows what the user logged in with.
 package oauth
 
 import (
@@ -19,11 +20,13 @@ import (
 )
 
 // Claude Code's values (see claude-code-facts.md); Anthropic may change them.
+// The user agent and Accept header are what Claude Code 2.1.332's own refresh
+// sends (its HTTP library's), so the endpoint sees the same request from us.
 const (
 	DefaultTokenURL  = "https://platform.claude.com/v1/oauth/token"
 	DefaultClientID  = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
-	DefaultScopes    = "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
-	DefaultUserAgent = "claude-cli/2.1.332 (external, cli)"
+	DefaultUserAgent = "axios/1.15.2"
+	acceptHeader     = "application/json, text/plain, */*"
 )
 
 var (
@@ -35,8 +38,10 @@ var (
 
 // Client refreshes tokens.
 type Client struct {
-	TokenURL  string
-	ClientID  string
+	TokenURL string
+	ClientID string
+	// Scopes, when set, replaces the login's own scopes in every request (a
+	// site override, space separated); empty asks for what the login holds.
 	Scopes    string
 	UserAgent string
 	Timeout   time.Duration // whole request (default 10 s)
@@ -79,16 +84,52 @@ func ParseToken(body []byte) (*Token, error) {
 		Scope: r.Scope, Raw: append(json.RawMessage(nil), body...)}, nil
 }
 
-// Refresh trades the refresh token for a new pair. Errors wrap ErrInvalidGrant
-// or ErrTransient, or say what was wrong; they never contain a token.
-func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret) (*Token, error) {
+// RequestScope is the scope a refresh asks for: the override when set, else
+// the login's scopes in their order, else "" (the field is left out, which
+// means "what was granted").
+func (c *Client) RequestScope(loginScopes []string) string {
+	if c.Scopes != "" {
+		return strings.Join(strings.Fields(c.Scopes), " ")
+	}
+	return strings.Join(loginScopes, " ")
+}
+
+// Narrowed lists the login's scopes an override would drop (nil when none).
+func (c *Client) Narrowed(loginScopes []string) []string {
+	if c.Scopes == "" {
+		return nil
+	}
+	asked := map[string]bool{}
+	for _, s := range strings.Fields(c.Scopes) {
+		asked[s] = true
+	}
+	var out []string
+	for _, s := range loginScopes {
+		if !asked[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// tokenRequest is the body, in the field order Claude sends.
+type tokenRequest struct {
+	GrantType    string `json:"grant_type"`
+	RefreshToken string `json:"refresh_token"`
+	ClientID     string `json:"client_id"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// Refresh trades the refresh token for a new pair, asking for loginScopes (the
+// login's claudeAiOauth.scopes; nil when it has none). Errors wrap
+// ErrInvalidGrant or ErrTransient, or say what was wrong; they never contain a
+// token.
+func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret, loginScopes []string) (*Token, error) {
 	if refresh == "" {
 		return nil, fmt.Errorf("%w: no refresh token", ErrInvalidGrant)
 	}
-	body, _ := json.Marshal(map[string]string{
-		"grant_type": "refresh_token", "refresh_token": refresh.Reveal(),
-		"client_id": or(c.ClientID, DefaultClientID), "scope": or(c.Scopes, DefaultScopes),
-	})
+	body, _ := json.Marshal(tokenRequest{GrantType: "refresh_token", RefreshToken: refresh.Reveal(),
+		ClientID: or(c.ClientID, DefaultClientID), Scope: c.RequestScope(loginScopes)})
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -100,7 +141,7 @@ func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret) (*Toke
 		return nil, fmt.Errorf("token request: %v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", acceptHeader)
 	req.Header.Set("User-Agent", or(c.UserAgent, DefaultUserAgent))
 	hc := c.HTTP
 	if hc == nil {

@@ -1,0 +1,395 @@
+package e2e_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The product as an admin installs it and users run it, under a real systemd:
+// the package life cycle, the user unit under a real user manager, the system
+// template, the watchdog and restart policy, the journal, and the real Claude
+// CLI inside the hardened unit. One container, one story, in order.
+func TestSystemdUnitsAndPackage(t *testing.T) {
+	oldDeb, newDeb := debs(t)
+	h := bootHost(t, "cas-units")
+
+	// 1. dpkg -i installs and enables nothing.
+	h.install(oldDeb)
+	t.Run("install enables nothing", func(t *testing.T) {
+		files := h.sh("systemctl list-unit-files --no-legend --no-pager 'claude-auth-sync*'")
+		if len(strings.Fields(files)) == 0 {
+			t.Fatalf("no claude-auth-sync unit files after dpkg -i")
+		}
+		for _, l := range strings.Split(strings.TrimSpace(files), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[1] != "disabled" && f[1] != "static" {
+				t.Errorf("after dpkg -i: %s", l)
+			}
+		}
+		if st, _ := h.try("systemctl --global is-enabled claude-auth-sync.service"); strings.TrimSpace(st) != "disabled" {
+			t.Errorf("the user unit is globally %q after dpkg -i; want disabled", strings.TrimSpace(st))
+		}
+		if units := h.sh("systemctl list-units --no-legend --no-pager --all 'claude-auth-sync*'"); strings.TrimSpace(units) != "" {
+			t.Errorf("units loaded or running after dpkg -i:\n%s", units)
+		}
+		if ps, _ := h.try("pgrep -a claude-auth"); strings.TrimSpace(ps) != "" {
+			t.Errorf("processes after dpkg -i: %s", ps)
+		}
+	})
+
+	h.configure(h.vault.srv.URL)
+	alice, bob := h.addUser("alice"), h.addUser("bob")
+	for _, u := range []sdUser{alice, bob} {
+		h.vaultToken(u)
+		h.login(u)
+	}
+
+	// 2. The user unit under a real user manager (lingering).
+	h.waitUserManager(alice)
+	t.Run("user unit starts", func(t *testing.T) {
+		start := time.Now()
+		h.mustAsUser(alice, "systemctl --user enable --now claude-auth-sync.service")
+		t.Logf("SYSTEMD-REPORT user unit: enable --now returned (READY) in %s", time.Since(start).Round(time.Millisecond))
+		p := h.props(&alice, "claude-auth-sync.service", "ActiveState", "SubState", "Type", "StatusText", "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+		if p["ActiveState"] != "active" || p["SubState"] != "running" || p["Type"] != "notify" {
+			t.Fatalf("user unit: %v", p)
+		}
+		if p["StatusText"] == "" {
+			t.Errorf("user unit: no StatusText")
+		}
+		t.Logf("SYSTEMD-REPORT user unit: exec to READY %s; StatusText %q", monoGap(p["ExecMainStartTimestampMonotonic"], p["ActiveEnterTimestampMonotonic"]), p["StatusText"])
+	})
+
+	// 3. The system template for a second user.
+	t.Run("template unit starts", func(t *testing.T) {
+		start := time.Now()
+		h.sh("systemctl enable --now claude-auth-sync@bob.service")
+		t.Logf("SYSTEMD-REPORT template unit: enable --now returned (READY) in %s", time.Since(start).Round(time.Millisecond))
+		p := h.props(nil, "claude-auth-sync@bob.service", "ActiveState", "SubState", "Type", "StatusText", "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+		if p["ActiveState"] != "active" || p["SubState"] != "running" || p["Type"] != "notify" {
+			t.Fatalf("template unit: %v", p)
+		}
+		if p["StatusText"] == "" {
+			t.Errorf("template unit: no StatusText")
+		}
+		t.Logf("SYSTEMD-REPORT template unit: exec to READY %s; StatusText %q", monoGap(p["ExecMainStartTimestampMonotonic"], p["ActiveEnterTimestampMonotonic"]), p["StatusText"])
+	})
+
+	for _, u := range []sdUser{alice, bob} {
+		t.Run("start-up pass, rotation and reload for "+u.name, func(t *testing.T) {
+			passed := `^user=` + u.name + ` OK inference check passed`
+			eventually(t, 60*time.Second, u.name+"'s start-up pass in the journal", func() bool { return h.journalCount(passed) >= 1 })
+			lag := h.rotateAndWait(u)
+			t.Logf("SYSTEMD-REPORT %s: rotation readable in Vault %s after the rename", u.name, lag.Round(time.Millisecond))
+			before := h.journalCount(passed)
+			if u.name == "alice" {
+				h.mustAsUser(u, "systemctl --user reload claude-auth-sync.service")
+			} else {
+				h.sh("systemctl reload claude-auth-sync@bob.service")
+			}
+			eventually(t, 60*time.Second, "a pass after reload", func() bool { return h.journalCount(passed) > before })
+		})
+	}
+
+	t.Run("exposure of the live units", func(t *testing.T) {
+		re := regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+) (\S+)`)
+		sys, _ := h.try("systemd-analyze security --no-pager claude-auth-sync@bob.service | tail -1")
+		usr, _ := h.asUser(alice, "systemd-analyze --user security --no-pager claude-auth-sync.service | tail -1")
+		for _, out := range []string{sys, usr} {
+			m := re.FindStringSubmatch(out)
+			if m == nil {
+				t.Errorf("systemd-analyze security: %q", out)
+				continue
+			}
+			t.Logf("SYSTEMD-REPORT exposure %s: %s %s", m[1], m[2], m[3])
+		}
+	})
+
+	// 1 again: an upgrade while agents run leaves every agent on the new binary.
+	t.Run("upgrade restarts running agents", func(t *testing.T) {
+		props := []string{"MainPID", "ActiveState", "ActiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"}
+		beforeA := h.props(&alice, "claude-auth-sync.service", props...)
+		beforeB := h.props(nil, "claude-auth-sync@bob.service", props...)
+		h.install(newDeb)
+		for _, c := range []struct {
+			u      sdUser
+			before map[string]string
+			after  func() map[string]string
+		}{
+			{alice, beforeA, func() map[string]string { return h.props(&alice, "claude-auth-sync.service", props...) }},
+			{bob, beforeB, func() map[string]string { return h.props(nil, "claude-auth-sync@bob.service", props...) }},
+		} {
+			var after map[string]string
+			eventually(t, 60*time.Second, c.u.name+"'s agent restarted", func() bool {
+				after = c.after()
+				return after["ActiveState"] == "active" && after["MainPID"] != c.before["MainPID"] && after["MainPID"] != "0"
+			})
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%s/exe", hostPID(t, h, after["MainPID"])))
+			if err != nil || exe != "/usr/bin/claude-auth-sync" {
+				t.Errorf("%s's agent runs %q (%v); want /usr/bin/claude-auth-sync, not a deleted file", c.u.name, exe, err)
+			}
+			eventually(t, 30*time.Second, c.u.name+"'s agent.json says "+newVersion, func() bool {
+				b, _ := os.ReadFile(filepath.Join(c.u.stateDir(), "agent.json"))
+				return strings.Contains(string(b), `"version":"`+newVersion+`"`) || strings.Contains(string(b), `"version": "`+newVersion+`"`)
+			})
+			t.Logf("SYSTEMD-REPORT upgrade: %s's agent was not running for %s (stop began -> new READY)", c.u.name, monoGap(after["ActiveExitTimestampMonotonic"], after["ActiveEnterTimestampMonotonic"]))
+			lag := h.rotateAndWait(c.u)
+			t.Logf("SYSTEMD-REPORT %s: after the upgrade, rotation in Vault %s after the rename", c.u.name, lag.Round(time.Millisecond))
+		}
+	})
+
+	// 5. The watchdog: a main loop that stops is killed and restarted.
+	t.Run("watchdog restarts a stuck agent", func(t *testing.T) {
+		h.writeFile("/etc/systemd/system/claude-auth-sync@bob.service.d/watchdog.conf", "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=3s\n", 0o644)
+		h.sh("systemctl daemon-reload && systemctl restart claude-auth-sync@bob.service")
+		p := h.props(nil, "claude-auth-sync@bob.service", "MainPID", "NRestarts", "WatchdogUSec")
+		if p["WatchdogUSec"] != "3s" {
+			t.Fatalf("drop-in not applied: %v", p)
+		}
+		h.sh("kill -STOP " + p["MainPID"])
+		var after map[string]string
+		eventually(t, 90*time.Second, "systemd restarts the stopped agent", func() bool {
+			after = h.props(nil, "claude-auth-sync@bob.service", "MainPID", "NRestarts", "ActiveState")
+			return after["ActiveState"] == "active" && after["MainPID"] != p["MainPID"] && after["MainPID"] != "0"
+		})
+		if after["NRestarts"] == p["NRestarts"] {
+			t.Errorf("NRestarts %s -> %s; want a restart counted", p["NRestarts"], after["NRestarts"])
+		}
+		if log := h.sh("journalctl --no-pager -u claude-auth-sync@bob.service -o cat"); !strings.Contains(log, "Watchdog timeout") {
+			t.Errorf("no watchdog timeout in bob's unit journal:\n%s", log)
+		}
+		lag := h.rotateAndWait(bob)
+		t.Logf("SYSTEMD-REPORT watchdog: restarted agent backs up (%s)", lag.Round(time.Millisecond))
+		h.sh("rm /etc/systemd/system/claude-auth-sync@bob.service.d/watchdog.conf && systemctl daemon-reload")
+	})
+
+	// 5. Errors that a restart cannot mend are not restarted every 10 s.
+	t.Run("configuration error is not restarted", func(t *testing.T) {
+		erin := h.addUser("erin")
+		h.writeFile("/etc/systemd/system/claude-auth-sync@erin.service.d/bad.conf", "[Service]\nEnvironment=CLAUDE_AUTH_STORE=bogus\n", 0o644)
+		h.sh("systemctl daemon-reload")
+		if out, err := h.try("systemctl start claude-auth-sync@erin.service"); err == nil {
+			t.Fatalf("a unit with a configuration error started: %s", out)
+		}
+		p := h.props(nil, "claude-auth-sync@erin.service", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts")
+		if p["ActiveState"] != "failed" || p["SubState"] != "failed" || p["ExecMainStatus"] != "78" || p["NRestarts"] != "0" {
+			t.Errorf("after a configuration error: %v; want failed, status 78, no restart (an auto-restart shows as activating/auto-restart)", p)
+		}
+		if n := h.journalCount(`^user=erin FAIL .*CLAUDE_AUTH_STORE`); n != 1 {
+			t.Errorf("%d FAIL lines for erin's configuration error; want 1", n)
+		}
+		_ = erin
+	})
+
+	t.Run("second agent for a user is not restarted", func(t *testing.T) {
+		if out, err := h.try("systemctl start claude-auth-sync@alice.service"); err == nil {
+			t.Fatalf("a second agent for alice started: %s", out)
+		}
+		p := h.props(nil, "claude-auth-sync@alice.service", "ActiveState", "SubState", "ExecMainStatus", "NRestarts")
+		if p["ActiveState"] != "failed" || p["ExecMainStatus"] != "4" || p["NRestarts"] != "0" {
+			t.Errorf("second agent: %v; want failed, status 4, no restart", p)
+		}
+		if n := h.journalCount(`^user=alice WARN another claude-auth-sync agent is already running`); n != 1 {
+			t.Errorf("%d WARN lines for the second agent; want 1", n)
+		}
+		if a := h.props(&alice, "claude-auth-sync.service", "ActiveState"); a["ActiveState"] != "active" {
+			t.Errorf("alice's own agent: %v", a)
+		}
+		h.sh("systemctl reset-failed 'claude-auth-sync@*'")
+	})
+
+	// 7. The real Claude CLI runs the check inside the hardened template unit.
+	t.Run("real claude CLI inside the hardened unit", func(t *testing.T) {
+		carol := h.addUser("carol")
+		h.vaultToken(carol)
+		h.login(carol)
+		h.writeFile(filepath.Join("/home/carol", ".claude.json"), `{"hasCompletedOnboarding":true}`, 0o600)
+		h.sh("chown carol:carol /home/carol/.claude.json")
+		h.writeFile("/etc/systemd/system/claude-auth-sync@carol.service.d/real-claude.conf", "[Service]\n"+
+			"Environment=CLAUDE_AUTH_CLAUDE_BIN=/opt/claude-code/claude CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1\n", 0o644)
+		before := h.fake.Counters()
+		h.sh("systemctl daemon-reload && systemctl start claude-auth-sync@carol.service")
+		eventually(t, 120*time.Second, "carol's check with the real CLI", func() bool {
+			return h.journalCount(`^user=carol (OK inference check passed|WARN|FAIL)`) >= 1
+		})
+		if n := h.journalCount(`^user=carol OK inference check passed`); n != 1 {
+			out, _ := h.try("journalctl --no-pager -u claude-auth-sync@carol.service -o cat")
+			t.Fatalf("the real CLI's check in the hardened unit did not pass:\n%s", out)
+		}
+		after := h.fake.Counters()
+		if after.Messages <= before.Messages {
+			t.Errorf("the fake saw no inference request (%d -> %d)", before.Messages, after.Messages)
+		}
+		st := h.sh("runuser -u carol -- claude-auth-sync status")
+		if !strings.Contains(st, "2.1.332") {
+			t.Errorf("status does not name the real CLI's version:\n%s", st)
+		}
+	})
+
+	// 6. The real journal.
+	t.Run("journal", func(t *testing.T) {
+		entries, raw := h.journal()
+		units := map[string]int{}
+		for _, e := range entries {
+			msg := e.str("MESSAGE")
+			if !regexp.MustCompile(`^user=[a-z]+ `).MatchString(msg) {
+				t.Errorf("a journal line without its user: %q (unit %s%s)", msg, e.str("_SYSTEMD_UNIT"), e.str("_SYSTEMD_USER_UNIT"))
+			}
+			if u := e.str("_SYSTEMD_USER_UNIT"); u != "" {
+				units["user:"+u]++
+			} else {
+				units[e.str("_SYSTEMD_UNIT")]++
+			}
+		}
+		for _, want := range []string{"user:claude-auth-sync.service", "claude-auth-sync@bob.service", "claude-auth-sync@erin.service"} {
+			if units[want] == 0 {
+				t.Errorf("no journal lines from %s (have %v)", want, units)
+			}
+		}
+		for _, re := range []string{`(?m)^user=alice (OK|WARN|FAIL) `, `(?m)^user=bob (OK|WARN|FAIL) `} {
+			if h.journalCount(strings.TrimPrefix(re, "(?m)")) == 0 {
+				t.Errorf("no %s lines", re)
+			}
+		}
+		// The shipped Loki rule, read from the package's source: its line
+		// filter and regexp must match the FAIL line and not the OK lines.
+		rule, err := os.ReadFile(filepath.Join(repoRoot(t), "packaging", "alerts", "loki-rules.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`\|= "([^"]+)" \| regexp ` + "`([^`]+)`").FindSubmatch(rule)
+		if m == nil {
+			t.Fatalf("cannot find the line filter and regexp in loki-rules.yaml")
+		}
+		filter, lokiRe := string(m[1]), regexp.MustCompile(strings.ReplaceAll(string(m[2]), "(?P<", "(?P<"))
+		var fails, oks int
+		for _, e := range entries {
+			msg := e.str("MESSAGE")
+			hit := strings.Contains(msg, filter) && lokiRe.MatchString(msg)
+			switch {
+			case strings.HasPrefix(msg, "user=erin FAIL "):
+				fails++
+				if !hit {
+					t.Errorf("the Loki rule misses the FAIL line %q", msg)
+				}
+			case regexp.MustCompile(`^user=\S+ OK `).MatchString(msg):
+				oks++
+				if hit {
+					t.Errorf("the Loki rule matches an OK line %q", msg)
+				}
+			}
+		}
+		if fails == 0 || oks == 0 {
+			t.Errorf("journal has %d FAIL and %d OK lines to try the rule on", fails, oks)
+		}
+		if leaked := findSecrets([]string{raw}, append(h.fake.Issued(), h.secrets...)); len(leaked) > 0 {
+			t.Errorf("%d secrets in journalctl -o json", len(leaked))
+		}
+	})
+
+	// 2/3. stop ends with Result=success, a login Vault could not take kept.
+	t.Run("stop keeps a pending login", func(t *testing.T) {
+		h.vault.failEvery.Store(1) // every Vault request now answers 500
+		for _, c := range []struct {
+			u    sdUser
+			stop func()
+			show func() map[string]string
+		}{
+			{alice, func() { h.mustAsUser(alice, "systemctl --user stop claude-auth-sync.service") },
+				func() map[string]string { return h.props(&alice, "claude-auth-sync.service", "ActiveState", "Result") }},
+			{bob, func() { h.sh("systemctl stop claude-auth-sync@bob.service") },
+				func() map[string]string { return h.props(nil, "claude-auth-sync@bob.service", "ActiveState", "Result") }},
+		} {
+			l := h.fake.Issue()
+			h.writeLogin(c.u, l)
+			pending := filepath.Join(c.u.stateDir(), "pending-backup.json")
+			eventually(t, 30*time.Second, c.u.name+"'s pending backup", func() bool {
+				b, _ := os.ReadFile(pending)
+				return strings.Contains(string(b), l.RefreshToken)
+			})
+			c.stop()
+			if p := c.show(); p["ActiveState"] != "inactive" || p["Result"] != "success" {
+				t.Errorf("%s after stop: %v; want inactive, success", c.u.name, p)
+			}
+			b, _ := os.ReadFile(pending)
+			if !strings.Contains(string(b), l.RefreshToken) {
+				t.Errorf("%s's pending login was not kept across the stop", c.u.name)
+			}
+			if fi, err := os.Stat(pending); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s's pending file: %v %v", c.u.name, fi, err)
+			}
+		}
+		h.vault.failEvery.Store(0)
+		h.mustAsUser(alice, "systemctl --user start claude-auth-sync.service")
+		h.sh("systemctl start claude-auth-sync@bob.service")
+		for _, u := range []sdUser{alice, bob} {
+			b, _ := os.ReadFile(u.creds())
+			eventually(t, 30*time.Second, u.name+"'s kept login reaches Vault after the start", func() bool {
+				rt, _ := vaultRefreshToken(t, u.name)
+				return rt != "" && strings.Contains(string(b), rt)
+			})
+		}
+	})
+
+	// 1. remove stops every agent; purge leaves homes and Vault alone.
+	t.Run("remove and purge", func(t *testing.T) {
+		_, verA := vaultRefreshToken(t, "alice")
+		_, verB := vaultRefreshToken(t, "bob")
+		h.sh("DEBIAN_FRONTEND=noninteractive dpkg -r claude-auth-sync")
+		if ps, _ := h.try("pgrep -a claude-auth"); strings.TrimSpace(ps) != "" {
+			t.Errorf("agents still run after dpkg -r: %s", ps)
+		}
+		if p := h.props(nil, "claude-auth-sync@bob.service", "ActiveState"); p["ActiveState"] == "active" {
+			t.Errorf("bob's agent after remove: %v", p)
+		}
+		h.sh("DEBIAN_FRONTEND=noninteractive dpkg -P claude-auth-sync")
+		for _, u := range []sdUser{alice, bob} {
+			for _, f := range []string{u.creds(), filepath.Join(u.hostHome, ".config", "claude-auth-sync", "vault-token"), filepath.Join(u.stateDir(), "sync.log")} {
+				if _, err := os.Stat(f); err != nil {
+					t.Errorf("purge removed %s: %v", f, err)
+				}
+			}
+		}
+		if _, v := vaultRefreshToken(t, "alice"); v != verA {
+			t.Errorf("alice's Vault document v%d -> v%d across remove and purge", verA, v)
+		}
+		if _, v := vaultRefreshToken(t, "bob"); v != verB {
+			t.Errorf("bob's Vault document v%d -> v%d across remove and purge", verB, v)
+		}
+		if _, err := os.Stat(filepath.Join(h.c.Root, "usr/bin/claude-auth-sync")); err == nil {
+			t.Errorf("the binary is still there after purge")
+		}
+	})
+}
+
+// hostPID maps a PID inside the container to the host's, through the
+// NSpid line of the host's /proc (the container has its own PID namespace).
+func hostPID(t *testing.T, h *sdHost, inner string) string {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == "NSpid:" && f[len(f)-1] == inner {
+				if ns, _ := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "pid")); ns == pidNS(h) {
+					return e.Name()
+				}
+			}
+		}
+	}
+	t.Fatalf("no host pid for container pid %s", inner)
+	return ""
+}
+
+func pidNS(h *sdHost) string {
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", h.c.PID1()))
+	return ns
+}
+
