@@ -104,8 +104,10 @@ type sdUser struct {
 	hostHome string // the same dir seen from the host
 }
 
-func (u sdUser) creds() string    { return filepath.Join(u.hostHome, ".claude", ".credentials.json") }
-func (u sdUser) stateDir() string { return filepath.Join(u.hostHome, ".local", "state", "claude-auth-sync") }
+func (u sdUser) creds() string { return filepath.Join(u.hostHome, ".claude", ".credentials.json") }
+func (u sdUser) stateDir() string {
+	return filepath.Join(u.hostHome, ".local", "state", "claude-auth-sync")
+}
 
 // bootHost boots a container with the stand-in claude and the real Claude
 // CLI bound read-only, a fake Anthropic and a Vault proxy on the host.
@@ -358,7 +360,7 @@ func (h *sdHost) journal() ([]journalEntry, string) {
 func (h *sdHost) journalCount(re string) int {
 	h.t.Helper()
 	out, _ := h.try("journalctl --no-pager -t claude-auth-sync -o cat")
-	return len(regexp.MustCompile("(?m)" + re).FindAllString(out, -1))
+	return len(regexp.MustCompile("(?m)"+re).FindAllString(out, -1))
 }
 
 // waitUserManager enables lingering for u and waits until u's manager runs.

@@ -392,4 +392,3 @@ func pidNS(h *sdHost) string {
 	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", h.c.PID1()))
 	return ns
 }
-
