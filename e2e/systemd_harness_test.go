@@ -373,3 +373,15 @@ func (h *sdHost) waitUserManager(u sdUser) {
 		return s == "running" || s == "degraded"
 	})
 }
+
+// useRealClaude points u's unit (through the drop-in at dropIn) at the real
+// Claude CLI 2.1.332 (bound read-only at /opt/claude-code), which talks to the
+// fake over plain http, and marks u's onboarding done as a first run would.
+func (h *sdHost) useRealClaude(u sdUser, dropIn string) {
+	h.t.Helper()
+	h.writeFile(filepath.Join(u.home, ".claude.json"), `{"hasCompletedOnboarding":true}`, 0o600)
+	h.sh(fmt.Sprintf("chown %s:%s %s/.claude.json", u.name, u.name, u.home))
+	h.writeFile(dropIn, "[Service]\nEnvironment=CLAUDE_AUTH_CLAUDE_BIN=/opt/claude-code/claude "+
+		"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1\n", 0o644)
+	h.sh("systemctl daemon-reload")
+}

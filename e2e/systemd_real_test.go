@@ -1,11 +1,13 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,7 +50,9 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		h.login(u)
 	}
 
-	// 2. The user unit under a real user manager (lingering).
+	// 2. The user unit under a real user manager (lingering); its check runs
+	// the real Claude CLI (7), as carol's template unit's does below.
+	h.useRealClaude(alice, "/etc/systemd/user/claude-auth-sync.service.d/real-claude.conf")
 	h.waitUserManager(alice)
 	t.Run("user unit starts", func(t *testing.T) {
 		start := time.Now()
@@ -109,6 +113,46 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		}
 	})
 
+	// The sandbox is really applied by each manager, not only accepted.
+	t.Run("hardening applied in the running units", func(t *testing.T) {
+		for _, c := range []struct {
+			who string
+			pid string
+			rw  string
+		}{
+			{"user unit", h.props(&alice, "claude-auth-sync.service", "MainPID")["MainPID"], "/home/alice"},
+			{"template unit", h.props(nil, "claude-auth-sync@bob.service", "MainPID")["MainPID"], "/home"},
+		} {
+			pid := hostPID(t, h, c.pid)
+			status, _ := os.ReadFile("/proc/" + pid + "/status")
+			for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2"} {
+				if !strings.Contains(string(status), want) {
+					t.Errorf("%s: /proc/%s/status lacks %q", c.who, pid, want)
+				}
+			}
+			mounts, _ := os.ReadFile("/proc/" + pid + "/mountinfo")
+			var rootRO, homeRW bool
+			for _, l := range strings.Split(string(mounts), "\n") {
+				f := strings.Fields(l)
+				if len(f) < 6 {
+					continue
+				}
+				opts := "," + f[5] + ","
+				switch f[4] {
+				case "/usr":
+					rootRO = rootRO || strings.Contains(opts, ",ro,")
+				case "/":
+					rootRO = rootRO || strings.Contains(opts, ",ro,")
+				case c.rw:
+					homeRW = strings.Contains(opts, ",rw,")
+				}
+			}
+			if !rootRO || !homeRW {
+				t.Errorf("%s: read-only system %v, writable %s %v (ProtectSystem=strict, ReadWritePaths=)", c.who, rootRO, c.rw, homeRW)
+			}
+		}
+	})
+
 	// 1 again: an upgrade while agents run leaves every agent on the new binary.
 	t.Run("upgrade restarts running agents", func(t *testing.T) {
 		props := []string{"MainPID", "ActiveState", "ActiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"}
@@ -162,6 +206,13 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		if log := h.sh("journalctl --no-pager -u claude-auth-sync@bob.service -o cat"); !strings.Contains(log, "Watchdog timeout") {
 			t.Errorf("no watchdog timeout in bob's unit journal:\n%s", log)
 		}
+		if n := h.journalCount(`^user=bob WARN the agent stopped answering systemd's watchdog`); n != 1 {
+			t.Errorf("%d watchdog WARN lines for bob; want 1", n)
+		}
+		dump := filepath.Join(bob.stateDir(), "agent-abort.txt")
+		if fi, err := os.Stat(dump); err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != uint32(bob.uid) {
+			t.Errorf("the goroutine dump: %v %v; want bob's, 0600", fi, err)
+		}
 		lag := h.rotateAndWait(bob)
 		t.Logf("SYSTEMD-REPORT watchdog: restarted agent backs up (%s)", lag.Round(time.Millisecond))
 		h.sh("rm /etc/systemd/system/claude-auth-sync@bob.service.d/watchdog.conf && systemctl daemon-reload")
@@ -207,10 +258,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		carol := h.addUser("carol")
 		h.vaultToken(carol)
 		h.login(carol)
-		h.writeFile(filepath.Join("/home/carol", ".claude.json"), `{"hasCompletedOnboarding":true}`, 0o600)
-		h.sh("chown carol:carol /home/carol/.claude.json")
-		h.writeFile("/etc/systemd/system/claude-auth-sync@carol.service.d/real-claude.conf", "[Service]\n"+
-			"Environment=CLAUDE_AUTH_CLAUDE_BIN=/opt/claude-code/claude CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1\n", 0o644)
+		h.useRealClaude(carol, "/etc/systemd/system/claude-auth-sync@carol.service.d/real-claude.conf")
 		before := h.fake.Counters()
 		h.sh("systemctl daemon-reload && systemctl start claude-auth-sync@carol.service")
 		eventually(t, 120*time.Second, "carol's check with the real CLI", func() bool {
@@ -224,9 +272,13 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		if after.Messages <= before.Messages {
 			t.Errorf("the fake saw no inference request (%d -> %d)", before.Messages, after.Messages)
 		}
-		st := h.sh("runuser -u carol -- claude-auth-sync status")
+		st := h.sh("runuser -u carol -- env CLAUDE_AUTH_CLAUDE_BIN=/opt/claude-code/claude claude-auth-sync status")
 		if !strings.Contains(st, "2.1.332") {
 			t.Errorf("status does not name the real CLI's version:\n%s", st)
+		}
+		// alice's user unit ran the same CLI for its checks.
+		if n := h.journalCount(`^user=alice OK inference check passed`); n < 2 {
+			t.Errorf("alice's checks with the real CLI in the user unit: %d passed", n)
 		}
 	})
 
@@ -391,4 +443,107 @@ func hostPID(t *testing.T, h *sdHost, inner string) string {
 func pidNS(h *sdHost) string {
 	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", h.c.PID1()))
 	return ns
+}
+
+// 4. provision as root with the real systemctl, and the timers: a roster with
+// a normal, a parked, a claude_auth: false and (later) a removed user.
+func TestSystemdProvisionAndTimers(t *testing.T) {
+	_, newDeb := debs(t)
+	h := bootHost(t, "cas-provision")
+	h.install(newDeb)
+	h.configure(vsrv.Addr)
+	pa, pb, pc, pd := h.addUser("pnormal"), h.addUser("pparked"), h.addUser("poff"), h.addUser("pgone")
+	// Agents an earlier roster left enabled for the users now parked or off.
+	h.sh("systemctl enable --now claude-auth-sync@pparked.service claude-auth-sync@poff.service || true")
+	for _, u := range []sdUser{pa, pd} {
+		h.login(u)
+	}
+	roster := "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  pgone:\n    tier: heavy\n"
+	h.writeFile("/etc/claude-auth-sync/roster.yaml", roster, 0o644)
+	// The admin token in a root-only file, never in argv or the environment
+	// of a command line.
+	h.writeFile("/root/admin-token", vsrv.RootTokenValue()+"\n", 0o600)
+	provision := func() string {
+		out, err := h.c.Command(context.Background(), nil,
+			"claude-auth-sync", "provision", "--roster", "/etc/claude-auth-sync/roster.yaml", "--admin-token-file", "/root/admin-token").CombinedOutput()
+		if err != nil {
+			t.Fatalf("provision: %v\n%s", err, out)
+		}
+		if leaked := findSecrets([]string{string(out)}, []string{vsrv.RootTokenValue()}); len(leaked) > 0 {
+			t.Errorf("the admin token in provision's output")
+		}
+		return string(out)
+	}
+	state := func(u sdUser) string {
+		out, _ := h.try("systemctl is-enabled claude-auth-sync@" + u.name + ".service; systemctl is-active claude-auth-sync@" + u.name + ".service")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	out := provision()
+	t.Logf("provision:\n%s", out)
+	want := map[string]string{"pnormal": "enabled active", "pgone": "enabled active", "pparked": "disabled inactive", "poff": "disabled inactive"}
+	for _, u := range []sdUser{pa, pb, pc, pd} {
+		if got := state(u); got != want[u.name] {
+			t.Errorf("%s after provision: %s; want %s", u.name, got, want[u.name])
+		}
+	}
+	for _, u := range []sdUser{pa, pd} {
+		tok := filepath.Join(u.hostHome, ".config", "claude-auth-sync", "vault-token")
+		b, err := os.ReadFile(tok)
+		if err != nil {
+			t.Fatalf("%s's token: %v", u.name, err)
+		}
+		h.mu.Lock()
+		h.secrets = append(h.secrets, strings.TrimSpace(string(b)))
+		h.mu.Unlock()
+		eventually(t, 60*time.Second, u.name+"'s provisioned agent backs the login up", func() bool {
+			rt, _ := vaultRefreshToken(t, u.name)
+			b, _ := os.ReadFile(u.creds())
+			return rt != "" && strings.Contains(string(b), rt)
+		})
+	}
+	_, gonever := vaultRefreshToken(t, "pgone")
+
+	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n", 0o644)
+	provision()
+	if got := state(pd); got != "disabled inactive" {
+		t.Errorf("a user removed from the roster: %s; want disabled inactive", got)
+	}
+	if got := state(pa); got != "enabled active" {
+		t.Errorf("pnormal after the second run: %s", got)
+	}
+	if _, v := vaultRefreshToken(t, "pgone"); v != gonever {
+		t.Errorf("the removed user's Vault document changed: v%d -> v%d", gonever, v)
+	}
+	if _, err := os.Stat(filepath.Join(pd.hostHome, ".config", "claude-auth-sync", "vault-token")); err != nil {
+		t.Errorf("the removed user's token file: %v", err)
+	}
+
+	// The timers are listed, and their services run to OK.
+	h.sh("systemctl enable --now claude-auth-sync-provision.timer claude-auth-sync-pass@pgone.timer")
+	timers := h.sh("systemctl list-timers --all --no-legend --no-pager")
+	for _, tm := range []string{"claude-auth-sync-provision.timer", "claude-auth-sync-pass@pgone.timer"} {
+		if !strings.Contains(timers, tm) {
+			t.Errorf("list-timers lacks %s:\n%s", tm, timers)
+		}
+	}
+	start := time.Now()
+	h.sh("systemctl start claude-auth-sync-provision.service")
+	p := h.props(nil, "claude-auth-sync-provision.service", "Result", "ExecMainStatus")
+	if p["Result"] != "success" || p["ExecMainStatus"] != "0" {
+		t.Errorf("provision service: %v\n%s", p, h.sh("journalctl --no-pager -u claude-auth-sync-provision.service -o cat"))
+	}
+	t.Logf("SYSTEMD-REPORT provision service ran in %s", time.Since(start).Round(time.Millisecond))
+	if log := h.sh("journalctl --no-pager -u claude-auth-sync-provision.service -o cat"); !regexp.MustCompile(`(?m)^user=pnormal OK `).MatchString(log) {
+		t.Errorf("no user=pnormal OK line from the provision service:\n%s", log)
+	}
+	// pgone's agent is disabled: the pass is this user's only job now.
+	h.sh("systemctl start claude-auth-sync-pass@pgone.service")
+	p = h.props(nil, "claude-auth-sync-pass@pgone.service", "Result", "ExecMainStatus")
+	log := h.sh("journalctl --no-pager -u claude-auth-sync-pass@pgone.service -o cat")
+	if p["Result"] != "success" || !regexp.MustCompile(`(?m)^user=pgone OK inference check passed`).MatchString(log) {
+		t.Errorf("pass service: %v\n%s", p, log)
+	}
+	if leaked := findSecrets([]string{h.sh("journalctl --no-pager -o json")}, append(h.fake.Issued(), append(h.secrets, vsrv.RootTokenValue())...)); len(leaked) > 0 {
+		t.Errorf("%d secrets in the journal", len(leaked))
+	}
 }

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
 	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -52,6 +56,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
+	onWatchdogAbort(eng)
 	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
@@ -72,4 +77,34 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		return authsync.ExitFail
 	}
 	return 0
+}
+
+// onWatchdogAbort: systemd's watchdog ends a stuck agent with SIGABRT
+// (WatchdogSignal=). Go's default answer is a goroutine dump to stderr, dozens
+// of journal lines that name no user; instead the dump goes to the user's
+// private state dir (agent-abort.txt, 0600) for whoever debugs the hang, one
+// WARN line says what happened, and the agent exits for systemd to restart it.
+// All of it is bounded: a hang in the log itself does not delay the exit.
+func onWatchdogAbort(eng *authsync.Engine) {
+	abrt := make(chan os.Signal, 1)
+	signal.Notify(abrt, syscall.SIGABRT)
+	go func() {
+		<-abrt
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var dump bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&dump, 2)
+			path := filepath.Join(eng.Cfg.StateDir, "agent-abort.txt")
+			if _, err := credentials.WriteAtomic(path, dump.Bytes(), 0o600); err != nil {
+				path = "(not written: " + err.Error() + ")"
+			}
+			eng.Log.Event(authsync.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
+		}()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+		}
+		os.Exit(authsync.ExitFail)
+	}()
 }

@@ -219,7 +219,7 @@ func findInit(nspawn int) int {
 func (c *Container) PID1() int { return c.pid1 }
 
 // Command is a command that runs inside the container as root with a clean
-// environment (plus env).
+// environment (plus env, which ends up in argv: never a secret there).
 func (c *Container) Command(ctx context.Context, env []string, args ...string) *exec.Cmd {
 	full := []string{"-t", strconv.Itoa(c.pid1), "-a", "--", "env", "-i",
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"}
