@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 NFPM     := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 
-.PHONY: all build demo test unit e2e vault claude tools vet package clean
+.PHONY: all build demo test unit e2e vault claude tree tools vet package clean
 
 all: build
 
@@ -26,11 +26,19 @@ claude:
 	@bash e2e/claudecli/ensure-claude.sh 2.1.332 >/dev/null
 	@bash e2e/claudecli/ensure-claude.sh 2.1.124 >/dev/null
 
-# Debian tools the packaging test uses (rpm to inspect the .rpm, systemd-analyze
-# to verify units); installed only when missing, and only as root.
+# The Debian 12 tree the real-systemd tests boot with systemd-nspawn
+# (debootstrap once, ~1-2 min, cached in ~/.cache/claude-auth-sync).
+tree: tools
+	@bash e2e/systemd/ensure-tree.sh >/dev/null
+
+# Debian tools the packaging and real-systemd tests use (rpm to inspect the
+# .rpm, systemd-analyze to verify units, systemd-nspawn and debootstrap to boot
+# a real systemd); installed only when missing, and only as root.
 tools:
 	@missing=""; command -v rpm >/dev/null 2>&1 || missing="$$missing rpm"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v systemd-nspawn >/dev/null 2>&1 || missing="$$missing systemd-container"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "make test needs:$$missing (apt-get install$$missing)"; exit 1; fi; \
 		echo "installing$$missing"; \
@@ -41,7 +49,7 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-test: tools vault claude vet
+test: tools vault claude tree vet
 	VAULT_BIN="$$(bash e2e/vault/ensure-vault.sh)" $(GO) test -count=1 -timeout 30m ./...
 
 unit:

@@ -36,7 +36,12 @@ pid holds the agent lock.
     agent is killed while the token request is in flight;
   - renews the Vault token well before its TTL ends;
   - tells systemd it is ready (Type=notify), pings the watchdog from its main
-    loop, and stops cleanly on SIGTERM/SIGINT, flushing a pending backup.
+    loop, and stops cleanly on SIGTERM/SIGINT, flushing a pending backup;
+    systemd's watchdog abort (SIGABRT) leaves the goroutines in
+    agent-abort.txt in the state dir and one WARN line.
+
+Exit status: 0 stopped by a signal, 1 FAIL, 4 another agent already runs for
+this user (the units do not restart on it), 78 configuration error.
 `
 
 func runRun(args []string, stdout, stderr io.Writer) int {

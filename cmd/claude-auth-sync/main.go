@@ -81,7 +81,8 @@ Backups go to HashiCorp Vault when VAULT_ADDR is set (environment, flag or the
 system config `+"/etc/claude-auth-sync/config"+`), else to a local file in the state dir.
 
 Exit codes: 0 OK/SKIP/RECOVERED/setup-token mode, 1 FAIL, 2 usage error,
-3 not logged in (no credentials), 75 temporary (backup pending or check could
+3 not logged in (no credentials), 4 (run) another agent already runs for this
+user, 75 temporary (backup pending or check could
 not run; the next pass retries), 78 configuration error.
 `)
 }

@@ -24,6 +24,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "2.1.332 (Claude Code stand-in)")
 		return 0
 	}
+	// CLAUDE_STANDIN_LOG: append "<unix ns> +1" now and "<unix ns> -1" at
+	// the end, so a test can count how many checks ran at once.
+	if logPath := os.Getenv("CLAUDE_STANDIN_LOG"); logPath != "" {
+		mark(logPath, "+1")
+		defer mark(logPath, "-1")
+	}
 	if d := os.Getenv("CLAUDE_STANDIN_SLEEP"); d != "" {
 		if dur, err := time.ParseDuration(d); err == nil {
 			time.Sleep(dur)
@@ -84,4 +90,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, msg.Content[0].Text)
 	return 0
+}
+
+// mark appends one short line; O_APPEND makes each write whole, whoever else
+// writes the file at the same moment.
+func mark(path, what string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(f, "%d %s\n", time.Now().UnixNano(), what)
+	f.Close()
 }
