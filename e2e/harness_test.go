@@ -120,6 +120,8 @@ func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 		"CLAUDE_AUTH_SYSTEM_CONFIG=" + filepath.Join(home, "no-system-config"),
 		"CLAUDE_AUTH_JOURNAL_SOCKET=" + w.journal.path,
 		"CLAUDE_AUTH_OAUTH_TOKEN_URL=" + w.api.URL + "/v1/oauth/token",
+		// Tests wait for an agent's first pass; the spread is the storm test's.
+		"CLAUDE_AUTH_CHECK_SPREAD=0",
 	}
 	t.Cleanup(w.assertNoSecrets)
 	return w

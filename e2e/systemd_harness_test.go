@@ -193,7 +193,10 @@ func (h *sdHost) configure(vaultAddr string) {
 	h.t.Helper()
 	cfg := "VAULT_ADDR=" + vaultAddr + "\n" +
 		"CLAUDE_AUTH_CLAUDE_BIN=/opt/e2e/bin/claude\n" +
-		"CLAUDE_AUTH_OAUTH_TOKEN_URL=" + h.api.URL + "/v1/oauth/token\n"
+		"CLAUDE_AUTH_OAUTH_TOKEN_URL=" + h.api.URL + "/v1/oauth/token\n" +
+		// The tests wait for each agent's first check (a site with few users
+		// may do the same); the spread has its own test (storm_test.go).
+		"CLAUDE_AUTH_CHECK_SPREAD=0\n"
 	h.writeFile("/etc/claude-auth-sync/config", cfg, 0o644)
 	dropIn := "[Service]\nEnvironment=ANTHROPIC_BASE_URL=" + h.api.URL + "\n"
 	for _, d := range []string{

@@ -24,10 +24,13 @@ import (
 // AgentOptions tune the agent; zero values take the defaults.
 type AgentOptions struct {
 	CheckInterval time.Duration // full pass period (default: the config's, 6 h)
-	Debounce      time.Duration // quiet time after a file event (10 ms)
-	Rescan        time.Duration // safety-net rescan (5 min)
-	RetryMin      time.Duration // first backoff step (500 ms)
-	RetryMax      time.Duration // backoff cap (2 min)
+	// CheckSpread bounds the random delay before the first check when the
+	// start has no fresh one to rely on (negative: the config's, 5 min; 0: none).
+	CheckSpread time.Duration
+	Debounce    time.Duration // quiet time after a file event (10 ms)
+	Rescan      time.Duration // safety-net rescan (5 min)
+	RetryMin    time.Duration // first backoff step (500 ms)
+	RetryMax    time.Duration // backoff cap (2 min)
 	// Settle is how long a broken file must stay unchanged before the agent
 	// restores it: an in-place writer truncates, then writes, and restoring in
 	// between would race it (1 s).
@@ -67,6 +70,8 @@ type AgentState struct {
 	LastPass        *PassRecord `json:"last_pass,omitempty"`
 	Watch           string      `json:"watch"`
 	NextRefresh     *time.Time  `json:"next_refresh,omitempty"`
+	NextCheck       *time.Time  `json:"next_check,omitempty"`
+	NextCheckWhy    string      `json:"next_check_why,omitempty"`
 	Refreshes       int         `json:"refreshes"`
 }
 
@@ -90,6 +95,10 @@ type agent struct {
 	renewKick chan struct{}
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
+	// tokenChecked is closed once the token routine has tried the Vault
+	// token for the first time (whatever the answer).
+	tokenChecked     chan struct{}
+	tokenCheckedOnce sync.Once
 
 	// Worker-goroutine state.
 	backupFail string // the backup failure last logged (logged once, not per retry)
@@ -121,6 +130,9 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	if opt.CheckInterval <= 0 {
 		opt.CheckInterval = e.Cfg.CheckInterval
 	}
+	if opt.CheckSpread < 0 {
+		opt.CheckSpread = e.Cfg.CheckSpread
+	}
 	if opt.RetryMin <= 0 {
 		opt.RetryMin = 500 * time.Millisecond
 	}
@@ -143,7 +155,8 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		return fmt.Errorf("lineage: %w", err)
 	}
 	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1),
-		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{}}
+		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{},
+		tokenChecked: make(chan struct{})}
 	a.sweepTemps()
 	e.awaitRestore = a.awaitRestore
 	e.refreshChild = opt.Refresher
@@ -379,10 +392,19 @@ func (a *agent) watchRecovered() {
 	}
 }
 
-// passLoop runs the full pass at start, every CheckInterval and on request, off
-// the main loop (a pass runs claude and may take a minute).
+// passLoop runs the full pass off the main loop (a pass runs claude and may
+// take a minute): first when firstCheck says, then every CheckInterval (so a
+// spread start keeps its offset), and at once on request.
 func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- Outcome) {
-	t := time.NewTimer(0)
+	first, why := a.firstCheck(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	if first > 0 {
+		a.e.Diag.Info("first check scheduled", "in", first.Round(time.Second).String(), "why", why)
+	}
+	a.setNextCheck(first, why)
+	t := time.NewTimer(first)
 	defer t.Stop()
 	for {
 		select {
@@ -391,6 +413,7 @@ func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- O
 		case <-t.C:
 		case <-req:
 		}
+		a.setNextCheck(-1, "running now")
 		o := a.e.Pass(ctx)
 		if ctx.Err() != nil {
 			return
@@ -400,15 +423,86 @@ func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- O
 		default:
 		}
 		a.kickWorker()
+		t.Stop()
 		t.Reset(a.opt.CheckInterval)
+		a.setNextCheck(a.opt.CheckInterval, "every "+a.opt.CheckInterval.String())
 	}
+}
+
+func (a *agent) setNextCheck(in time.Duration, why string) {
+	a.mu.Lock()
+	if in < 0 {
+		a.live.NextCheck, a.live.NextCheckWhy = nil, why
+	} else {
+		at := a.e.now().Add(in)
+		a.live.NextCheck, a.live.NextCheckWhy = &at, why
+	}
+	a.mu.Unlock()
+	a.saveLive()
+}
+
+// firstCheck decides when the agent's first pass runs. Many agents start
+// together (a reboot, an upgrade, provision enabling everyone) and each check
+// runs claude (~0.5 s, ~200 MB): a start does not check again a login whose
+// last check passed within CheckInterval when nothing changed since (the
+// file's login, the store's login and setup token), and a start that must
+// check waits a random delay within CheckSpread. A login that needs a look
+// (not usable in the file, or its last check failed) is checked at once.
+func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
+	local, err := credentials.Read(a.e.Cfg.CredentialsFile)
+	if err != nil || local.State != credentials.Usable {
+		return 0, "the credentials file needs a look"
+	}
+	rec := loadRecord(a.e.recordPath())
+	lc := rec.LastCheck
+	spread := func(why string) (time.Duration, string) {
+		if a.opt.CheckSpread <= 0 {
+			return 0, why
+		}
+		d := rand.N(a.opt.CheckSpread)
+		return d, why + "; spread over " + a.opt.CheckSpread.String()
+	}
+	switch {
+	case lc == nil || lc.Subject == nil:
+		return spread("no check on record")
+	case lc.Result != check.OK.String():
+		return 0, "the last check did not pass"
+	}
+	age := a.e.now().Sub(lc.At)
+	if age < 0 || age >= a.opt.CheckInterval {
+		return spread("the last check is " + age.Round(time.Second).String() + " old")
+	}
+	// The store's side: wait (bounded) for the token routine's first try.
+	select {
+	case <-a.tokenChecked:
+	case <-ctx.Done():
+		return 0, "stopping"
+	case <-time.After(30 * time.Second):
+	}
+	var sub CheckSubject
+	if a.ready.Load() {
+		sub = a.e.currentSubject(ctx)
+	} else {
+		sub = subjectOf(local, nil)
+	}
+	switch {
+	case sub.Login != lc.Subject.Login:
+		return spread("the login changed since the last check")
+	case !sub.DocRead:
+		return spread("the backup cannot be read to compare")
+	case sub.DocLogin != lc.Subject.DocLogin || sub.SetupToken != lc.Subject.SetupToken:
+		return spread("the backup changed since the last check")
+	}
+	return a.opt.CheckInterval - age, "the last check passed " + age.Round(time.Second).String() + " ago and nothing changed"
 }
 
 // renewLoop checks and renews the Vault token: at start, then at half its TTL,
 // with backoff while Vault is away.
 func (a *agent) renewLoop(ctx context.Context) {
+	defer a.markTokenChecked()
 	if a.e.Vault == nil {
 		a.ready.Store(true)
+		a.markTokenChecked()
 		a.kickWorker()
 		return
 	}
@@ -454,6 +548,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		}
 		prevOK = err == nil
+		a.markTokenChecked()
 		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
@@ -465,6 +560,8 @@ func (a *agent) renewLoop(ctx context.Context) {
 		}
 	}
 }
+
+func (a *agent) markTokenChecked() { a.tokenCheckedOnce.Do(func() { close(a.tokenChecked) }) }
 
 // vaultDown and vaultUp log an outage once, not once per retry.
 func (a *agent) vaultDown(err error) {

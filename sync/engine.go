@@ -143,11 +143,28 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	e.Log.Event(o.Status, "%s", o.Message)
 	if rec != nil {
 		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
+		if rec.LastCheck != nil {
+			sub := e.currentSubject(context.Background())
+			rec.LastCheck.Subject = &sub
+		}
 		if err := mergeRecord(e.recordPath(), rec); err != nil {
 			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
 		}
 	}
 	return o
+}
+
+// currentSubject reads the file and the store's document (bounded) for what a
+// check now would be about.
+func (e *Engine) currentSubject(ctx context.Context) CheckSubject {
+	local, _ := credentials.Read(e.Cfg.CredentialsFile)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	doc, err := e.Store.Read(ctx)
+	if err != nil {
+		doc = nil
+	}
+	return subjectOf(local, doc)
 }
 
 // loginDeadlineWarning: how long before refreshTokenExpiresAt passes warn.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -29,8 +30,15 @@ pid holds the agent lock.
   - while Vault is away the newest login waits in the state dir
     (pending-backup.json, 0600) and is written when Vault returns, with capped
     exponential backoff; one WARN per outage;
-  - runs the full sync pass at start, every --check-interval (default 6h) and on
-    SIGHUP (systemctl reload = a manual resync);
+  - runs the full sync pass every --check-interval (default 6h) and on SIGHUP
+    (systemctl reload = a manual resync). A start does not check again a login
+    whose last check passed within the interval when nothing changed since
+    (the login, the backup's login or setup token): the next check is when it
+    is due. A start that must check waits a random delay up to --check-spread
+    (default 5m), so a reboot or an upgrade of a machine with many users does
+    not start every check at once; a login that needs a look (clobbered,
+    missing, its last check failed) is checked at once. Backups, restores and
+    refreshes start at once either way;
   - refreshes the login ahead of Claude, as the single refresher, in a child
     process ("refresh --agent-child") that finishes the refresh even if the
     agent is killed while the token request is in flight;
@@ -51,6 +59,15 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("check-interval", 0, "period of the full pass with the inference check (env CLAUDE_AUTH_CHECK_INTERVAL; default 6h)")
 	rescan := fs.Duration("rescan", 5*time.Minute, "safety-net rescan period, for file systems that deliver no inotify events")
 	retryMax := fs.Duration("retry-max", 2*time.Minute, "cap of the backoff between backup retries while Vault is away")
+	spread := time.Duration(-1) // the config's
+	fs.Func("check-spread", "a start with no fresh check waits a random delay up to this long before checking, so many agents starting together do not all run claude at once; 0 = check at once (env CLAUDE_AUTH_CHECK_SPREAD; default 5m)", func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("want a duration like 5m, or 0")
+		}
+		spread = d
+		return nil
+	})
 	eng, code := begin(fs, &c, args, stdout, stderr, runHelp)
 	if eng == nil {
 		return code
@@ -62,7 +79,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
 	onWatchdogAbort(eng)
-	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
+	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, CheckSpread: spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
 		opt.Refresher = authsync.ChildRefresher(exe, c.args())

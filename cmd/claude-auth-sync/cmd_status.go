@@ -112,6 +112,12 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 		if a.LastBackup != nil {
 			line("agent backup", fmt.Sprintf("%s v%d, %.1f ms after the change (%d this run)", when(*a.LastBackup, now), a.LastBackupVer, a.LastBackupLagMs, a.Backups))
 		}
+		switch {
+		case a.NextCheck != nil:
+			line("next check", when(*a.NextCheck, now)+"; "+a.NextCheckWhy)
+		case a.NextCheckWhy != "":
+			line("next check", a.NextCheckWhy)
+		}
 		if a.NextRefresh != nil {
 			line("next refresh", fmt.Sprintf("%s (%d refreshes this run)", when(*a.NextRefresh, now), a.Refreshes))
 		}

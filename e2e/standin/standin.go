@@ -99,6 +99,6 @@ func mark(path, what string) {
 	if err != nil {
 		return
 	}
-	fmt.Fprintf(f, "%d %s\n", time.Now().UnixNano(), what)
+	fmt.Fprintf(f, "%d %s %s\n", time.Now().UnixNano(), what, os.Getenv("HOME"))
 	f.Close()
 }

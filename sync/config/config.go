@@ -45,6 +45,10 @@ type Config struct {
 	ClaudeBin     string
 	CheckTimeout  time.Duration
 	CheckInterval time.Duration
+	// CheckSpread: an agent start with no fresh check waits a random delay
+	// up to this long before checking, so the agents of many users (a
+	// reboot, an upgrade) do not all run claude at once. 0 = no spread.
+	CheckSpread time.Duration
 
 	JournalSocket string
 
@@ -67,7 +71,7 @@ var fileKeys = map[string]bool{
 	"VAULT_ADDR": true, "VAULT_CACERT": true, "VAULT_CAPATH": true, "VAULT_NAMESPACE": true,
 	"VAULT_TLS_SERVER_NAME": true, "VAULT_CLIENT_TIMEOUT": true,
 	"CLAUDE_AUTH_STORE": true, "CLAUDE_AUTH_VAULT_MOUNT": true, "CLAUDE_AUTH_VAULT_PATH": true,
-	"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true,
+	"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true, "CLAUDE_AUTH_CHECK_SPREAD": true,
 	"CLAUDE_AUTH_STATE_DIR": true, "CLAUDE_AUTH_CONFIG_DIR": true, "CLAUDE_AUTH_VAULT_TOKEN_FILE": true,
 	"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
 	"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
@@ -204,6 +208,14 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	}
 	if c.CheckInterval, err = duration(0, get("CLAUDE_AUTH_CHECK_INTERVAL"), 6*time.Hour, "CLAUDE_AUTH_CHECK_INTERVAL"); err != nil {
 		return nil, err
+	}
+	switch sp := get("CLAUDE_AUTH_CHECK_SPREAD"); sp {
+	case "0", "0s", "off":
+		c.CheckSpread = 0
+	default:
+		if c.CheckSpread, err = duration(0, sp, 5*time.Minute, "CLAUDE_AUTH_CHECK_SPREAD"); err != nil {
+			return nil, err
+		}
 	}
 	c.OAuthTokenURL = get("CLAUDE_AUTH_OAUTH_TOKEN_URL")
 	c.OAuthClientID = get("CLAUDE_AUTH_OAUTH_CLIENT_ID")
