@@ -30,7 +30,13 @@ func TestAgentsStartTogether(t *testing.T) {
 			t.Fatalf("CLAUDE_AUTH_STORM_AGENTS=%q", s)
 		}
 	}
-	const spread = 30 * time.Second
+	spread := 30 * time.Second
+	if s := os.Getenv("CLAUDE_AUTH_STORM_SPREAD"); s != "" { // for measuring; the bound below assumes 30s
+		var err error
+		if spread, err = time.ParseDuration(s); err != nil {
+			t.Fatalf("CLAUDE_AUTH_STORM_SPREAD=%q", s)
+		}
+	}
 	const checkTakes = 300 * time.Millisecond // the stand-in's run time; the real CLI's is ~0.5 s
 	// All agents run as root here, and inotify instances are counted per
 	// user (128 by default): room for every agent.
@@ -77,6 +83,7 @@ func TestAgentsStartTogether(t *testing.T) {
 	agents := startAll()
 	eventually(t, 2*time.Minute, "every agent READY", func() bool { return ready.count() >= n })
 	readyIn := time.Since(start)
+	startMem, startCPU := agentUsage(t, agents)
 	eventually(t, spread+2*time.Minute, "every agent's first check", func() bool {
 		for _, w := range worlds {
 			if !strings.Contains(w.syncLog(), " OK inference check passed") {
@@ -96,8 +103,9 @@ func TestAgentsStartTogether(t *testing.T) {
 	if peak > bound {
 		t.Errorf("cold start: %d checks ran at once; the spread allows at most %d", peak, bound)
 	}
-	t.Logf("STORM-REPORT %d agents cold start: all READY in %s; checks over %s, peak %d at once (bound %d)",
-		n, readyIn.Round(time.Millisecond), span(runs).Round(time.Millisecond), peak, bound)
+	t.Logf("STORM-REPORT %d agents cold start: all READY in %s, CPU to READY %s (%s each), memory at READY %s; checks over %s, peak %d at once (bound %d)",
+		n, readyIn.Round(time.Millisecond), startCPU.Round(time.Millisecond), (startCPU / time.Duration(n)).Round(time.Microsecond*100),
+		startMem.String(n), span(runs).Round(time.Millisecond), peak, bound)
 	stopAll(agents)
 
 	// Restart with every check fresh, one login clobbered meanwhile.
@@ -116,10 +124,10 @@ func TestAgentsStartTogether(t *testing.T) {
 	recovered := regexp.MustCompile(`(?m)^\S+ RECOVERED credentials file was clobbered`)
 	eventually(t, 30*time.Second, "the clobbered login restored", func() bool { return recovered.MatchString(victim.syncLog()) })
 	restoredIn := time.Since(start)
-	rss, cpu0 := agentUsage(t, agents)
+	_, cpu0 := agentUsage(t, agents)
 	// The claim is that nothing runs: watched for a minute, twice the spread.
 	time.Sleep(time.Until(start.Add(time.Minute)))
-	_, cpu1 := agentUsage(t, agents)
+	mem, cpu1 := agentUsage(t, agents)
 	runs = readChecks(t, checks)
 	var others int
 	for _, r := range runs {
@@ -133,9 +141,8 @@ func TestAgentsStartTogether(t *testing.T) {
 	if len(runs) != 1 {
 		t.Errorf("restart: the clobbered login's own pass ran %d checks; want 1 (at once, not spread)", len(runs))
 	}
-	t.Logf("STORM-REPORT %d agents restart: all READY in %s; checks in the first minute: %d (the clobbered login's), restored %s after the start; idle RSS %.1f MiB total, %.2f MiB per agent; CPU of all agents over the rest of the minute %s",
-		n, readyIn.Round(time.Millisecond), len(runs), restoredIn.Round(time.Millisecond),
-		float64(rss)/(1<<20), float64(rss)/float64(n)/(1<<20), (cpu1 - cpu0).Round(time.Millisecond))
+	t.Logf("STORM-REPORT %d agents restart: all READY in %s; checks in the first minute: %d (the clobbered login's), restored %s after the start; idle memory %s; CPU of all agents over the rest of the minute %s",
+		n, readyIn.Round(time.Millisecond), len(runs), restoredIn.Round(time.Millisecond), mem.String(n), (cpu1 - cpu0).Round(time.Millisecond))
 	if r := worlds[1].run(nil, "status"); !strings.Contains(r.stdout, "next check") || !strings.Contains(r.stdout, "nothing changed") {
 		t.Errorf("status does not show the next check and why:\n%s", r.stdout)
 	}
@@ -252,22 +259,40 @@ func span(runs []checkRun) time.Duration {
 	return time.Duration(hi - lo)
 }
 
-// agentUsage sums the agents' resident memory and CPU time (user+system).
-func agentUsage(t *testing.T, agents []*agentProc) (rss int64, cpu time.Duration) {
+// memUsage is the agents' memory: resident (VmRSS, which counts the shared
+// binary in every process), private (RssAnon) and proportional (Pss, the
+// shared pages divided among their users: what they cost together).
+type memUsage struct{ rss, anon, pss int64 }
+
+func (m memUsage) String(n int) string {
+	mib := func(b int64) string {
+		return fmt.Sprintf("%.1f MiB (%.2f each)", float64(b)/(1<<20), float64(b)/float64(n)/(1<<20))
+	}
+	return "VmRSS " + mib(m.rss) + ", RssAnon " + mib(m.anon) + ", Pss " + mib(m.pss)
+}
+
+// agentUsage sums the agents' memory and CPU time (user+system).
+func agentUsage(t *testing.T, agents []*agentProc) (mem memUsage, cpu time.Duration) {
 	t.Helper()
 	tick := int64(100) // USER_HZ on Linux
-	for _, a := range agents {
-		pid := a.cmd.Process.Pid
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	field := func(path, name string) int64 {
+		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatalf("agent %d: %v", pid, err)
+			t.Fatalf("%s: %v", path, err)
 		}
-		for _, l := range strings.Split(string(st), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == name {
 				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				rss += kb << 10
+				return kb << 10
 			}
 		}
+		return 0
+	}
+	for _, a := range agents {
+		pid := a.cmd.Process.Pid
+		mem.rss += field(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:")
+		mem.anon += field(fmt.Sprintf("/proc/%d/status", pid), "RssAnon:")
+		mem.pss += field(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
 		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		s := string(stat)
 		if i := strings.LastIndexByte(s, ')'); i > 0 {
@@ -279,5 +304,5 @@ func agentUsage(t *testing.T, agents []*agentProc) (rss int64, cpu time.Duration
 			}
 		}
 	}
-	return rss, cpu
+	return mem, cpu
 }
