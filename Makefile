@@ -59,8 +59,17 @@ e2e: vault
 	VAULT_BIN="$$(bash e2e/vault/ensure-vault.sh)" $(GO) test -count=1 -v ./e2e/...
 
 # deb and rpm versions must start with a digit and rpm's may hold no "-":
-# v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3.4.gabc, abc1234-dirty -> 0.0~git.abc1234.dirty.
-PKG_VERSION ?= $(shell v='$(VERSION:v%=%)'; case "$$v" in ([0-9]*) ;; (*) v="0.0~git.$$v" ;; esac; echo "$$v" | tr -- '-' '.')
+# v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3.4.gabc. An untagged build (VERSION is
+# a commit's abbreviated hash, maybe -dirty) -> 0.0~git<commit date, UTC>.<hash>[.dirty]:
+# "~" sorts it below every release, the date orders such builds. A hash may
+# start with a digit, so it is told from a tag by naming a commit and no tag.
+PKG_VERSION ?= $(shell v='$(VERSION:v%=%)'; h="$${v%-dirty}"; \
+	case "$$h" in ("" | *[!0-9a-f]*) ;; (*) \
+		c="$$(git rev-parse -q --verify "$$h^{commit}" 2>/dev/null)"; \
+		case "$$c" in ("$$h"*) \
+			git rev-parse -q --verify "refs/tags/$$h" >/dev/null 2>&1 || \
+			v="0.0~git$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d "$$c").$$v" ;; esac ;; esac; \
+	case "$$v" in ([0-9]*) ;; (*) v="0.0~git.$$v" ;; esac; echo "$$v" | tr -- '-' '.')
 
 package: build
 	mkdir -p dist

@@ -792,3 +792,134 @@ func TestProvisionWithDocumentedAdminPolicy(t *testing.T) {
 		t.Errorf("the admin token reads user data: %v; want 403", err)
 	}
 }
+
+// A token file other users could read is exposed: provision mints a new one,
+// installs it, revokes the old one, and says so (WARN). The copy a hostile
+// local user took beforehand stops working (403 at Vault).
+func TestProvisionReplacesExposedToken(t *testing.T) {
+	rig := newProvisionRig(t)
+	victim, mallory := newOSUser(t, "cas-v-"), newOSUser(t, "cas-m-")
+	rig.writeRoster("users:\n  " + victim.name + ": {}\n")
+	rig.mustRun(true, 0)
+	old := rig.readToken(victim)
+
+	// A loose umask, a helpful chmod: the dirs and the file open to everyone.
+	for _, d := range []string{victim.home, filepath.Join(victim.home, ".config"), filepath.Dir(victim.tokenFile())} {
+		os.Chmod(d, 0o755)
+	}
+	os.Chmod(victim.tokenFile(), 0o644)
+	cat := exec.Command("cat", victim.tokenFile())
+	cat.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(mallory.uid), Gid: uint32(mallory.gid)}}
+	stolen, err := cat.Output()
+	if err != nil || strings.TrimSpace(string(stolen)) != old {
+		t.Fatalf("the hostile user could not read the loose token file (%v): the test proves nothing", err)
+	}
+	if _, err := clientWith(old).Auth().Token().LookupSelf(); err != nil {
+		t.Fatalf("the stolen token before provision: %v", err)
+	}
+
+	res := rig.mustRun(true, 0)
+	line := lineFor(res.stdout, victim.name)
+	for _, want := range []string{" WARN ", "the token file was readable by other users (mode 0644", "installed " + victim.tokenFile() + " (0600)", "revoked the exposed token"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("provision's line for the victim lacks %q: %s", want, line)
+		}
+	}
+	fresh := rig.readToken(victim)
+	if fresh == old {
+		t.Fatalf("provision kept the exposed token")
+	}
+	checkToken(t, victim, fresh)
+	checkTokenFiles(t, victim)
+	if _, err := clientWith(old).Auth().Token().LookupSelf(); !forbidden(err) {
+		t.Errorf("the stolen copy after provision: %v; want 403 (revoked)", err)
+	}
+	if _, err := clientWith(old).KVv2("secret").Get(context.Background(), "workstation/claude-users/"+victim.name); !forbidden(err) {
+		t.Errorf("the stolen copy reads the victim's document: %v; want 403", err)
+	}
+	// Modes that never let anyone else in are not an exposure: a 0644 file
+	// under a 0700 dir stays, with its mode fixed.
+	os.Chmod(filepath.Dir(victim.tokenFile()), 0o700)
+	os.Chmod(victim.tokenFile(), 0o644)
+	res = rig.mustRun(true, 0)
+	if l := lineFor(res.stdout, victim.name); strings.Contains(l, "WARN") || !strings.Contains(l, "to 0600") {
+		t.Errorf("a 0644 token under a 0700 dir: %s; want OK and the mode fixed", l)
+	}
+	if rig.readToken(victim) != fresh {
+		t.Errorf("a token nobody else could read was replaced")
+	}
+}
+
+// Another user's FIFO (or forged file) in a user's metrics file name, in a
+// shared metrics dir, is removed by provision with a WARN; the user's own
+// file is left alone.
+func TestProvisionClearsSquattedMetrics(t *testing.T) {
+	rig := newProvisionRig(t)
+	victim, owner, mallory := newOSUser(t, "cas-v-"), newOSUser(t, "cas-o-"), newFaultUser(t)
+	dir := sharedDir(t)
+	cfg, _ := os.ReadFile(rig.config)
+	os.WriteFile(rig.config, append(cfg, []byte("CLAUDE_AUTH_METRICS_DIR="+dir+"\n")...), 0o644)
+	rig.writeRoster("users:\n  " + victim.name + ": {}\n  " + owner.name + ": {}\n")
+	squat := filepath.Join(dir, "claude_auth_sync_"+victim.name+".prom")
+	if out, err := hostileRun(t, mallory, "mkfifo", squat); err != nil {
+		t.Fatalf("mkfifo as the hostile user: %v %s", err, out)
+	}
+	own := filepath.Join(dir, "claude_auth_sync_"+owner.name+".prom")
+	os.WriteFile(own, []byte("# the user's own\n"), 0o644)
+	os.Chown(own, owner.uid, owner.gid)
+
+	res := rig.mustRun(true, 0)
+	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, " WARN ") || !strings.Contains(l, fmt.Sprintf("removed the FIFO of uid %d in place of %s's metrics file", mallory.uid, victim.name)) {
+		t.Errorf("provision's line: %s", l)
+	}
+	if _, err := os.Lstat(squat); !os.IsNotExist(err) {
+		t.Errorf("the squatting FIFO is still there (%v)", err)
+	}
+	if l := lineFor(res.stdout, owner.name); strings.Contains(l, "metrics") {
+		t.Errorf("the user's own metrics file was reported: %s", l)
+	}
+	if _, err := os.Stat(own); err != nil {
+		t.Errorf("the user's own metrics file: %v", err)
+	}
+}
+
+// root and other system accounts are refused by name and by uid, a roster of
+// two YAML documents is refused whole; neither changes anything in Vault,
+// homes or units.
+func TestProvisionRefusesSystemAccountsAndSecondDocument(t *testing.T) {
+	rig := newProvisionRig(t)
+	u := newOSUser(t, "cas-r-")
+	rig.writeRoster("users:\n  root: {}\n  daemon: {}\n  " + u.name + ": {}\n")
+	res := rig.run(true)
+	if res.code != 1 {
+		t.Errorf("a roster naming root: exit %d; want 1 (FAIL for the refused entries)\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	for _, name := range []string{"root", "daemon"} {
+		if l := lineFor(res.stdout, name); !strings.Contains(l, " FAIL refused") {
+			t.Errorf("line for %s: %q; want a refusal", name, l)
+		}
+		if p := policyCaps(t, "workstation-claude-"+name); p != nil {
+			t.Errorf("a policy was written for %s", name)
+		}
+	}
+	if _, err := os.Lstat("/root/.config/claude-auth-sync/vault-token"); err == nil {
+		t.Errorf("a token file was written into root's home")
+	}
+	if got := rig.changes(); slices.ContainsFunc(got, func(c string) bool { return strings.Contains(c, "@root") || strings.Contains(c, "@daemon") }) {
+		t.Errorf("systemctl calls for refused accounts: %q", got)
+	}
+	if l := lineFor(res.stdout, u.name); !strings.Contains(l, " OK ") {
+		t.Errorf("the ordinary user beside them: %q", l)
+	}
+
+	v := newOSUser(t, "cas-r-")
+	rig.writeRoster("users:\n  " + u.name + ": {}\n---\nusers:\n  " + v.name + ": {}\n")
+	before := accessorCount(t)
+	res = rig.run(true)
+	if res.code != 78 || !strings.Contains(res.stderr, "line 3: a second YAML document") {
+		t.Errorf("a two-document roster: exit %d, stderr %q; want 78 naming line 3 (the ---)", res.code, res.stderr)
+	}
+	if accessorCount(t) != before || policyCaps(t, "workstation-claude-"+v.name) != nil || len(rig.changes()) != 0 {
+		t.Errorf("a refused roster changed something")
+	}
+}

@@ -453,12 +453,28 @@ func TestSystemdProvisionAndTimers(t *testing.T) {
 	h.install(newDeb)
 	h.configure(vsrv.Addr)
 	pa, pb, pc, pd := h.addUser("pnormal"), h.addUser("pparked"), h.addUser("poff"), h.addUser("pgone")
+	// A directory account (LDAP/SSSD on real workstations): only NSS knows
+	// it, through libnss-extrausers; /etc/passwd does not.
+	h.sh(`sed -i -E 's/^(passwd|group|shadow):(.*)$/\1:\2 extrausers/' /etc/nsswitch.conf
+mkdir -p /var/lib/extrausers /home/dirsvc
+echo 'dirsvc:x:5001:5001:Directory user:/home/dirsvc:/bin/bash' > /var/lib/extrausers/passwd
+echo 'dirsvc:x:5001:' > /var/lib/extrausers/group
+echo 'dirsvc:*:19000:0:99999:7:::' > /var/lib/extrausers/shadow
+chmod 0640 /var/lib/extrausers/shadow
+chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
+	if out, _ := h.try("grep -c '^dirsvc:' /etc/passwd"); strings.TrimSpace(out) != "0" {
+		t.Fatalf("dirsvc is in /etc/passwd: the test proves nothing")
+	}
+	if out := h.sh("getent passwd dirsvc"); !strings.HasPrefix(out, "dirsvc:x:5001:5001:") {
+		t.Fatalf("NSS does not know dirsvc: %q", out)
+	}
+	pe := sdUser{name: "dirsvc", uid: 5001, gid: 5001, home: "/home/dirsvc", hostHome: filepath.Join(h.c.Root, "home", "dirsvc")}
 	// Agents an earlier roster left enabled for the users now parked or off.
 	h.sh("systemctl enable --now claude-auth-sync@pparked.service claude-auth-sync@poff.service || true")
-	for _, u := range []sdUser{pa, pd} {
+	for _, u := range []sdUser{pa, pd, pe} {
 		h.login(u)
 	}
-	roster := "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  pgone:\n    tier: heavy\n"
+	roster := "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  pgone:\n    tier: heavy\n  dirsvc: {}\n"
 	h.writeFile("/etc/claude-auth-sync/roster.yaml", roster, 0o644)
 	// The admin token in a root-only file, never in argv or the environment
 	// of a command line.
@@ -480,13 +496,13 @@ func TestSystemdProvisionAndTimers(t *testing.T) {
 	}
 	out := provision()
 	t.Logf("provision:\n%s", out)
-	want := map[string]string{"pnormal": "enabled active", "pgone": "enabled active", "pparked": "disabled inactive", "poff": "disabled inactive"}
-	for _, u := range []sdUser{pa, pb, pc, pd} {
+	want := map[string]string{"pnormal": "enabled active", "pgone": "enabled active", "pparked": "disabled inactive", "poff": "disabled inactive", "dirsvc": "enabled active"}
+	for _, u := range []sdUser{pa, pb, pc, pd, pe} {
 		if got := state(u); got != want[u.name] {
 			t.Errorf("%s after provision: %s; want %s", u.name, got, want[u.name])
 		}
 	}
-	for _, u := range []sdUser{pa, pd} {
+	for _, u := range []sdUser{pa, pd, pe} {
 		tok := filepath.Join(u.hostHome, ".config", "claude-auth-sync", "vault-token")
 		b, err := os.ReadFile(tok)
 		if err != nil {
@@ -503,7 +519,7 @@ func TestSystemdProvisionAndTimers(t *testing.T) {
 	}
 	_, gonever := vaultRefreshToken(t, "pgone")
 
-	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n", 0o644)
+	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  dirsvc: {}\n", 0o644)
 	provision()
 	if got := state(pd); got != "disabled inactive" {
 		t.Errorf("a user removed from the roster: %s; want disabled inactive", got)

@@ -183,6 +183,26 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	wg.Go(func() { a.passLoop(ctx, passReq, passDone) })
 	wg.Go(func() { a.renewLoop(ctx) })
 	wg.Go(func() { a.refreshLoop(ctx) })
+	// Metrics are written by their own goroutine: a slow disk under the
+	// metrics dir never holds up a backup, a restore, a stop or the watchdog.
+	metricsKick := make(chan struct{}, 1)
+	e.MetricsAsync = func() {
+		select {
+		case metricsKick <- struct{}{}:
+		default:
+		}
+	}
+	defer func() { e.MetricsAsync = nil }()
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-metricsKick:
+				e.WriteMetricsNow()
+			}
+		}
+	})
 	workerDone := make(chan struct{})
 	go func() { a.worker(ctx); close(workerDone) }()
 
@@ -637,6 +657,9 @@ func (a *agent) scan(ctx context.Context) bool {
 		// restored over it. Said once, as FAIL: the fleet alerts on FAIL.
 		a.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
 		return false
+	}
+	if local.Mode&0o077 != 0 {
+		a.e.tightenLoose(local)
 	}
 	prev := a.lastState
 	a.lastState = local.State

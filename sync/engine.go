@@ -78,6 +78,12 @@ type Engine struct {
 	// refreshChild, set in the agent (AgentOptions.Refresher), makes every
 	// token request in a child process.
 	refreshChild func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
+
+	// MetricsAsync, when set (the agent), is called instead of writing the
+	// metrics file in the caller: the agent's metrics writer does it.
+	MetricsAsync func()
+	metricsMu    sync.Mutex
+	metricsErr   string // the metrics error last reported (reported once)
 }
 
 // New builds the engine from the config.
@@ -165,6 +171,24 @@ func (e *Engine) currentSubject(ctx context.Context) CheckSubject {
 		doc = nil
 	}
 	return subjectOf(local, doc)
+}
+
+// tightenLoose sets a credentials file other users could read to 0600, with a
+// WARN that names it (and says what to do); it returns that WARN's text, ""
+// when there was nothing to say.
+func (e *Engine) tightenLoose(l *credentials.Local) string {
+	old, err := credentials.TightenMode(l)
+	msg := ""
+	switch {
+	case err != nil:
+		msg = fmt.Sprintf("credentials file %s is open to other users (mode %04o) and could not be set to 0600: %v", l.Target, l.Mode.Perm(), err)
+	case old != 0:
+		msg = fmt.Sprintf("credentials file %s was open to other users (mode %04o); set it to 0600. Whoever read it meanwhile holds the login: if that may have happened, log in again (`claude auth login`)", l.Target, old)
+	}
+	if msg != "" {
+		e.Log.Event(WARN, "%s", msg)
+	}
+	return msg
 }
 
 // loginDeadlineWarning: how long before refreshTokenExpiresAt passes warn.
@@ -266,6 +290,7 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	if err != nil {
 		return e.finish(rec, fail("%v", err))
 	}
+	e.tightenLoose(local)
 	switch local.State {
 	case credentials.Missing, credentials.NoLogin:
 		what := "no credentials file at " + local.Path

@@ -1,15 +1,17 @@
 package authsync
 
 import (
-	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"syscall"
 	"time"
+
+	"github.com/gofrs/flock"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
@@ -30,7 +32,7 @@ type Metrics struct {
 	// file changed it reached the store (the agent measures it; -1 = unknown).
 	LastBackup    time.Time
 	LastBackupLag time.Duration
-	// FailuresTotal counts FAIL events; it survives restarts in the file itself.
+	// FailuresTotal counts FAIL events; it survives restarts in the state dir.
 	FailuresTotal uint64
 }
 
@@ -48,11 +50,20 @@ const (
 	mFailures    = "claude_auth_sync_failures_total"
 )
 
+// ErrMetricsRefused: the metrics file's name is taken by something this user
+// does not own, or that is not a regular file (another user's forgery in a
+// shared directory, a FIFO, a link): nothing is written over it.
+var ErrMetricsRefused = errors.New("metrics file refused")
+
 // WriteMetrics writes m as Prometheus text to the user's file in dir: a temp
-// file in the same dir (the collector ignores names not ending in .prom), mode
-// 0644 for the exporter, synced, renamed into place. Unknown values are left
-// out rather than written as zero, so an alert on "expiry < now" never fires
-// on a host that has no login yet.
+// file of ours in the same dir (O_EXCL: never an existing name, never through
+// a link; the collector ignores names not ending in .prom), mode 0644 for the
+// exporter, synced, renamed into place. The file in place is never opened (a
+// FIFO there cannot block us); if its name holds anything but a regular file
+// of ours, it is left alone and ErrMetricsRefused says why. In a sticky shared
+// directory another user's file cannot be renamed over anyway. Unknown values
+// are left out rather than written as zero, so an alert on "expiry < now"
+// never fires on a host that has no login yet.
 func WriteMetrics(dir string, m Metrics) error {
 	var b strings.Builder
 	label := fmt.Sprintf(`{user="%s"}`, escapeLabel(m.User))
@@ -74,6 +85,10 @@ func WriteMetrics(dir string, m Metrics) error {
 	fmt.Fprintf(&b, "# HELP %s FAIL events (unusable login, foreign Vault token, 403, failed restore).\n# TYPE %s counter\n%s%s %d\n",
 		mFailures, mFailures, mFailures, label, m.FailuresTotal)
 
+	target := MetricsFile(dir, m.User)
+	if err := ownRegularOrAbsent(target); err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(dir, ".claude_auth_sync_"+m.User+".prom.tmp*")
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -95,61 +110,49 @@ func WriteMetrics(dir string, m Metrics) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if err := os.Rename(tmp, MetricsFile(dir, m.User)); err != nil {
+	if err := os.Rename(tmp, target); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			// Another user's file took the name after the look (sticky dir).
+			return fmt.Errorf("%w: %s: %v", ErrMetricsRefused, target, err)
+		}
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
 }
 
-// ReadMetrics reads back what WriteMetrics wrote (the counter and the last
-// success carry over from it). A missing file is zero Metrics, no error.
-func ReadMetrics(dir, user string) (Metrics, error) {
-	m := Metrics{User: user, LastBackupLag: -1}
-	f, err := os.Open(MetricsFile(dir, user))
-	if os.IsNotExist(err) {
-		return m, nil
+// ownRegularOrAbsent: path is missing, or a regular file owned by this uid.
+func ownRegularOrAbsent(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
 	if err != nil {
-		return m, err
+		return fmt.Errorf("metrics: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, rest, ok := strings.Cut(line, "{")
-		if !ok {
-			continue
-		}
-		_, val, ok := strings.Cut(rest, "} ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			continue
-		}
-		at := time.UnixMilli(int64(math.Round(v * 1000)))
-		switch name {
-		case mLastSuccess:
-			m.LastSuccess = at
-		case mExpiry:
-			m.CredentialExpiry = at
-		case mDeadline:
-			m.LoginDeadline = at
-		case mLastBackup:
-			m.LastBackup = at
-		case mBackupLag:
-			m.LastBackupLag = time.Duration(v * float64(time.Second))
-		case mFailures:
-			if v >= 0 {
-				m.FailuresTotal = uint64(v)
-			}
-		}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%w: %s is a %s, not a file this agent wrote; an admin should remove it", ErrMetricsRefused, path, kindOf(fi.Mode()))
+	case st != nil && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%w: %s belongs to uid %d, not to this user (uid %d); an admin should remove it", ErrMetricsRefused, path, st.Uid, os.Geteuid())
 	}
-	return m, sc.Err()
+	return nil
+}
+
+func kindOf(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 func escapeLabel(s string) string {
@@ -158,43 +161,86 @@ func escapeLabel(s string) string {
 
 func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
-// metricsMu orders the read-modify-write of the file between the agent's
-// goroutines (one engine per process).
-var metricsMu sync.Mutex
+// metricsCounters are what the metrics count across events and restarts:
+// kept in the user's private state dir (metrics.json, 0600), never read back
+// from the .prom, which others may be able to see or tamper with.
+type metricsCounters struct {
+	LastSuccess   time.Time `json:"last_success,omitempty"`
+	FailuresTotal uint64    `json:"failures_total"`
+}
 
-// MetricsEvent counts a status event into the metrics file (OK/RECOVERED set
-// the last success, FAIL adds a failure) and refreshes the gauges. It fits
-// EventLog.AfterEvent. A no-op without CLAUDE_AUTH_METRICS_DIR.
-func (e *Engine) MetricsEvent(st Status) { e.exportMetrics(&st) }
+func (e *Engine) countersPath() string { return filepath.Join(e.Cfg.StateDir, "metrics.json") }
 
-// ExportMetrics refreshes the gauges (expiry, deadline, backup and its lag)
-// without counting an event: for the agent after a backup.
-func (e *Engine) ExportMetrics() { e.exportMetrics(nil) }
-
-func (e *Engine) exportMetrics(st *Status) {
-	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+// countEvent adds a status event to the counters (under a flock: a pass and
+// the agent may count at once).
+func (e *Engine) countEvent(st Status, now time.Time) {
+	if st != OK && st != RECOVERED && st != FAIL {
 		return
 	}
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
-	dir := e.Cfg.MetricsDir
-	m, err := ReadMetrics(dir, e.Cfg.User)
-	if err != nil && e.Diag != nil {
-		e.Diag.Debug("metrics: previous file unreadable; starting over", "err", err)
+	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
+		return
+	}
+	lk := flock.New(e.countersPath()+".lock", flock.SetPermissions(0o600))
+	if err := lk.Lock(); err != nil {
+		return
+	}
+	defer lk.Unlock()
+	c := e.loadCounters()
+	if st == FAIL {
+		c.FailuresTotal++
+	} else {
+		c.LastSuccess = now
+	}
+	data, _ := json.Marshal(c)
+	_, _ = credentials.WriteAtomic(e.countersPath(), append(data, '\n'), 0o600)
+}
+
+func (e *Engine) loadCounters() metricsCounters {
+	var c metricsCounters
+	if data, err := os.ReadFile(e.countersPath()); err == nil {
+		_ = json.Unmarshal(data, &c) // a corrupt file is only history
+	}
+	return c
+}
+
+// MetricsEvent counts a status event (OK/RECOVERED set the last success, FAIL
+// adds a failure) and has the metrics file rewritten. It fits
+// EventLog.AfterEvent. A no-op without CLAUDE_AUTH_METRICS_DIR.
+func (e *Engine) MetricsEvent(st Status) {
+	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+		return
 	}
 	now := time.Now()
 	if e.Now != nil {
 		now = e.Now()
 	}
-	if st != nil {
-		switch *st {
-		case OK, RECOVERED:
-			m.LastSuccess = now
-		case FAIL:
-			m.FailuresTotal++
-		}
+	e.countEvent(st, now)
+	e.ExportMetrics()
+}
+
+// ExportMetrics has the metrics file rewritten: at once in a one-shot
+// command, by the agent's metrics writer (off the path of backups, restores,
+// stops and the watchdog) when MetricsAsync is set.
+func (e *Engine) ExportMetrics() {
+	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+		return
 	}
-	m.CredentialExpiry, m.LoginDeadline = time.Time{}, time.Time{}
+	if e.MetricsAsync != nil {
+		e.MetricsAsync()
+		return
+	}
+	e.WriteMetricsNow()
+}
+
+// WriteMetricsNow writes the metrics file from the counters, the credentials
+// file and the records. A refusal (a foreign file in the name) is logged once
+// per process as WARN; the metrics stay unwritten until an admin removes it.
+func (e *Engine) WriteMetricsNow() {
+	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+		return
+	}
+	c := e.loadCounters()
+	m := Metrics{User: e.Cfg.User, LastSuccess: c.LastSuccess, FailuresTotal: c.FailuresTotal, LastBackupLag: -1}
 	if local, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && local.OAuth != nil {
 		m.CredentialExpiry = local.OAuth.ExpiresAt()
 		m.LoginDeadline = local.OAuth.RefreshTokenExpiresAt()
@@ -208,7 +254,20 @@ func (e *Engine) exportMetrics(st *Status) {
 		}
 		m.LastBackupLag = time.Duration(a.LastBackupLagMs * float64(time.Millisecond))
 	}
-	if err := WriteMetrics(dir, m); err != nil && e.Diag != nil {
-		e.Diag.Warn("cannot write metrics", "dir", dir, "err", err)
+	err := WriteMetrics(e.Cfg.MetricsDir, m)
+	e.metricsMu.Lock()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	report := msg != "" && msg != e.metricsErr
+	e.metricsErr = msg
+	e.metricsMu.Unlock()
+	if report {
+		if errors.Is(err, ErrMetricsRefused) {
+			e.Log.Event(WARN, "not writing metrics: %v", err)
+		} else if e.Diag != nil {
+			e.Diag.Warn("cannot write metrics", "dir", e.Cfg.MetricsDir, "err", err)
+		}
 	}
 }

@@ -1,11 +1,15 @@
 package authsync
 
 import (
+	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +42,54 @@ func checkExposition(t *testing.T, text string) map[string]string {
 		samples[name] = l[strings.LastIndex(l, " ")+1:]
 	}
 	return samples
+}
+
+// ReadMetrics parses what WriteMetrics wrote (tests only: the product never
+// reads its .prom back). A missing file is zero Metrics, no error.
+func ReadMetrics(dir, user string) (Metrics, error) {
+	m := Metrics{User: user, LastBackupLag: -1}
+	data, err := os.ReadFile(MetricsFile(dir, user))
+	if os.IsNotExist(err) {
+		return m, nil
+	}
+	if err != nil {
+		return m, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok {
+			continue
+		}
+		_, val, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			continue
+		}
+		at := time.UnixMilli(int64(math.Round(v * 1000)))
+		switch name {
+		case mLastSuccess:
+			m.LastSuccess = at
+		case mExpiry:
+			m.CredentialExpiry = at
+		case mDeadline:
+			m.LoginDeadline = at
+		case mLastBackup:
+			m.LastBackup = at
+		case mBackupLag:
+			m.LastBackupLag = time.Duration(v * float64(time.Second))
+		case mFailures:
+			if v >= 0 {
+				m.FailuresTotal = uint64(v)
+			}
+		}
+	}
+	return m, nil
 }
 
 func TestWriteMetrics(t *testing.T) {
@@ -158,5 +210,58 @@ func TestMetricsEvents(t *testing.T) {
 	off.ExportMetrics()
 	if _, err := os.Stat(MetricsFile(dir, "carol")); !os.IsNotExist(err) {
 		t.Errorf("metrics written with CLAUDE_AUTH_METRICS_DIR unset")
+	}
+}
+
+// A name taken by something that is not this user's regular file is refused,
+// at once (a FIFO is never opened), and left as it is.
+func TestWriteMetricsRefusesSquattedName(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		make func(path string) error
+	}{
+		{"fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }},
+		{"symlink", func(p string) error { return os.Symlink("/etc/passwd", p) }},
+		{"directory", func(p string) error { return os.Mkdir(p, 0o755) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			target := MetricsFile(dir, "bob")
+			if err := c.make(target); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- WriteMetrics(dir, Metrics{User: "bob", LastBackupLag: -1}) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("WriteMetrics blocked on what squats its file name")
+			}
+			if !errors.Is(err, ErrMetricsRefused) {
+				t.Fatalf("WriteMetrics over a %s = %v; want ErrMetricsRefused", c.name, err)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Errorf("dir holds %d entries; want only the squatter (no temp left)", len(ents))
+			}
+		})
+	}
+}
+
+// The counters come from the state dir, never from the .prom: a forged file
+// (here the user's own, the only kind WriteMetrics replaces) is overwritten
+// with the real values.
+func TestMetricsNeverReadBack(t *testing.T) {
+	state, dir := t.TempDir(), t.TempDir()
+	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Now: time.Now}
+	e.Log = &EventLog{User: "bob", AfterEvent: e.MetricsEvent}
+	forged := "claude_auth_sync_last_success_timestamp_seconds{user=\"bob\"} 9999999999\nclaude_auth_sync_failures_total{user=\"bob\"} 0\n"
+	if err := os.WriteFile(MetricsFile(dir, "bob"), []byte(forged), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.Log.Event(FAIL, "x")
+	m, _ := ReadMetrics(dir, "bob")
+	if !m.LastSuccess.IsZero() || m.FailuresTotal != 1 {
+		t.Errorf("after one FAIL: last success %v, failures %d; want none and 1 (the forged values ignored)", m.LastSuccess, m.FailuresTotal)
 	}
 }

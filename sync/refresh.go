@@ -336,7 +336,7 @@ func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) erro
 	if err != nil {
 		return err
 	}
-	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
+	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
 	if target != "" {
 		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
 	}

@@ -119,8 +119,11 @@ func TestRestoreThroughSymlink(t *testing.T) {
 	if !l.Symlink || l.Target != target || l.State != credentials.Usable || l.OAuth.RefreshToken().Reveal() != refresh2 {
 		t.Errorf("after restore through a symlink: symlink %v target %q state %v; want the target restored", l.Symlink, l.Target, l.State)
 	}
-	if l.Mode != 0o640 {
-		t.Errorf("restored target mode = %v; want the file's 0640 kept", l.Mode)
+	if l.Mode != 0o600 {
+		t.Errorf("restored target mode = %v; want 0600 (a credentials file is never left open to others)", l.Mode)
+	}
+	if !strings.Contains(h.syncLog(), "WARN credentials file "+target+" was open to other users (mode 0640); set it to 0600") {
+		t.Errorf("sync.log = %q; want a WARN naming the loose file", h.syncLog())
 	}
 	if !strings.Contains(h.diag.String(), "symlink") {
 		t.Errorf("diag log = %q; want a note that the symlink's target was written", h.diag.String())

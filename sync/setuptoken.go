@@ -123,7 +123,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 		if err != nil {
 			return err
 		}
-		_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
+		_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
 		return err
 	})
 }

@@ -2,6 +2,7 @@ package authsync
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"time"
@@ -33,6 +34,49 @@ type Report struct {
 	AgentRunning    bool          `json:"agent_running"`
 	AgentPID        string        `json:"agent_pid,omitempty"`
 	Agent           *AgentState   `json:"agent,omitempty"`
+	// OutOfRange: report times (by JSON key) that lie outside years 0-9999,
+	// which RFC 3339 cannot write. Each holds the nearest end of that range;
+	// the value says what the source held.
+	OutOfRange map[string]string `json:"out_of_range,omitempty"`
+}
+
+// The instants JSON can carry: RFC 3339 has four-digit years.
+var (
+	reportTimeMin = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	reportTimeMax = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+)
+
+// ClampTime returns t as status can print it, and whether it had to move. A
+// time whose own zone puts it past a year boundary is given in UTC instead;
+// one outside the range in UTC as well becomes the nearest end.
+func ClampTime(t time.Time) (time.Time, bool) {
+	if y := t.Year(); y >= 0 && y <= 9999 {
+		return t, false
+	}
+	switch {
+	case t.Before(reportTimeMin):
+		return reportTimeMin, true
+	case t.After(reportTimeMax):
+		return reportTimeMax, true
+	}
+	return t.UTC(), false
+}
+
+// reportTime is t for the report field key, clamped (and noted) if need be.
+// Credentials and Vault documents are input: any int64 of ms can be there.
+func (r *Report) reportTime(key string, t time.Time) *time.Time {
+	c, moved := ClampTime(t)
+	if moved {
+		if r.OutOfRange == nil {
+			r.OutOfRange = map[string]string{}
+		}
+		side := "after year 9999"
+		if c.Equal(reportTimeMin) {
+			side = "before year 0"
+		}
+		r.OutOfRange[key] = fmt.Sprintf("%d ms since the epoch, %s", t.UnixMilli(), side)
+	}
+	return &c
 }
 
 // Status gathers the report. It asks Vault (lookup-self, read) but changes
@@ -55,10 +99,10 @@ func (e *Engine) Status(ctx context.Context) Report {
 		}
 		if local.OAuth != nil {
 			if t := local.OAuth.ExpiresAt(); !t.IsZero() {
-				r.ExpiresAt = &t
+				r.ExpiresAt = r.reportTime("expires_at", t)
 			}
 			if t := local.OAuth.RefreshTokenExpiresAt(); !t.IsZero() {
-				r.LoginDeadline = &t
+				r.LoginDeadline = r.reportTime("login_deadline", t)
 			}
 		}
 	}
@@ -86,7 +130,7 @@ func (e *Engine) Status(ctx context.Context) Report {
 			if doc.Exists {
 				r.BackupVersion = doc.Version
 				if t := doc.BackedUpAt(); !t.IsZero() {
-					r.BackupAt = &t
+					r.BackupAt = r.reportTime("backup_backed_up_at", t)
 				}
 				if vo, err := doc.OAuth(); err == nil && vo != nil && local != nil && local.OAuth != nil {
 					same := vo.Equal(local.OAuth)

@@ -91,7 +91,7 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 			return fmt.Errorf("create %s: %w", filepath.Dir(cur.Target), err)
 		}
 	}
-	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.ModeFor(cur))
+	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
 	if target != "" {
 		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -33,14 +35,27 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	r := eng.Status(ctx)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
-			return authsync.ExitFail
-		}
-		return 0
+		return printJSON(stdout, stderr, r)
 	}
 	printStatus(stdout, r, time.Now())
+	return 0
+}
+
+// printJSON writes the report, or says on stderr why it cannot. Encoding goes
+// into a buffer first, so a failure never leaves half a document (or nothing
+// and a bare exit 1).
+func printJSON(stdout, stderr io.Writer, r authsync.Report) int {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync status: cannot write the report as JSON: %v\n", err)
+		return authsync.ExitFail
+	}
+	if _, err := stdout.Write(buf.Bytes()); err != nil {
+		fmt.Fprintf(stderr, "claude-auth-sync status: %v\n", err)
+		return authsync.ExitFail
+	}
 	return 0
 }
 
@@ -63,16 +78,23 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 		login += " (" + r.LoginProblem + ")"
 	}
 	line("login", login)
+	// A time the report had to clamp is shown as what the file held.
+	reportTime := func(key string, t time.Time) string {
+		if v, ok := r.OutOfRange[key]; ok {
+			return "out of range (" + v + ")"
+		}
+		return when(t, now)
+	}
 	if r.ExpiresAt != nil {
-		line("access expires", when(*r.ExpiresAt, now))
+		line("access expires", reportTime("expires_at", *r.ExpiresAt))
 	}
 	if r.LoginDeadline != nil {
-		line("login deadline", when(*r.LoginDeadline, now))
+		line("login deadline", reportTime("login_deadline", *r.LoginDeadline))
 	}
 	if r.BackupVersion > 0 {
 		b := fmt.Sprintf("v%d", r.BackupVersion)
 		if r.BackupAt != nil {
-			b += ", backed up " + when(*r.BackupAt, now)
+			b += ", backed up " + reportTime("backup_backed_up_at", *r.BackupAt)
 		}
 		if r.BackupCurrent != nil {
 			if *r.BackupCurrent {
@@ -135,7 +157,15 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 }
 
 func when(t time.Time, now time.Time) string {
-	d := t.Sub(now).Round(time.Second)
+	d := t.Sub(now)
+	// Sub saturates about 292 years out; the saturated value is no distance.
+	switch d {
+	case math.MaxInt64:
+		return t.Local().Format(time.RFC3339) + " (in more than 292 years)"
+	case math.MinInt64:
+		return t.Local().Format(time.RFC3339) + " (more than 292 years ago)"
+	}
+	d = d.Round(time.Second)
 	rel := "in " + d.String()
 	if t.Before(now) {
 		// Decided before rounding: a moment ago is "0s ago", not "in 0s".

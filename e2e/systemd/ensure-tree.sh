@@ -8,7 +8,7 @@
 set -euo pipefail
 
 SUITE="${TREE_SUITE:-bookworm}"
-PACKAGES="systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,ca-certificates,procps"
+PACKAGES="systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,ca-certificates,procps,libnss-extrausers"
 CACHE="${CLAUDE_AUTH_SYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/claude-auth-sync}"
 KEY=$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-12)
 TREE="$CACHE/debian-$SUITE-$KEY"

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -417,11 +418,37 @@ func isHex12(s string) bool {
 	return err == nil && strings.ToLower(s) == s
 }
 
-// ModeFor is the mode to write a credentials file with: the existing file's mode
-// when there is one, else 0600.
-func ModeFor(l *Local) fs.FileMode {
-	if l != nil && l.State != Missing && l.Mode != 0 {
-		return l.Mode
+// FileMode is the mode every write of the credentials file gets, whatever mode
+// the file had: it holds a rotating login (and in setup-token mode a one-year
+// token), and a clobbered file may have been rewritten with a loose umask.
+const FileMode fs.FileMode = 0o600
+
+// TightenMode sets a group- or world-accessible file at l.Target to 0600, on
+// the open file (never through a link, never blocking on a FIFO), if it is
+// still a regular file owned by this uid. It returns the mode it had when it
+// changed it (0 when nothing was to do).
+func TightenMode(l *Local) (fs.FileMode, error) {
+	if l == nil || l.State == Missing || l.Mode&0o077 == 0 || l.Target == "" {
+		return 0, nil
 	}
-	return 0o600
+	fd, err := unix.Open(l.Target, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("tighten the mode of %s: %w", l.Target, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0, fmt.Errorf("tighten the mode of %s: %w", l.Target, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != os.Geteuid() {
+		return 0, fmt.Errorf("tighten the mode of %s: not a regular file of this user", l.Target)
+	}
+	old := fs.FileMode(st.Mode & 0o777)
+	if old&0o077 == 0 {
+		return 0, nil
+	}
+	if err := unix.Fchmod(fd, uint32(FileMode)); err != nil {
+		return 0, fmt.Errorf("tighten the mode of %s: %w", l.Target, err)
+	}
+	return old, nil
 }

@@ -140,7 +140,7 @@ func TestReadNotRegular(t *testing.T) {
 	}
 }
 
-func TestBaseAndModeFor(t *testing.T) {
+func TestBase(t *testing.T) {
 	if got := (&Local{}).Base().Keys(); len(got) != 0 {
 		t.Errorf("Base() of an unparsed file has keys %v; want none", got)
 	}
@@ -148,19 +148,36 @@ func TestBaseAndModeFor(t *testing.T) {
 	if got := (&Local{File: f}).Base().Keys(); strings.Join(got, ",") != "mcpOAuth" {
 		t.Errorf("Base() keys = %v; want [mcpOAuth]", got)
 	}
-	tests := []struct {
-		l    *Local
-		want fs.FileMode
-	}{
-		{nil, 0o600},
-		{&Local{State: Missing, Mode: 0o644}, 0o600},
-		{&Local{State: Usable, Mode: 0o640}, 0o640},
-		{&Local{State: Clobbered, Mode: 0}, 0o600},
+}
+
+// A loose file is set to 0600 on the open file; a tight one, a missing one
+// and a link are left alone.
+func TestTightenMode(t *testing.T) {
+	dir := realDir(t)
+	loose := filepath.Join(dir, "loose")
+	os.WriteFile(loose, []byte("{}"), 0o600)
+	os.Chmod(loose, 0o644)
+	old, err := TightenMode(&Local{Target: loose, Mode: 0o644, State: Clobbered})
+	if err != nil || old != 0o644 {
+		t.Fatalf("TightenMode(0644) = %v, %v; want 0644, nil", old, err)
 	}
-	for _, tt := range tests {
-		if got := ModeFor(tt.l); got != tt.want {
-			t.Errorf("ModeFor(%v) = %v; want %v", tt.l, got, tt.want)
-		}
+	if fi, _ := os.Stat(loose); fi.Mode().Perm() != FileMode {
+		t.Errorf("mode after = %v; want %v", fi.Mode().Perm(), FileMode)
+	}
+	if old, err := TightenMode(&Local{Target: loose, Mode: 0o600, State: Usable}); old != 0 || err != nil {
+		t.Errorf("TightenMode(0600) = %v, %v; want nothing to do", old, err)
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(loose, link)
+	os.Chmod(loose, 0o644)
+	if _, err := TightenMode(&Local{Target: link, Mode: 0o644, State: Usable}); err == nil {
+		t.Errorf("TightenMode through a symlink succeeded; want a refusal")
+	}
+	if fi, _ := os.Stat(loose); fi.Mode().Perm() != 0o644 {
+		t.Errorf("the link's target was changed through it")
+	}
+	if old, err := TightenMode(&Local{Target: filepath.Join(dir, "none"), State: Missing, Mode: 0o644}); old != 0 || err != nil {
+		t.Errorf("TightenMode(missing) = %v, %v", old, err)
 	}
 }
 

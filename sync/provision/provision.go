@@ -13,6 +13,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -62,6 +63,9 @@ type Options struct {
 	Systemctl Systemctl
 	// LookupAccount finds the OS user; os/user by default.
 	LookupAccount func(name string) (Account, error)
+	// LoginDefs is where UID_MIN comes from ("" = DefaultLoginDefs); accounts
+	// below it are refused.
+	LoginDefs string
 	// Parallel is how many users are reconciled at once (default 4).
 	Parallel int
 	// Out gets one line per user: "user=<name> <STATUS> <message>".
@@ -90,6 +94,8 @@ type provisioner struct {
 	apply bool
 	admin *vault.Client // nil without an admin token
 	base  *vault.Client // no token; cloned per user for lookup-self
+
+	uidMin int // accounts below it are refused
 }
 
 // Run reconciles the roster. A setup problem (no Vault address, state dir
@@ -111,7 +117,8 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	if opt.Out == nil {
 		opt.Out = io.Discard
 	}
-	p := &provisioner{opt: opt, apply: !opt.DryRun && opt.AdminToken != ""}
+	p := &provisioner{opt: opt, apply: !opt.DryRun && opt.AdminToken != "",
+		uidMin: ReadUIDMin(firstNonEmpty(opt.LoginDefs, DefaultLoginDefs))}
 	sum := Summary{Mode: "apply"}
 	switch {
 	case opt.DryRun:
@@ -259,8 +266,14 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	return sum, nil
 }
 
-// LookupAccount finds name in the OS user database.
+// LookupAccount finds name in the OS user databases: through NSS (getent),
+// else, where getent cannot run, Go's reader of /etc/passwd.
 func LookupAccount(name string) (Account, error) {
+	a, err := lookupNSS(name)
+	var ee *exec.Error
+	if err == nil || !errors.As(err, &ee) {
+		return a, err
+	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		return Account{}, err
@@ -304,6 +317,7 @@ func (p *provisioner) userConfig(acct Account) (*config.Config, error) {
 // line builds a Result from the notes gathered for a user.
 type line struct {
 	user    string
+	warn    bool     // something to act on even when all went well
 	changes []string // done (or, not applying, would be done)
 	needs   []string // need an admin token
 }
@@ -325,9 +339,15 @@ func (p *provisioner) fail(name string, err error) Result {
 
 // active reconciles a user who should be logged in and backed up.
 func (p *provisioner) active(ctx context.Context, e Entry) Result {
+	if err := refuseName(e.Name); err != nil {
+		return p.fail(e.Name, err)
+	}
 	acct, err := p.opt.LookupAccount(e.Name)
 	if err != nil {
 		return p.fail(e.Name, fmt.Errorf("no such OS user: %v", err))
+	}
+	if err := refuseAccount(acct, p.uidMin); err != nil {
+		return p.fail(e.Name, err)
 	}
 	cfg, err := p.userConfig(acct)
 	if err != nil {
@@ -375,8 +395,10 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 		}
 	}
 
-	// The token: keep a live one of this user's, mint when there is none.
+	// The token: keep a live one of this user's, mint when there is none. A
+	// token others could read is as good as theirs: replace it and revoke it.
 	why := ""
+	var exposed credentials.Secret
 	switch {
 	case !st.tokenExists:
 		why = "no token file"
@@ -388,6 +410,11 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 			return p.fail(e.Name, err)
 		}
 		why = reason
+		if why == "" && st.exposed() {
+			why = fmt.Sprintf("the token file was readable by other users (mode %04o, the directories above it open to them)", st.tokenMode)
+			exposed = st.token
+			l.warn = true
+		}
 	}
 	var minted *vault.SecretAuth
 	if why != "" {
@@ -424,6 +451,25 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 		}
 		if minted != nil {
 			l.did("installed %s (0600)", tree.tokenPath())
+			if exposed != "" {
+				if err := p.revokeToken(ctx, exposed); err != nil {
+					l.did("could not revoke the exposed token: %v (revoke it by hand)", err)
+				} else {
+					l.did("revoked the exposed token")
+				}
+			}
+		}
+	}
+
+	// A shared metrics dir: nobody else's file may sit in this user's name.
+	if cfg.MetricsDir != "" {
+		found, err := clearSquattedMetrics(cfg.MetricsDir, acct, p.apply)
+		switch {
+		case err != nil:
+			return p.fail(e.Name, err)
+		case found != "":
+			l.warn = true
+			l.did("%s the %s (another user's; the agent would not write over it)", p.verb("removed", "remove"), found)
 		}
 	}
 
@@ -459,6 +505,9 @@ func (p *provisioner) result(l *line) Result {
 	if len(l.changes) == 0 {
 		r.Message = "unchanged"
 		return r
+	}
+	if l.warn {
+		r.Status = "WARN"
 	}
 	r.Changed = p.apply
 	r.Message = strings.Join(l.changes, ", ")
@@ -534,6 +583,20 @@ func (p *provisioner) mint(ctx context.Context, name, policy string) (*vault.Sec
 	return s.Auth, nil
 }
 
+// revokeToken revokes tok (looked up by the admin for its accessor; the token
+// itself travels only in a request body).
+func (p *provisioner) revokeToken(ctx context.Context, tok credentials.Secret) error {
+	s, err := p.admin.Auth().Token().LookupWithContext(ctx, tok.Reveal())
+	if err != nil {
+		return vaultErr(err)
+	}
+	acc, _ := s.Data["accessor"].(string)
+	if acc == "" {
+		return errors.New("vault gave no accessor")
+	}
+	return vaultErr(p.admin.Auth().Token().RevokeAccessorWithContext(ctx, acc))
+}
+
 func (p *provisioner) revoke(ctx context.Context, accessor string) {
 	if accessor != "" && p.admin != nil {
 		_ = p.admin.Auth().Token().RevokeAccessorWithContext(ctx, accessor)
@@ -563,6 +626,16 @@ func (p *provisioner) inactive(ctx context.Context, e Entry) Result {
 	why := "parked"
 	if !e.ClaudeAuth {
 		why = "claude_auth is false"
+	}
+	// Not even a unit is touched for a system account; a user gone from the
+	// OS still gets its unit stopped.
+	if err := refuseName(e.Name); err != nil {
+		return p.fail(e.Name, err)
+	}
+	if acct, err := p.opt.LookupAccount(e.Name); err == nil {
+		if err := refuseAccount(acct, p.uidMin); err != nil {
+			return p.fail(e.Name, err)
+		}
 	}
 	return p.disable(ctx, e.Name, why, "token file and Vault data kept")
 }

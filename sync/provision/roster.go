@@ -1,11 +1,16 @@
 package provision
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -60,12 +65,24 @@ func LoadRoster(path string) (*Roster, error) {
 // true/false, names plain POSIX names, each user listed once. A missing or null
 // users: is an error, so a typo never disables the whole fleet.
 func ParseRoster(data []byte) (*Roster, error) {
+	// A decoder, not yaml.Unmarshal: Unmarshal reads the first document and
+	// drops the rest, so users after a stray --- would silently vanish.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("%w: %v", ErrRoster, err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		return nil, fmt.Errorf("%w: empty roster; want a users: map", ErrRoster)
+	}
+	var more yaml.Node
+	switch err := dec.Decode(&more); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, fmt.Errorf("%w: a second YAML document, which does not parse: %v; the roster is one document", ErrRoster, err)
+	default:
+		// Even an empty one: which half the admin meant is not ours to guess.
+		return nil, fmt.Errorf("%w: line %d: a second YAML document; the roster is one document", ErrRoster, more.Line)
 	}
 	top := doc.Content[0]
 	if top.Kind != yaml.MappingNode {
@@ -192,4 +209,62 @@ func kindName(k yaml.Kind) string {
 		return "alias"
 	}
 	return "value"
+}
+
+// DefaultLoginDefs is where the system's UID_MIN is read from.
+const DefaultLoginDefs = "/etc/login.defs"
+
+// defaultUIDMin is shadow's own default, used when login.defs says nothing.
+const defaultUIDMin = 1000
+
+// ReadUIDMin returns UID_MIN from a login.defs file, or 1000 when the file is
+// absent or unreadable or has no usable UID_MIN line. Like shadow, the last
+// setting wins.
+func ReadUIDMin(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return defaultUIDMin
+	}
+	defer f.Close()
+	n := defaultUIDMin
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || fields[0] != "UID_MIN" {
+			continue
+		}
+		// A value we cannot read keeps the default rather than opening the
+		// door to system accounts.
+		if v, err := strconv.Atoi(fields[1]); err == nil && v >= 0 {
+			n = v
+		}
+	}
+	if sc.Err() != nil {
+		return defaultUIDMin
+	}
+	return n
+}
+
+// refuseName refuses root by name, before any lookup: its home is /root and
+// its "agent" would run with every privilege.
+func refuseName(name string) error {
+	if name == "root" {
+		return errors.New("refused: root is never provisioned (the agent is for login users)")
+	}
+	return nil
+}
+
+// refuseAccount refuses uid 0 under any name and system accounts (uid below
+// UID_MIN): they are daemons, not people with a Claude login.
+func refuseAccount(acct Account, uidMin int) error {
+	if err := refuseName(acct.Name); err != nil {
+		return err
+	}
+	if acct.UID == 0 {
+		return fmt.Errorf("refused: %s has uid 0 (root)", acct.Name)
+	}
+	if acct.UID < uidMin {
+		return fmt.Errorf("refused: %s has uid %d, below UID_MIN %d: a system account, not a login user", acct.Name, acct.UID, uidMin)
+	}
+	return nil
 }

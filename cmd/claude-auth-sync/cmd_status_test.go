@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+)
+
+// TestStatusExtremeExpiry runs `status` and `status --json` on credentials
+// files whose expiry no RFC 3339 time can hold: both succeed, the JSON parses,
+// and the time reads as out of range.
+func TestStatusExtremeExpiry(t *testing.T) {
+	const (
+		secretA = "sk-ant-oat01-STATUS-TEST-ACCESS"
+		secretR = "sk-ant-ort01-STATUS-TEST-REFRESH"
+	)
+	for _, tc := range []struct {
+		name, expiresAt string
+		wantJSON        string // expires_at in the JSON, as an instant ("" = absent)
+		wantOutOfRange  string // out_of_range.expires_at ("" = absent)
+		wantText        string // the "access expires:" line starts so ("" = no line; "-" = a time)
+	}{
+		{"max int64", "9223372036854775807", "9999-12-31T23:59:59.999999999Z",
+			"9223372036854775807 ms since the epoch, after year 9999",
+			"out of range (9223372036854775807 ms since the epoch, after year 9999)"},
+		{"min int64", "-9223372036854775808", "0000-01-01T00:00:00Z",
+			"-9223372036854775808 ms since the epoch, before year 0",
+			"out of range (-9223372036854775808 ms since the epoch, before year 0)"},
+		{"1e18 as a float", "1e18", "9999-12-31T23:59:59.999999999Z",
+			"1000000000000000000 ms since the epoch, after year 9999",
+			"out of range (1000000000000000000 ms since the epoch, after year 9999)"},
+		{"first ms of year 10000", "253402300800000", "9999-12-31T23:59:59.999999999Z",
+			"253402300800000 ms since the epoch, after year 9999", "out of range (253402300800000"},
+		// In range in UTC, maybe not in the local zone: written in UTC then.
+		{"last ms of year 9999", "253402300799999", "9999-12-31T23:59:59.999Z", "", "-"},
+		// The credentials package reads a number beyond ±2^62 ms as no number
+		// at all: a broken login, and no time to show.
+		{"1e300", "1e300", "", "", ""},
+		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Setenv("HOME", dir)
+			t.Setenv("CLAUDE_AUTH_SYSTEM_CONFIG", filepath.Join(dir, "no-config"))
+			t.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", "off")
+			t.Setenv("VAULT_ADDR", "")
+			creds := filepath.Join(dir, "credentials.json")
+			body := `{"claudeAiOauth":{"accessToken":"` + secretA + `","refreshToken":"` + secretR +
+				`","expiresAt":` + tc.expiresAt + `,"scopes":["user:inference"]}}`
+			if err := os.WriteFile(creds, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--credentials", creds, "--state-dir", filepath.Join(dir, "state"),
+				"--store", "file", "--user", "alice", "--claude", filepath.Join(dir, "no-claude")}
+
+			var out, errb bytes.Buffer
+			code := Main(append([]string{"status", "--json"}, args...), &out, &errb)
+			if code != 0 || errb.Len() > 0 {
+				t.Fatalf("status --json: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+			}
+			var got struct {
+				ExpiresAt  *string           `json:"expires_at"`
+				OutOfRange map[string]string `json:"out_of_range"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+				t.Fatalf("status --json printed no valid JSON: %v\n%s", err, out.String())
+			}
+			switch {
+			case tc.wantJSON == "" && got.ExpiresAt != nil:
+				t.Errorf("expires_at = %q; want none", *got.ExpiresAt)
+			case tc.wantJSON != "" && got.ExpiresAt == nil:
+				t.Errorf("no expires_at; want %s", tc.wantJSON)
+			case tc.wantJSON != "":
+				g, err := time.Parse(time.RFC3339Nano, *got.ExpiresAt)
+				w, _ := time.Parse(time.RFC3339Nano, tc.wantJSON)
+				if err != nil || !g.Equal(w) {
+					t.Errorf("expires_at = %q (%v); want %s", *got.ExpiresAt, err, tc.wantJSON)
+				}
+			}
+			if g := got.OutOfRange["expires_at"]; g != tc.wantOutOfRange {
+				t.Errorf("out_of_range.expires_at = %q; want %q", g, tc.wantOutOfRange)
+			}
+
+			out.Reset()
+			errb.Reset()
+			code = Main(append([]string{"status"}, args...), &out, &errb)
+			if code != 0 || errb.Len() > 0 {
+				t.Fatalf("status: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+			}
+			var line string
+			for _, l := range strings.Split(out.String(), "\n") {
+				if v, ok := strings.CutPrefix(l, "access expires:"); ok {
+					line = strings.TrimSpace(v)
+				}
+			}
+			switch tc.wantText {
+			case "":
+				if line != "" {
+					t.Errorf("access expires: %q; want no such line", line)
+				}
+			case "-":
+				if _, err := time.Parse(time.RFC3339, strings.Fields(line + " x")[0]); err != nil {
+					t.Errorf("access expires: %q; want a time: %v", line, err)
+				}
+			default:
+				if !strings.HasPrefix(line, tc.wantText) {
+					t.Errorf("access expires: %q; want %q\n%s", line, tc.wantText, out.String())
+				}
+			}
+			if strings.Contains(out.String(), "2562047h") {
+				t.Errorf("a saturated duration shows:\n%s", out.String())
+			}
+			for _, s := range []string{secretA, secretR} {
+				if strings.Contains(out.String(), s) {
+					t.Errorf("a token shows in the output")
+				}
+			}
+		})
+	}
+}
+
+// TestPrintJSONError: a report that cannot be encoded says why on stderr and
+// exits non-zero, with nothing on stdout.
+func TestPrintJSONError(t *testing.T) {
+	far := time.UnixMilli(math.MaxInt64)
+	for _, tc := range []struct {
+		name    string
+		r       authsync.Report
+		code    int
+		wantErr string
+	}{
+		{"fine", authsync.Report{User: "alice"}, 0, ""},
+		{"a record time past year 9999", authsync.Report{User: "alice", LastBackup: &authsync.BackupRecord{At: far}},
+			authsync.ExitFail, "claude-auth-sync status: cannot write the report as JSON: "},
+		{"an unclamped report time", authsync.Report{User: "alice", ExpiresAt: &far},
+			authsync.ExitFail, "year outside of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := printJSON(&out, &errb, tc.r)
+			if code != tc.code {
+				t.Errorf("exit %d; want %d", code, tc.code)
+			}
+			if tc.wantErr == "" {
+				if errb.Len() > 0 || !json.Valid(out.Bytes()) {
+					t.Errorf("stdout %q, stderr %q; want JSON and no error", out.String(), errb.String())
+				}
+				return
+			}
+			if out.Len() > 0 {
+				t.Errorf("stdout %q; want nothing", out.String())
+			}
+			if !strings.Contains(errb.String(), tc.wantErr) {
+				t.Errorf("stderr %q; want it to contain %q", errb.String(), tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestWhenFar: beyond ±292 years Sub saturates; when says so rather than
+// print the saturated duration as if it were the distance.
+func TestWhenFar(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		t    time.Time
+		want string
+	}{
+		{"soon", now.Add(90 * time.Minute), "(in 1h30m0s)"},
+		{"just past", now.Add(-400 * time.Millisecond), "(0s ago)"},
+		{"year 9999", time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), "(in more than 292 years)"},
+		{"year 1", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), "(more than 292 years ago)"},
+		{"max", time.UnixMilli(math.MaxInt64), "(in more than 292 years)"},
+		{"min", time.UnixMilli(math.MinInt64), "(more than 292 years ago)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := when(tc.t, now); !strings.HasSuffix(got, tc.want) {
+				t.Errorf("when(%v) = %q; want it to end in %q", tc.t, got, tc.want)
+			}
+		})
+	}
+}
