@@ -517,6 +517,11 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 			return rt != "" && strings.Contains(string(b), rt)
 		})
 	}
+	// The directory account's own commands know who they are without USER or
+	// HOME (a cron job's bare environment): through NSS.
+	if out := h.sh("setpriv --reuid=5001 --regid=5001 --clear-groups env -i PATH=/usr/bin:/bin claude-auth-sync status"); !strings.Contains(out, "/home/dirsvc/.claude/.credentials.json") {
+		t.Errorf("status as dirsvc with a bare environment:\n%s", out)
+	}
 	_, gonever := vaultRefreshToken(t, "pgone")
 
 	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  dirsvc: {}\n", 0o644)

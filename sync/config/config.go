@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -127,18 +128,14 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	c := &Config{Sources: src}
 	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"))
 	if c.User == "" {
-		if u, err := user.Current(); err == nil {
-			c.User = u.Username
-		}
+		c.User, _ = currentAccount()
 	}
 	if c.User == "" {
 		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
 	}
 	c.Home = getenv("HOME")
 	if c.Home == "" {
-		if u, err := user.Current(); err == nil {
-			c.Home = u.HomeDir
-		}
+		_, c.Home = currentAccount()
 	}
 	dir, err := credentials.ResolveConfigDir(getenv("CLAUDE_CONFIG_DIR"), c.Home)
 	if err != nil {
@@ -294,4 +291,23 @@ func ReadFile(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	return out, nil
+}
+
+// currentAccount is this process's user name and home: from /etc/passwd (Go's
+// own reader: the binary is static) or, for directory accounts only NSS knows
+// (LDAP/SSSD), from `getent passwd <uid>`.
+func currentAccount() (name, home string) {
+	if u, err := user.Current(); err == nil && u.Username != "" && u.HomeDir != "" {
+		return u.Username, u.HomeDir
+	}
+	uid := strconv.Itoa(os.Getuid())
+	out, err := exec.Command("getent", "passwd", uid).Output()
+	if err != nil {
+		return "", ""
+	}
+	f := strings.Split(strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), ":")
+	if len(f) != 7 || f[2] != uid {
+		return "", ""
+	}
+	return f[0], f[5]
 }
