@@ -338,8 +338,9 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		if fails == 0 || oks == 0 {
 			t.Errorf("journal has %d FAIL and %d OK lines to try the rule on", fails, oks)
 		}
-		if leaked := findSecrets([]string{raw}, append(h.fake.Issued(), h.secrets...)); len(leaked) > 0 {
-			t.Errorf("%d secrets in journalctl -o json", len(leaked))
+		all := h.sh("journalctl --no-pager -o json")
+		if leaked := findSecrets([]string{raw, all}, append(h.fake.Issued(), h.secrets...)); len(leaked) > 0 {
+			t.Errorf("%d secrets in journalctl -o json (every entry, every field)", len(leaked))
 		}
 	})
 
