@@ -183,11 +183,15 @@ func sortedKeys(m map[string][]string) []string {
 	return k
 }
 
-// zshQuote quotes s for a single-quoted zsh word in a _describe spec, where
-// a colon separates the word from its description.
+// zshQuote quotes s as one single-quoted zsh word.
 func zshQuote(s string) string {
-	s = strings.ReplaceAll(s, ":", `\:`)
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// zshSpec is a _describe entry: word and description, a colon between them
+// and escaped within them.
+func zshSpec(word, desc string) string {
+	return zshQuote(strings.ReplaceAll(word, ":", `\:`) + ":" + strings.ReplaceAll(desc, ":", `\:`))
 }
 
 func writeZsh(w io.Writer, t completionSet) {
@@ -199,7 +203,7 @@ _claude-auth-sync() {
 	cmds=(
 `)
 	for _, c := range t.cmds {
-		fmt.Fprintf(w, "\t\t%s\n", zshQuote(c.name+":"+c.summary))
+		fmt.Fprintf(w, "\t\t%s\n", zshSpec(c.name, c.summary))
 	}
 	fmt.Fprintf(w, "\t)\n\tfor ((i = 2; i < CURRENT; i++)); do\n\t\tcase $words[i] in\n\t\t--) [[ $cmd == exec ]] && { _normal; return; } ;;\n\t\t--*=*) ;;\n\t\t%s) ((i++)) ;;\n\t\t-*) ;;\n\t\t*) [[ -z $cmd ]] && cmd=$words[i] ;;\n\t\tesac\n\tdone\n", valueFlags(t.global))
 	fmt.Fprint(w, "\tcase $words[CURRENT-1] in\n")
@@ -218,13 +222,13 @@ _claude-auth-sync() {
 	}
 	fmt.Fprint(w, "\tesac\n\tcase $cmd in\n\t'')\n\t\tif [[ $PREFIX == -* ]]; then\n\t\t\topts=(\n")
 	for _, d := range t.global {
-		fmt.Fprintf(w, "\t\t\t\t%s\n", zshQuote("--"+d.name+":"+d.short))
+		fmt.Fprintf(w, "\t\t\t\t%s\n", zshSpec("--"+d.name, d.short))
 	}
 	fmt.Fprint(w, "\t\t\t)\n\t\t\t_describe -t options option opts\n\t\telse\n\t\t\t_describe -t commands command cmds\n\t\tfi\n\t\treturn\n\t\t;;\n")
 	for _, c := range t.cmds {
 		fmt.Fprintf(w, "\t%s)\n\t\topts=(\n", c.name)
 		for _, d := range c.flags {
-			fmt.Fprintf(w, "\t\t\t%s\n", zshQuote("--"+d.name+":"+d.short))
+			fmt.Fprintf(w, "\t\t\t%s\n", zshSpec("--"+d.name, d.short))
 		}
 		fmt.Fprint(w, "\t\t)\n\t\t;;\n")
 	}

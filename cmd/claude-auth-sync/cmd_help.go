@@ -177,31 +177,28 @@ var listItem = regexp.MustCompile(`^\s+(-|\d+\.)\s+`)
 func roffText(w io.Writer, text string) {
 	for _, para := range strings.Split(strings.TrimSpace(text), "\n\n") {
 		lines := strings.Split(para, "\n")
-		switch {
-		case listItem.MatchString(lines[0]):
-			// Each item, with the lines that continue it, is one .IP.
-			for _, l := range lines {
-				if m := listItem.FindString(l); m != "" {
-					mark := strings.TrimSpace(m)
-					if mark == "-" {
-						mark = "\\(bu"
-					}
-					fmt.Fprintf(w, ".IP %s 4\n", mark)
-					l = l[len(m):]
-				}
-				fmt.Fprintln(w, roff(strings.TrimSpace(l)))
-			}
-		case strings.HasPrefix(lines[0], " "):
+		if strings.HasPrefix(lines[0], " ") && !listItem.MatchString(lines[0]) {
 			fmt.Fprintln(w, ".PP\n.RS 4\n.nf")
 			for _, l := range lines {
 				fmt.Fprintln(w, roff(strings.TrimPrefix(l, "  ")))
 			}
 			fmt.Fprintln(w, ".fi\n.RE")
-		default:
+			continue
+		}
+		// Text, then maybe list items, each with the lines that continue it.
+		if !listItem.MatchString(lines[0]) {
 			fmt.Fprintln(w, ".PP")
-			for _, l := range lines {
-				fmt.Fprintln(w, roff(strings.TrimSpace(l)))
+		}
+		for _, l := range lines {
+			if m := listItem.FindString(l); m != "" {
+				mark := strings.TrimSpace(m)
+				if mark == "-" {
+					mark = "\\(bu"
+				}
+				fmt.Fprintf(w, ".IP %s 4\n", mark)
+				l = l[len(m):]
 			}
+			fmt.Fprintln(w, roff(strings.TrimSpace(l)))
 		}
 	}
 }

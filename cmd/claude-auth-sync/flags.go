@@ -126,7 +126,11 @@ func errUnknownFlag(err error) (string, bool) {
 // suggest returns the candidate closest to typed, if it is close enough to
 // be what was meant: a slip of a key or two, or a prefix.
 func suggest(typed string, candidates []string) string {
-	best, bestDist := "", 3
+	limit := 2 // the most edits that still look like a slip
+	if len(typed) <= 4 {
+		limit = 1
+	}
+	best, bestDist := "", limit+1
 	for _, c := range candidates {
 		d := editDistance(typed, c)
 		if len(typed) >= 3 && strings.HasPrefix(c, typed) && d > 1 {
