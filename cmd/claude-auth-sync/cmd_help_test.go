@@ -95,3 +95,35 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentChildArgs: what the agent passes its refresh child (every setting
+// given, verbose on) is what refresh --agent-child parses, to the same values.
+func TestAgentChildArgs(t *testing.T) {
+	runFS := newFlagSet("run")
+	var c commonFlags
+	c.register(runFS)
+	c.registerClaude(runFS)
+	c.registerCheckTimeout(runFS)
+	err := runFS.Parse([]string{"--config=/c", "--credentials=/cr", "--state-dir=/s", "--store=file", "--vault-addr=http://v",
+		"--vault-path=p/{user}", "--token-file=/t", "--user=alice", "--claude=/bin/claude", "--check-timeout=5s", "--verbose"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh, _ := lookup("refresh")
+	fs, _ := refresh.flagSet()
+	args := append([]string{"--agent-child"}, c.args()...)
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		t.Fatalf("refresh %q: %v, %d arguments left", args, err, fs.NArg())
+	}
+	for name, want := range map[string]string{"config": "/c", "credentials": "/cr", "state-dir": "/s", "store": "file",
+		"vault-addr": "http://v", "vault-path": "p/{user}", "token-file": "/t", "user": "alice", "verbose": "true", "agent-child": "true"} {
+		if got := fs.Lookup(name).Value.String(); got != want {
+			t.Errorf("the child's --%s = %q; want %q", name, got, want)
+		}
+	}
+	// An agent of the previous version passed -v, --claude and --check-timeout.
+	fs, _ = refresh.flagSet()
+	if err := fs.Parse([]string{"--agent-child", "-v", "--claude=/bin/claude", "--check-timeout=5s"}); err != nil {
+		t.Errorf("refresh does not take the previous agent's child flags: %v", err)
+	}
+}
