@@ -126,8 +126,15 @@ _claude_auth_sync() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case ${COMP_WORDS[i]} in
 		--)
-			# exec -- COMMAND: the rest is another program's command line.
-			[ "$cmd" = exec ] && { COMPREPLY=($(compgen -c -- "$cur")); return 0; }
+			# exec -- COMMAND ARG...: another program's command line.
+			if [ "$cmd" = exec ]; then
+				if ((COMP_CWORD == i + 1)); then
+					COMPREPLY=($(compgen -c -- "$cur"))
+				else
+					COMPREPLY=($(compgen -f -- "$cur"))
+				fi
+				return 0
+			fi
 			;;
 		--*=*) ;;
 		%s) ((i++)) ;;
@@ -205,7 +212,7 @@ _claude-auth-sync() {
 	for _, c := range t.cmds {
 		fmt.Fprintf(w, "\t\t%s\n", zshSpec(c.name, c.summary))
 	}
-	fmt.Fprintf(w, "\t)\n\tfor ((i = 2; i < CURRENT; i++)); do\n\t\tcase $words[i] in\n\t\t--) [[ $cmd == exec ]] && { _normal; return; } ;;\n\t\t--*=*) ;;\n\t\t%s) ((i++)) ;;\n\t\t-*) ;;\n\t\t*) [[ -z $cmd ]] && cmd=$words[i] ;;\n\t\tesac\n\tdone\n", valueFlags(t.global))
+	fmt.Fprintf(w, "\t)\n\tfor ((i = 2; i < CURRENT; i++)); do\n\t\tcase $words[i] in\n\t\t--) [[ $cmd == exec ]] && { words=(\"${(@)words[i+1,-1]}\"); (( CURRENT -= i )); _normal; return; } ;;\n\t\t--*=*) ;;\n\t\t%s) ((i++)) ;;\n\t\t-*) ;;\n\t\t*) [[ -z $cmd ]] && cmd=$words[i] ;;\n\t\tesac\n\tdone\n", valueFlags(t.global))
 	fmt.Fprint(w, "\tcase $words[CURRENT-1] in\n")
 	for _, d := range t.global {
 		switch {
@@ -249,24 +256,31 @@ func fishQuote(s string) string {
 func writeFish(w io.Writer, t completionSet) {
 	fmt.Fprintln(w, `# fish completion for claude-auth-sync; made by "claude-auth-sync completion fish".`)
 	fmt.Fprintln(w, "complete -c claude-auth-sync -f")
-	fmt.Fprintln(w, "complete -c claude-auth-sync -n __fish_use_subcommand -l version -s v -d 'print the version'")
+	fmt.Fprintln(w, "complete -c claude-auth-sync -n __fish_use_subcommand -s v -d 'print the version'")
+	for _, d := range t.global {
+		fmt.Fprintf(w, "complete -c claude-auth-sync -n __fish_use_subcommand -l %s%s -d %s\n", d.name, fishValue(d), fishQuote(d.short))
+	}
 	for _, c := range t.cmds {
 		fmt.Fprintf(w, "complete -c claude-auth-sync -n __fish_use_subcommand -a %s -d %s\n", c.name, fishQuote(c.summary))
 	}
 	for _, c := range t.cmds {
 		cond := fishQuote("__fish_seen_subcommand_from " + c.name)
 		for _, d := range c.flags {
-			spec := ""
-			switch {
-			case d.value == "":
-			case len(d.choices) > 0:
-				spec = " -x -a " + fishQuote(strings.Join(d.choices, " "))
-			case fileValue(d):
-				spec = " -r -F"
-			default:
-				spec = " -x"
-			}
-			fmt.Fprintf(w, "complete -c claude-auth-sync -n %s -l %s%s -d %s\n", cond, d.name, spec, fishQuote(d.short))
+			fmt.Fprintf(w, "complete -c claude-auth-sync -n %s -l %s%s -d %s\n", cond, d.name, fishValue(d), fishQuote(d.short))
 		}
 	}
+}
+
+// fishValue says what a flag's value is: none, one of a few, a path, or
+// something to type.
+func fishValue(d flagDoc) string {
+	switch {
+	case d.value == "":
+		return ""
+	case len(d.choices) > 0:
+		return " -x -a " + fishQuote(strings.Join(d.choices, " "))
+	case fileValue(d):
+		return " -r -F"
+	}
+	return " -x"
 }

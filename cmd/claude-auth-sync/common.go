@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -126,8 +127,12 @@ func usageError(w io.Writer, fs *flagSet, err error) {
 			msg += "; did you mean --" + s + "?"
 		}
 	}
-	fmt.Fprintf(w, "claude-auth-sync %s: %s\nsee claude-auth-sync %s --help\n", fs.Name(), msg, fs.Name())
+	fmt.Fprintf(w, "claude-auth-sync %s: %s\nsee claude-auth-sync %s --help\n", fs.Name(), flagNames.ReplaceAllString(msg, "$1--$2"), fs.Name())
 }
+
+// flagNames finds flag's own "-name" in its messages ("invalid value … for
+// flag -name", "flag needs an argument: -name"), to spell it as the help does.
+var flagNames = regexp.MustCompile(`(flag |for |argument: )-([a-z][a-z-]+)`)
 
 // dashes spells a flag name as the help does: --name (a lone letter: -x).
 func dashes(name string) string {
