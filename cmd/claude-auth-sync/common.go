@@ -57,7 +57,7 @@ func (c *commonFlags) register(fs *flagSet) {
 // registerClaude adds --claude: the commands that run the claude CLI (the
 // inference check, or status asking its version).
 func (c *commonFlags) registerClaude(fs *flagSet) {
-	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "claude CLI `program` for the inference check (env CLAUDE_AUTH_CLAUDE_BIN; default: claude on PATH)")
+	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "the claude CLI `program` (env CLAUDE_AUTH_CLAUDE_BIN; default: claude on PATH)")
 }
 
 // registerCheckTimeout adds --check-timeout: the commands that run the check.
