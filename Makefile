@@ -33,9 +33,12 @@ tree: tools
 
 # Debian tools the packaging and real-systemd tests use (rpm to inspect the
 # .rpm, systemd-analyze to verify units, systemd-nspawn and debootstrap to boot
-# a real systemd); installed only when missing, and only as root.
+# a real systemd, man-db and groff to render the man page); installed only
+# when missing, and only as root.
 tools:
 	@missing=""; command -v rpm >/dev/null 2>&1 || missing="$$missing rpm"; \
+	command -v man >/dev/null 2>&1 || missing="$$missing man-db"; \
+	command -v groff >/dev/null 2>&1 || missing="$$missing groff-base"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v systemd-nspawn >/dev/null 2>&1 || missing="$$missing systemd-container"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
@@ -71,9 +74,20 @@ PKG_VERSION ?= $(shell v='$(VERSION:v%=%)'; h="$${v%-dirty}"; \
 			v="0.0~git$$(TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d "$$c").$$v" ;; esac ;; esac; \
 	case "$$v" in ([0-9]*) ;; (*) v="0.0~git.$$v" ;; esac; echo "$$v" | tr -- '-' '.')
 
+# The man page, shell completions, copyright and changelog are made from the
+# built binary (its command table, its modules) and the version, never kept
+# by hand beside it.
 package: build
 	mkdir -p dist
 	rm -f dist/*.deb dist/*.rpm
+	SOURCE_DATE_EPOCH="$$(git log -1 --format=%ct 2>/dev/null || date +%s)" dist/claude-auth-sync help --man > dist/claude-auth-sync.1
+	gzip -9nf dist/claude-auth-sync.1
+	dist/claude-auth-sync completion bash > dist/claude-auth-sync.bash
+	dist/claude-auth-sync completion zsh > dist/_claude-auth-sync
+	dist/claude-auth-sync completion fish > dist/claude-auth-sync.fish
+	GO='$(GO)' sh packaging/doc/copyright.sh dist/claude-auth-sync > dist/copyright
+	sh packaging/doc/changelog.sh '$(PKG_VERSION)' '$(VERSION)' > dist/changelog
+	gzip -9nf dist/changelog
 	VERSION='$(PKG_VERSION)' $(NFPM) package --config nfpm.yaml --packager deb --target dist/
 	VERSION='$(PKG_VERSION)' $(NFPM) package --config nfpm.yaml --packager rpm --target dist/
 

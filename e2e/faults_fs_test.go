@@ -99,7 +99,7 @@ func TestFaultDiskFullCredentialsFS(t *testing.T) {
 	claudeDir := filepath.Dir(w.creds)
 	os.MkdirAll(claudeDir, 0o700)
 	mountTmpfs(t, claudeDir, "64k")
-	agent := w.startAgent(nil, "-v")
+	agent := w.startAgent(nil, "--verbose")
 	defer func() {
 		if t.Failed() {
 			t.Logf("sync.log:\n%s\nagent:\n%s", w.syncLog(), agent.output())

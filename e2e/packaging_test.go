@@ -44,6 +44,12 @@ var packaged = map[string]string{
 	"/usr/share/doc/claude-auth-sync/examples/roster.yaml":         "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/alerts/loki-rules.yaml":       "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/alerts/prometheus-rules.yaml": "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/copyright":                    "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/changelog.gz":                 "-rw-r--r--",
+	"/usr/share/man/man1/claude-auth-sync.1.gz":                    "-rw-r--r--",
+	"/usr/share/bash-completion/completions/claude-auth-sync":      "-rw-r--r--",
+	"/usr/share/zsh/vendor-completions/_claude-auth-sync":          "-rw-r--r--",
+	"/usr/share/fish/vendor_completions.d/claude-auth-sync.fish":   "-rw-r--r--",
 }
 
 var systemUnits = []string{
@@ -183,8 +189,18 @@ func TestPackages(t *testing.T) {
 		for _, s := range []string{"postinstall.sh", "preremove.sh", "postremove.sh"} {
 			data, _ := os.ReadFile(filepath.Join(root, "packaging", "scripts", s))
 			guarded := false
+			heredoc := "" // inside text that cat prints: words, not commands
 			for i, l := range strings.Split(string(data), "\n") {
+				if heredoc != "" {
+					if strings.TrimSpace(l) == heredoc {
+						heredoc = ""
+					}
+					continue
+				}
 				code := strings.TrimSpace(strings.SplitN(l, "#", 2)[0])
+				if m := catHeredoc.FindStringSubmatch(code); m != nil {
+					heredoc = m[2]
+				}
 				if strings.Contains(code, "[ -d /run/systemd/system ]") {
 					guarded = true
 				}
@@ -206,7 +222,14 @@ func TestPackages(t *testing.T) {
 
 	t.Run("deb installs into a throwaway root", func(t *testing.T) {
 		r := newChroot(t, true)
-		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		out := mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		// A first install says what to do next, and does none of it.
+		for _, s := range []string{"no agent runs yet", "/etc/claude-auth-sync/config", "roster.yaml",
+			"claude-auth-sync provision", "systemctl --user enable --now claude-auth-sync"} {
+			if !strings.Contains(out, s) {
+				t.Errorf("a fresh install does not tell the next step %q:\n%s", s, out)
+			}
+		}
 		for path, mode := range packaged {
 			fi, err := os.Lstat(filepath.Join(r.dir, path))
 			if err != nil {
@@ -221,7 +244,9 @@ func TestPackages(t *testing.T) {
 			t.Errorf("install ran systemctl %q; want only daemon-reload", got)
 		}
 		// Reinstall = upgrade: running agents restart, nothing gets enabled.
-		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		if out := mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb); strings.Contains(out, "no agent runs yet") {
+			t.Errorf("an upgrade repeats the first install's next steps:\n%s", out)
+		}
 		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload", "daemon-reload", "try-restart claude-auth-sync@*.service"}) {
 			t.Errorf("upgrade ran systemctl %q", got)
 		}
@@ -270,7 +295,9 @@ func TestPackages(t *testing.T) {
 	t.Run("rpm installs into a throwaway root", func(t *testing.T) {
 		r := newChroot(t, true)
 		mustCmd(t, "", nil, "rpm", "--root="+r.dir, "--initdb")
-		mustCmd(t, "", nil, "rpm", "-i", "--root="+r.dir, "--nodeps", rpm)
+		if out := mustCmd(t, "", nil, "rpm", "-i", "--root="+r.dir, "--nodeps", rpm); !strings.Contains(out, "systemctl --user enable --now claude-auth-sync") {
+			t.Errorf("a fresh rpm install does not tell the next step:\n%s", out)
+		}
 		for path, mode := range packaged {
 			fi, err := os.Lstat(filepath.Join(r.dir, path))
 			if err != nil || fi.Mode().String() != mode {
@@ -358,6 +385,44 @@ func TestPackages(t *testing.T) {
 		}
 	})
 
+	t.Run("man page, completions, copyright, changelog", func(t *testing.T) {
+		r := t.TempDir()
+		mustCmd(t, "", nil, "dpkg-deb", "-x", deb, r)
+		checkManPage(t, filepath.Join(r, "usr/share/man/man1/claude-auth-sync.1.gz"))
+		checkCompletions(t, r)
+
+		copyright, _ := os.ReadFile(filepath.Join(r, "usr/share/doc/claude-auth-sync/copyright"))
+		if !regexp.MustCompile(`(?m)^Files: \*\nCopyright: .+\nLicense: Proprietary\n`).Match(copyright) {
+			t.Errorf("the copyright file does not say the project is proprietary:\n%.600s", copyright)
+		}
+		// Every module compiled into the binary, with a license.
+		mods := mustCmd(t, "", nil, "go", "version", "-m", filepath.Join(r, "usr/bin/claude-auth-sync"))
+		n := 0
+		for _, l := range strings.Split(mods, "\n") {
+			f := strings.Fields(l)
+			if len(f) < 3 || f[0] != "dep" {
+				continue
+			}
+			n++
+			re := regexp.MustCompile(`(?m)^Files: ` + regexp.QuoteMeta(f[1]) + `/\*\nComment: Go module ` + regexp.QuoteMeta(f[1]+" "+f[2]) + `\b.*\nCopyright: .+\nLicense: (MIT|BSD-[23]-Clause|MPL-2\.0|Apache-2\.0|MIT and Apache-2\.0)\n`)
+			if !re.Match(copyright) {
+				t.Errorf("the copyright file does not give %s %s with a known license", f[1], f[2])
+			}
+		}
+		if n < 5 {
+			t.Errorf("go version -m lists %d modules; want the binary's dependencies", n)
+		}
+
+		zcat := exec.Command("gzip", "-dc", filepath.Join(r, "usr/share/doc/claude-auth-sync/changelog.gz"))
+		changelog, err := zcat.Output()
+		if err != nil {
+			t.Fatalf("changelog.gz: %v", err)
+		}
+		if !regexp.MustCompile(`^claude-auth-sync \(` + regexp.QuoteMeta(pkgVersion) + `\) unstable; urgency=medium\n\n  \* .+\n(.*\n)*\n -- .+ <.+@.+>  \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\n$`).Match(changelog) {
+			t.Errorf("changelog.gz is not a Debian changelog entry for %s:\n%s", pkgVersion, changelog)
+		}
+	})
+
 	t.Run("alert rules and examples", func(t *testing.T) {
 		var loki, prom struct {
 			Groups []struct {
@@ -412,6 +477,10 @@ func TestPackages(t *testing.T) {
 	})
 }
 
+// catHeredoc is a line that prints a here-document with cat (and nothing
+// else): cat <<'END', cat >&2 <<END.
+var catHeredoc = regexp.MustCompile(`^cat(\s+>&2)?\s+<<-?\s*'?"?(\w+)'?"?$`)
+
 // checkUnitText: the spec's rules for units that must not break the job.
 func checkUnitText(t *testing.T, root string) {
 	t.Helper()
@@ -454,7 +523,7 @@ func checkUnitText(t *testing.T, root string) {
 }
 
 // chroot is a throwaway root in which dpkg and rpm run the maintainer scripts:
-// a shell, rm, rmdir, /dev/null, and a systemctl that records its arguments.
+// a shell, rm, rmdir, cat, /dev/null, and a systemctl that records its arguments.
 type chroot struct {
 	t   *testing.T
 	dir string
@@ -472,7 +541,7 @@ func newChroot(t *testing.T, systemdRunning bool) *chroot {
 	os.WriteFile(filepath.Join(r.dir, "var/lib/dpkg/status"), nil, 0o644)
 	os.WriteFile(filepath.Join(r.dir, "var/lib/dpkg/available"), nil, 0o644)
 	os.Symlink("usr/bin", filepath.Join(r.dir, "bin"))
-	for _, bin := range []string{"/usr/bin/dash", "/usr/bin/rm", "/usr/bin/rmdir"} {
+	for _, bin := range []string{"/usr/bin/dash", "/usr/bin/rm", "/usr/bin/rmdir", "/usr/bin/cat"} {
 		copyWithLibs(t, bin, r.dir)
 	}
 	os.Symlink("dash", filepath.Join(r.dir, "usr/bin/sh"))
@@ -511,6 +580,76 @@ func copyWithLibs(t *testing.T, bin, root string) {
 		os.MkdirAll(filepath.Dir(dst), 0o755)
 		if err := os.WriteFile(dst, data, 0o755); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// checkManPage: man renders the page with no warning, and it has the
+// sections a man page should.
+func checkManPage(t *testing.T, page string) {
+	t.Helper()
+	cmd := exec.Command("man", "--warnings", "-E", "UTF-8", "-l", page)
+	cmd.Env = append(os.Environ(), "MANWIDTH=80", "MAN_KEEP_FORMATTING=0", "MANPAGER=cat", "PAGER=cat")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil || errb.Len() > 0 {
+		t.Errorf("man -l %s: %v\n%s", page, err, errb.String())
+	}
+	text := regexp.MustCompile(".\b").ReplaceAllString(out.String(), "") // no overstrike
+	for _, s := range []string{"NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS", "FILES", "ENVIRONMENT", "SEE ALSO"} {
+		if !regexp.MustCompile(`(?m)^` + s + `$`).MatchString(text) {
+			t.Errorf("the man page has no %s section", s)
+		}
+	}
+	for _, s := range []string{"claude-auth-sync status [--json] [flags]", "--check-timeout DURATION", "CLAUDE_AUTH_CHECK_SPREAD", "/etc/claude-auth-sync/config"} {
+		if !strings.Contains(text, s) {
+			t.Errorf("the rendered man page lacks %q", s)
+		}
+	}
+	if strings.Contains(text, "agent-child DURATION") || strings.Contains(text, "--agent-child\n") {
+		t.Errorf("the man page shows the internal --agent-child flag")
+	}
+}
+
+// checkCompletions: the scripts parse, and bash completes a command and a
+// flag the way a user would see it.
+func checkCompletions(t *testing.T, root string) {
+	t.Helper()
+	bash := filepath.Join(root, "usr/share/bash-completion/completions/claude-auth-sync")
+	if out, err := exec.Command("bash", "-n", bash).CombinedOutput(); err != nil {
+		t.Errorf("bash -n %s: %v\n%s", bash, err, out)
+	}
+	for _, tc := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"claude-auth-sync", "st"}, "status"},
+		{[]string{"claude-auth-sync", "status", "--js"}, "--json"},
+		{[]string{"claude-auth-sync", "--verbose", "re"}, "refresh restore"},
+		{[]string{"claude-auth-sync", "--config", "/etc/x", "sy"}, "sync"},
+		{[]string{"claude-auth-sync", "--store", ""}, "auto vault file"},
+		{[]string{"claude-auth-sync", "refresh", "--ag"}, ""}, // internal
+	} {
+		script := `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _claude_auth_sync; echo "${COMPREPLY[*]}"`
+		out, err := exec.Command("bash", append([]string{"-c", script, "bash", bash}, tc.words...)...).CombinedOutput()
+		if got := strings.TrimSpace(string(out)); err != nil || got != tc.want {
+			t.Errorf("bash completion of %q = %q (%v); want %q", strings.Join(tc.words, " "), got, err, tc.want)
+		}
+	}
+	for _, sh := range []struct{ shell, path string }{
+		{"zsh", "usr/share/zsh/vendor-completions/_claude-auth-sync"},
+		{"fish", "usr/share/fish/vendor_completions.d/claude-auth-sync.fish"},
+	} {
+		data, err := os.ReadFile(filepath.Join(root, sh.path))
+		if err != nil || !bytes.Contains(data, []byte("status")) {
+			t.Errorf("%s completion: %v; want a script that knows status", sh.shell, err)
+		}
+		if _, err := exec.LookPath(sh.shell); err != nil {
+			t.Logf("%s is not installed: its completion is not parsed", sh.shell)
+			continue
+		}
+		if out, err := exec.Command(sh.shell, "-n", filepath.Join(root, sh.path)).CombinedOutput(); err != nil {
+			t.Errorf("%s -n %s: %v\n%s", sh.shell, sh.path, err, out)
 		}
 	}
 }

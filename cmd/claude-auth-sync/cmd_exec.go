@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -30,11 +29,16 @@ Then it replaces itself with COMMAND: same pid, signals and exit status pass
 through. Problems in steps 1-3 are reported on stderr and never stop COMMAND.
 `
 
-func runExec(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+func execFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
 	wait := fs.Duration("wait", 30*time.Second, "longest wait for a refresh in flight")
+	return func(args []string, stdout, stderr io.Writer) int {
+		return runExec(fs, &c, wait, args, stdout, stderr)
+	}
+}
+
+func runExec(fs *flagSet, c *commonFlags, wait *time.Duration, args []string, stdout, stderr io.Writer) int {
 	// Everything after "--" is the command.
 	var cmdArgs []string
 	for i, a := range args {
@@ -56,7 +60,7 @@ func runExec(args []string, stdout, stderr io.Writer) int {
 		return 127
 	}
 	env := os.Environ()
-	if eng, code := setupQuiet(&c, stderr); code == 0 {
+	if eng, code := setupQuiet(c, stderr); code == 0 {
 		env = prepareExec(eng, *wait, env)
 	}
 	err = syscall.Exec(path, cmdArgs, env)

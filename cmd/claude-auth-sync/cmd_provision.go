@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
 )
@@ -44,17 +44,30 @@ a summary. Exit codes: 0 no FAIL, 1 some user FAILed, 2 usage, 78 bad roster or
 configuration, 75 another provision run holds the lock.
 `
 
-func runProvision(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
-	roster := fs.String("roster", "/etc/claude-auth-sync/roster.yaml", "the roster file")
-	dryRun := fs.Bool("dry-run", false, "report what would change; change nothing")
-	adminFile := fs.String("admin-token-file", "", "file holding an admin Vault token (root-only, mode 0600); default $VAULT_TOKEN")
-	systemConfig := fs.String("config", "", "system config file (default /etc/claude-auth-sync/config, env CLAUDE_AUTH_SYSTEM_CONFIG)")
-	stateDir := fs.String("state-dir", provision.DefaultStateDir, "where provision remembers the users it manages")
-	parallel := fs.Int("parallel", 4, "users reconciled at once")
-	if code, ok := parse(fs, args, stdout, stderr, provisionHelp); !ok {
-		return code
+func provisionFlags(fs *flagSet) action {
+	var o provisionOpts
+	o.roster = fs.String("roster", "/etc/claude-auth-sync/roster.yaml", "the roster `file`")
+	o.dryRun = fs.Bool("dry-run", false, "report what would change; change nothing")
+	o.adminFile = fs.String("admin-token-file", "", "`file` holding an admin Vault token, root-only, mode 0600 (default: $VAULT_TOKEN)")
+	o.systemConfig = fs.String("config", "", "system config `file` (env CLAUDE_AUTH_SYSTEM_CONFIG; default: "+config.SystemFile+")")
+	o.stateDir = fs.String("state-dir", provision.DefaultStateDir, "`dir` where provision remembers the users it manages")
+	o.parallel = fs.Int("parallel", 4, "users reconciled at once")
+	return func(args []string, stdout, stderr io.Writer) int {
+		if code, ok := parse(fs, args, stdout, stderr, provisionHelp); !ok {
+			return code
+		}
+		return runProvision(o, stdout, stderr)
 	}
+}
+
+type provisionOpts struct {
+	roster, adminFile, systemConfig, stateDir *string
+	dryRun                                    *bool
+	parallel                                  *int
+}
+
+func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
+	roster, dryRun, adminFile, systemConfig, stateDir, parallel := o.roster, o.dryRun, o.adminFile, o.systemConfig, o.stateDir, o.parallel
 	if os.Geteuid() != 0 && !*dryRun {
 		fmt.Fprintln(stderr, "claude-auth-sync provision: must run as root (it writes into users' homes and enables their units); --dry-run works without")
 		return exitUsage

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,24 +27,33 @@ log in again), 3 no credentials file (logged out), 75 could not refresh now
 (token endpoint or Claude's locks unavailable), 78 configuration error.
 `
 
-func runRefresh(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("refresh", flag.ContinueOnError)
+func refreshFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
-	child := fs.Bool("agent-child", false, "used by the agent: the refresh it asks for on stdin, ignoring stop signals until done, reported as JSON on stdout (a pipe; it can hold the new login)")
-	if code, ok := parse(fs, args, stdout, stderr, refreshHelp); !ok {
-		return code
+	// Internal: the agent's refresh child. It takes the refresh asked for on
+	// stdin, ignores stop signals until done and reports JSON on stdout (a
+	// pipe; it can hold the new login).
+	child := fs.Bool("agent-child", false, "for the agent only")
+	// An agent of the previous version passes these to its child; a refresh
+	// runs no check, so they are accepted and unused.
+	c.registerClaude(fs)
+	c.registerCheckTimeout(fs)
+	fs.hide("agent-child", "claude", "check-timeout")
+	return func(args []string, stdout, stderr io.Writer) int {
+		if code, ok := parse(fs, args, stdout, stderr, refreshHelp); !ok {
+			return code
+		}
+		if *child {
+			return runRefreshChild(&c, stdout, stderr)
+		}
+		eng, code := setup(&c, stderr)
+		if eng == nil {
+			return code
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		return eng.RefreshNow(ctx).Code
 	}
-	if *child {
-		return runRefreshChild(&c, stdout, stderr)
-	}
-	eng, code := setup(&c, stderr)
-	if eng == nil {
-		return code
-	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	return eng.RefreshNow(ctx).Code
 }
 
 // runRefreshChild is the agent's refresh, in a process of its own: a kill of

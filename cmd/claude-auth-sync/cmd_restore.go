@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"io"
 )
 
@@ -20,16 +19,17 @@ Exit codes: 0 restored or already current, 1 FAIL, 2 usage, 75 store
 unreachable, 78 configuration error.
 `
 
-func runRestore(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+func restoreFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
 	force := fs.Bool("force", false, "replace a working login too")
-	eng, code := begin(fs, &c, args, stdout, stderr, restoreHelp)
-	if eng == nil {
-		return code
+	return func(args []string, stdout, stderr io.Writer) int {
+		eng, code := begin(fs, &c, args, stdout, stderr, restoreHelp)
+		if eng == nil {
+			return code
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		return eng.Restore(ctx, *force).Code
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	return eng.Restore(ctx, *force).Code
 }

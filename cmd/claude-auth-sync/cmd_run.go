@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -52,23 +51,37 @@ Exit status: 0 stopped by a signal, 1 FAIL, 4 another agent already runs for
 this user (the units do not restart on it), 78 configuration error.
 `
 
-func runRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+func runFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
-	interval := fs.Duration("check-interval", 0, "period of the full pass with the inference check (env CLAUDE_AUTH_CHECK_INTERVAL; default 6h)")
-	rescan := fs.Duration("rescan", 5*time.Minute, "safety-net rescan period, for file systems that deliver no inotify events")
-	retryMax := fs.Duration("retry-max", 2*time.Minute, "cap of the backoff between backup retries while Vault is away")
-	spread := time.Duration(-1) // the config's
-	fs.Func("check-spread", "a start with no fresh check waits a random delay up to this long before checking, so many agents starting together do not all run claude at once; 0 = check at once (env CLAUDE_AUTH_CHECK_SPREAD; default 5m)", func(v string) error {
+	c.registerClaude(fs)
+	c.registerCheckTimeout(fs)
+	var o agentFlags
+	o.interval = fs.Duration("check-interval", 0, "period of the full pass with the inference check (env CLAUDE_AUTH_CHECK_INTERVAL; default: 6h)")
+	o.rescan = fs.Duration("rescan", 5*time.Minute, "safety-net rescan period, for file systems that deliver no inotify events")
+	o.retryMax = fs.Duration("retry-max", 2*time.Minute, "cap of the backoff between backup retries while Vault is away")
+	o.spread = time.Duration(-1) // the config's
+	fs.Func("check-spread", "a start with no fresh check waits a random delay up to this `duration` before checking, so many agents starting together do not all run claude at once; 0 = check at once (env CLAUDE_AUTH_CHECK_SPREAD; default: 5m)", func(v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
 			return fmt.Errorf("want a duration like 5m, or 0")
 		}
-		spread = d
+		o.spread = d
 		return nil
 	})
-	eng, code := begin(fs, &c, args, stdout, stderr, runHelp)
+	return func(args []string, stdout, stderr io.Writer) int {
+		return runAgent(fs, &c, &o, args, stdout, stderr)
+	}
+}
+
+// agentFlags are run's own flags.
+type agentFlags struct {
+	interval, rescan, retryMax *time.Duration
+	spread                     time.Duration
+}
+
+func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout, stderr io.Writer) int {
+	eng, code := begin(fs, c, args, stdout, stderr, runHelp)
 	if eng == nil {
 		return code
 	}
@@ -79,7 +92,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
 	onWatchdogAbort(eng)
-	opt := authsync.AgentOptions{CheckInterval: *interval, Rescan: *rescan, RetryMax: *retryMax, CheckSpread: spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
+	opt := authsync.AgentOptions{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
 		opt.Refresher = authsync.ChildRefresher(exe, c.args())

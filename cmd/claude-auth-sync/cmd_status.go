@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -22,23 +21,25 @@ whether it matches the file, the last backup and check this host made, the last
 pass, the Vault token's TTL, the Claude CLI version and whether the agent runs.
 `
 
-func runStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+func statusFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
+	c.registerClaude(fs) // for the Claude CLI's version
 	asJSON := fs.Bool("json", false, "print JSON")
-	eng, code := begin(fs, &c, args, stdout, stderr, statusHelp)
-	if eng == nil {
-		return code
+	return func(args []string, stdout, stderr io.Writer) int {
+		eng, code := begin(fs, &c, args, stdout, stderr, statusHelp)
+		if eng == nil {
+			return code
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		r := eng.Status(ctx)
+		if *asJSON {
+			return printJSON(stdout, stderr, r)
+		}
+		printStatus(stdout, r, time.Now())
+		return 0
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	r := eng.Status(ctx)
-	if *asJSON {
-		return printJSON(stdout, stderr, r)
-	}
-	printStatus(stdout, r, time.Now())
-	return 0
 }
 
 // printJSON writes the report, or says on stderr why it cannot. Encoding goes

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"io"
 )
 
@@ -26,16 +25,19 @@ Exit codes: 0 OK/SKIP/RECOVERED, 1 FAIL, 2 usage, 3 not logged in,
 75 backup pending or check could not run, 78 configuration error.
 `
 
-func runSync(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
+func syncFlags(fs *flagSet) action {
 	var c commonFlags
 	c.register(fs)
-	eng, code := begin(fs, &c, args, stdout, stderr, syncHelp)
-	if eng == nil {
-		return code
+	c.registerClaude(fs)
+	c.registerCheckTimeout(fs)
+	return func(args []string, stdout, stderr io.Writer) int {
+		eng, code := begin(fs, &c, args, stdout, stderr, syncHelp)
+		if eng == nil {
+			return code
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		eng.Diag.Info("store in use", "store", eng.Store.Describe())
+		return eng.Pass(ctx).Code
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	eng.Diag.Info("store in use", "store", eng.Store.Describe())
-	return eng.Pass(ctx).Code
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,78 +26,125 @@ const (
 	exitConfig = authsync.ExitConfig
 )
 
-// commonFlags are the settings every command takes.
+// commonFlags are the settings the commands that look after a login share.
+// Each command registers only the ones it uses.
 type commonFlags struct {
 	cfg     config.Flags
 	verbose bool
 	quiet   bool // warnings and errors only
 }
 
-func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.cfg.SystemConfig, "config", "", "system config file (default "+config.SystemFile+", env CLAUDE_AUTH_SYSTEM_CONFIG)")
-	fs.StringVar(&c.cfg.CredentialsFile, "credentials", "", "Claude's credentials file (env CLAUDE_CREDENTIALS_FILE; default $CLAUDE_CONFIG_DIR or ~/.claude, /.credentials.json)")
-	fs.StringVar(&c.cfg.StateDir, "state-dir", "", "state dir for sync.log, locks, lineage (env CLAUDE_AUTH_STATE_DIR; default ~/.local/state/claude-auth-sync)")
-	fs.StringVar(&c.cfg.Store, "store", "", "where backups go: auto, vault or file (env CLAUDE_AUTH_STORE; auto = vault when VAULT_ADDR is set)")
-	fs.StringVar(&c.cfg.VaultAddr, "vault-addr", "", "Vault address (env VAULT_ADDR)")
-	fs.StringVar(&c.cfg.VaultPath, "vault-path", "", "KV path as \"vault kv\" takes it (env CLAUDE_AUTH_VAULT_PATH; default secret/workstation/claude-users/{user})")
-	fs.StringVar(&c.cfg.VaultTokenFile, "token-file", "", "scoped Vault token file, mode 0600 (env CLAUDE_AUTH_VAULT_TOKEN_FILE; default ~/.config/claude-auth-sync/vault-token)")
-	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "claude CLI used for the inference check (env CLAUDE_AUTH_CLAUDE_BIN; default claude on PATH)")
-	fs.DurationVar(&c.cfg.CheckTimeout, "check-timeout", 0, "timeout of the inference check (env CLAUDE_AUTH_CHECK_TIMEOUT; default 90s)")
-	fs.StringVar(&c.cfg.User, "user", "", "OS user whose login this is (env CLAUDE_AUTH_USER; default the current user)")
-	fs.BoolVar(&c.verbose, "v", false, "verbose diagnostics")
+// register adds the flags every login command takes: where the files are,
+// which store, whose login, --verbose.
+func (c *commonFlags) register(fs *flagSet) {
+	fs.StringVar(&c.cfg.SystemConfig, "config", "", "system config `file` (env CLAUDE_AUTH_SYSTEM_CONFIG; default: "+config.SystemFile+")")
+	fs.StringVar(&c.cfg.CredentialsFile, "credentials", "", "Claude's credentials `file` (env CLAUDE_CREDENTIALS_FILE; default: $CLAUDE_CONFIG_DIR/.credentials.json, else ~/.claude/.credentials.json)")
+	fs.StringVar(&c.cfg.StateDir, "state-dir", "", "`dir` for sync.log, locks, lineage (env CLAUDE_AUTH_STATE_DIR; default: ~/.local/state/claude-auth-sync)")
+	fs.StringVar(&c.cfg.Store, "store", "", "backup `store`: auto, vault or file (env CLAUDE_AUTH_STORE; default: auto, which is vault when VAULT_ADDR is set, else file)")
+	fs.choices["store"] = []string{"auto", "vault", "file"}
+	fs.StringVar(&c.cfg.VaultAddr, "vault-addr", "", "Vault server `address` (env VAULT_ADDR)")
+	fs.StringVar(&c.cfg.VaultPath, "vault-path", "", "KV `path` as \"vault kv\" takes it (env CLAUDE_AUTH_VAULT_PATH; default: secret/workstation/claude-users/{user})")
+	fs.StringVar(&c.cfg.VaultTokenFile, "token-file", "", "scoped Vault token `file`, mode 0600 (env CLAUDE_AUTH_VAULT_TOKEN_FILE; default: ~/.config/claude-auth-sync/vault-token)")
+	fs.StringVar(&c.cfg.User, "user", "", "OS `user` whose login this is (env CLAUDE_AUTH_USER; default: the current user)")
+	fs.BoolVar(&c.verbose, "verbose", false, "verbose diagnostics (debug lines on stderr)")
+	// The old spelling, after a command only (before one, -v is --version):
+	// unit drop-ins and scripts that say "run -v", and an agent of the
+	// previous version starting its refresh child, keep working.
+	fs.BoolVar(&c.verbose, "v", false, "old spelling of --verbose")
+	fs.hide("v")
 }
 
-// args gives back the settings as flags, for a child process of ours that
-// must see the same config (none of them is a secret).
+// registerClaude adds --claude: the commands that run the claude CLI (the
+// inference check, or status asking its version).
+func (c *commonFlags) registerClaude(fs *flagSet) {
+	fs.StringVar(&c.cfg.ClaudeBin, "claude", "", "the claude CLI `program` (env CLAUDE_AUTH_CLAUDE_BIN; default: claude on PATH)")
+}
+
+// registerCheckTimeout adds --check-timeout: the commands that run the check.
+func (c *commonFlags) registerCheckTimeout(fs *flagSet) {
+	fs.DurationVar(&c.cfg.CheckTimeout, "check-timeout", 0, "timeout of the inference check (env CLAUDE_AUTH_CHECK_TIMEOUT; default: 90s)")
+}
+
+// args gives back the settings as flags, for the agent's refresh child
+// (refresh --agent-child), which must see the same config; none of them is
+// a secret. The child runs no check, so --claude and --check-timeout stay out.
 func (c *commonFlags) args() []string {
 	var out []string
 	for _, f := range []struct{ name, val string }{
 		{"config", c.cfg.SystemConfig}, {"credentials", c.cfg.CredentialsFile}, {"state-dir", c.cfg.StateDir},
 		{"store", c.cfg.Store}, {"vault-addr", c.cfg.VaultAddr}, {"vault-path", c.cfg.VaultPath},
-		{"token-file", c.cfg.VaultTokenFile}, {"claude", c.cfg.ClaudeBin}, {"user", c.cfg.User},
+		{"token-file", c.cfg.VaultTokenFile}, {"user", c.cfg.User},
 	} {
 		if f.val != "" {
 			out = append(out, "--"+f.name+"="+f.val)
 		}
 	}
-	if c.cfg.CheckTimeout != 0 {
-		out = append(out, "--check-timeout="+c.cfg.CheckTimeout.String())
-	}
 	if c.verbose {
-		out = append(out, "-v")
+		out = append(out, "--verbose")
 	}
 	return out
 }
 
 // parse parses a command's flags; ok false means the caller returns code.
-func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
-	// Parse errors go to stderr with a pointer to --help; the help itself goes
-	// to stdout only when asked for.
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, help)
-		fmt.Fprintln(stdout, "\nFlags:")
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
-		return 0, false
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "see claude-auth-sync %s --help\n", fs.Name())
-		return exitUsage, false
+// Parse errors go to stderr in one shape, with a guess at what was meant and
+// a pointer to --help; the help itself goes to stdout only when asked for.
+func parse(fs *flagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
+	if code, ok := parseOnly(fs, args, stdout, stderr, help); !ok {
+		return code, false
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "claude-auth-sync %s: unexpected argument %q (see --help)\n", fs.Name(), fs.Arg(0))
+		fmt.Fprintf(stderr, "claude-auth-sync %s: unexpected argument %q (see claude-auth-sync %s --help)\n", fs.Name(), fs.Arg(0), fs.Name())
 		return exitUsage, false
 	}
 	return 0, true
 }
 
+// parseOnly is parse for commands that take arguments after their flags.
+func parseOnly(fs *flagSet, args []string, stdout, stderr io.Writer, help string) (code int, ok bool) {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, help)
+		fs.printFlags(stdout)
+		return 0, false
+	}
+	if err != nil {
+		usageError(stderr, fs, err)
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// usageError says what was wrong with the flags, in the CLI's one voice.
+func usageError(w io.Writer, fs *flagSet, err error) {
+	msg := err.Error()
+	if name, ok := errUnknownFlag(err); ok {
+		var names []string
+		for _, d := range fs.docs() {
+			names = append(names, d.name)
+		}
+		msg = "unknown flag " + dashes(name)
+		if s := suggest(strings.TrimLeft(name, "-"), names); s != "" {
+			msg += "; did you mean --" + s + "?"
+		}
+	}
+	fmt.Fprintf(w, "claude-auth-sync %s: %s\nsee claude-auth-sync %s --help\n", fs.Name(), flagNames.ReplaceAllString(msg, "$1--$2"), fs.Name())
+}
+
+// flagNames finds flag's own "-name" in its messages ("invalid value … for
+// flag -name", "flag needs an argument: -name"), to spell it as the help does.
+var flagNames = regexp.MustCompile(`(flag |for |argument: )-([a-z][a-z-]+)`)
+
+// dashes spells a flag name as the help does: --name (a lone letter: -x).
+func dashes(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
 // begin parses a command's flags and builds its engine; a nil engine means
 // "return code" (help shown, a usage or configuration error).
-func begin(fs *flag.FlagSet, c *commonFlags, args []string, stdout, stderr io.Writer, help string) (*authsync.Engine, int) {
+func begin(fs *flagSet, c *commonFlags, args []string, stdout, stderr io.Writer, help string) (*authsync.Engine, int) {
 	if code, ok := parse(fs, args, stdout, stderr, help); !ok {
 		return nil, code
 	}

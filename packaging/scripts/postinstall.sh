@@ -5,10 +5,25 @@
 set -e
 
 upgrade=no
+fresh=no
 case "$1" in
-configure) [ -n "$2" ] && upgrade=yes ;; # deb: configure <old-version>
-[0-9]*) [ "$1" -ge 2 ] && upgrade=yes ;; # rpm: number of installed copies
+configure) [ -n "$2" ] && upgrade=yes || fresh=yes ;; # deb: configure <old-version>
+[0-9]*) [ "$1" -ge 2 ] && upgrade=yes || fresh=yes ;; # rpm: number of installed copies
 esac
+
+# A first install: say what comes next. Text only; nothing is enabled here.
+if [ "$fresh" = yes ]; then
+	cat <<'NEXT'
+claude-auth-sync is installed; no agent runs yet. Next:
+  fleet:  set VAULT_ADDR in /etc/claude-auth-sync/config, write the roster
+          /etc/claude-auth-sync/roster.yaml (example in
+          /usr/share/doc/claude-auth-sync/examples/), then run
+          claude-auth-sync provision --roster /etc/claude-auth-sync/roster.yaml
+  one user, no provisioning:
+          systemctl --user enable --now claude-auth-sync
+See claude-auth-sync(1) and /usr/share/doc/claude-auth-sync/runbook.md.
+NEXT
+fi
 
 # Only where systemd is the running init (not in containers, chroots, images).
 if [ -d /run/systemd/system ]; then

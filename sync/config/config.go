@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +79,16 @@ var fileKeys = map[string]bool{
 	"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
 	"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
 	"CLAUDE_AUTH_METRICS_DIR": true,
+}
+
+// Keys lists the keys the system file takes, for the man page.
+func Keys() []string {
+	out := make([]string, 0, len(fileKeys))
+	for k := range fileKeys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Flags are the command-line overrides ("" = not given).
