@@ -75,13 +75,16 @@ func lookupAccount(name string) (*Account, error) {
 // resolveUser decides whose login this process works on. named is --user or
 // CLAUDE_AUTH_USER ("" = the caller). It returns the account to act for when
 // that is another one than the caller's (only root may), nil otherwise.
-func resolveUser(named, me string) (*Account, error) {
+func resolveUser(named, me string, known *Account) (*Account, error) {
 	if named == "" || named == me {
 		return nil, nil
 	}
-	a, err := LookupAccount(named)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --user/CLAUDE_AUTH_USER %s: %v", ErrConfig, named, err)
+	a := known
+	if a == nil || a.Name != named {
+		var err error
+		if a, err = LookupAccount(named); err != nil {
+			return nil, fmt.Errorf("%w: --user/CLAUDE_AUTH_USER %s: %v", ErrConfig, named, err)
+		}
 	}
 	euid := geteuid()
 	if a.UID == euid {

@@ -100,6 +100,9 @@ type Flags struct {
 	VaultTokenFile  string
 	ClaudeBin       string
 	CheckTimeout    time.Duration
+	// Account is User already looked up (provision has its own lookup); nil
+	// = Load asks the user databases.
+	Account *Account
 }
 
 // Load builds the config. getenv is os.Getenv in production.
@@ -139,7 +142,7 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	if c.User == "" {
 		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
 	}
-	if c.ActFor, err = resolveUser(c.User, me); err != nil {
+	if c.ActFor, err = resolveUser(c.User, me, fl.Account); err != nil {
 		return nil, err
 	}
 	if c.ActFor != nil {
