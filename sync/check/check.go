@@ -57,7 +57,7 @@ type Result struct {
 
 // Runner runs the check.
 type Runner struct {
-	Command string        // path or name of the claude CLI
+	Command string // path or name of the claude CLI
 	// Locate, when set, finds the CLI at each run (it may be installed while
 	// the agent runs): its path, or "" and why not (what was tried).
 	Locate  func() (path, notFound string)
