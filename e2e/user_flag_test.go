@@ -135,6 +135,13 @@ func TestUserFlagActsAsAccount(t *testing.T) {
 		t.Errorf("root's own credentials file changed")
 	}
 
+	// exec runs the command as the user, in the user's environment.
+	r := w.run(nil, "exec", "--user", name, "--", "sh", "-c", `echo "$(id -u) $HOME"`)
+	w.mustCode(r, 0, "exec --user as root")
+	if got, want := strings.TrimSpace(r.stdout), fmt.Sprintf("%d %s", uid, u.HomeDir); got != want {
+		t.Errorf("exec --user %s ran as %q; want %q", name, got, want)
+	}
+
 	// Refusals: a non-root caller naming another user, anyone naming an
 	// unknown one.
 	asUser := func(cmd *exec.Cmd) {
@@ -152,6 +159,7 @@ func TestUserFlagActsAsAccount(t *testing.T) {
 		{"a user naming root", asUser, userEnv, []string{"status", "--user", "root"}, "only root can act for another user"},
 		{"a user naming root by env", asUser, append(userEnv, "CLAUDE_AUTH_USER=root"), []string{"sync"}, "only root can act for another user"},
 		{"root naming an unknown user", nil, nil, []string{"sync", "--user", "no-such-user-cas"}, "no such user"},
+		{"exec for an unknown user", nil, nil, []string{"exec", "--user", "no-such-user-cas", "--", "true"}, "not running true as root in place of another user"},
 	} {
 		r := w.runWith(tc.env, tc.mod, 2*60e9, tc.args...)
 		if r.code != 78 || !strings.Contains(r.stderr, tc.want) {
