@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,59 @@ func TestHuman(t *testing.T) {
 		if got := lag(tc.ms); got != tc.want {
 			t.Errorf("lag(%v) = %q; want %q", tc.ms, got, tc.want)
 		}
+	}
+}
+
+// TestPrintStatus: the text form says the same as the JSON, in words: the
+// setup token's end in setup-token mode, the CLI or where it was looked for,
+// the agent's pid and lag as a person reads them.
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	ttl := int64(767*3600 + 59*60 + 59)
+	lagAt := now.Add(-2 * time.Minute)
+	for _, tc := range []struct {
+		name      string
+		r         authsync.Report
+		want, not []string
+	}{
+		{"setup-token mode", authsync.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable",
+			SetupToken:    &authsync.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
+			VaultTokenTTL: &ttl, Claude: authsync.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
+			[]string{"setup token:      expires ", "(in 40d)", "usable:           yes", "vault token ttl:  31d\n",
+				"claude:           /home/alice/.local/bin/claude 2.1.332 (Claude Code)\n"},
+			[]string{"767h"}},
+		{"first-seen end", authsync.Report{Mode: "setup-token", SetupToken: &authsync.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
+			Unusable: "the setup token expired; ask your admin for a new one"},
+			[]string{"(1h ago), one year after this host first saw it", "usable:           no: the setup token expired"}, nil},
+		{"logged out, agent running", authsync.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
+			Claude: authsync.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
+			Agent: authsync.AgentReport{Running: true, PID: 4242, AgentState: &authsync.AgentState{Watch: "inotify",
+				LastBackup: &lagAt, LastBackupVer: 5, LastBackupLagMs: 120010.9, Backups: 2}}},
+			[]string{"claude:           not found (tried claude on PATH (/usr/bin:/bin), /home/alice/.local/bin/claude)\n",
+				"agent:            running, pid 4242\n", "agent backup:     v5, ", "(2m ago), 2m after the change (2 this run)"},
+			[]string{"next refresh", "ms after", "refreshes"}},
+		{"store and host backups", authsync.Report{Mode: "rotating", Login: "usable", Usable: true,
+			Backup:     &authsync.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
+			LastBackup: &authsync.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
+			[]string{"backup:           v5, backed up ", "(1m ago)", "last backup:      v3, ", "(3h ago), by this host"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printStatus(&b, tc.r, now)
+			// Compared with the label's padding squeezed to one space.
+			squeeze := func(s string) string { return regexp.MustCompile(`: +`).ReplaceAllString(s, ": ") }
+			out := squeeze(b.String())
+			for _, w := range tc.want {
+				if !strings.Contains(out, squeeze(w)) {
+					t.Errorf("printStatus: no %q in\n%s", w, b.String())
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("printStatus: %q in\n%s", n, b.String())
+				}
+			}
+		})
 	}
 }
