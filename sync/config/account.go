@@ -31,9 +31,10 @@ var LookupAccount = lookupAccount
 // geteuid is os.Geteuid; tests pretend to be someone else.
 var geteuid = os.Geteuid
 
-// accountName is what getent is asked about: a plain POSIX-like name, never an
-// option ("-s") nor a number (getent would read that as a uid).
-var accountName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._-]*\$?$`)
+// accountName is what getent is asked about: a POSIX-like name (with SSSD's
+// fully qualified user@domain), never an option ("-s") nor a number (getent
+// would read that as a uid).
+var accountName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._@-]*\$?$`)
 
 func lookupAccount(name string) (*Account, error) {
 	if !accountName.MatchString(name) {

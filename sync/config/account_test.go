@@ -31,9 +31,10 @@ func TestLookupAccount(t *testing.T) {
 		{"root", "/root", nil},
 		{"daemon", "/usr/sbin", nil},
 		{"no-such-user-xyz", "", ErrNoAccount},
-		{"0", "", nil},   // a uid, not a name: never looked up as one
-		{"-s", "", nil},  // an option to getent, not a name
-		{"a:b", "", nil}, // not a name
+		{"0", "", nil},                                  // a uid, not a name: never looked up as one
+		{"-s", "", nil},                                 // an option to getent, not a name
+		{"a:b", "", nil},                                // not a name
+		{"no-such-user@corp.example", "", ErrNoAccount}, // SSSD's form is a name
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, err := lookupAccount(tc.name)
