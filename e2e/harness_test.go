@@ -44,7 +44,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = filepath.Join(dir, "bin")
 	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude", "inotify-hog": "./cmd/inotify-hog"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
+		// casfakeusers: the worlds name made-up users (see sync/config/testaccounts.go).
+		cmd := exec.Command("go", "build", "-tags", "casfakeusers", "-o", filepath.Join(binDir, name), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: build %s: %v\n", name, err)

@@ -86,15 +86,21 @@ type Engine struct {
 	metricsErr   string // the metrics error last reported (reported once)
 }
 
-// New builds the engine from the config.
+// New builds the engine from the config. When the config acts for another
+// account (root's --user), the process first takes that account's identity,
+// so nothing below reads, writes or runs anything as root.
 func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engine, error) {
+	if err := cfg.TakeIdentity(); err != nil {
+		return nil, err
+	}
 	e := &Engine{
 		Cfg:  cfg,
 		Diag: console,
 		Now:  time.Now,
 		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
 			Console: console, ConsoleIsJournal: consoleIsJournal},
-		Checker: &check.Runner{Command: cfg.ClaudeBin, Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home},
+		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
+			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},
 		OAuth: &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
 			UserAgent: cfg.OAuthUserAgent},
 	}

@@ -4,40 +4,79 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
 // Report is `status`: what a user or admin needs to see, and never a secret.
+// Its JSON is documented field by field in docs/status-json.md (a test holds
+// the two together); the text form shows the same values.
 type Report struct {
-	User            string        `json:"user"`
-	Mode            string        `json:"mode"` // rotating | setup-token | unknown
-	Store           string        `json:"store"`
-	CredentialsFile string        `json:"credentials_file"`
-	SymlinkTarget   string        `json:"symlink_target,omitempty"`
-	Login           string        `json:"login"` // usable | missing | no-login | clobbered
-	LoginProblem    string        `json:"login_problem,omitempty"`
-	ExpiresAt       *time.Time    `json:"expires_at,omitempty"`
-	LoginDeadline   *time.Time    `json:"login_deadline,omitempty"`
-	ClaudeVersion   string        `json:"claude_version,omitempty"`
-	LastBackup      *BackupRecord `json:"last_backup,omitempty"`
-	BackupVersion   int           `json:"backup_version,omitempty"`
-	BackupAt        *time.Time    `json:"backup_backed_up_at,omitempty"`
-	BackupCurrent   *bool         `json:"backup_matches_file,omitempty"`
-	LastCheck       *CheckRecord  `json:"last_check,omitempty"`
-	LastPass        *PassRecord   `json:"last_pass,omitempty"`
-	VaultTokenTTL   string        `json:"vault_token_ttl,omitempty"`
-	VaultError      string        `json:"vault_error,omitempty"`
-	AgentRunning    bool          `json:"agent_running"`
-	AgentPID        string        `json:"agent_pid,omitempty"`
-	Agent           *AgentState   `json:"agent,omitempty"`
+	User string `json:"user"`
+	Mode string `json:"mode"` // rotating | setup-token | unknown
+	// Usable says whether the login works as far as this host can tell
+	// (ExitCode: 0 usable, 3 not logged in, 1 unusable); Unusable says why not.
+	Usable          bool              `json:"usable"`
+	Unusable        string            `json:"unusable,omitempty"`
+	ExitCode        int               `json:"exit_code"`
+	Store           string            `json:"store"`
+	CredentialsFile string            `json:"credentials_file"`
+	SymlinkTarget   string            `json:"symlink_target,omitempty"`
+	Login           string            `json:"login"` // usable | missing | no-login | clobbered | unreadable
+	LoginProblem    string            `json:"login_problem,omitempty"`
+	ExpiresAt       *time.Time        `json:"expires_at,omitempty"`
+	LoginDeadline   *time.Time        `json:"login_deadline,omitempty"`
+	SetupToken      *SetupTokenReport `json:"setup_token,omitempty"`
+	Backup          *StoreBackup      `json:"backup,omitempty"`
+	LastBackup      *BackupRecord     `json:"last_backup,omitempty"`
+	LastCheck       *CheckRecord      `json:"last_check,omitempty"`
+	LastPass        *PassRecord       `json:"last_pass,omitempty"`
+	// VaultTokenTTL is in whole seconds.
+	VaultTokenTTL *int64      `json:"vault_token_ttl,omitempty"`
+	VaultError    string      `json:"vault_error,omitempty"`
+	Claude        ClaudeCLI   `json:"claude"`
+	Agent         AgentReport `json:"agent"`
 	// OutOfRange: report times (by JSON key) that lie outside years 0-9999,
 	// which RFC 3339 cannot write. Each holds the nearest end of that range;
 	// the value says what the source held.
 	OutOfRange map[string]string `json:"out_of_range,omitempty"`
+}
+
+// StoreBackup is the store's latest copy of the login (whichever host wrote it).
+type StoreBackup struct {
+	Version    int        `json:"version"`
+	BackedUpAt *time.Time `json:"backed_up_at,omitempty"`
+	// MatchesFile: the copy is the credentials file's login (absent when
+	// either cannot be read).
+	MatchesFile *bool `json:"matches_file,omitempty"`
+}
+
+// SetupTokenReport is the admin's setup token's end (setup-token mode).
+type SetupTokenReport struct {
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// ExpiresFrom: "vault" (setup_token_expires_at) or "first-seen" (one
+	// year after this host first saw the token).
+	ExpiresFrom string `json:"expires_from,omitempty"`
+}
+
+// ClaudeCLI is the claude CLI the check runs.
+type ClaudeCLI struct {
+	Path    string   `json:"path,omitempty"`    // "" = not found
+	Version string   `json:"version,omitempty"` // its --version; "" = it did not say
+	Tried   []string `json:"tried,omitempty"`   // where it was looked for, when not found
+}
+
+// AgentReport is the agent's live state; the fields of AgentState appear
+// only while it runs.
+type AgentReport struct {
+	Running bool `json:"running"`
+	PID     int  `json:"pid,omitempty"`
+	*AgentState
 }
 
 // The instants JSON can carry: RFC 3339 has four-digit years.
@@ -116,35 +155,104 @@ func (e *Engine) Status(ctx context.Context) Report {
 		} else if info, err := e.Vault.LookupSelf(ctx); err != nil {
 			r.VaultError, vaultOK = err.Error(), false
 		} else {
-			r.VaultTokenTTL = info.TTL.String()
+			ttl := int64(info.TTL / time.Second)
+			r.VaultTokenTTL = &ttl
 		}
 	}
+	var setupEnd time.Time
 	if vaultOK {
 		if doc, err := e.Store.Read(ctx); err != nil {
 			r.VaultError = err.Error()
 		} else {
 			r.Mode = "rotating"
-			if doc.SetupToken() != "" {
+			if tok := doc.SetupToken(); tok != "" {
 				r.Mode = "setup-token"
+				r.SetupToken = &SetupTokenReport{ExpiresFrom: "vault"}
+				setupEnd = doc.SetupTokenExpiresAt()
+				if setupEnd.IsZero() {
+					if first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]; ok {
+						setupEnd, r.SetupToken.ExpiresFrom = first.Add(setupTokenLifetime), "first-seen"
+					} else {
+						r.SetupToken.ExpiresFrom = "" // no pass has seen it yet
+					}
+				}
+				if !setupEnd.IsZero() {
+					r.SetupToken.ExpiresAt = r.reportTime("setup_token.expires_at", setupEnd)
+				}
 			}
 			if doc.Exists {
-				r.BackupVersion = doc.Version
+				r.Backup = &StoreBackup{Version: doc.Version}
 				if t := doc.BackedUpAt(); !t.IsZero() {
-					r.BackupAt = r.reportTime("backup_backed_up_at", t)
+					r.Backup.BackedUpAt = r.reportTime("backup.backed_up_at", t)
 				}
 				if vo, err := doc.OAuth(); err == nil && vo != nil && local != nil && local.OAuth != nil {
 					same := vo.Equal(local.OAuth)
-					r.BackupCurrent = &same
+					r.Backup.MatchesFile = &same
 				}
 			}
 		}
 	}
-	r.ClaudeVersion = claudeVersion(ctx, e.Cfg.ClaudeBin)
-	r.AgentRunning, r.AgentPID = lock.Held(e.Cfg.StateDir, lock.Agent)
-	if r.AgentRunning {
-		r.Agent = LoadAgentState(e.Cfg.StateDir)
+	found := e.Cfg.FindClaude()
+	r.Claude.Path = found.Path
+	if found.Path == "" {
+		r.Claude.Tried = found.Tried
+	} else {
+		r.Claude.Version = claudeVersion(ctx, found.Path)
 	}
+	var pid string
+	r.Agent.Running, pid = lock.Held(e.Cfg.StateDir, lock.Agent)
+	if r.Agent.Running {
+		r.Agent.PID, _ = strconv.Atoi(pid)
+		if a := LoadAgentState(e.Cfg.StateDir); a != nil {
+			st := *a
+			st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
+			if r.Login != credentials.Usable.String() {
+				st.NextRefresh = nil // nothing to refresh while logged out
+			}
+			r.Agent.AgentState = &st
+		}
+	}
+	r.Usable, r.Unusable, r.ExitCode = r.usability(local, setupEnd, e.now())
 	return r
+}
+
+// Exit codes of `status`, like `systemctl is-active`: whether the login is
+// usable. 2 stays the usage error.
+const (
+	StatusUsable      = 0
+	StatusUnusable    = 1 // clobbered, unreadable, refused by the last check, past its deadline
+	StatusNotLoggedIn = 3 // no login in the file (a logout, or a new home)
+)
+
+// usability decides the exit code from what the report found.
+func (r *Report) usability(local *credentials.Local, setupEnd, now time.Time) (bool, string, int) {
+	if r.Mode == "setup-token" {
+		// Claude runs on the admin's token, whatever the file holds.
+		if !setupEnd.IsZero() && !setupEnd.After(now) {
+			return false, "the setup token expired; ask your admin for a new one", StatusUnusable
+		}
+		return true, "", StatusUsable
+	}
+	switch r.Login {
+	case credentials.Missing.String(), credentials.NoLogin.String():
+		return false, "not logged in: run `claude auth login` (or `claude-auth-sync restore`)", StatusNotLoggedIn
+	case credentials.Usable.String():
+	default:
+		why := "the login in the credentials file is " + r.Login
+		if r.LoginProblem != "" {
+			why += " (" + r.LoginProblem + ")"
+		}
+		return false, why, StatusUnusable
+	}
+	if r.LoginDeadline != nil && !r.LoginDeadline.After(now) {
+		return false, "the login passed its deadline; run `claude auth login`", StatusUnusable
+	}
+	// A check that refused this very login (not one before it) says it is dead.
+	if c := r.LastCheck; c != nil && (c.Result == check.Dead.String() || c.Result == check.Auth.String()) &&
+		c.Subject != nil && local != nil && local.OAuth != nil && c.Subject.Login == local.OAuth.RefreshToken().Short() {
+		return false, "the last check refused this login: " + c.Reason, StatusUnusable
+	}
+	return true, "", StatusUsable
 }
 
 func claudeVersion(ctx context.Context, bin string) string {

@@ -4,8 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
 func TestClampTime(t *testing.T) {
@@ -77,6 +84,141 @@ func TestStatusOutOfRangeTimes(t *testing.T) {
 				if r.OutOfRange[k] != v {
 					t.Errorf("OutOfRange[%s] = %q; want %q", k, r.OutOfRange[k], v)
 				}
+			}
+		})
+	}
+}
+
+// TestStatusUsability: status's exit code says whether the login can be
+// used, like `systemctl is-active`: 0 usable, 3 not logged in, 1 unusable.
+func TestStatusUsability(t *testing.T) {
+	good := oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))
+	for _, tc := range []struct {
+		name      string
+		creds     string // "" = no file
+		doc       map[string]any
+		lastCheck *CheckRecord
+		setupSeen time.Time // SetupTokenFirstSeen for setupTok
+		code      int
+		why       string // in Unusable
+		setupEnd  time.Time
+		setupFrom string
+	}{
+		{name: "usable", creds: credsFile(good), code: StatusUsable},
+		{name: "access token expired, refreshable", creds: credsFile(oauthJSON(access1, refresh1, testNow.Add(-time.Hour))), code: StatusUsable},
+		{name: "no file", code: StatusNotLoggedIn, why: "not logged in"},
+		{name: "no claudeAiOauth", creds: `{"mcpOAuth":{}}`, code: StatusNotLoggedIn, why: "not logged in"},
+		{name: "clobbered", creds: credsFile(`{"accessToken":"` + access1 + `","refreshToken":"","expiresAt":1}`), code: StatusUnusable, why: "clobbered"},
+		{name: "broken JSON", creds: `{"claudeAiOauth":`, code: StatusUnusable, why: "clobbered"},
+		{name: "past its deadline", creds: credsFile(`{"accessToken":"` + access1 + `","refreshToken":"` + refresh1 + `","expiresAt":` +
+			strconv.FormatInt(testNow.Add(time.Hour).UnixMilli(), 10) + `,"refreshTokenExpiresAt":` + strconv.FormatInt(testNow.Add(-time.Minute).UnixMilli(), 10) + `}`),
+			code: StatusUnusable, why: "deadline"},
+		{name: "the last check refused this login", creds: credsFile(good),
+			lastCheck: &CheckRecord{At: testNow, Result: "dead", Reason: "login is dead: invalid_grant", Subject: &CheckSubject{Login: credentials.Secret(refresh1).Short()}},
+			code:      StatusUnusable, why: "invalid_grant"},
+		{name: "the last check refused an older login", creds: credsFile(good),
+			lastCheck: &CheckRecord{At: testNow, Result: "auth", Reason: "credential refused", Subject: &CheckSubject{Login: credentials.Secret(refresh2).Short()}},
+			code:      StatusUsable},
+		{name: "setup token with its end in Vault", doc: map[string]any{"setup_token": setupTok, "setup_token_expires_at": testNow.Add(40 * 24 * time.Hour).Format(time.RFC3339)},
+			code: StatusUsable, setupEnd: testNow.Add(40 * 24 * time.Hour), setupFrom: "vault"},
+		{name: "setup token one year after first seen", creds: credsFile(good), doc: map[string]any{"setup_token": setupTok}, setupSeen: testNow.Add(-300 * 24 * time.Hour),
+			code: StatusUsable, setupEnd: testNow.Add(-300 * 24 * time.Hour).Add(setupTokenLifetime), setupFrom: "first-seen"},
+		{name: "setup token expired", creds: credsFile(good), doc: map[string]any{"setup_token": setupTok, "setup_token_expires_at": testNow.Add(-time.Hour).Format(time.RFC3339)},
+			code: StatusUnusable, why: "setup token expired", setupEnd: testNow.Add(-time.Hour), setupFrom: "vault"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tc.creds != "" {
+				h.writeCreds(tc.creds)
+			}
+			if tc.doc != nil {
+				h.setDoc(tc.doc)
+			}
+			rec := newRecord()
+			rec.LastCheck = tc.lastCheck
+			if !tc.setupSeen.IsZero() {
+				rec.SetupTokenFirstSeen[credentials.Secret(setupTok).Fingerprint()] = tc.setupSeen
+			}
+			if err := mergeRecord(h.eng.recordPath(), rec); err != nil {
+				t.Fatal(err)
+			}
+			r := h.eng.Status(context.Background())
+			if r.ExitCode != tc.code || r.Usable != (tc.code == StatusUsable) || !strings.Contains(r.Unusable, tc.why) {
+				t.Errorf("Status() exit %d, usable %v (%q); want %d and %q", r.ExitCode, r.Usable, r.Unusable, tc.code, tc.why)
+			}
+			if r.Usable && r.Unusable != "" {
+				t.Errorf("a usable login with a reason: %q", r.Unusable)
+			}
+			switch {
+			case tc.setupEnd.IsZero() && r.SetupToken != nil:
+				t.Errorf("SetupToken = %+v; want none in rotating mode", r.SetupToken)
+			case !tc.setupEnd.IsZero() && (r.SetupToken == nil || r.SetupToken.ExpiresAt == nil ||
+				!r.SetupToken.ExpiresAt.Equal(tc.setupEnd) || r.SetupToken.ExpiresFrom != tc.setupFrom):
+				t.Errorf("SetupToken = %+v; want it to end %v (from %s)", r.SetupToken, tc.setupEnd, tc.setupFrom)
+			}
+			if data, _ := json.Marshal(r); strings.Contains(string(data), "sk-ant-") {
+				t.Errorf("the report holds a token")
+			}
+		})
+	}
+}
+
+// TestStatusAgent: the agent's pid is a number; while logged out the report
+// says nothing about the next refresh.
+func TestStatusAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		creds       string
+		wantRefresh bool
+	}{
+		{"logged in", credsFile(oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))), true},
+		{"logged out", "", false},
+		{"clobbered", credsFile(`{"accessToken":"` + access1 + `","refreshToken":"","expiresAt":1}`), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tc.creds != "" {
+				h.writeCreds(tc.creds)
+			}
+			next := testNow.Add(7 * time.Hour)
+			st := AgentState{PID: 1, Started: testNow, Watch: "inotify", NextRefresh: &next, VaultTokenTTL: "767h59m59s"}
+			data, _ := json.Marshal(st)
+			if err := os.MkdirAll(h.cfg.StateDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(h.cfg.StateDir, "agent.json"), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			lk, err := lock.Try(h.cfg.StateDir, lock.Agent)
+			if err != nil || lk == nil {
+				t.Fatalf("take the agent lock: %v", err)
+			}
+			defer lk.Unlock()
+
+			r := h.eng.Status(context.Background())
+			if !r.Agent.Running || r.Agent.PID != os.Getpid() {
+				t.Errorf("Agent = running %v, pid %d; want running, pid %d", r.Agent.Running, r.Agent.PID, os.Getpid())
+			}
+			if r.Agent.AgentState == nil || r.Agent.Watch != "inotify" {
+				t.Fatalf("Agent state = %+v; want the agent's", r.Agent.AgentState)
+			}
+			if got := r.Agent.NextRefresh != nil; got != tc.wantRefresh {
+				t.Errorf("NextRefresh present = %v; want %v", got, tc.wantRefresh)
+			}
+			out, _ := json.Marshal(r)
+			var back map[string]any
+			if err := json.Unmarshal(out, &back); err != nil {
+				t.Fatal(err)
+			}
+			agent, _ := back["agent"].(map[string]any)
+			if pid, ok := agent["pid"].(float64); !ok || int(pid) != os.Getpid() {
+				t.Errorf("agent.pid = %#v; want the number %d", agent["pid"], os.Getpid())
+			}
+			if _, ok := agent["vault_token_ttl"]; ok {
+				t.Errorf("agent.vault_token_ttl is there; the report's own vault_token_ttl says it")
+			}
+			if _, ok := agent["next_refresh"]; ok != tc.wantRefresh {
+				t.Errorf("agent.next_refresh present = %v; want %v", ok, tc.wantRefresh)
 			}
 		})
 	}

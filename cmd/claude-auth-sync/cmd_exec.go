@@ -59,13 +59,30 @@ func runExec(fs *flagSet, c *commonFlags, wait *time.Duration, args []string, st
 		fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
 		return 127
 	}
+	eng, code := setupQuiet(c, stderr)
+	if code != 0 && rootForAnother(c) {
+		// COMMAND was meant to run as that user: never run it as root instead.
+		fmt.Fprintf(stderr, "claude-auth-sync exec: not running %s as root in place of another user\n", cmdArgs[0])
+		return code
+	}
+	// After setup: acting for another user, the environment is that user's.
 	env := os.Environ()
-	if eng, code := setupQuiet(c, stderr); code == 0 {
+	if code == 0 {
 		env = prepareExec(eng, *wait, env)
 	}
 	err = syscall.Exec(path, cmdArgs, env)
 	fmt.Fprintf(stderr, "claude-auth-sync exec: %s: %v\n", cmdArgs[0], err)
 	return 126
+}
+
+// rootForAnother: root was asked (--user, CLAUDE_AUTH_USER) to act for
+// another account.
+func rootForAnother(c *commonFlags) bool {
+	named := c.cfg.User
+	if named == "" {
+		named = os.Getenv("CLAUDE_AUTH_USER")
+	}
+	return os.Geteuid() == 0 && named != "" && named != authsync.CurrentUserName()
 }
 
 // setupQuiet is setup with a console that only speaks up for warnings: exec

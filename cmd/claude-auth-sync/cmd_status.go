@@ -15,10 +15,21 @@ import (
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
 
 Show, without changing anything and without printing any secret: the mode
-(rotating login or setup token), the store, the credentials file and its state,
-when the access token expires, the login's own deadline, the backup's version and
-whether it matches the file, the last backup and check this host made, the last
-pass, the Vault token's TTL, the Claude CLI version and whether the agent runs.
+(rotating login or setup token) and the setup token's end, whether the login is
+usable, the store, the credentials file and its state, when the access token
+expires, the login's own deadline, the store's backup (version, when, whether it
+matches the file), the last backup, check and pass this host made, the Vault
+token's TTL, the claude CLI (path and version, or where it was looked for) and
+the agent's live state. --json prints the same as one JSON document, described
+field by field in docs/status-json.md.
+
+Exit status, like "systemctl is-active" (scripts can test the login):
+  0  the login is usable
+  1  the login is unusable: clobbered or unreadable file, refused by the last
+     check, past its deadline, or an expired setup token
+  2  usage error
+  3  not logged in (no login in the credentials file)
+  78 configuration error
 `
 
 func statusFlags(fs *flagSet) action {
@@ -35,10 +46,13 @@ func statusFlags(fs *flagSet) action {
 		defer cancel()
 		r := eng.Status(ctx)
 		if *asJSON {
-			return printJSON(stdout, stderr, r)
+			if code := printJSON(stdout, stderr, r); code != 0 {
+				return code
+			}
+			return r.ExitCode
 		}
 		printStatus(stdout, r, time.Now())
-		return 0
+		return r.ExitCode
 	}
 }
 
@@ -66,8 +80,30 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 			fmt.Fprintf(w, "%-16s %s\n", k+":", v)
 		}
 	}
+	// A time the report had to clamp is shown as what the source held.
+	reportTime := func(key string, t time.Time) string {
+		if v, ok := r.OutOfRange[key]; ok {
+			return "out of range (" + v + ")"
+		}
+		return when(t, now)
+	}
 	line("user", r.User)
 	line("mode", r.Mode)
+	if st := r.SetupToken; st != nil {
+		switch {
+		case st.ExpiresAt == nil:
+			line("setup token", "end not known yet (one year after the first pass sees it)")
+		case st.ExpiresFrom == "first-seen":
+			line("setup token", "expires "+reportTime("setup_token.expires_at", *st.ExpiresAt)+", one year after this host first saw it")
+		default:
+			line("setup token", "expires "+reportTime("setup_token.expires_at", *st.ExpiresAt))
+		}
+	}
+	if r.Usable {
+		line("usable", "yes")
+	} else {
+		line("usable", "no: "+r.Unusable)
+	}
 	line("store", r.Store)
 	cred := r.CredentialsFile
 	if r.SymlinkTarget != "" {
@@ -79,35 +115,28 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 		login += " (" + r.LoginProblem + ")"
 	}
 	line("login", login)
-	// A time the report had to clamp is shown as what the file held.
-	reportTime := func(key string, t time.Time) string {
-		if v, ok := r.OutOfRange[key]; ok {
-			return "out of range (" + v + ")"
-		}
-		return when(t, now)
-	}
 	if r.ExpiresAt != nil {
 		line("access expires", reportTime("expires_at", *r.ExpiresAt))
 	}
 	if r.LoginDeadline != nil {
 		line("login deadline", reportTime("login_deadline", *r.LoginDeadline))
 	}
-	if r.BackupVersion > 0 {
-		b := fmt.Sprintf("v%d", r.BackupVersion)
-		if r.BackupAt != nil {
-			b += ", backed up " + reportTime("backup_backed_up_at", *r.BackupAt)
+	if b := r.Backup; b != nil {
+		v := fmt.Sprintf("v%d", b.Version)
+		if b.BackedUpAt != nil {
+			v += ", backed up " + reportTime("backup.backed_up_at", *b.BackedUpAt)
 		}
-		if r.BackupCurrent != nil {
-			if *r.BackupCurrent {
-				b += ", matches the file"
+		if b.MatchesFile != nil {
+			if *b.MatchesFile {
+				v += ", matches the file"
 			} else {
-				b += ", differs from the file"
+				v += ", differs from the file"
 			}
 		}
-		line("backup", b)
+		line("backup", v)
 	}
-	if r.LastBackup != nil {
-		line("last backup", fmt.Sprintf("%s (v%d)", when(r.LastBackup.At, now), r.LastBackup.Version))
+	if b := r.LastBackup; b != nil {
+		line("last backup", fmt.Sprintf("v%d, %s, by this host", b.Version, when(b.At, now)))
 	}
 	if r.LastCheck != nil {
 		line("last check", fmt.Sprintf("%s %s: %s", when(r.LastCheck.At, now), r.LastCheck.Result, r.LastCheck.Reason))
@@ -115,48 +144,60 @@ func printStatus(w io.Writer, r authsync.Report, now time.Time) {
 	if r.LastPass != nil {
 		line("last pass", fmt.Sprintf("%s %s %s", when(r.LastPass.At, now), r.LastPass.Status, r.LastPass.Message))
 	}
-	line("vault token ttl", r.VaultTokenTTL)
+	if r.VaultTokenTTL != nil {
+		line("vault token ttl", human(time.Duration(*r.VaultTokenTTL)*time.Second))
+	}
 	line("vault error", r.VaultError)
-	line("claude", r.ClaudeVersion)
-	if !r.AgentRunning {
+	switch c := r.Claude; {
+	case c.Path == "":
+		line("claude", "not found (tried "+strings.Join(c.Tried, ", ")+")")
+	case c.Version == "":
+		line("claude", c.Path+" (no version: `claude --version` failed)")
+	default:
+		line("claude", c.Path+" "+c.Version)
+	}
+	if !r.Agent.Running {
 		line("agent", "not running")
 		return
 	}
-	agent := "running, pid " + r.AgentPID
-	if a := r.Agent; a != nil && a.Version != "" {
+	agent := fmt.Sprintf("running, pid %d", r.Agent.PID)
+	a := r.Agent.AgentState
+	if a != nil && a.Version != "" {
 		agent += ", version " + a.Version
 	}
 	line("agent", agent)
-	if a := r.Agent; a != nil {
-		line("agent watch", a.Watch)
-		if a.LastEvent != nil {
-			line("last file event", when(*a.LastEvent, now)+" "+a.LastEventReason)
+	if a == nil {
+		return
+	}
+	line("agent watch", a.Watch)
+	if a.LastEvent != nil {
+		line("last file event", when(*a.LastEvent, now)+" "+a.LastEventReason)
+	}
+	if a.LastBackup != nil {
+		line("agent backup", fmt.Sprintf("v%d, %s, %s after the change (%d this run)", a.LastBackupVer, when(*a.LastBackup, now), lag(a.LastBackupLagMs), a.Backups))
+	}
+	switch {
+	case a.NextCheck != nil:
+		line("next check", when(*a.NextCheck, now)+"; "+a.NextCheckWhy)
+	case a.NextCheckWhy != "":
+		line("next check", a.NextCheckWhy)
+	}
+	if a.NextRefresh != nil {
+		line("next refresh", fmt.Sprintf("%s (%d refreshes this run)", when(*a.NextRefresh, now), a.Refreshes))
+	}
+	if a.Pending {
+		p := "yes"
+		if a.PendingSince != nil {
+			p += ", since " + when(*a.PendingSince, now)
 		}
-		if a.LastBackup != nil {
-			line("agent backup", fmt.Sprintf("%s v%d, %.1f ms after the change (%d this run)", when(*a.LastBackup, now), a.LastBackupVer, a.LastBackupLagMs, a.Backups))
-		}
-		switch {
-		case a.NextCheck != nil:
-			line("next check", when(*a.NextCheck, now)+"; "+a.NextCheckWhy)
-		case a.NextCheckWhy != "":
-			line("next check", a.NextCheckWhy)
-		}
-		if a.NextRefresh != nil {
-			line("next refresh", fmt.Sprintf("%s (%d refreshes this run)", when(*a.NextRefresh, now), a.Refreshes))
-		}
-		if a.Pending {
-			p := "yes"
-			if a.PendingSince != nil {
-				p += ", since " + when(*a.PendingSince, now)
-			}
-			line("backup pending", fmt.Sprintf("%s (%d retries)", p, a.Retries))
-		}
-		if a.VaultDownSince != nil {
-			line("vault down", "since "+when(*a.VaultDownSince, now))
-		}
+		line("backup pending", fmt.Sprintf("%s (%d retries)", p, a.Retries))
+	}
+	if a.VaultDownSince != nil {
+		line("vault down", "since "+when(*a.VaultDownSince, now))
 	}
 }
 
+// when is t as a time and how far from now, e.g. "… (in 7h59m)", "… (2m ago)".
 func when(t time.Time, now time.Time) string {
 	d := t.Sub(now)
 	// Sub saturates about 292 years out; the saturated value is no distance.
@@ -166,11 +207,53 @@ func when(t time.Time, now time.Time) string {
 	case math.MinInt64:
 		return t.Local().Format(time.RFC3339) + " (more than 292 years ago)"
 	}
-	d = d.Round(time.Second)
-	rel := "in " + d.String()
+	rel := "in " + human(d)
 	if t.Before(now) {
-		// Decided before rounding: a moment ago is "0s ago", not "in 0s".
-		rel = strings.TrimPrefix((-d).String(), "-") + " ago"
+		// Decided on the exact value: a moment ago is "0s ago", not "in 0s".
+		rel = human(-d) + " ago"
 	}
 	return t.Local().Format(time.RFC3339) + " (" + rel + ")"
+}
+
+// human is a distance as a person reads it: the two largest units that
+// matter, cut (not rounded) so "in 7h59m" never claims a minute too many:
+// 45s, 4m10s, 2m, 7h59m, 8h, 2d3h, 31d.
+func human(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	const day = 24 * time.Hour
+	two := func(a int64, ua string, b int64, ub string) string {
+		if b == 0 {
+			return fmt.Sprintf("%d%s", a, ua)
+		}
+		return fmt.Sprintf("%d%s%d%s", a, ua, b, ub)
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int64(d/time.Second))
+	case d < 10*time.Minute:
+		return two(int64(d/time.Minute), "m", int64(d%time.Minute/time.Second), "s")
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int64(d/time.Minute))
+	case d < day:
+		return two(int64(d/time.Hour), "h", int64(d%time.Hour/time.Minute), "m")
+	case d < 7*day:
+		return two(int64(d/day), "d", int64(d%day/time.Hour), "h")
+	}
+	return fmt.Sprintf("%dd", int64(d/day))
+}
+
+// lag is the agent's change-to-backup delay: milliseconds while short, then
+// as human.
+func lag(ms float64) string {
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.1f ms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0f ms", ms)
+	case ms < 60000:
+		return fmt.Sprintf("%.1fs", ms/1000)
+	}
+	return human(time.Duration(ms * float64(time.Millisecond)))
 }

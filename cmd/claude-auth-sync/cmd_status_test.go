@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,24 +27,25 @@ func TestStatusExtremeExpiry(t *testing.T) {
 		wantJSON        string // expires_at in the JSON, as an instant ("" = absent)
 		wantOutOfRange  string // out_of_range.expires_at ("" = absent)
 		wantText        string // the "access expires:" line starts so ("" = no line; "-" = a time)
+		wantCode        int    // the exit code: whether the login is usable
 	}{
 		{"max int64", "9223372036854775807", "9999-12-31T23:59:59.999999999Z",
 			"9223372036854775807 ms since the epoch, after year 9999",
-			"out of range (9223372036854775807 ms since the epoch, after year 9999)"},
+			"out of range (9223372036854775807 ms since the epoch, after year 9999)", 0},
 		{"min int64", "-9223372036854775808", "0000-01-01T00:00:00Z",
 			"-9223372036854775808 ms since the epoch, before year 0",
-			"out of range (-9223372036854775808 ms since the epoch, before year 0)"},
+			"out of range (-9223372036854775808 ms since the epoch, before year 0)", 0},
 		{"1e18 as a float", "1e18", "9999-12-31T23:59:59.999999999Z",
 			"1000000000000000000 ms since the epoch, after year 9999",
-			"out of range (1000000000000000000 ms since the epoch, after year 9999)"},
+			"out of range (1000000000000000000 ms since the epoch, after year 9999)", 0},
 		{"first ms of year 10000", "253402300800000", "9999-12-31T23:59:59.999999999Z",
-			"253402300800000 ms since the epoch, after year 9999", "out of range (253402300800000"},
+			"253402300800000 ms since the epoch, after year 9999", "out of range (253402300800000", 0},
 		// In range in UTC, maybe not in the local zone: written in UTC then.
-		{"last ms of year 9999", "253402300799999", "9999-12-31T23:59:59.999Z", "", "-"},
+		{"last ms of year 9999", "253402300799999", "9999-12-31T23:59:59.999Z", "", "-", 0},
 		// The credentials package reads a number beyond ±2^62 ms as no number
 		// at all: a broken login, and no time to show.
-		{"1e300", "1e300", "", "", ""},
-		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-"},
+		{"1e300", "1e300", "", "", "", authsync.StatusUnusable},
+		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -58,12 +60,12 @@ func TestStatusExtremeExpiry(t *testing.T) {
 				t.Fatal(err)
 			}
 			args := []string{"--credentials", creds, "--state-dir", filepath.Join(dir, "state"),
-				"--store", "file", "--user", "alice", "--claude", filepath.Join(dir, "no-claude")}
+				"--store", "file", "--claude", filepath.Join(dir, "no-claude")}
 
 			var out, errb bytes.Buffer
 			code := Main(append([]string{"status", "--json"}, args...), &out, &errb)
-			if code != 0 || errb.Len() > 0 {
-				t.Fatalf("status --json: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+			if code != tc.wantCode || errb.Len() > 0 {
+				t.Fatalf("status --json: exit %d, stderr %q; want %d and nothing", code, errb.String(), tc.wantCode)
 			}
 			var got struct {
 				ExpiresAt  *string           `json:"expires_at"`
@@ -91,8 +93,8 @@ func TestStatusExtremeExpiry(t *testing.T) {
 			out.Reset()
 			errb.Reset()
 			code = Main(append([]string{"status"}, args...), &out, &errb)
-			if code != 0 || errb.Len() > 0 {
-				t.Fatalf("status: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+			if code != tc.wantCode || errb.Len() > 0 {
+				t.Fatalf("status: exit %d, stderr %q; want %d and nothing", code, errb.String(), tc.wantCode)
 			}
 			var line string
 			for _, l := range strings.Split(out.String(), "\n") {
@@ -173,7 +175,7 @@ func TestWhenFar(t *testing.T) {
 		t    time.Time
 		want string
 	}{
-		{"soon", now.Add(90 * time.Minute), "(in 1h30m0s)"},
+		{"soon", now.Add(90 * time.Minute), "(in 1h30m)"},
 		{"just past", now.Add(-400 * time.Millisecond), "(0s ago)"},
 		{"year 9999", time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), "(in more than 292 years)"},
 		{"year 1", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), "(more than 292 years ago)"},
@@ -183,6 +185,95 @@ func TestWhenFar(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := when(tc.t, now); !strings.HasSuffix(got, tc.want) {
 				t.Errorf("when(%v) = %q; want it to end in %q", tc.t, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestHuman: distances as a person reads them, never Go's 767h59m59s.
+func TestHuman(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{400 * time.Millisecond, "0s"},
+		{45 * time.Second, "45s"},
+		{2 * time.Minute, "2m"},
+		{2*time.Minute + 5*time.Second, "2m5s"},
+		{9*time.Minute + 59*time.Second + 999*time.Millisecond, "9m59s"},
+		{42*time.Minute + 30*time.Second, "42m"},
+		{8*time.Hour - time.Second, "7h59m"},
+		{8 * time.Hour, "8h"},
+		{51 * time.Hour, "2d3h"},
+		{767*time.Hour + 59*time.Minute + 59*time.Second, "31d"},
+		{-2 * time.Minute, "2m"},
+	} {
+		if got := human(tc.d); got != tc.want {
+			t.Errorf("human(%v) = %q; want %q", tc.d, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		ms   float64
+		want string
+	}{
+		{0.4, "0.4 ms"}, {350.2, "350 ms"}, {1500, "1.5s"}, {120010.9, "2m"}, {7200000, "2h"},
+	} {
+		if got := lag(tc.ms); got != tc.want {
+			t.Errorf("lag(%v) = %q; want %q", tc.ms, got, tc.want)
+		}
+	}
+}
+
+// TestPrintStatus: the text form says the same as the JSON, in words: the
+// setup token's end in setup-token mode, the CLI or where it was looked for,
+// the agent's pid and lag as a person reads them.
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
+	ttl := int64(767*3600 + 59*60 + 59)
+	lagAt := now.Add(-2 * time.Minute)
+	for _, tc := range []struct {
+		name      string
+		r         authsync.Report
+		want, not []string
+	}{
+		{"setup-token mode", authsync.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable",
+			SetupToken:    &authsync.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
+			VaultTokenTTL: &ttl, Claude: authsync.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
+			[]string{"setup token:      expires ", "(in 40d)", "usable:           yes", "vault token ttl:  31d\n",
+				"claude:           /home/alice/.local/bin/claude 2.1.332 (Claude Code)\n"},
+			[]string{"767h"}},
+		{"first-seen end", authsync.Report{Mode: "setup-token", SetupToken: &authsync.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
+			Unusable: "the setup token expired; ask your admin for a new one"},
+			[]string{"(1h ago), one year after this host first saw it", "usable:           no: the setup token expired"}, nil},
+		{"logged out, agent running", authsync.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
+			Claude: authsync.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
+			Agent: authsync.AgentReport{Running: true, PID: 4242, AgentState: &authsync.AgentState{Watch: "inotify",
+				LastBackup: &lagAt, LastBackupVer: 5, LastBackupLagMs: 120010.9, Backups: 2}}},
+			[]string{"claude:           not found (tried claude on PATH (/usr/bin:/bin), /home/alice/.local/bin/claude)\n",
+				"agent:            running, pid 4242\n", "agent backup:     v5, ", "(2m ago), 2m after the change (2 this run)"},
+			[]string{"next refresh", "ms after", "refreshes"}},
+		{"store and host backups", authsync.Report{Mode: "rotating", Login: "usable", Usable: true,
+			Backup:     &authsync.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
+			LastBackup: &authsync.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
+			[]string{"backup:           v5, backed up ", "(1m ago)", "last backup:      v3, ", "(3h ago), by this host"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printStatus(&b, tc.r, now)
+			// Compared with the label's padding squeezed to one space.
+			squeeze := func(s string) string { return regexp.MustCompile(`: +`).ReplaceAllString(s, ": ") }
+			out := squeeze(b.String())
+			for _, w := range tc.want {
+				if !strings.Contains(out, squeeze(w)) {
+					t.Errorf("printStatus: no %q in\n%s", w, b.String())
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(b.String(), n) {
+					t.Errorf("printStatus: %q in\n%s", n, b.String())
+				}
 			}
 		})
 	}

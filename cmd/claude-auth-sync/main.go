@@ -107,7 +107,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	_, run := c.flagSet()
-	return run(append(pre, rest...), stdout, stderr)
+	// A new slice: pre shares args' array, and appending to it would write
+	// over the caller's arguments.
+	all := make([]string, 0, len(pre)+len(rest))
+	return run(append(append(all, pre...), rest...), stdout, stderr)
 }
 
 // splitCommand finds the command among args: pre are the flags before it

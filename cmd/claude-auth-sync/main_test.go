@@ -23,6 +23,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/standin"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
 // The scripts in testdata/script run the real command line (Main, in a copy of
@@ -38,6 +39,15 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// The scripts' user alice is the test's own account under another name
+	// (one Vault identity per script); other names go to the user databases.
+	realLookup := config.LookupAccount
+	config.LookupAccount = func(name string) (*config.Account, error) {
+		if name == "alice" {
+			return &config.Account{Name: name, UID: os.Geteuid(), GID: os.Getegid()}, nil
+		}
+		return realLookup(name)
+	}
 	testscript.Main(m, map[string]func(){
 		"claude-auth-sync": func() { os.Exit(runCLI()) },
 		"claude":           func() { os.Exit(standin.Main(os.Args[1:], os.Stdout, os.Stderr)) },

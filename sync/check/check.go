@@ -57,7 +57,10 @@ type Result struct {
 
 // Runner runs the check.
 type Runner struct {
-	Command string        // path or name of the claude CLI
+	Command string // path or name of the claude CLI
+	// Locate, when set, finds the CLI at each run (it may be installed while
+	// the agent runs): its path, or "" and why not (what was tried).
+	Locate  func() (path, notFound string)
 	Timeout time.Duration // whole run
 	Env     []string      // full environment for the child
 	Dir     string
@@ -71,9 +74,16 @@ func (r *Runner) Run(ctx context.Context, extraEnv ...string) Result {
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
+	command := r.Command
+	if r.Locate != nil {
+		var notFound string
+		if command, notFound = r.Locate(); command == "" {
+			return Result{Kind: Transient, Reason: notFound, ExitCode: -1, Duration: time.Since(start)}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, r.Command, Args()...)
+	cmd := exec.CommandContext(ctx, command, Args()...)
 	cmd.Env = append(append([]string(nil), r.Env...), extraEnv...)
 	cmd.Dir = r.Dir
 	cmd.Stdin = nil
@@ -95,7 +105,7 @@ func (r *Runner) Run(ctx context.Context, extraEnv ...string) Result {
 		if !errors.As(err, &ee) {
 			res.Kind = Transient
 			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-				res.Reason = fmt.Sprintf("claude CLI not found (%s); set CLAUDE_AUTH_CLAUDE_BIN", r.Command)
+				res.Reason = fmt.Sprintf("claude CLI not found (%s): %s", command, Mask(err.Error()))
 			} else {
 				res.Reason = "could not run claude: " + Mask(err.Error())
 			}

@@ -27,7 +27,11 @@ var ErrConfig = errors.New("configuration error")
 
 // Config is everything a command needs to know.
 type Config struct {
-	User            string
+	User string
+	// ActFor is the account root acts for (--user naming another user): the
+	// process takes its identity (TakeIdentity) and its home. nil = the
+	// caller's own login.
+	ActFor          *Account
 	Home            string
 	ClaudeConfigDir string // realpath of Claude's config dir
 	CredentialsFile string
@@ -44,7 +48,11 @@ type Config struct {
 	VaultPath    string // inside the mount
 	VaultTimeout time.Duration
 
-	ClaudeBin     string
+	// ClaudeBin is the configured claude CLI, its home expanded ("" = search
+	// the PATH and the installers' places: FindClaude).
+	ClaudeBin string
+	// SearchPath is the user's PATH, where FindClaude looks first.
+	SearchPath    string
 	CheckTimeout  time.Duration
 	CheckInterval time.Duration
 	// CheckSpread: an agent start with no fresh check waits a random delay
@@ -103,6 +111,9 @@ type Flags struct {
 	VaultTokenFile  string
 	ClaudeBin       string
 	CheckTimeout    time.Duration
+	// Account is User already looked up (provision has its own lookup); nil
+	// = Load asks the user databases.
+	Account *Account
 }
 
 // Load builds the config. getenv is os.Getenv in production.
@@ -137,16 +148,21 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	}
 
 	c := &Config{Sources: src}
-	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"))
-	if c.User == "" {
-		c.User, _ = currentAccount()
-	}
+	me, myHome := currentAccount()
+	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"), me)
 	if c.User == "" {
 		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
 	}
-	c.Home = getenv("HOME")
-	if c.Home == "" {
-		_, c.Home = currentAccount()
+	if c.ActFor, err = resolveUser(c.User, me, fl.Account); err != nil {
+		return nil, err
+	}
+	if c.ActFor != nil {
+		// Root for another user: that user's home and files, none of the
+		// caller's own paths from the environment.
+		getenv = withoutCallerPaths(getenv)
+		c.Home = c.ActFor.Home
+	} else {
+		c.Home = firstNonEmpty(getenv("HOME"), myHome)
 	}
 	dir, err := credentials.ResolveConfigDir(getenv("CLAUDE_CONFIG_DIR"), c.Home)
 	if err != nil {
@@ -210,7 +226,12 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 		return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
 	}
 
-	c.ClaudeBin = firstNonEmpty(fl.ClaudeBin, get("CLAUDE_AUTH_CLAUDE_BIN"), "claude")
+	c.ClaudeBin = get("CLAUDE_AUTH_CLAUDE_BIN")
+	if fl.ClaudeBin != "" {
+		c.ClaudeBin, src["CLAUDE_AUTH_CLAUDE_BIN"] = fl.ClaudeBin, "--claude"
+	}
+	c.ClaudeBin = expandHome(c.ClaudeBin, c.Home)
+	c.SearchPath = getenv("PATH")
 	if c.CheckTimeout, err = duration(fl.CheckTimeout, get("CLAUDE_AUTH_CHECK_TIMEOUT"), 90*time.Second, "CLAUDE_AUTH_CHECK_TIMEOUT"); err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"Store", c.Store, "file"},
 		{"VaultMount", c.VaultMount, "secret"},
 		{"VaultPath", c.VaultPath, "workstation/claude-users/first.last"},
-		{"ClaudeBin", c.ClaudeBin, "claude"},
+		{"ClaudeBin", c.ClaudeBin, ""}, // unset: FindClaude searches
 		{"JournalSocket", c.JournalSocket, ""},
 	}
 	for _, ch := range checks {

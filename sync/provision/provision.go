@@ -311,7 +311,8 @@ func (p *provisioner) userConfig(acct Account) (*config.Config, error) {
 		}
 		return ""
 	}
-	return config.Load(getenv, config.Flags{SystemConfig: p.opt.SystemConfig, User: acct.Name})
+	return config.Load(getenv, config.Flags{SystemConfig: p.opt.SystemConfig, User: acct.Name,
+		Account: &config.Account{Name: acct.Name, UID: acct.UID, GID: acct.GID, Home: acct.Home, Groups: []int{acct.GID}}})
 }
 
 // line builds a Result from the notes gathered for a user.

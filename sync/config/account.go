@@ -1,0 +1,152 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Account is an OS account as the user databases (NSS: /etc/passwd, LDAP,
+// SSSD) know it.
+type Account struct {
+	Name     string
+	UID, GID int
+	Home     string
+	Groups   []int // supplementary groups, the primary one included
+}
+
+// ErrNoAccount: the user databases do not know the name.
+var ErrNoAccount = errors.New("no such user")
+
+// LookupAccount finds an account by name. It asks NSS through `getent passwd`:
+// the binary is static, and Go's os/user then reads only /etc/passwd, which
+// does not hold directory accounts. Tests replace it.
+var LookupAccount = lookupAccount
+
+// geteuid is os.Geteuid; tests pretend to be someone else.
+var geteuid = os.Geteuid
+
+// accountName is what getent is asked about: a POSIX-like name (with SSSD's
+// fully qualified user@domain), never an option ("-s") nor a number (getent
+// would read that as a uid).
+var accountName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._@-]*\$?$`)
+
+func lookupAccount(name string) (*Account, error) {
+	if !accountName.MatchString(name) {
+		return nil, fmt.Errorf("%q is not a user name", name)
+	}
+	out, err := exec.Command("getent", "passwd", name).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 2 { // getent: key not found
+			return nil, fmt.Errorf("%s: %w", name, ErrNoAccount)
+		}
+		return nil, fmt.Errorf("getent passwd %s: %v", name, err)
+	}
+	f := strings.Split(strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), ":")
+	if len(f) != 7 || f[0] != name {
+		return nil, fmt.Errorf("%s: %w", name, ErrNoAccount)
+	}
+	uid, err1 := strconv.Atoi(f[2])
+	gid, err2 := strconv.Atoi(f[3])
+	if err1 != nil || err2 != nil || f[5] == "" || !strings.HasPrefix(f[5], "/") {
+		return nil, fmt.Errorf("getent passwd %s: an entry with no usable uid, gid or home", name)
+	}
+	a := &Account{Name: name, UID: uid, GID: gid, Home: f[5], Groups: []int{gid}}
+	// Supplementary groups, through NSS too; without them, the primary one.
+	if out, err := exec.Command("id", "-G", name).Output(); err == nil {
+		var gs []int
+		for _, s := range strings.Fields(string(out)) {
+			if g, err := strconv.Atoi(s); err == nil {
+				gs = append(gs, g)
+			}
+		}
+		if len(gs) > 0 {
+			a.Groups = gs
+		}
+	}
+	return a, nil
+}
+
+// resolveUser decides whose login this process works on. named is --user or
+// CLAUDE_AUTH_USER ("" = the caller). It returns the account to act for when
+// that is another one than the caller's (only root may), nil otherwise.
+func resolveUser(named, me string, known *Account) (*Account, error) {
+	if named == "" || named == me {
+		return nil, nil
+	}
+	a := known
+	if a == nil || a.Name != named {
+		var err error
+		if a, err = LookupAccount(named); err != nil {
+			return nil, fmt.Errorf("%w: --user/CLAUDE_AUTH_USER %s: %v", ErrConfig, named, err)
+		}
+	}
+	euid := geteuid()
+	if a.UID == euid {
+		return nil, nil // another name of the caller's own account
+	}
+	if euid != 0 {
+		if me == "" {
+			me = "uid " + strconv.Itoa(euid)
+		}
+		return nil, fmt.Errorf("%w: --user/CLAUDE_AUTH_USER %s: only root can act for another user (this is %s); run it as %s, or leave --user and CLAUDE_AUTH_USER unset", ErrConfig, named, me, named)
+	}
+	return a, nil
+}
+
+// callerPaths are the environment settings that describe the caller's own
+// files: when root acts for another user, they are root's, not the user's.
+var callerPaths = []string{
+	"HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "CLAUDE_CONFIG_DIR", "CLAUDE_CREDENTIALS_FILE",
+	"CLAUDE_AUTH_STATE_DIR", "CLAUDE_AUTH_CONFIG_DIR", "CLAUDE_AUTH_VAULT_TOKEN_FILE",
+	"CLAUDE_AUTH_TOKEN_ENV_FILE", "CLAUDE_AUTH_LOCAL_STORE",
+}
+
+func withoutCallerPaths(getenv func(string) string) func(string) string {
+	return func(k string) string {
+		for _, p := range callerPaths {
+			if k == p {
+				return ""
+			}
+		}
+		return getenv(k)
+	}
+}
+
+// TakeIdentity makes this process the account the config acts for (root's
+// --user), before anything is read or written: every file is then made with
+// the user's uid and checked with the user's rights, never root's, and the
+// claude CLI the user controls never runs as root. A no-op for the caller's
+// own login.
+func (c *Config) TakeIdentity() error {
+	a := c.ActFor
+	if a == nil {
+		return nil
+	}
+	// Go applies these to every thread of the process.
+	if err := syscall.Setgroups(a.Groups); err != nil {
+		return fmt.Errorf("%w: act for %s: setgroups: %v", ErrConfig, a.Name, err)
+	}
+	if err := syscall.Setgid(a.GID); err != nil {
+		return fmt.Errorf("%w: act for %s: setgid %d: %v", ErrConfig, a.Name, a.GID, err)
+	}
+	if err := syscall.Setuid(a.UID); err != nil {
+		return fmt.Errorf("%w: act for %s: setuid %d: %v", ErrConfig, a.Name, a.UID, err)
+	}
+	// Children (the check's claude, exec's command, the refresh child) see
+	// the user's environment, not root's.
+	for _, k := range append(callerPaths, "XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_DATA_HOME", "DBUS_SESSION_BUS_ADDRESS") {
+		os.Unsetenv(k)
+	}
+	os.Setenv("HOME", a.Home)
+	os.Setenv("USER", a.Name)
+	os.Setenv("LOGNAME", a.Name)
+	_ = os.Chdir(a.Home)
+	return nil
+}
