@@ -93,6 +93,9 @@ type agent struct {
 	// renewKick asks the token routine to check the Vault token now (a
 	// backup was refused: revoked or expired, or re-provisioned since).
 	renewKick chan struct{}
+	// fatal carries the error that ends the agent: Vault misconfigured from
+	// the start (exit 78, like any other configuration error).
+	fatal chan error
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
 	// tokenChecked is closed once the token routine has tried the Vault
@@ -155,7 +158,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		return fmt.Errorf("lineage: %w", err)
 	}
 	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1),
-		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{},
+		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), fatal: make(chan error, 1), lastState: -1, watchErrs: map[string]bool{},
 		tokenChecked: make(chan struct{})}
 	a.sweepTemps()
 	e.awaitRestore = a.awaitRestore
@@ -226,6 +229,13 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			wg.Wait()
 			a.saveLive()
 			return nil
+		case err := <-a.fatal:
+			_ = notify.Send("STOPPING=1\nSTATUS=" + err.Error())
+			cancel()
+			<-workerDone
+			wg.Wait()
+			a.saveLive()
+			return err
 		case ch := <-w.C():
 			a.mu.Lock()
 			t := time.Now()
@@ -517,7 +527,9 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 }
 
 // renewLoop checks and renews the Vault token: at start, then at half its TTL,
-// with backoff while Vault is away.
+// with backoff while Vault is away. It watches the token file too (a cheap
+// stat, tokenPoll apart): a token the admin re-provisions is used within a
+// second, not when the backoff runs out.
 func (a *agent) renewLoop(ctx context.Context) {
 	defer a.markTokenChecked()
 	if a.e.Vault == nil {
@@ -528,8 +540,11 @@ func (a *agent) renewLoop(ctx context.Context) {
 	}
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	failed := ""
-	prevOK := false
+	prevOK, everOK := false, false
+	poll := time.NewTicker(tokenPoll)
+	defer poll.Stop()
 	for {
+		tokenKey := fileKey(a.e.Cfg.VaultTokenFile)
 		info, err := a.e.Vault.Prepare(ctx)
 		var next time.Duration
 		switch {
@@ -555,6 +570,15 @@ func (a *agent) renewLoop(ctx context.Context) {
 			if info.TTL == 0 {
 				next = 12 * time.Hour
 			}
+		case errors.Is(err, store.ErrMisconfigured) && !everOK:
+			// Vault has never been reachable as configured, and no wait
+			// changes the settings: stop with a configuration error.
+			a.ready.Store(false)
+			select {
+			case a.fatal <- err:
+			default:
+			}
+			return
 		case errors.Is(err, store.ErrUnreachable):
 			a.vaultDown(err)
 			next = b.next()
@@ -568,18 +592,32 @@ func (a *agent) renewLoop(ctx context.Context) {
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		}
 		prevOK = err == nil
+		everOK = everOK || prevOK
 		a.markTokenChecked()
 		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		case <-a.renewKick:
-			t.Stop()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+				break wait
+			case <-a.renewKick:
+				t.Stop()
+				break wait
+			case <-poll.C:
+				if fileKey(a.e.Cfg.VaultTokenFile) != tokenKey {
+					t.Stop()
+					break wait
+				}
+			}
 		}
 	}
 }
+
+// tokenPoll is how often the agent looks whether the token file changed.
+const tokenPoll = 250 * time.Millisecond
 
 func (a *agent) markTokenChecked() { a.tokenCheckedOnce.Do(func() { close(a.tokenChecked) }) }
 

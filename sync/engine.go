@@ -221,6 +221,9 @@ func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
 		case errors.Is(err, store.ErrUnreachable):
 			vs.down = err
 			return vs, nil
+		case errors.Is(err, store.ErrMisconfigured):
+			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
+			return vs, &o
 		default:
 			o := fail("vault token: %v", err)
 			return vs, &o
