@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,4 +75,35 @@ func TestAgentUsesReprovisionedTokenAtOnce(t *testing.T) {
 	if d := time.Since(installed); d > 2*time.Second {
 		t.Errorf("the new token was used %s after it was installed; want within a second or so", d)
 	}
+}
+
+// The agent's start, its own refreshes and its stop reach sync.log as status
+// lines, and Ctrl-C (SIGINT) of an agent at a terminal prints that it stopped.
+func TestAgentLifecycleInSyncLog(t *testing.T) {
+	w := newWorld(t)
+	w.fake.ExpiresIn = 6 * time.Second
+	w.writeLogin(w.fake.Issue())
+	a := w.startAgent([]string{"CLAUDE_AUTH_REFRESH_LEAD=3s"})
+	eventually(t, 20*time.Second, "a refresh in sync.log", func() bool {
+		return regexp.MustCompile(`(?m)^\S+ OK refreshed the login ahead of Claude \(valid until \S+\)$`).MatchString(w.syncLog())
+	})
+	_ = a.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop on SIGINT")
+	}
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("agent exit code after SIGINT = %d; want 0", code)
+	}
+	if !regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d OK agent stopped`).MatchString(a.output()) {
+		t.Errorf("the agent did not say it stopped:\n%s", a.output())
+	}
+	log := w.syncLog()
+	for _, re := range []string{`(?m)^\S+ OK agent started \(pid \d+, .*\): watching `, `(?m)^\S+ OK agent stopped \(pid \d+\)`} {
+		if !regexp.MustCompile(re).MatchString(log) {
+			t.Errorf("sync.log has no line matching %s:\n%s", re, log)
+		}
+	}
+	w.secrets = append(w.secrets, w.fake.Issued()...)
 }

@@ -209,7 +209,12 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	workerDone := make(chan struct{})
 	go func() { a.worker(ctx); close(workerDone) }()
 
-	e.Diag.Info("agent started", "store", e.Store.Describe(), "credentials", e.Cfg.CredentialsFile, "check_interval", opt.CheckInterval.String())
+	version := opt.Version
+	if version == "" {
+		version = "unknown version"
+	}
+	e.Log.Event(OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
+		os.Getpid(), version, e.Cfg.CredentialsFile, e.Store.Describe(), opt.CheckInterval)
 	notify := opt.Notifier
 	_ = notify.Send("READY=1\nSTATUS=" + a.statusLine())
 	if opt.Started != nil {
@@ -228,6 +233,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			<-workerDone
 			wg.Wait()
 			a.saveLive()
+			e.Log.Event(OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
 			return nil
 		case err := <-a.fatal:
 			_ = notify.Send("STOPPING=1\nSTATUS=" + err.Error())
@@ -357,16 +363,18 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			retryAt = time.Time{}
 			b.reset()
 			if res.Refreshed {
-				if reported != "" {
+				switch {
+				case reported != "":
 					a.e.Log.Event(OK, "refreshing works again: %s", res.Message)
+				case res.OAuth != nil:
+					a.e.Log.Event(OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+				default:
+					a.e.Log.Event(OK, "refreshed the login ahead of Claude")
 				}
 				reported = ""
 				a.mu.Lock()
 				a.live.Refreshes++
 				a.mu.Unlock()
-				if res.OAuth != nil {
-					a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
-				}
 				a.kickWorker() // back it up at once
 			}
 		case errors.Is(err, ErrNotWritten):

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
 )
 
 const syncHelp = `Usage: claude-auth-sync sync [flags]
@@ -37,5 +38,8 @@ func runSync(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := signalContext()
 	defer cancel()
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
+	if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+		eng.Interactive = true
+	}
 	return eng.Pass(ctx).Code
 }
