@@ -355,6 +355,13 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				continue
 			}
 		}
+		// A login that appeared since the top of the loop has its birth
+		// noted by the worker before it is backed up: a short-lived one may
+		// not be due yet after all (its lead is half its lifetime).
+		if cur, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
+			!a.e.RefreshPending() && (a.e.now().Before(a.e.RefreshDue(cur.OAuth)) || a.e.now().Before(retryAt)) {
+			continue
+		}
 		res, err := a.e.Refresh(ctx, a.lin, false, "")
 		switch {
 		case ctx.Err() != nil:
