@@ -93,6 +93,9 @@ type agent struct {
 	// renewKick asks the token routine to check the Vault token now (a
 	// backup was refused: revoked or expired, or re-provisioned since).
 	renewKick chan struct{}
+	// fatal carries the error that ends the agent: Vault misconfigured from
+	// the start (exit 78, like any other configuration error).
+	fatal chan error
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
 	// tokenChecked is closed once the token routine has tried the Vault
@@ -155,7 +158,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		return fmt.Errorf("lineage: %w", err)
 	}
 	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1),
-		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{},
+		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), fatal: make(chan error, 1), lastState: -1, watchErrs: map[string]bool{},
 		tokenChecked: make(chan struct{})}
 	a.sweepTemps()
 	e.awaitRestore = a.awaitRestore
@@ -206,7 +209,12 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	workerDone := make(chan struct{})
 	go func() { a.worker(ctx); close(workerDone) }()
 
-	e.Diag.Info("agent started", "store", e.Store.Describe(), "credentials", e.Cfg.CredentialsFile, "check_interval", opt.CheckInterval.String())
+	version := opt.Version
+	if version == "" {
+		version = "unknown version"
+	}
+	e.Log.Event(OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
+		os.Getpid(), version, e.Cfg.CredentialsFile, e.Store.Describe(), opt.CheckInterval)
 	notify := opt.Notifier
 	_ = notify.Send("READY=1\nSTATUS=" + a.statusLine())
 	if opt.Started != nil {
@@ -225,7 +233,15 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			<-workerDone
 			wg.Wait()
 			a.saveLive()
+			e.Log.Event(OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
 			return nil
+		case err := <-a.fatal:
+			_ = notify.Send("STOPPING=1\nSTATUS=" + err.Error())
+			cancel()
+			<-workerDone
+			wg.Wait()
+			a.saveLive()
+			return err
 		case ch := <-w.C():
 			a.mu.Lock()
 			t := time.Now()
@@ -339,6 +355,13 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				continue
 			}
 		}
+		// A login that appeared since the top of the loop has its birth
+		// noted by the worker before it is backed up: a short-lived one may
+		// not be due yet after all (its lead is half its lifetime).
+		if cur, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
+			!a.e.RefreshPending() && (a.e.now().Before(a.e.RefreshDue(cur.OAuth)) || a.e.now().Before(retryAt)) {
+			continue
+		}
 		res, err := a.e.Refresh(ctx, a.lin, false, "")
 		switch {
 		case ctx.Err() != nil:
@@ -347,16 +370,18 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			retryAt = time.Time{}
 			b.reset()
 			if res.Refreshed {
-				if reported != "" {
+				switch {
+				case reported != "":
 					a.e.Log.Event(OK, "refreshing works again: %s", res.Message)
+				case res.OAuth != nil:
+					a.e.Log.Event(OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+				default:
+					a.e.Log.Event(OK, "refreshed the login ahead of Claude")
 				}
 				reported = ""
 				a.mu.Lock()
 				a.live.Refreshes++
 				a.mu.Unlock()
-				if res.OAuth != nil {
-					a.e.Diag.Info("refreshed the login ahead of Claude", "valid_until", res.OAuth.ExpiresAt().Format(time.RFC3339))
-				}
 				a.kickWorker() // back it up at once
 			}
 		case errors.Is(err, ErrNotWritten):
@@ -517,7 +542,9 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 }
 
 // renewLoop checks and renews the Vault token: at start, then at half its TTL,
-// with backoff while Vault is away.
+// with backoff while Vault is away. It watches the token file too (a cheap
+// stat, tokenPoll apart): a token the admin re-provisions is used within a
+// second, not when the backoff runs out.
 func (a *agent) renewLoop(ctx context.Context) {
 	defer a.markTokenChecked()
 	if a.e.Vault == nil {
@@ -528,8 +555,11 @@ func (a *agent) renewLoop(ctx context.Context) {
 	}
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	failed := ""
-	prevOK := false
+	prevOK, everOK := false, false
+	poll := time.NewTicker(tokenPoll)
+	defer poll.Stop()
 	for {
+		tokenKey := fileKey(a.e.Cfg.VaultTokenFile)
 		info, err := a.e.Vault.Prepare(ctx)
 		var next time.Duration
 		switch {
@@ -555,6 +585,15 @@ func (a *agent) renewLoop(ctx context.Context) {
 			if info.TTL == 0 {
 				next = 12 * time.Hour
 			}
+		case errors.Is(err, store.ErrMisconfigured) && !everOK:
+			// Vault has never been reachable as configured, and no wait
+			// changes the settings: stop with a configuration error.
+			a.ready.Store(false)
+			select {
+			case a.fatal <- err:
+			default:
+			}
+			return
 		case errors.Is(err, store.ErrUnreachable):
 			a.vaultDown(err)
 			next = b.next()
@@ -568,18 +607,32 @@ func (a *agent) renewLoop(ctx context.Context) {
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		}
 		prevOK = err == nil
+		everOK = everOK || prevOK
 		a.markTokenChecked()
 		t := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		case <-a.renewKick:
-			t.Stop()
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+				break wait
+			case <-a.renewKick:
+				t.Stop()
+				break wait
+			case <-poll.C:
+				if fileKey(a.e.Cfg.VaultTokenFile) != tokenKey {
+					t.Stop()
+					break wait
+				}
+			}
 		}
 	}
 }
+
+// tokenPoll is how often the agent looks whether the token file changed.
+const tokenPoll = 250 * time.Millisecond
 
 func (a *agent) markTokenChecked() { a.tokenCheckedOnce.Do(func() { close(a.tokenChecked) }) }
 

@@ -57,6 +57,10 @@ type Engine struct {
 	Diag    *slog.Logger
 	Now     func() time.Time
 
+	// Interactive: a person watches the console (a command at a terminal),
+	// so a step that can take long says so before it starts.
+	Interactive bool
+
 	// LockWait bounds how long a writer waits for the credentials-file lock.
 	LockWait time.Duration
 	// OAuth is the refresh client (Claude's token endpoint by default).
@@ -227,6 +231,9 @@ func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
 		case errors.Is(err, store.ErrUnreachable):
 			vs.down = err
 			return vs, nil
+		case errors.Is(err, store.ErrMisconfigured):
+			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
+			return vs, &o
 		default:
 			o := fail("vault token: %v", err)
 			return vs, &o
@@ -426,6 +433,9 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 }
 
 func (e *Engine) runCheck(ctx context.Context, rec *Record, extraEnv ...string) check.Result {
+	if e.Interactive {
+		e.Diag.Info(fmt.Sprintf("checking the login with a one-turn prompt to %s; this can take up to %s", e.Cfg.ClaudeBin, e.Cfg.CheckTimeout))
+	}
 	res := e.Checker.Run(ctx, extraEnv...)
 	rec.LastCheck = &CheckRecord{At: e.now(), Result: res.Kind.String(), Reason: check.Mask(res.Reason)}
 	return res

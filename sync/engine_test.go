@@ -774,3 +774,20 @@ func TestPassLoginRotatedDuringCheck(t *testing.T) {
 		t.Errorf("sync.log = %q; want no restore and no FAIL", h.syncLog())
 	}
 }
+
+// At a terminal, the pass says it is checking and how long that may take
+// before the check starts; elsewhere (a timer, a pipe) it does not.
+func TestPassSaysItIsChecking(t *testing.T) {
+	for _, interactive := range []bool{true, false} {
+		h := newHarness(t)
+		h.cfg.CheckTimeout = 90 * time.Second
+		h.eng.Interactive = interactive
+		h.writeCreds(credsFile(login1))
+		h.claude.valid[access1] = true
+		wantOutcome(t, h.pass(), OK, ExitOK, "backed up")
+		said := strings.Contains(h.diag.String(), "checking the login") && strings.Contains(h.diag.String(), "can take up to 1m30s")
+		if said != interactive {
+			t.Errorf("Interactive=%v: diagnostics %q; want the check announced with its timeout: %v", interactive, h.diag.String(), interactive)
+		}
+	}
+}

@@ -72,14 +72,9 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 		_ = sendJournal(l.JournalSocket, fmt.Sprintf("user=%s %s %s", l.User, st, msg), st, l.User)
 	}
 	if l.Console != nil && !l.ConsoleIsJournal {
-		level := slog.LevelInfo
-		switch st {
-		case FAIL:
-			level = slog.LevelError
-		case WARN:
-			level = slog.LevelWarn
-		}
-		l.Console.Log(context.Background(), level, string(st)+" "+msg)
+		// The console's handler prints the status word for the level (see
+		// NewConsoleHandler): the word is not repeated in the message.
+		l.Console.Log(context.Background(), st.Level(), msg)
 	}
 }
 

@@ -24,7 +24,7 @@ func TestEventLog(t *testing.T) {
 	logFile := filepath.Join(dir, "state", "sync.log")
 	l := &EventLog{
 		User: "first.last", LogFile: logFile, JournalSocket: sock,
-		Console: slog.New(slog.NewTextHandler(&console, nil)),
+		Console: slog.New(NewConsoleHandler(&console, slog.LevelInfo, false)),
 		Now:     func() time.Time { return testNow },
 	}
 	tests := []struct {
@@ -34,11 +34,11 @@ func TestEventLog(t *testing.T) {
 		prio    string
 		console string
 	}{
-		{OK, "backed up (v3)", "backed up (v3)", "6", "level=INFO"},
-		{FAIL, "login dead: token " + access1 + "\nsecond line", "login dead: token [redacted] second line", "3", "level=ERROR"},
-		{WARN, "backup pending", "backup pending", "4", "level=WARN"},
-		{RECOVERED, "restored", "restored", "6", "level=INFO"},
-		{SKIP, "another pass", "another pass", "6", "level=INFO"},
+		{OK, "backed up (v3)", "backed up (v3)", "6", " OK backed up (v3)\n"},
+		{FAIL, "login dead: token " + access1 + "\nsecond line", "login dead: token [redacted] second line", "3", " FAIL login dead: token [redacted] second line\n"},
+		{WARN, "backup pending", "backup pending", "4", " WARN backup pending\n"},
+		{RECOVERED, "restored", "restored", "6", " RECOVERED restored\n"},
+		{SKIP, "another pass", "another pass", "6", " SKIP another pass\n"},
 	}
 	var wantLog strings.Builder
 	for _, tt := range tests {
@@ -69,7 +69,8 @@ func TestEventLog(t *testing.T) {
 				t.Errorf("journal %s for %s = %q; want %q", k, tt.st, fields[k], v)
 			}
 		}
-		if !strings.Contains(console.String(), tt.console) || !strings.Contains(console.String(), string(tt.st)+" ") {
+		// "<hh:mm:ss> <STATUS> <message>": the status word once, no level beside it.
+		if c := console.String(); !strings.HasSuffix(c, tt.console) || len(c) != len("15:04:05")+len(tt.console) || strings.Count(c, string(tt.st)) != 1 {
 			t.Errorf("console for %s = %q; want %s", tt.st, console.String(), tt.console)
 		}
 		if strings.Contains(console.String(), access1) {

@@ -137,6 +137,12 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 				res.OAuth = l.OAuth
 			}
 		}
+		if err == nil && res.Refreshed && res.OAuth != nil {
+			// The child noted the new login's birth in its own memory: note
+			// it here too, or the lead of a short-lived login is taken as
+			// the full default and it is refreshed again at once.
+			e.tokens.note(res.OAuth.AccessToken(), e.now())
+		}
 		return res, err
 	}
 	return e.refreshHere(ctx, lin, force, sawFP)

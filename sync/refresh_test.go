@@ -291,3 +291,29 @@ func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
 		})
 	}
 }
+
+// A refresh made by the agent's refresh child counts as the new login's birth
+// in the agent too: a short-lived login is next due at half its lifetime, not
+// at once (found by the demo: a 10 s login refreshed five times in a row).
+func TestRefreshDueAfterChildRefresh(t *testing.T) {
+	h := newHarness(t)
+	h.eng.Now = time.Now
+	h.eng.Cfg.RefreshLead = 15 * time.Minute
+	h.eng.Cfg.Sources = map[string]string{}
+	exp := time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
+	next := mustOAuth(t, oauthJSON("sk-ant-oat01-child-a", "sk-ant-ort01-child-a", exp))
+	h.eng.refreshChild = func(context.Context, bool, string) (RefreshResult, error) {
+		return RefreshResult{Refreshed: true, OAuth: next}, nil
+	}
+	lin, err := LoadLineage(h.eng.lineagePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.eng.Refresh(context.Background(), lin, false, "")
+	if err != nil || !res.Refreshed {
+		t.Fatalf("Refresh through the child = %+v, %v", res, err)
+	}
+	if got := exp.Sub(h.eng.RefreshDue(next)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
+		t.Errorf("lead of a 10 min login the child just got = %s; want half its lifetime, 5m", got)
+	}
+}

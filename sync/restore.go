@@ -38,7 +38,10 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 	case err != nil:
 		return e.finish(rec, fail("restore: the backup is unreadable: %v", err))
 	case vo == nil:
-		return e.finish(rec, fail("restore: there is no backup in %s; %s", e.Store.Describe(), loginHint()))
+		// Nothing to restore is not a dead login (a new user, a host whose
+		// agent never backed up): WARN, which does not page, with exit 3.
+		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
+			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())})
 	case vo.Usable() != nil:
 		return e.finish(rec, fail("restore: the backup is not usable (%v); %s", vo.Usable(), loginHint()))
 	case IsBackfill(vo, vs.doc.SetupToken(), e.now()):

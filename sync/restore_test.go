@@ -27,7 +27,7 @@ func TestRestore(t *testing.T) {
 		{name: "after a logout", backup: login2, status: RECOVERED, code: ExitOK, msgHas: "restored the login", wantRT: refresh2},
 		{name: "onto a file without a login", creds: `{"mcpOAuth":{}}`, backup: login2, status: RECOVERED, code: ExitOK, wantRT: refresh2},
 		{name: "onto a clobbered file", creds: credsFile(oauthJSON(access1, "", exp8h)), backup: login2, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "no backup", status: FAIL, code: ExitFail, msgHas: "no backup"},
+		{name: "no backup", status: WARN, code: ExitLoggedOut, msgHas: "no backup"},
 		{name: "unusable backup", backup: oauthJSON(access2, "", exp9h), status: FAIL, code: ExitFail, msgHas: "not usable"},
 		{name: "already there", creds: credsFile(login2), backup: login2, status: OK, code: ExitOK, msgHas: "already holds"},
 		{name: "working login not known older", creds: credsFile(login1), backup: oauthJSON(access2, refresh2, exp7h), lineage: []string{refresh1}, status: FAIL, code: ExitFail, msgHas: "--force"},

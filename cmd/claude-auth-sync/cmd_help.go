@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"io"
 	"os"
 	"regexp"
@@ -76,7 +77,6 @@ var settings = []struct{ name, meaning string }{
 	{"CLAUDE_AUTH_METRICS_DIR", "a node-exporter textfile dir for claude_auth_sync_<user>.prom (default: none)"},
 	{"CLAUDE_AUTH_JOURNAL_SOCKET", "the journal's socket (default: /run/systemd/journal/socket; off = none)"},
 	{"VAULT_ADDR", "the Vault server; without it backups go to the local file store"},
-	{"VAULT_CACERT, VAULT_CAPATH, VAULT_NAMESPACE, VAULT_TLS_SERVER_NAME, VAULT_CLIENT_TIMEOUT", "read by the Vault client as usual"},
 	{"VAULT_TOKEN", "ignored by the login commands (only the scoped token file is used); provision's admin token"},
 }
 
@@ -156,7 +156,7 @@ prints a token.`)
 	}
 	fmt.Fprintln(w, ".SH ENVIRONMENT")
 	roffText(w, "Later wins: built-in defaults, the system config file, the environment, flags.")
-	for _, s := range settings {
+	for _, s := range append(settings, vaultClientSettings()) {
 		fmt.Fprintln(w, ".TP")
 		fmt.Fprintf(w, ".B %s\n%s\n", roff(s.name), roff(s.meaning))
 	}
@@ -222,4 +222,16 @@ func roff(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// vaultClientSettings is one entry naming every VAULT_* key the config takes
+// besides VAULT_ADDR (the Vault client's own settings), from the code's list.
+func vaultClientSettings() struct{ name, meaning string } {
+	var keys []string
+	for _, k := range config.Keys() {
+		if strings.HasPrefix(k, "VAULT_") && k != "VAULT_ADDR" {
+			keys = append(keys, k)
+		}
+	}
+	return struct{ name, meaning string }{strings.Join(keys, ", "), "read by the Vault client as the vault CLI reads them; the environment wins over the config file"}
 }

@@ -15,8 +15,9 @@ backup (restoring a rotated-out refresh token would log you out); --force does i
 anyway. Whatever a restore replaces is kept in the state dir as
 previous-credentials.json (mode 0600).
 
-Exit codes: 0 restored or already current, 1 FAIL, 2 usage, 75 store
-unreachable, 78 configuration error.
+Exit codes: 0 restored or already current, 1 FAIL, 2 usage, 3 no backup to
+restore (WARN: nothing was backed up yet; log in), 75 store unreachable,
+78 configuration error.
 `
 
 func restoreFlags(fs *flagSet) action {

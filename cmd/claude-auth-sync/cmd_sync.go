@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"os"
 )
 
 const syncHelp = `Usage: claude-auth-sync sync [flags]
@@ -38,6 +39,9 @@ func syncFlags(fs *flagSet) action {
 		ctx, cancel := signalContext()
 		defer cancel()
 		eng.Diag.Info("store in use", "store", eng.Store.Describe())
+		if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+			eng.Interactive = true
+		}
 		return eng.Pass(ctx).Code
 	}
 }

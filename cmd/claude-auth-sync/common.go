@@ -12,9 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/lmittmann/tint"
 	"golang.org/x/sys/unix"
 
 	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
@@ -209,33 +207,31 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// newConsole is tint on a terminal, the journal's own line shape when stderr
-// is the journal (every line "user=<user> …", so each one says whose agent
-// wrote it), and plain key=value text otherwise. It also reports whether
-// stderr is the journal (then status events are not repeated there).
+// newConsole: on a terminal and on a pipe, "<local time> <STATUS> <message>"
+// (the status word of an event, or the level of a diagnostic, once), in colour
+// only on a terminal whose user did not set NO_COLOR (https://no-color.org);
+// when stderr is the journal, the journal's own line shape (every line
+// "user=<user> …", so each one says whose agent wrote it). It also reports
+// whether stderr is the journal (then status events are not repeated there).
 func newConsole(w io.Writer, verbose, quiet bool, user string) (*slog.Logger, bool) {
+	return newConsoleEnv(w, verbose, quiet, user, os.Getenv)
+}
+
+func newConsoleEnv(w io.Writer, verbose, quiet bool, user string, getenv func(string) string) (*slog.Logger, bool) {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
 	} else if quiet {
 		level = slog.LevelWarn
 	}
+	color := false
 	if f, ok := w.(*os.File); ok {
-		if isTerminal(f) {
-			return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly})), false
-		}
 		if isJournalStream(f) {
 			return slog.New(authsync.NewJournalLineHandler(w, user, level)), true
 		}
+		color = isTerminal(f) && getenv("NO_COLOR") == ""
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime})), false
-}
-
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
+	return slog.New(authsync.NewConsoleHandler(w, level, color)), false
 }
 
 // isJournalStream: systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it

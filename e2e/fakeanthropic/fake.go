@@ -157,6 +157,14 @@ func (s *Server) SetFailStatus(status int) {
 	s.FailStatus = status
 }
 
+// SetExpiresIn sets ExpiresIn (for logins issued and refreshed from now on)
+// while serving.
+func (s *Server) SetExpiresIn(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ExpiresIn = d
+}
+
 // SetServerLifetime sets ServerLifetime (for tokens issued from now on) while
 // the server may be serving.
 func (s *Server) SetServerLifetime(d time.Duration) {

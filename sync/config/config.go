@@ -76,17 +76,49 @@ type Config struct {
 	Sources map[string]string
 }
 
-// Keys known in the system file and the environment.
-var fileKeys = map[string]bool{
-	"VAULT_ADDR": true, "VAULT_CACERT": true, "VAULT_CAPATH": true, "VAULT_NAMESPACE": true,
-	"VAULT_TLS_SERVER_NAME": true, "VAULT_CLIENT_TIMEOUT": true,
-	"CLAUDE_AUTH_STORE": true, "CLAUDE_AUTH_VAULT_MOUNT": true, "CLAUDE_AUTH_VAULT_PATH": true,
-	"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true, "CLAUDE_AUTH_CHECK_SPREAD": true,
-	"CLAUDE_AUTH_STATE_DIR": true, "CLAUDE_AUTH_CONFIG_DIR": true, "CLAUDE_AUTH_VAULT_TOKEN_FILE": true,
-	"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
-	"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
-	"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
-	"CLAUDE_AUTH_METRICS_DIR": true,
+// VaultClientKeys are the Vault client's own settings (hashicorp/vault/api
+// reads them from the environment). The system file takes them too: Load
+// hands the file's values to the client through the environment, unless the
+// environment already says otherwise. VAULT_ADDR is ours (flag, file, env).
+var VaultClientKeys = []string{
+	"VAULT_CACERT", "VAULT_CACERT_BYTES", "VAULT_CAPATH", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY",
+	"VAULT_SKIP_VERIFY", "VAULT_TLS_SERVER_NAME", "VAULT_NAMESPACE", "VAULT_CLIENT_TIMEOUT",
+	"VAULT_SRV_LOOKUP", "VAULT_HTTP_PROXY", "VAULT_PROXY_ADDR", "VAULT_DISABLE_REDIRECTS",
+	"VAULT_RATE_LIMIT", "VAULT_HEADERS",
+}
+
+// VaultIgnoredKeys are Vault client settings that do not apply: only the
+// scoped token file is used (VAULT_TOKEN), the engine is the one place that
+// retries (VAULT_MAX_RETRIES), responses must not be wrapped, there is nobody
+// to answer an MFA prompt, and VAULT_ADDR names the server (VAULT_AGENT_ADDR).
+var VaultIgnoredKeys = []string{"VAULT_TOKEN", "VAULT_MAX_RETRIES", "VAULT_WRAP_TTL", "VAULT_MFA", "VAULT_AGENT_ADDR"}
+
+// fileKeys are the settings the system file takes (unknown keys are errors).
+var fileKeys = func() map[string]bool {
+	m := map[string]bool{
+		"VAULT_ADDR":        true,
+		"CLAUDE_AUTH_STORE": true, "CLAUDE_AUTH_VAULT_MOUNT": true, "CLAUDE_AUTH_VAULT_PATH": true,
+		"CLAUDE_AUTH_CLAUDE_BIN": true, "CLAUDE_AUTH_CHECK_TIMEOUT": true, "CLAUDE_AUTH_CHECK_INTERVAL": true, "CLAUDE_AUTH_CHECK_SPREAD": true,
+		"CLAUDE_AUTH_STATE_DIR": true, "CLAUDE_AUTH_CONFIG_DIR": true, "CLAUDE_AUTH_VAULT_TOKEN_FILE": true,
+		"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
+		"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
+		"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
+		"CLAUDE_AUTH_METRICS_DIR": true,
+	}
+	for _, k := range VaultClientKeys {
+		m[k] = true
+	}
+	return m
+}()
+
+// FileKeys lists the settings the system file takes, sorted.
+func FileKeys() []string {
+	var out []string
+	for k := range fileKeys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Keys lists the keys the system file takes, for the man page.
@@ -141,7 +173,7 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	}
 	// The VAULT_* settings from the file reach the Vault client through the
 	// environment it reads, unless the environment already says otherwise.
-	for _, k := range []string{"VAULT_CACERT", "VAULT_CAPATH", "VAULT_NAMESPACE", "VAULT_TLS_SERVER_NAME", "VAULT_CLIENT_TIMEOUT"} {
+	for _, k := range VaultClientKeys {
 		if v, ok := file[k]; ok && getenv(k) == "" {
 			os.Setenv(k, v)
 		}

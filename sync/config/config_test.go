@@ -32,7 +32,7 @@ func base(t *testing.T) (env, string) {
 
 // unsetVault restores the VAULT_* variables Load may set from the system file.
 func unsetVault(t *testing.T) {
-	for _, k := range []string{"VAULT_CACERT", "VAULT_CAPATH", "VAULT_NAMESPACE", "VAULT_TLS_SERVER_NAME", "VAULT_CLIENT_TIMEOUT"} {
+	for _, k := range VaultClientKeys {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}

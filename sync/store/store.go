@@ -35,6 +35,10 @@ var (
 	ErrTokenFile = errors.New("vault token file unusable")
 	// ErrForeignToken: the token is not this user's scoped token.
 	ErrForeignToken = errors.New("vault token is not this user's")
+	// ErrMisconfigured: Vault cannot be reached as configured and waiting will
+	// not change that (an https address on an http listener or the reverse, a
+	// certificate nobody told us to trust, an address that is not one).
+	ErrMisconfigured = errors.New("vault configuration error")
 	// ErrSkip, returned by an Update function, ends the update without a write.
 	ErrSkip = errors.New("nothing to write")
 )

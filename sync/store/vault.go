@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,10 +53,13 @@ type TokenInfo struct {
 func NewVault(cfg VaultConfig) (*Vault, error) {
 	vc := vault.DefaultConfig()
 	if vc.Error != nil {
-		return nil, fmt.Errorf("vault client config: %w", vc.Error)
+		return nil, fmt.Errorf("%w: vault client settings (VAULT_CACERT, VAULT_CLIENT_CERT …): %s", ErrMisconfigured, flatten(vc.Error.Error()))
 	}
 	if cfg.Address != "" {
 		vc.Address = cfg.Address
+	}
+	if u, err := url.Parse(vc.Address); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%w: VAULT_ADDR=%q is not an address: want https://host:8200", ErrMisconfigured, vc.Address)
 	}
 	vc.MaxRetries = 0
 	if cfg.Timeout > 0 {
@@ -161,7 +166,7 @@ func CheckDrift(info TokenInfo, user string) error {
 func (v *Vault) LookupSelf(ctx context.Context) (TokenInfo, error) {
 	s, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
-		return TokenInfo{}, classify("look up the vault token", err)
+		return TokenInfo{}, v.classify("look up the vault token", err)
 	}
 	if s == nil || s.Data == nil {
 		return TokenInfo{}, fmt.Errorf("%w: empty lookup-self answer", ErrUnreachable)
@@ -200,7 +205,7 @@ func seconds(v any) time.Duration {
 func (v *Vault) RenewSelf(ctx context.Context) (time.Duration, error) {
 	s, err := v.client.Auth().Token().RenewSelfWithContext(ctx, 0)
 	if err != nil {
-		return 0, classify("renew the vault token", err)
+		return 0, v.classify("renew the vault token", err)
 	}
 	if s != nil && s.Auth != nil {
 		return time.Duration(s.Auth.LeaseDuration) * time.Second, nil
@@ -238,7 +243,7 @@ func (v *Vault) metaPath() string { return v.cfg.Mount + "/metadata/" + v.cfg.Pa
 func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 	s, err := v.client.Logical().ReadWithContext(ctx, v.dataPath())
 	if err != nil {
-		return nil, classify("read "+v.cfg.Mount+"/"+v.cfg.Path, err)
+		return nil, v.classify("read "+v.cfg.Mount+"/"+v.cfg.Path, err)
 	}
 	if s != nil && s.Data != nil {
 		if data, ok := s.Data["data"].(map[string]any); ok && data != nil {
@@ -253,7 +258,7 @@ func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 	// current_version (a deleted version still counts); 0 only with no metadata.
 	m, err := v.client.Logical().ReadWithContext(ctx, v.metaPath())
 	if err != nil {
-		return nil, classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
 	}
 	doc := &Doc{fields: map[string]any{}}
 	if m != nil && m.Data != nil {
@@ -280,7 +285,7 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 			"data":    merged,
 		})
 		if err != nil {
-			err = classify("write "+v.cfg.Mount+"/"+v.cfg.Path, err)
+			err = v.classify("write "+v.cfg.Mount+"/"+v.cfg.Path, err)
 			if errors.Is(err, ErrConflict) && attempt+1 < maxConflicts {
 				continue
 			}
@@ -296,23 +301,30 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 	}
 }
 
-// classify maps a Vault client error to one of our sentinels, keeping the status
-// and Vault's own words (which never contain the token) and dropping the URL's
-// query, if any.
-func classify(op string, err error) error {
+// classify maps a Vault client error to one of our sentinels, in one line
+// (Vault's multi-error text is flattened), with what to do when there is
+// something to do: a refused token names the commands that replace it, a
+// configuration mistake names the setting to fix. Vault's own words never
+// contain the token; a URL's query, if any, is dropped.
+func (v *Vault) classify(op string, err error) error {
 	var re *vault.ResponseError
 	if errors.As(err, &re) {
-		msg := strings.Join(re.Errors, "; ")
+		msg := flatten(strings.Join(re.Errors, "\n"))
 		switch {
 		case re.StatusCode == 403:
-			return fmt.Errorf("%s: %w (403: %s)", op, ErrForbidden, msg)
+			return fmt.Errorf("%s: %w (403: %s); the token was revoked, expired or lacks its policy: %s", op, ErrForbidden, msg, ReprovisionHint(v.cfg.User))
 		case re.StatusCode == 400 && strings.Contains(msg, "check-and-set"):
 			return fmt.Errorf("%s: %w (%s)", op, ErrConflict, msg)
+		case re.StatusCode == 400 && strings.Contains(strings.ToLower(msg), "http request to an https server"):
+			return fmt.Errorf("%s: %w: VAULT_ADDR=%s speaks http to an https listener; set VAULT_ADDR=https://%s", op, ErrMisconfigured, v.client.Address(), hostOf(v.client.Address()))
 		case re.StatusCode >= 500 || re.StatusCode == 429:
 			return fmt.Errorf("%s: %w (%d: %s)", op, ErrUnreachable, re.StatusCode, msg)
 		default:
 			return fmt.Errorf("%s: vault answered %d: %s", op, re.StatusCode, msg)
 		}
+	}
+	if fix := v.misconfigured(err); fix != "" {
+		return fmt.Errorf("%s: %w: %s", op, ErrMisconfigured, fix)
 	}
 	var ue *url.Error
 	var ne net.Error
@@ -321,10 +333,76 @@ func classify(op string, err error) error {
 		if ue != nil {
 			reason = ue.Err.Error()
 		}
-		return fmt.Errorf("%s: %w (%s)", op, ErrUnreachable, reason)
+		return fmt.Errorf("%s: %w (%s)", op, ErrUnreachable, flatten(reason))
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	return fmt.Errorf("%s: %s", op, flatten(err.Error()))
 }
+
+// ReprovisionHint is what to do about a Vault token that was refused.
+func ReprovisionHint(user string) string {
+	return fmt.Sprintf("ask your admin to run `claude-auth-sync provision` (it installs a new token), then `systemctl reload claude-auth-sync@%s` (or `systemctl --user restart claude-auth-sync`); a running agent also picks the new token up by itself", user)
+}
+
+// misconfigured says what to fix when err is a mistake in the settings rather
+// than an outage: retrying would only repeat it.
+func (v *Vault) misconfigured(err error) string {
+	addr := v.client.Address()
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Sprintf("VAULT_ADDR=%s speaks https to a listener that speaks plain http; use http://%s if that is intended, or fix the listener's TLS", addr, hostOf(addr))
+	}
+	var ua x509.UnknownAuthorityError
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &ua) || (errors.As(err, &cv) && !isHostname(err)) {
+		return fmt.Sprintf("the certificate of %s is signed by a CA this host does not trust: set VAULT_CACERT (or VAULT_CAPATH) to the CA that signed it", addr)
+	}
+	if isHostname(err) {
+		return fmt.Sprintf("the certificate of %s is not valid for that name (%s): use the name it was issued for in VAULT_ADDR, or set VAULT_TLS_SERVER_NAME", addr, flatten(err.Error()))
+	}
+	var ci x509.CertificateInvalidError
+	if errors.As(err, &ci) {
+		return fmt.Sprintf("the certificate of %s is not valid (%s): renew it on the server or fix VAULT_CACERT", addr, flatten(ci.Error()))
+	}
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return fmt.Sprintf("%s refused the TLS handshake (%s): check VAULT_CLIENT_CERT/VAULT_CLIENT_KEY and the listener's TLS settings", addr, ae.Error())
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "unsupported protocol scheme") || strings.Contains(msg, "no Host in request URL") ||
+		strings.Contains(msg, "invalid port") || strings.Contains(msg, "invalid URL") {
+		return fmt.Sprintf("VAULT_ADDR=%q is not an address: want https://host:8200", addr)
+	}
+	return ""
+}
+
+func isHostname(err error) bool {
+	var he x509.HostnameError
+	return errors.As(err, &he)
+}
+
+func hostOf(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return addr
+}
+
+// flatten makes one line of Vault's multi-line text: hashicorp/go-multierror's
+// "2 errors occurred:\n\t* a\n\t* b" becomes "a; b".
+func flatten(s string) string {
+	var parts []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		line = strings.TrimSpace(strings.TrimPrefix(line, "* "))
+		if line == "" || multiErrHead.MatchString(line) {
+			continue
+		}
+		parts = append(parts, line)
+	}
+	return strings.Join(parts, "; ")
+}
+
+var multiErrHead = regexp.MustCompile(`^\d+ errors? occurred:$`)
 
 // PolicyHCL is the per-user policy: exactly create/read/update on the user's
 // data path, read on its metadata, and the token's own lookup and renew. No

@@ -1,9 +1,15 @@
 // Command fake-anthropic serves the fake Anthropic endpoints on loopback for the
 // demo: it prints its base URL, and with --login FILE writes a fresh credentials
-// file there first.
+// file there first. Two demo endpoints drive it from a script:
+//
+//	POST /demo/login?expires_in=10s  a fresh login with that lifetime (and that
+//	                                 lifetime for every refresh from now on),
+//	                                 written to FILE by rename, as Claude does
+//	GET  /demo/counters              refreshes and invalid_grants so far (JSON)
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -11,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 )
@@ -29,6 +36,29 @@ func main() {
 			log.Fatal(err)
 		}
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", srv.Handler())
+	mux.HandleFunc("POST /demo/login", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("expires_in"))
+		if err != nil || d <= 0 || *login == "" {
+			http.Error(w, "want ?expires_in=<duration> and --login", http.StatusBadRequest)
+			return
+		}
+		srv.SetExpiresIn(d)
+		tmp := *login + ".demo-tmp"
+		if err := os.WriteFile(tmp, fakeanthropic.CredentialsJSON(srv.Issue()), 0o600); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if err := os.Rename(tmp, *login); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /demo/counters", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(srv.Counters())
+	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
@@ -40,5 +70,5 @@ func main() {
 		}
 	}
 	fmt.Println(url)
-	log.Fatal(http.Serve(ln, srv.Handler()))
+	log.Fatal(http.Serve(ln, mux))
 }

@@ -1,0 +1,109 @@
+package e2e_test
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// An https VAULT_ADDR against Vault's plain-http listener is a mistake in the
+// settings: `sync` exits 78 with what to fix, and the agent stops with 78
+// (units do not restart on it) instead of retrying "unreachable" forever.
+func TestVaultSchemeMismatchIsConfigError(t *testing.T) {
+	w := newWorld(t)
+	w.login()
+	w.withVaultAddr(strings.Replace(w.srv.Addr, "http://", "https://", 1))
+	r := w.runWith(nil, nil, time.Minute, "sync")
+	w.mustCode(r, 78, "sync with https:// against an http listener")
+	if !strings.Contains(r.stderr, "plain http") || !strings.Contains(r.stderr, "http://") {
+		t.Errorf("sync does not say what to fix:\n%s", r.stderr)
+	}
+	if strings.Contains(r.stderr, "unreachable") {
+		t.Errorf("a configuration mistake reported as an outage:\n%s", r.stderr)
+	}
+	a := w.startAgentProc(nil, nil)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the agent keeps running with a misconfigured VAULT_ADDR:\n%s", a.output())
+	}
+	if code := a.cmd.ProcessState.ExitCode(); code != 78 {
+		t.Errorf("agent exit code = %d; want 78:\n%s", code, a.output())
+	}
+	if log := w.syncLog(); !regexp.MustCompile(`(?m)^\S+ FAIL the agent stopped: .*plain http`).MatchString(log) {
+		t.Errorf("sync.log has no FAIL saying why the agent stopped:\n%s", log)
+	}
+}
+
+// A re-provisioned Vault token is used within a second of being installed,
+// even when the agent's backoff (here its default 2 min cap) has far to run;
+// the FAIL about the revoked token is one line saying what to do.
+func TestAgentUsesReprovisionedTokenAtOnce(t *testing.T) {
+	w := newWorld(t)
+	l := w.login()
+	w.startAgent(nil, "--retry-max", "2m")
+	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
+	ctx := context.Background()
+	if err := vsrv.Root().Auth().Token().RevokeOrphanWithContext(ctx, w.user.Token); err != nil {
+		t.Fatal(err)
+	}
+	l = w.rotate(l)
+	eventually(t, 20*time.Second, "the refused token reported", func() bool {
+		return strings.Contains(w.syncLog(), "claude-auth-sync provision")
+	})
+	// Let the backoff grow past anything the test waits for.
+	time.Sleep(3 * time.Second)
+	for _, line := range strings.Split(w.syncLog(), "\n") {
+		if strings.Contains(line, " FAIL ") && strings.Contains(line, "403") &&
+			!strings.Contains(line, "systemctl reload claude-auth-sync@"+w.name) {
+			t.Errorf("FAIL about the refused token does not say what to do: %q", line)
+		}
+	}
+	u, err := vsrv.Provision(ctx, w.name, w.user.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.secrets = append(w.secrets, u.Token)
+	w.mu.Unlock()
+	registerSecrets(func() []string { return []string{u.Token} })
+	installed := time.Now()
+	eventually(t, 5*time.Second, "newest login backed up with the new token", w.vaultHolds(l))
+	if d := time.Since(installed); d > 2*time.Second {
+		t.Errorf("the new token was used %s after it was installed; want within a second or so", d)
+	}
+}
+
+// The agent's start, its own refreshes and its stop reach sync.log as status
+// lines, and Ctrl-C (SIGINT) of an agent at a terminal prints that it stopped.
+func TestAgentLifecycleInSyncLog(t *testing.T) {
+	w := newWorld(t)
+	w.fake.ExpiresIn = 6 * time.Second
+	w.writeLogin(w.fake.Issue())
+	a := w.startAgent([]string{"CLAUDE_AUTH_REFRESH_LEAD=3s"})
+	eventually(t, 20*time.Second, "a refresh in sync.log", func() bool {
+		return regexp.MustCompile(`(?m)^\S+ OK refreshed the login ahead of Claude \(valid until \S+\)$`).MatchString(w.syncLog())
+	})
+	_ = a.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop on SIGINT")
+	}
+	if code := a.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("agent exit code after SIGINT = %d; want 0", code)
+	}
+	if !regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d OK agent stopped`).MatchString(a.output()) {
+		t.Errorf("the agent did not say it stopped:\n%s", a.output())
+	}
+	log := w.syncLog()
+	for _, re := range []string{`(?m)^\S+ OK agent started \(pid \d+, .*\): watching `, `(?m)^\S+ OK agent stopped \(pid \d+\)`} {
+		if !regexp.MustCompile(re).MatchString(log) {
+			t.Errorf("sync.log has no line matching %s:\n%s", re, log)
+		}
+	}
+	w.secrets = append(w.secrets, w.fake.Issued()...)
+}
