@@ -556,8 +556,13 @@ func (a *agent) renewLoop(ctx context.Context) {
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	failed := ""
 	prevOK, everOK := false, false
-	poll := time.NewTicker(tokenPoll)
-	defer poll.Stop()
+	// A re-provisioned token is used as soon as its file changes: inotify on
+	// the file's directory (provision renames a new file in), no polling.
+	tw := watcher.New(a.e.Cfg.VaultTokenFile, watcher.Options{Debounce: 50 * time.Millisecond})
+	twCtx, twStop := context.WithCancel(ctx)
+	twDone := make(chan struct{})
+	go func() { defer close(twDone); _ = tw.Run(twCtx) }()
+	defer func() { twStop(); <-twDone }()
 	for {
 		tokenKey := fileKey(a.e.Cfg.VaultTokenFile)
 		info, err := a.e.Vault.Prepare(ctx)
@@ -621,7 +626,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			case <-a.renewKick:
 				t.Stop()
 				break wait
-			case <-poll.C:
+			case <-tw.C():
 				if fileKey(a.e.Cfg.VaultTokenFile) != tokenKey {
 					t.Stop()
 					break wait
@@ -630,9 +635,6 @@ func (a *agent) renewLoop(ctx context.Context) {
 		}
 	}
 }
-
-// tokenPoll is how often the agent looks whether the token file changed.
-const tokenPoll = 250 * time.Millisecond
 
 func (a *agent) markTokenChecked() { a.tokenCheckedOnce.Do(func() { close(a.tokenChecked) }) }
 
