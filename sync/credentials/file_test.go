@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, path, data string, mode fs.FileMode) {
@@ -473,6 +475,8 @@ func TestReadRacingRemoval(t *testing.T) {
 	for _, withDir := range []bool{false, true} {
 		stop := make(chan struct{})
 		done := make(chan struct{})
+		first := make(chan struct{})
+		var writes atomic.Int64
 		go func() {
 			defer close(done)
 			for i := 0; ; i++ {
@@ -490,11 +494,18 @@ func TestReadRacingRemoval(t *testing.T) {
 				// rightly clobbered, and not what this test is about.
 				os.WriteFile(p+".new", usable, 0o600)
 				os.Rename(p+".new", p)
+				if writes.Add(1) == 1 {
+					close(first)
+				}
 			}
 		}()
+		// Reads race a writer that is really running: on a busy machine the
+		// reader's loop could otherwise finish before the writer is scheduled.
+		<-first
 		seen := map[State]int{}
 		dirs := 0
-		for i := 0; i < 20000; i++ {
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; (i < 20000 || writes.Load() < 2000) && time.Now().Before(deadline); i++ {
 			l, err := Read(p)
 			if err != nil {
 				if withDir && strings.Contains(err.Error(), "is not a regular file") {
