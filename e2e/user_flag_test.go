@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,24 +19,10 @@ import (
 // it makes owned by NAME. Anyone else naming another user, and anyone naming
 // an unknown user, gets a configuration error (78).
 func TestUserFlagActsAsAccount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (real OS users)")
-	}
-	name := fmt.Sprintf("casu%08x", rand.Uint32())
-	if out, err := exec.Command("useradd", "-m", "-U", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", "-r", name).CombinedOutput(); err != nil {
-			t.Errorf("userdel %s: %v: %s", name, err, out)
-		}
-	})
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
+	ou := newOSUser(t, "casu")
+	name, uid, gid := ou.name, ou.uid, ou.gid
+	u := &user.User{HomeDir: ou.home}
+	var err error
 	binDirPublic.Do(func() { os.Chmod(filepath.Dir(binDir), 0o711) })
 
 	w := newWorld(t)
