@@ -244,7 +244,10 @@ func (w *world) inProcessEngine(now func() time.Time) *authsync.Engine {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	cfg, err := config.Load(func(k string) string { return env[k] }, config.Flags{})
+	// The world's made-up user name stands for this process's own account, as
+	// the harness binaries' casfakeusers build makes it for them.
+	known := &config.Account{Name: w.name, UID: os.Geteuid(), GID: os.Getegid(), Home: w.home}
+	cfg, err := config.Load(func(k string) string { return env[k] }, config.Flags{Account: known})
 	if err != nil {
 		t.Fatal(err)
 	}
