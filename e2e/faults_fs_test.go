@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -150,6 +151,11 @@ func TestFaultDiskFullCredentialsFS(t *testing.T) {
 			return os.IsNotExist(err)
 		})
 	}
+	// The last episode's recovery line follows the write of the file (the
+	// refresh child reports it to the agent, which logs it): wait for it.
+	eventually(t, 20*time.Second, fmt.Sprintf("%d recovery lines", cycles), func() bool {
+		return strings.Count(w.syncLog(), " OK refreshing works again") >= cycles
+	})
 	if n := strings.Count(w.syncLog(), " OK refreshing works again"); n != cycles {
 		t.Errorf("%d recovery lines; want %d:\n%s", n, cycles, w.syncLog())
 	}
