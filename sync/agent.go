@@ -93,9 +93,6 @@ type agent struct {
 	// renewKick asks the token routine to check the Vault token now (a
 	// backup was refused: revoked or expired, or re-provisioned since).
 	renewKick chan struct{}
-	// fatal carries the error that ends the agent: Vault misconfigured from
-	// the start (exit 78, like any other configuration error).
-	fatal chan error
 	// ready: the Vault token passed its drift check (always true for the file store).
 	ready atomic.Bool
 	// tokenChecked is closed once the token routine has tried the Vault
@@ -158,7 +155,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		return fmt.Errorf("lineage: %w", err)
 	}
 	a := &agent{e: e, opt: opt, lin: lin, kick: make(chan struct{}, 1), refreshKick: make(chan struct{}, 1),
-		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), fatal: make(chan error, 1), lastState: -1, watchErrs: map[string]bool{},
+		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{},
 		tokenChecked: make(chan struct{})}
 	a.sweepTemps()
 	e.awaitRestore = a.awaitRestore
@@ -235,13 +232,6 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			a.saveLive()
 			e.Log.Event(OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
 			return nil
-		case err := <-a.fatal:
-			_ = notify.Send("STOPPING=1\nSTATUS=" + err.Error())
-			cancel()
-			<-workerDone
-			wg.Wait()
-			a.saveLive()
-			return err
 		case ch := <-w.C():
 			a.mu.Lock()
 			t := time.Now()
@@ -555,7 +545,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 	}
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	failed := ""
-	prevOK, everOK := false, false
+	prevOK := false
 	// A re-provisioned token is used as soon as its file changes: inotify on
 	// the file's directory (provision renames a new file in), no polling.
 	tw := watcher.New(a.e.Cfg.VaultTokenFile, watcher.Options{Debounce: 50 * time.Millisecond})
@@ -590,15 +580,17 @@ func (a *agent) renewLoop(ctx context.Context) {
 			if info.TTL == 0 {
 				next = 12 * time.Hour
 			}
-		case errors.Is(err, store.ErrMisconfigured) && !everOK:
-			// Vault has never been reachable as configured, and no wait
-			// changes the settings: stop with a configuration error.
+		case errors.Is(err, store.ErrMisconfigured):
+			// Waiting does not mend the settings, but the agent stays: it is
+			// still the single refresher (Claude's processes would race on
+			// the rotation without it) and keeps the newest login pending on
+			// disk. Said once, as FAIL: an admin must fix the config.
 			a.ready.Store(false)
-			select {
-			case a.fatal <- err:
-			default:
+			if failed != err.Error() {
+				a.e.Log.Event(FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
+				failed = err.Error()
 			}
-			return
+			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		case errors.Is(err, store.ErrUnreachable):
 			a.vaultDown(err)
 			next = b.next()
@@ -612,7 +604,6 @@ func (a *agent) renewLoop(ctx context.Context) {
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
 		}
 		prevOK = err == nil
-		everOK = everOK || prevOK
 		a.markTokenChecked()
 		t := time.NewTimer(next)
 	wait:

@@ -15,7 +15,6 @@ import (
 	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 const runHelp = `Usage: claude-auth-sync run [flags]
@@ -108,9 +107,6 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 		// do not restart on.
 		eng.Log.Event(authsync.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
 		return authsync.ExitAgentRunning
-	case errors.Is(err, store.ErrMisconfigured):
-		eng.Log.Event(authsync.FAIL, "the agent stopped: %v; then start it again", err)
-		return exitConfig
 	case err != nil:
 		eng.Log.Event(authsync.FAIL, "the agent stopped: %v", err)
 		return authsync.ExitFail
