@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os/user"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,12 +108,4 @@ func (h *JournalLineHandler) WithGroup(name string) slog.Handler {
 	}
 	n.group = name
 	return &n
-}
-
-// CurrentUserName is the OS user this process runs as ("" when unknown).
-func CurrentUserName() string {
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return ""
 }

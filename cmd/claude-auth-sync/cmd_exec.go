@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"io"
 	"os"
 	"os/exec"
@@ -82,7 +83,8 @@ func rootForAnother(c *commonFlags) bool {
 	if named == "" {
 		named = os.Getenv("CLAUDE_AUTH_USER")
 	}
-	return os.Geteuid() == 0 && named != "" && named != authsync.CurrentUserName()
+	me, _ := config.CurrentAccount()
+	return os.Geteuid() == 0 && named != "" && named != me
 }
 
 // setupQuiet is setup with a console that only speaks up for warnings: exec

@@ -183,7 +183,7 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 		user = os.Getenv("CLAUDE_AUTH_USER")
 	}
 	if user == "" {
-		user = authsync.CurrentUserName()
+		user, _ = config.CurrentAccount()
 	}
 	socket := os.Getenv("CLAUDE_AUTH_JOURNAL_SOCKET")
 	if socket == "" {

@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,10 +25,8 @@ type Account struct {
 // ErrNoAccount: the user databases do not know the name.
 var ErrNoAccount = errors.New("no such user")
 
-// LookupAccount finds an account by name. It asks NSS through `getent passwd`:
-// the binary is static, and Go's os/user then reads only /etc/passwd, which
-// does not hold directory accounts. Tests replace it.
-var LookupAccount = lookupAccount
+// LookupAccount finds an account by name: LookupNSS, which tests replace.
+var LookupAccount = LookupNSS
 
 // geteuid is os.Geteuid; tests pretend to be someone else.
 var geteuid = os.Geteuid
@@ -36,28 +36,25 @@ var geteuid = os.Geteuid
 // would read that as a uid).
 var accountName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._@-]*\$?$`)
 
-func lookupAccount(name string) (*Account, error) {
+// LookupNSS finds an account by name in the user databases through NSS
+// (`getent passwd`): the binary is static, and Go's os/user then reads only
+// /etc/passwd, which does not hold directory accounts (LDAP, SSSD,
+// extrausers). An *exec.Error says getent itself could not run.
+func LookupNSS(name string) (*Account, error) {
 	if !accountName.MatchString(name) {
 		return nil, fmt.Errorf("%q is not a user name", name)
 	}
-	out, err := exec.Command("getent", "passwd", name).Output()
+	f, err := getentPasswd(name)
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() == 2 { // getent: key not found
-			return nil, fmt.Errorf("%s: %w", name, ErrNoAccount)
-		}
-		return nil, fmt.Errorf("getent passwd %s: %v", name, err)
+		return nil, err
 	}
-	f := strings.Split(strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), ":")
-	if len(f) != 7 || f[0] != name {
+	if f[0] != name {
 		return nil, fmt.Errorf("%s: %w", name, ErrNoAccount)
 	}
-	uid, err1 := strconv.Atoi(f[2])
-	gid, err2 := strconv.Atoi(f[3])
-	if err1 != nil || err2 != nil || f[5] == "" || !strings.HasPrefix(f[5], "/") {
-		return nil, fmt.Errorf("getent passwd %s: an entry with no usable uid, gid or home", name)
+	a, err := parsePasswd(f)
+	if err != nil {
+		return nil, err
 	}
-	a := &Account{Name: name, UID: uid, GID: gid, Home: f[5], Groups: []int{gid}}
 	// Supplementary groups, through NSS too; without them, the primary one.
 	if out, err := exec.Command("id", "-G", name).Output(); err == nil {
 		var gs []int
@@ -71,6 +68,58 @@ func lookupAccount(name string) (*Account, error) {
 		}
 	}
 	return a, nil
+}
+
+// CurrentAccount is this process's user name and home: from /etc/passwd
+// (Go's own reader) or, for directory accounts only NSS knows, from
+// `getent passwd <uid>`. Empty when neither knows it.
+func CurrentAccount() (name, home string) {
+	if u, err := user.Current(); err == nil && u.Username != "" && u.HomeDir != "" {
+		return u.Username, u.HomeDir
+	}
+	uid := strconv.Itoa(os.Getuid())
+	f, err := getentPasswd(uid)
+	if err != nil || f[2] != uid {
+		return "", ""
+	}
+	return f[0], f[5]
+}
+
+// getentPasswd is the seven fields of `getent passwd -- key`'s first line;
+// ErrNoAccount when the databases do not know key.
+func getentPasswd(key string) ([]string, error) {
+	var errb bytes.Buffer
+	cmd := exec.Command("getent", "passwd", "--", key)
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == 2 { // getent: key not found
+			return nil, fmt.Errorf("%s: %w", key, ErrNoAccount)
+		}
+		var xe *exec.Error
+		if errors.As(err, &xe) {
+			return nil, xe
+		}
+		return nil, fmt.Errorf("getent passwd %s: %v %s", key, err, strings.TrimSpace(errb.String()))
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	f := strings.Split(line, ":")
+	if len(f) != 7 {
+		return nil, fmt.Errorf("getent passwd %s: unexpected answer %q", key, line)
+	}
+	return f, nil
+}
+
+// parsePasswd makes an Account of passwd(5) fields: numeric uid and gid, an
+// absolute home.
+func parsePasswd(f []string) (*Account, error) {
+	uid, err1 := strconv.Atoi(f[2])
+	gid, err2 := strconv.Atoi(f[3])
+	if err1 != nil || err2 != nil || uid < 0 || gid < 0 || !strings.HasPrefix(f[5], "/") {
+		return nil, fmt.Errorf("getent passwd %s: an entry with no usable uid, gid or home", f[0])
+	}
+	return &Account{Name: f[0], UID: uid, GID: gid, Home: f[5], Groups: []int{gid}}, nil
 }
 
 // resolveUser decides whose login this process works on. named is --user or

@@ -37,21 +37,21 @@ func TestLookupAccount(t *testing.T) {
 		{"no-such-user@corp.example", "", ErrNoAccount}, // SSSD's form is a name
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := lookupAccount(tc.name)
+			a, err := LookupNSS(tc.name)
 			if tc.wantHome == "" {
 				if err == nil {
-					t.Fatalf("lookupAccount(%q) = %+v; want an error", tc.name, a)
+					t.Fatalf("LookupNSS(%q) = %+v; want an error", tc.name, a)
 				}
 				if tc.errIs != nil && !errors.Is(err, tc.errIs) {
-					t.Errorf("lookupAccount(%q) = %v; want %v", tc.name, err, tc.errIs)
+					t.Errorf("LookupNSS(%q) = %v; want %v", tc.name, err, tc.errIs)
 				}
 				return
 			}
 			if err != nil {
-				t.Skipf("lookupAccount(%q): %v (no such account on this machine?)", tc.name, err)
+				t.Skipf("LookupNSS(%q): %v (no such account on this machine?)", tc.name, err)
 			}
 			if a.Home != tc.wantHome || a.Name != tc.name || len(a.Groups) == 0 {
-				t.Errorf("lookupAccount(%q) = %+v; want home %s and groups", tc.name, a, tc.wantHome)
+				t.Errorf("LookupNSS(%q) = %+v; want home %s and groups", tc.name, a, tc.wantHome)
 			}
 		})
 	}
@@ -60,7 +60,7 @@ func TestLookupAccount(t *testing.T) {
 // TestLoadActFor: --user or CLAUDE_AUTH_USER naming another account is root's
 // only, and then means that account's home and files, never the caller's.
 func TestLoadActFor(t *testing.T) {
-	daemon, err := lookupAccount("daemon")
+	daemon, err := LookupNSS("daemon")
 	if err != nil {
 		t.Skipf("no daemon account: %v", err)
 	}
@@ -262,5 +262,31 @@ func TestFindClaude(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestParsePasswd(t *testing.T) {
+	for _, c := range []struct {
+		line    string
+		want    *Account
+		wantErr bool
+	}{
+		{"alice:x:1001:1001:Alice,,,:/home/alice:/bin/bash", &Account{Name: "alice", UID: 1001, GID: 1001, Home: "/home/alice", Groups: []int{1001}}, false},
+		{"alice:*:70001:100::/srv/home/alice:/usr/sbin/nologin", &Account{Name: "alice", UID: 70001, GID: 100, Home: "/srv/home/alice", Groups: []int{100}}, false},
+		{"alice:x:1001:1001::home/alice:/bin/sh", nil, true}, // relative home
+		{"alice:x:-1:1001::/home/alice:/bin/sh", nil, true},
+		{"alice:x:one:1001::/home/alice:/bin/sh", nil, true},
+	} {
+		got, err := parsePasswd(strings.Split(c.line, ":"))
+		if (err != nil) != c.wantErr || (c.want != nil && (got == nil || got.Name != c.want.Name || got.UID != c.want.UID || got.GID != c.want.GID || got.Home != c.want.Home || len(got.Groups) != 1 || got.Groups[0] != c.want.GID)) {
+			t.Errorf("parsePasswd(%q) = %+v, %v; want %+v (error %v)", c.line, got, err, c.want, c.wantErr)
+		}
+	}
+}
+
+// The current account is known whether or not /etc/passwd holds it.
+func TestCurrentAccount(t *testing.T) {
+	if name, home := CurrentAccount(); name == "" || !strings.HasPrefix(home, "/") {
+		t.Errorf("CurrentAccount() = %q, %q", name, home)
 	}
 }

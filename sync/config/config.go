@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -180,7 +178,7 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	}
 
 	c := &Config{Sources: src}
-	me, myHome := currentAccount()
+	me, myHome := CurrentAccount()
 	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"), me)
 	if c.User == "" {
 		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
@@ -355,23 +353,4 @@ func ReadFile(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	return out, nil
-}
-
-// currentAccount is this process's user name and home: from /etc/passwd (Go's
-// own reader: the binary is static) or, for directory accounts only NSS knows
-// (LDAP/SSSD), from `getent passwd <uid>`.
-func currentAccount() (name, home string) {
-	if u, err := user.Current(); err == nil && u.Username != "" && u.HomeDir != "" {
-		return u.Username, u.HomeDir
-	}
-	uid := strconv.Itoa(os.Getuid())
-	out, err := exec.Command("getent", "passwd", uid).Output()
-	if err != nil {
-		return "", ""
-	}
-	f := strings.Split(strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]), ":")
-	if len(f) != 7 || f[2] != uid {
-		return "", ""
-	}
-	return f[0], f[5]
 }

@@ -266,13 +266,17 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	return sum, nil
 }
 
-// LookupAccount finds name in the OS user databases: through NSS (getent),
-// else, where getent cannot run, Go's reader of /etc/passwd.
+// LookupAccount finds name in the OS user databases through NSS
+// (config.LookupNSS: LDAP/SSSD accounts too), else, where getent cannot run,
+// Go's reader of /etc/passwd.
 func LookupAccount(name string) (Account, error) {
-	a, err := lookupNSS(name)
+	a, err := config.LookupNSS(name)
+	if err == nil {
+		return Account{Name: a.Name, UID: a.UID, GID: a.GID, Home: a.Home}, nil
+	}
 	var ee *exec.Error
-	if err == nil || !errors.As(err, &ee) {
-		return a, err
+	if !errors.As(err, &ee) {
+		return Account{}, err
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
