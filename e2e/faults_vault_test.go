@@ -175,14 +175,7 @@ func TestFaultVaultTokenRevoked(t *testing.T) {
 		t.Errorf("the newest login is not kept pending while the token is revoked")
 	}
 	// The admin re-provisions: a new token in the file.
-	u, err := vsrv.Provision(ctx, w.name, w.user.TokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.mu.Lock()
-	w.secrets = append(w.secrets, u.Token)
-	w.mu.Unlock()
-	registerSecrets(func() []string { return []string{u.Token} })
+	w.reprovision(ctx)
 	eventually(t, 30*time.Second, "newest login backed up with the new token, no restart", w.vaultHolds(l))
 	faultReport(t, "revoked scoped token: %d FAIL lines over 3 rotations and ~10 s of retries; new token picked up without a restart", countLines(w.syncLog(), `^\S+ FAIL `))
 }
@@ -226,14 +219,7 @@ func TestFaultVaultTokenExpired(t *testing.T) {
 	if w.vaultRefresh() == l.RefreshToken {
 		t.Fatalf("a backup went through with an expired token")
 	}
-	u, err := vsrv.Provision(ctx, w.name, w.user.TokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	registerSecrets(func() []string { return []string{u.Token} })
-	w.mu.Lock()
-	w.secrets = append(w.secrets, u.Token)
-	w.mu.Unlock()
+	w.reprovision(ctx)
 	eventually(t, 30*time.Second, "newest login backed up with a fresh token", w.vaultHolds(l))
 }
 

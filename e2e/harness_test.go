@@ -128,6 +128,20 @@ func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 	return w
 }
 
+// reprovision mints the user a new scoped token into the same file, as an
+// admin's provision run does; the new token joins the secrets no output may hold.
+func (w *world) reprovision(ctx context.Context) {
+	w.t.Helper()
+	u, err := w.srv.Provision(ctx, w.name, w.user.TokenFile)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.mu.Lock()
+	w.secrets = append(w.secrets, u.Token)
+	w.mu.Unlock()
+	registerSecrets(func() []string { return []string{u.Token} })
+}
+
 // login writes a fresh login from the fake as the credentials file.
 func (w *world) login() fakeanthropic.Login {
 	w.t.Helper()

@@ -72,14 +72,7 @@ func TestAgentUsesReprovisionedTokenAtOnce(t *testing.T) {
 			t.Errorf("FAIL about the refused token does not say what to do: %q", line)
 		}
 	}
-	u, err := vsrv.Provision(ctx, w.name, w.user.TokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.mu.Lock()
-	w.secrets = append(w.secrets, u.Token)
-	w.mu.Unlock()
-	registerSecrets(func() []string { return []string{u.Token} })
+	w.reprovision(ctx)
 	installed := time.Now()
 	// Bounded well below the backoff the agent used to wait out (2 min).
 	eventually(t, 5*time.Second, "newest login backed up with the new token", w.vaultHolds(l))

@@ -48,11 +48,7 @@ func TestStatusExtremeExpiry(t *testing.T) {
 		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			t.Setenv("HOME", dir)
-			t.Setenv("CLAUDE_AUTH_SYSTEM_CONFIG", filepath.Join(dir, "no-config"))
-			t.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", "off")
-			t.Setenv("VAULT_ADDR", "")
+			dir := sandboxHome(t)
 			creds := filepath.Join(dir, "credentials.json")
 			body := `{"claudeAiOauth":{"accessToken":"` + secretA + `","refreshToken":"` + secretR +
 				`","expiresAt":` + tc.expiresAt + `,"scopes":["user:inference"]}}`
@@ -277,4 +273,16 @@ func TestPrintStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sandboxHome is a temp HOME for a command run in-process: no system config,
+// no journal, no Vault (the local file store).
+func sandboxHome(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	t.Setenv("CLAUDE_AUTH_SYSTEM_CONFIG", filepath.Join(dir, "no-config"))
+	t.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", "off")
+	t.Setenv("VAULT_ADDR", "")
+	return dir
 }

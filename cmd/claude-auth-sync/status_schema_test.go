@@ -203,11 +203,7 @@ func TestStatusJSONSchema(t *testing.T) {
 	}
 
 	// The command itself, on a real home: logged out, then logged in.
-	dir := t.TempDir()
-	t.Setenv("HOME", dir)
-	t.Setenv("CLAUDE_AUTH_SYSTEM_CONFIG", filepath.Join(dir, "no-config"))
-	t.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", "off")
-	t.Setenv("VAULT_ADDR", "")
+	dir := sandboxHome(t)
 	creds := filepath.Join(dir, "credentials.json")
 	args := []string{"status", "--json", "--credentials", creds, "--state-dir", filepath.Join(dir, "state"),
 		"--store", "file", "--claude", filepath.Join(dir, "no-claude")}
