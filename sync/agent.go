@@ -516,7 +516,7 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 	}
 	var sub CheckSubject
 	if a.ready.Load() {
-		sub = a.e.currentSubject(ctx)
+		sub = a.e.currentSubject(ctx, true)
 	} else {
 		sub = subjectOf(local, nil)
 	}
@@ -704,9 +704,7 @@ func (a *agent) scan(ctx context.Context) bool {
 		a.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
 		return false
 	}
-	if local.Mode&0o077 != 0 {
-		a.e.tightenLoose(local)
-	}
+	a.e.tightenLoose(local)
 	prev := a.lastState
 	a.lastState = local.State
 	if local.State != credentials.Clobbered {

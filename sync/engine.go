@@ -160,7 +160,7 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	if rec != nil {
 		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
 		if rec.LastCheck != nil {
-			sub := e.currentSubject(context.Background())
+			sub := e.currentSubject(context.Background(), !rec.storeDown)
 			rec.LastCheck.Subject = &sub
 		}
 		if err := mergeRecord(e.recordPath(), rec); err != nil {
@@ -170,10 +170,13 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	return o
 }
 
-// currentSubject reads the file and the store's document (bounded) for what a
-// check now would be about.
-func (e *Engine) currentSubject(ctx context.Context) CheckSubject {
+// currentSubject reads the file and, with readStore, the store's document
+// (bounded) for what a check now would be about.
+func (e *Engine) currentSubject(ctx context.Context, readStore bool) CheckSubject {
 	local, _ := credentials.Read(e.Cfg.CredentialsFile)
+	if !readStore {
+		return subjectOf(local, nil)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	doc, err := e.Store.Read(ctx)
@@ -184,9 +187,8 @@ func (e *Engine) currentSubject(ctx context.Context) CheckSubject {
 }
 
 // tightenLoose sets a credentials file other users could read to 0600, with a
-// WARN that names it (and says what to do); it returns that WARN's text, ""
-// when there was nothing to say.
-func (e *Engine) tightenLoose(l *credentials.Local) string {
+// WARN that names it (and says what to do).
+func (e *Engine) tightenLoose(l *credentials.Local) {
 	old, err := credentials.TightenMode(l)
 	msg := ""
 	switch {
@@ -198,7 +200,6 @@ func (e *Engine) tightenLoose(l *credentials.Local) string {
 	if msg != "" {
 		e.Log.Event(WARN, "%s", msg)
 	}
-	return msg
 }
 
 // loginDeadlineWarning: how long before refreshTokenExpiresAt passes warn.
@@ -275,6 +276,7 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	if hard != nil {
 		return e.finish(rec, *hard)
 	}
+	rec.storeDown = vs.down != nil
 
 	if vs.doc != nil {
 		if p := vs.doc.SetupTokenProblem(); p != "" {

@@ -21,6 +21,10 @@ type Record struct {
 	// SetupTokenFirstSeen maps a setup token's fingerprint to when this host first
 	// saw it, for the one-year default end.
 	SetupTokenFirstSeen map[string]time.Time `json:"setup_token_first_seen,omitempty"`
+
+	// storeDown: this pass found the store unreachable, so the check's
+	// subject is recorded without reading the store again (not saved).
+	storeDown bool
 }
 
 type PassRecord struct {
