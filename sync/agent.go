@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
@@ -827,7 +828,7 @@ func (a *agent) sweepTemps() {
 	}
 	n := 0
 	for _, d := range dirs {
-		n += credentials.SweepTemps(d, time.Minute)
+		n += atomicfile.SweepTemps(d, time.Minute)
 	}
 	if n > 0 {
 		a.e.Diag.Info("removed temp files an interrupted write left behind", "count", n)
@@ -1004,7 +1005,7 @@ type pendingFile struct {
 func (a *agent) setPending(o *credentials.OAuth) {
 	a.pending = &pendingBackup{oauth: o, seenAt: time.Now()}
 	data, _ := json.Marshal(pendingFile{OAuth: o.Compact(), SeenAt: a.e.now()})
-	if _, err := credentials.WriteAtomic(a.pendingPath(), data, 0o600); err != nil {
+	if _, err := atomicfile.Write(a.pendingPath(), data, 0o600); err != nil {
 		a.e.Diag.Warn("cannot persist the pending backup", "err", err)
 	}
 	a.mu.Lock()
@@ -1035,7 +1036,7 @@ func (a *agent) saveLive() {
 	data, err := json.MarshalIndent(a.live, "", "  ")
 	a.mu.Unlock()
 	if err == nil {
-		_, _ = credentials.WriteAtomic(a.livePath(), append(data, '\n'), 0o600)
+		_, _ = atomicfile.Write(a.livePath(), append(data, '\n'), 0o600)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -103,7 +104,7 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 		b.WriteString(fp)
 		b.WriteByte('\n')
 	}
-	_, err = credentials.WriteAtomic(l.path, b.Bytes(), 0o600)
+	_, err = atomicfile.Write(l.path, b.Bytes(), 0o600)
 	return err
 }
 

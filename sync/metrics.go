@@ -13,6 +13,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -192,7 +193,7 @@ func (e *Engine) countEvent(st Status, now time.Time) {
 		c.LastSuccess = now
 	}
 	data, _ := json.Marshal(c)
-	_, _ = credentials.WriteAtomic(e.countersPath(), append(data, '\n'), 0o600)
+	_, _ = atomicfile.Write(e.countersPath(), append(data, '\n'), 0o600)
 }
 
 func (e *Engine) loadCounters() metricsCounters {

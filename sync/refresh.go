@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
@@ -310,7 +311,7 @@ func (e *Engine) keepRefresh(p *pendingRefresh) error {
 		return err
 	}
 	// Visible before the fsyncs: until it is, a kill loses the login.
-	return credentials.WriteVisibleFirst(e.pendingRefreshPath(), data, 0o600)
+	return atomicfile.WriteVisibleFirst(e.pendingRefreshPath(), data, 0o600)
 }
 
 func (e *Engine) dropKept() {
@@ -342,7 +343,7 @@ func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) erro
 	if err != nil {
 		return err
 	}
-	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
+	target, err := atomicfile.Write(e.Cfg.CredentialsFile, data, credentials.FileMode)
 	if target != "" {
 		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
 	}

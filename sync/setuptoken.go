@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -89,7 +90,7 @@ func (e *Engine) writeEnvFile(tok credentials.Secret) error {
 	if err := os.MkdirAll(filepath.Dir(e.Cfg.TokenEnvFile), 0o700); err != nil {
 		return err
 	}
-	_, err := credentials.WriteAtomic(e.Cfg.TokenEnvFile, want, 0o600)
+	_, err := atomicfile.Write(e.Cfg.TokenEnvFile, want, 0o600)
 	return err
 }
 
@@ -115,7 +116,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 			// Keep the rotating login we are about to shadow: it is Vault's too,
 			// but a local copy costs nothing and loses nothing.
 			_ = lin.Observe(cur.OAuth.RefreshToken())
-			if _, err := credentials.WriteAtomic(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+			if _, err := atomicfile.Write(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
 				return err
 			}
 		}
@@ -123,7 +124,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 		if err != nil {
 			return err
 		}
-		_, err = credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
+		_, err = atomicfile.Write(e.Cfg.CredentialsFile, data, credentials.FileMode)
 		return err
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofrs/flock"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
@@ -123,6 +124,6 @@ func mergeRecord(path string, r *Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = credentials.WriteAtomic(path, append(data, '\n'), 0o600)
+	_, err = atomicfile.Write(path, append(data, '\n'), 0o600)
 	return err
 }

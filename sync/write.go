@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -70,13 +71,13 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	}
 	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
 	if cur.Raw != nil {
-		if _, err := credentials.WriteAtomic(prev, cur.Raw, 0o600); err != nil {
+		if _, err := atomicfile.Write(prev, cur.Raw, 0o600); err != nil {
 			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 		}
 	} else if cur.State == credentials.Clobbered {
 		// Too large to have been read (credentials.MaxFileSize): copied by
 		// streaming, never held in memory, and never lost.
-		if err := credentials.CopyAtomic(cur.Target, prev, 0o600); err != nil {
+		if err := atomicfile.Copy(cur.Target, prev, 0o600); err != nil {
 			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 		}
 	}
@@ -91,7 +92,7 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 			return fmt.Errorf("create %s: %w", filepath.Dir(cur.Target), err)
 		}
 	}
-	target, err := credentials.WriteAtomic(e.Cfg.CredentialsFile, data, credentials.FileMode)
+	target, err := atomicfile.Write(e.Cfg.CredentialsFile, data, credentials.FileMode)
 	if target != "" {
 		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
 	}

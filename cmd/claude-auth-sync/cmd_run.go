@@ -13,7 +13,7 @@ import (
 	"time"
 
 	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -131,7 +131,7 @@ func onWatchdogAbort(eng *authsync.Engine) {
 			var dump bytes.Buffer
 			_ = pprof.Lookup("goroutine").WriteTo(&dump, 2)
 			path := filepath.Join(eng.Cfg.StateDir, "agent-abort.txt")
-			if _, err := credentials.WriteAtomic(path, dump.Bytes(), 0o600); err != nil {
+			if _, err := atomicfile.Write(path, dump.Bytes(), 0o600); err != nil {
 				path = "(not written: " + err.Error() + ")"
 			}
 			eng.Log.Event(authsync.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)

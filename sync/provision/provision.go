@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -720,6 +721,6 @@ func saveManaged(dir string, users []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = credentials.WriteAtomic(managedPath(dir), append(data, '\n'), 0o644)
+	_, err = atomicfile.Write(managedPath(dir), append(data, '\n'), 0o644)
 	return err
 }

@@ -10,9 +10,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/gofrs/flock"
-
-	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
 // File is the local store for a machine without Vault: one JSON document with the
@@ -72,7 +71,7 @@ func (f *File) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, er
 	if err != nil {
 		return cur, fmt.Errorf("local store: %w", err)
 	}
-	if _, err := credentials.WriteAtomic(f.path, append(data, '\n'), 0o600); err != nil {
+	if _, err := atomicfile.Write(f.path, append(data, '\n'), 0o600); err != nil {
 		return cur, fmt.Errorf("write local store: %w", err)
 	}
 	return &Doc{Exists: true, Version: next.Version, fields: next.Data}, nil
