@@ -20,7 +20,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/vaultserver"
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
@@ -250,7 +250,7 @@ func rootKV() *vault.KVv2 { return vsrv.Root().KVv2("secret") }
 // inProcessEngine is this user's engine inside the test process, for the tests
 // that inject its clock (now). The check's child reads ANTHROPIC_BASE_URL and
 // HOME from the environment, so they are set for the test.
-func (w *world) inProcessEngine(now func() time.Time) *authsync.Engine {
+func (w *world) inProcessEngine(now func() time.Time) *engine.Engine {
 	t := w.t
 	t.Helper()
 	env := map[string]string{}
@@ -267,7 +267,7 @@ func (w *world) inProcessEngine(now func() time.Time) *authsync.Engine {
 	}
 	t.Setenv("ANTHROPIC_BASE_URL", w.api.URL)
 	t.Setenv("HOME", w.home)
-	eng, err := authsync.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	eng, err := engine.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func (w *world) inProcessEngine(now func() time.Time) *authsync.Engine {
 
 // runAgentInProcess runs eng's agent until the test ends (then stops it and
 // fails the test if it returned an error), returning once it has started.
-func (w *world) runAgentInProcess(eng *authsync.Engine, opt authsync.AgentOptions) {
+func (w *world) runAgentInProcess(eng *engine.Engine, opt engine.AgentOptions) {
 	t := w.t
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
@@ -89,7 +89,7 @@ func rootForAnother(c *commonFlags) bool {
 
 // setupQuiet is setup with a console that only speaks up for warnings: exec
 // sits in front of other programs' output.
-func setupQuiet(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
+func setupQuiet(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 	if !c.verbose {
 		c.quiet = true
 	}
@@ -97,17 +97,17 @@ func setupQuiet(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
 }
 
 // prepareExec does steps 1-3 and returns the environment for the command.
-func prepareExec(eng *authsync.Engine, wait time.Duration, env []string) []string {
+func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	cfg := eng.Cfg
 	local, err := credentials.Read(cfg.CredentialsFile)
 	if err == nil && local.State == credentials.Usable && (!eng.Now().Before(eng.RefreshDue(local.OAuth)) || eng.RefreshPending()) {
-		lin, err := authsync.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
+		lin, err := engine.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
 		if err == nil {
 			res, err := eng.Refresh(ctx, lin, false, "")
 			switch {
-			case err == nil && res.Refreshed, errors.Is(err, authsync.ErrNotWritten) && res.OAuth != nil:
+			case err == nil && res.Refreshed, errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
 				if err != nil {
 					eng.Diag.Warn("refreshed, but the credentials file cannot be written; backing the new login up", "err", err)
 				}

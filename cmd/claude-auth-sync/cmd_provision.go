@@ -9,7 +9,7 @@ import (
 	"syscall"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
@@ -101,12 +101,12 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)
 		if errors.Is(err, lock.ErrHeld) {
-			return authsync.ExitTempFail
+			return engine.ExitTempFail
 		}
 		if errors.Is(err, provision.ErrSetup) {
 			return exitConfig
 		}
-		return authsync.ExitFail
+		return engine.ExitFail
 	}
 	fmt.Fprintf(stdout, "provision: %s; %d users (%d active, %d parked, %d claude_auth off), %d removed; %d changed, %d need an admin token, %d failed\n",
 		sum.Mode, sum.Users, sum.Active, sum.Parked, sum.Off, sum.Removed, sum.Changed, sum.NeedAdmin, sum.Failed)
@@ -114,7 +114,7 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "provision: no admin token (VAULT_TOKEN or --admin-token-file): nothing was changed and policies were not checked")
 	}
 	if sum.Failed > 0 {
-		return authsync.ExitFail
+		return engine.ExitFail
 	}
 	return 0
 }

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 const refreshHelp = `Usage: claude-auth-sync refresh [flags]
@@ -73,7 +73,7 @@ func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
 	}
 	if err := eng.AgentChildRefresh(context.Background(), os.Stdin, stdout); err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync refresh: %v\n", err)
-		return authsync.ExitFail
+		return engine.ExitFail
 	}
 	return 0
 }

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
@@ -92,24 +92,24 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
 	onWatchdogAbort(eng)
-	opt := authsync.AgentOptions{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
+	opt := engine.AgentOptions{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
-		opt.Refresher = authsync.ChildRefresher(exe, c.args())
+		opt.Refresher = engine.ChildRefresher(exe, c.args())
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}
 	err := eng.RunAgent(ctx, opt)
 	switch {
-	case errors.Is(err, authsync.ErrAgentRunning):
+	case errors.Is(err, engine.ErrAgentRunning):
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.
-		eng.Log.Event(authsync.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
-		return authsync.ExitAgentRunning
+		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
+		return engine.ExitAgentRunning
 	case err != nil:
-		eng.Log.Event(authsync.FAIL, "the agent stopped: %v", err)
-		return authsync.ExitFail
+		eng.Log.Event(engine.FAIL, "the agent stopped: %v", err)
+		return engine.ExitFail
 	}
 	return 0
 }
@@ -120,7 +120,7 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 // private state dir (agent-abort.txt, 0600) for whoever debugs the hang, one
 // WARN line says what happened, and the agent exits for systemd to restart it.
 // All of it is bounded: a hang in the log itself does not delay the exit.
-func onWatchdogAbort(eng *authsync.Engine) {
+func onWatchdogAbort(eng *engine.Engine) {
 	abrt := make(chan os.Signal, 1)
 	signal.Notify(abrt, syscall.SIGABRT)
 	go func() {
@@ -134,12 +134,12 @@ func onWatchdogAbort(eng *authsync.Engine) {
 			if _, err := atomicfile.Write(path, dump.Bytes(), 0o600); err != nil {
 				path = "(not written: " + err.Error() + ")"
 			}
-			eng.Log.Event(authsync.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
+			eng.Log.Event(engine.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
 		}()
 		select {
 		case <-done:
 		case <-time.After(3 * time.Second):
 		}
-		os.Exit(authsync.ExitFail)
+		os.Exit(engine.ExitFail)
 	}()
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
@@ -59,22 +59,22 @@ func statusFlags(fs *flagSet) action {
 // printJSON writes the report, or says on stderr why it cannot. Encoding goes
 // into a buffer first, so a failure never leaves half a document (or nothing
 // and a bare exit 1).
-func printJSON(stdout, stderr io.Writer, r authsync.Report) int {
+func printJSON(stdout, stderr io.Writer, r engine.Report) int {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(r); err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync status: cannot write the report as JSON: %v\n", err)
-		return authsync.ExitFail
+		return engine.ExitFail
 	}
 	if _, err := stdout.Write(buf.Bytes()); err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync status: %v\n", err)
-		return authsync.ExitFail
+		return engine.ExitFail
 	}
 	return 0
 }
 
-func printStatus(w io.Writer, r authsync.Report, now time.Time) {
+func printStatus(w io.Writer, r engine.Report, now time.Time) {
 	line := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(w, "%-16s %s\n", k+":", v)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 // TestStatusExtremeExpiry runs `status` and `status --json` on credentials
@@ -44,7 +44,7 @@ func TestStatusExtremeExpiry(t *testing.T) {
 		{"last ms of year 9999", "253402300799999", "9999-12-31T23:59:59.999Z", "", "-", 0},
 		// The credentials package reads a number beyond ±2^62 ms as no number
 		// at all: a broken login, and no time to show.
-		{"1e300", "1e300", "", "", "", authsync.StatusUnusable},
+		{"1e300", "1e300", "", "", "", engine.StatusUnusable},
 		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,15 +130,15 @@ func TestPrintJSONError(t *testing.T) {
 	far := time.UnixMilli(math.MaxInt64)
 	for _, tc := range []struct {
 		name    string
-		r       authsync.Report
+		r       engine.Report
 		code    int
 		wantErr string
 	}{
-		{"fine", authsync.Report{User: "alice"}, 0, ""},
-		{"a record time past year 9999", authsync.Report{User: "alice", LastBackup: &authsync.BackupRecord{At: far}},
-			authsync.ExitFail, "claude-auth-sync status: cannot write the report as JSON: "},
-		{"an unclamped report time", authsync.Report{User: "alice", ExpiresAt: &far},
-			authsync.ExitFail, "year outside of range"},
+		{"fine", engine.Report{User: "alice"}, 0, ""},
+		{"a record time past year 9999", engine.Report{User: "alice", LastBackup: &engine.BackupRecord{At: far}},
+			engine.ExitFail, "claude-auth-sync status: cannot write the report as JSON: "},
+		{"an unclamped report time", engine.Report{User: "alice", ExpiresAt: &far},
+			engine.ExitFail, "year outside of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -231,28 +231,28 @@ func TestPrintStatus(t *testing.T) {
 	lagAt := now.Add(-2 * time.Minute)
 	for _, tc := range []struct {
 		name      string
-		r         authsync.Report
+		r         engine.Report
 		want, not []string
 	}{
-		{"setup-token mode", authsync.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable",
-			SetupToken:    &authsync.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
-			VaultTokenTTL: &ttl, Claude: authsync.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
+		{"setup-token mode", engine.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable",
+			SetupToken:    &engine.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
+			VaultTokenTTL: &ttl, Claude: engine.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
 			[]string{"setup token:      expires ", "(in 40d)", "usable:           yes", "vault token ttl:  31d\n",
 				"claude:           /home/alice/.local/bin/claude 2.1.332 (Claude Code)\n"},
 			[]string{"767h"}},
-		{"first-seen end", authsync.Report{Mode: "setup-token", SetupToken: &authsync.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
+		{"first-seen end", engine.Report{Mode: "setup-token", SetupToken: &engine.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
 			Unusable: "the setup token expired; ask your admin for a new one"},
 			[]string{"(1h ago), one year after this host first saw it", "usable:           no: the setup token expired"}, nil},
-		{"logged out, agent running", authsync.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
-			Claude: authsync.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
-			Agent: authsync.AgentReport{Running: true, PID: 4242, AgentState: &authsync.AgentState{Watch: "inotify",
+		{"logged out, agent running", engine.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
+			Claude: engine.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
+			Agent: engine.AgentReport{Running: true, PID: 4242, AgentState: &engine.AgentState{Watch: "inotify",
 				LastBackup: &lagAt, LastBackupVer: 5, LastBackupLagMs: 120010.9, Backups: 2}}},
 			[]string{"claude:           not found (tried claude on PATH (/usr/bin:/bin), /home/alice/.local/bin/claude)\n",
 				"agent:            running, pid 4242\n", "agent backup:     v5, ", "(2m ago), 2m after the change (2 this run)"},
 			[]string{"next refresh", "ms after", "refreshes"}},
-		{"store and host backups", authsync.Report{Mode: "rotating", Login: "usable", Usable: true,
-			Backup:     &authsync.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
-			LastBackup: &authsync.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
+		{"store and host backups", engine.Report{Mode: "rotating", Login: "usable", Usable: true,
+			Backup:     &engine.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
+			LastBackup: &engine.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
 			[]string{"backup:           v5, backed up ", "(1m ago)", "last backup:      v3, ", "(3h ago), by this host"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

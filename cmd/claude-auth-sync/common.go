@@ -15,13 +15,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
 const (
-	exitUsage  = authsync.ExitUsage
-	exitConfig = authsync.ExitConfig
+	exitUsage  = engine.ExitUsage
+	exitConfig = engine.ExitConfig
 )
 
 // commonFlags are the settings the commands that look after a login share.
@@ -142,7 +142,7 @@ func dashes(name string) string {
 
 // begin parses a command's flags and builds its engine; a nil engine means
 // "return code" (help shown, a usage or configuration error).
-func begin(fs *flagSet, c *commonFlags, args []string, stdout, stderr io.Writer, help string) (*authsync.Engine, int) {
+func begin(fs *flagSet, c *commonFlags, args []string, stdout, stderr io.Writer, help string) (*engine.Engine, int) {
 	if code, ok := parse(fs, args, stdout, stderr, help); !ok {
 		return nil, code
 	}
@@ -150,14 +150,14 @@ func begin(fs *flagSet, c *commonFlags, args []string, stdout, stderr io.Writer,
 }
 
 // setup loads the config and builds the engine; code != 0 means give up.
-func setup(c *commonFlags, stderr io.Writer) (*authsync.Engine, int) {
+func setup(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 	cfg, err := config.Load(os.Getenv, c.cfg)
 	if err != nil {
 		reportConfigError(c, stderr, err)
 		return nil, exitConfig
 	}
 	console, isJournal := newConsole(stderr, c.verbose, c.quiet, cfg.User)
-	eng, err := authsync.New(cfg, console, isJournal)
+	eng, err := engine.New(cfg, console, isJournal)
 	if err != nil {
 		reportConfigError(c, stderr, err)
 		return nil, exitConfig
@@ -198,8 +198,8 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 		}
 		return
 	}
-	log := &authsync.EventLog{User: user, JournalSocket: socket}
-	log.Event(authsync.FAIL, "%v", err)
+	log := &engine.EventLog{User: user, JournalSocket: socket}
+	log.Event(engine.FAIL, "%v", err)
 }
 
 func isTerminal(f *os.File) bool {
@@ -227,11 +227,11 @@ func newConsoleEnv(w io.Writer, verbose, quiet bool, user string, getenv func(st
 	color := false
 	if f, ok := w.(*os.File); ok {
 		if isJournalStream(f) {
-			return slog.New(authsync.NewJournalLineHandler(w, user, level)), true
+			return slog.New(engine.NewJournalLineHandler(w, user, level)), true
 		}
 		color = isTerminal(f) && getenv("NO_COLOR") == ""
 	}
-	return slog.New(authsync.NewConsoleHandler(w, level, color)), false
+	return slog.New(engine.NewConsoleHandler(w, level, color)), false
 }
 
 // isJournalStream: systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it

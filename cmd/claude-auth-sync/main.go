@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	authsync "github.com/claude-auth-sync/claude-auth-sync/sync"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -67,11 +67,11 @@ var exitCodes = []struct {
 	meaning string
 }{
 	{0, "OK, SKIP, RECOVERED, or setup-token mode"},
-	{authsync.ExitFail, "FAIL: the login is dead or a step failed"},
+	{engine.ExitFail, "FAIL: the login is dead or a step failed"},
 	{exitUsage, "usage error"},
 	{3, "not logged in (no credentials file; a logout is never undone automatically)"},
-	{authsync.ExitAgentRunning, "(run) another agent already runs for this user"},
-	{authsync.ExitTempFail, "temporary: backup pending or the check could not run; the next pass retries"},
+	{engine.ExitAgentRunning, "(run) another agent already runs for this user"},
+	{engine.ExitTempFail, "temporary: backup pending or the check could not run; the next pass retries"},
 	{exitConfig, "configuration error"},
 }
 

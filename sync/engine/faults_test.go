@@ -1,4 +1,4 @@
-package authsync
+package engine
 
 // Regression tests for the defects the fault-injection suite (e2e/faults_*)
 // found; each names the fault that showed it.

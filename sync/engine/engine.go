@@ -1,7 +1,7 @@
-// Package authsync is the engine of claude-auth-sync: the sync pass, restore and
+// Package engine is the engine of claude-auth-sync: the sync pass, restore and
 // status, built from the credentials model, the store, the inference check and
 // our locks. The commands in cmd/ only parse flags and call it.
-package authsync
+package engine
 
 import (
 	"context"

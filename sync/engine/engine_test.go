@@ -1,4 +1,4 @@
-package authsync
+package engine
 
 import (
 	"bytes"
