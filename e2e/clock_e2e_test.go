@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
 )
 
 // A clock stepped back by hours (injected: the machine's clock is left alone)
@@ -20,7 +20,7 @@ func TestAgentClockSteppedBack(t *testing.T) {
 	eng := w.inProcessEngine(now)
 
 	l := w.login()
-	w.runAgentInProcess(eng, engine.AgentOptions{CheckInterval: time.Hour, RetryMax: time.Second})
+	w.runAgentInProcess(eng, agent.Options{CheckInterval: time.Hour, RetryMax: time.Second})
 	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
 
 	prevExpiry := l.ExpiresAt

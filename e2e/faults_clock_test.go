@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
 )
 
 // The agent's clock (injected: the machine's clock is left alone) jumps
@@ -25,7 +25,7 @@ func TestFaultClockJumps(t *testing.T) {
 	hist := newVaultHistory(t, vsrv.Root(), w.user.Path)
 
 	l := w.login()
-	w.runAgentInProcess(eng, engine.AgentOptions{CheckInterval: time.Hour, RetryMax: time.Second, Rescan: 300 * time.Millisecond})
+	w.runAgentInProcess(eng, agent.Options{CheckInterval: time.Hour, RetryMax: time.Second, Rescan: 300 * time.Millisecond})
 	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
 	check := func(what string) {
 		t.Helper()

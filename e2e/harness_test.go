@@ -20,8 +20,10 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/vaultserver"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 var (
@@ -271,20 +273,19 @@ func (w *world) inProcessEngine(now func() time.Time) *engine.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng.Now = now
-	eng.Log.Now = now
+	eng.SetClock(clock.WithNow(now))
 	return eng
 }
 
 // runAgentInProcess runs eng's agent until the test ends (then stops it and
 // fails the test if it returned an error), returning once it has started.
-func (w *world) runAgentInProcess(eng *engine.Engine, opt engine.AgentOptions) {
+func (w *world) runAgentInProcess(eng *engine.Engine, opt agent.Options) {
 	t := w.t
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan struct{})
 	opt.Started = started
-	go func() { done <- eng.RunAgent(ctx, opt) }()
+	go func() { done <- agent.Run(ctx, eng, opt) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 const execHelp = `Usage: claude-auth-sync exec [flags] -- COMMAND [ARG...]
@@ -102,7 +102,7 @@ func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string 
 	defer cancel()
 	cfg := eng.Cfg
 	local, err := credentials.Read(cfg.CredentialsFile)
-	if err == nil && local.State == credentials.Usable && (!eng.Now().Before(eng.RefreshDue(local.OAuth)) || eng.RefreshPending()) {
+	if err == nil && local.State == credentials.Usable && (!eng.Clock.Now().Before(eng.RefreshDue(local.OAuth)) || eng.RefreshPending()) {
 		lin, err := engine.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
 		if err == nil {
 			res, err := eng.Refresh(ctx, lin, false, "")

@@ -9,9 +9,9 @@ import (
 	"syscall"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
 )
 

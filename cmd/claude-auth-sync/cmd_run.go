@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -92,16 +93,16 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 	defer signal.Stop(hup)
 	eng.Diag.Info("store in use", "store", eng.Store.Describe())
 	onWatchdogAbort(eng)
-	opt := engine.AgentOptions{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
+	opt := agent.Options{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
-		opt.Refresher = engine.ChildRefresher(exe, c.args())
+		eng.RefreshVia = engine.ChildRefresher(exe, c.args())
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}
-	err := eng.RunAgent(ctx, opt)
+	err := agent.Run(ctx, eng, opt)
 	switch {
-	case errors.Is(err, engine.ErrAgentRunning):
+	case errors.Is(err, agent.ErrAgentRunning):
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.

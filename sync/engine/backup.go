@@ -59,7 +59,7 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 			skip = fmt.Sprintf("backup up to date (v%d)", cur.Version)
 			return nil, store.ErrSkip
 		}
-		if vo != nil && vo.Usable() == nil && newer(lin, vo, o) {
+		if vo != nil && vo.Usable() == nil && Newer(lin, vo, o) {
 			skip = fmt.Sprintf("backup (v%d) holds a newer login than this file; not overwriting it", cur.Version)
 			return nil, store.ErrSkip
 		}
@@ -78,10 +78,10 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 	return BackupResult{Written: true, Version: doc.Version, Message: fmt.Sprintf("backed up to %s (v%d)", e.Store.Describe(), doc.Version)}, nil
 }
 
-// newer says whether stored is known to be newer than local. Lineage decides
+// Newer says whether stored is known to be newer than local. Lineage decides
 // when this host saw both; a refresh token this host never saw is newer only if it
 // also expires later (the tie-breaker, since clocks step).
-func newer(lin *Lineage, stored, local *credentials.OAuth) bool {
+func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 	if stored.RefreshToken() == local.RefreshToken() {
 		return stored.ExpiresAtMs() > local.ExpiresAtMs()
 	}
@@ -97,9 +97,9 @@ func newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 	return stored.ExpiresAtMs() > local.ExpiresAtMs()
 }
 
-// restoreCandidate returns the stored login when restoring it could help: usable,
+// RestoreCandidate returns the stored login when restoring it could help: usable,
 // a different refresh token from the local one, and not known to be older.
-func (e *Engine) restoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
+func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
 	vo, err := doc.OAuth()
 	if err != nil {
 		return nil, "the backup is unreadable: " + err.Error()
@@ -131,12 +131,12 @@ func (e *Engine) restoreCandidate(lin *Lineage, doc *store.Doc, local *credentia
 // from the dead login. A nil Outcome means "restored, go on with the pass".
 func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *credentials.Local, vs vaultState) *Outcome {
 	if vs.doc == nil {
-		o := fail("credentials file is unusable (%v) and the backup cannot be read: %v; %s", local.Problem, vs.down, loginHint())
+		o := fail("credentials file is unusable (%v) and the backup cannot be read: %v; %s", local.Problem, vs.down, LoginHint())
 		return &o
 	}
-	vo, why := e.restoreCandidate(lin, vs.doc, local)
+	vo, why := e.RestoreCandidate(lin, vs.doc, local)
 	if vo == nil {
-		o := fail("credentials file is unusable (%v); %s; %s", local.Problem, why, loginHint())
+		o := fail("credentials file is unusable (%v); %s; %s", local.Problem, why, LoginHint())
 		return &o
 	}
 	expect := func(cur *credentials.Local) error {
@@ -145,7 +145,7 @@ func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *cred
 		}
 		return nil
 	}
-	err := e.writeLogin(ctx, lin, vo, expect)
+	err := e.WriteLogin(ctx, lin, vo, expect)
 	if errors.Is(err, ErrChanged) {
 		// Someone (the agent's worker, a refresh, Claude) made the file usable
 		// while we waited for the locks: nothing to restore, and no FAIL.

@@ -75,8 +75,8 @@ func TestNewer(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := newer(lin, mustOAuth(t, tt.stored), mustOAuth(t, tt.local)); got != tt.want {
-				t.Errorf("newer(%s) = %v; want %v", tt.name, got, tt.want)
+			if got := Newer(lin, mustOAuth(t, tt.stored), mustOAuth(t, tt.local)); got != tt.want {
+				t.Errorf("Newer(%s) = %v; want %v", tt.name, got, tt.want)
 			}
 		})
 	}

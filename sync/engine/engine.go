@@ -15,6 +15,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
@@ -55,7 +56,8 @@ type Engine struct {
 	Log     *EventLog
 	Checker Checker
 	Diag    *slog.Logger
-	Now     func() time.Time
+	// Clock is the one clock of the engine, its event log and the agent.
+	Clock clock.Clock
 
 	// Interactive: a person watches the console (a command at a terminal),
 	// so a step that can take long says so before it starts.
@@ -73,15 +75,10 @@ type Engine struct {
 	keptMu sync.Mutex
 	kept   *pendingRefresh
 
-	// awaitRestore, set in the agent, leaves a clobbered file to the agent's
-	// backup worker and waits for it: the worker also knows a newer login
-	// not yet in the backup, which a pass's read of the backup does not (two
-	// restorers raced, and the pass could put back an older, spent login).
-	// It returns the file once usable, nil if it did not become usable.
-	awaitRestore func(ctx context.Context) *credentials.Local
-	// refreshChild, set in the agent (AgentOptions.Refresher), makes every
-	// token request in a child process.
-	refreshChild func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
+	// RefreshVia, when set, makes every token request (the agent's and its
+	// passes' forced refreshes): ChildRefresher runs them in a child process
+	// that survives the agent being killed mid-request. Set once, before use.
+	RefreshVia func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 
 	// MetricsAsync, when set (the agent), is called instead of writing the
 	// metrics file in the caller: the agent's metrics writer does it.
@@ -98,11 +95,11 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 		return nil, err
 	}
 	e := &Engine{
-		Cfg:  cfg,
-		Diag: console,
-		Now:  time.Now,
+		Cfg:   cfg,
+		Diag:  console,
+		Clock: clock.Real,
 		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
-			Console: console, ConsoleIsJournal: consoleIsJournal},
+			Console: console, ConsoleIsJournal: consoleIsJournal, Clock: clock.Real},
 		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
 			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},
 		OAuth: &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
@@ -149,10 +146,27 @@ func cut(s string, sep byte) (string, string, bool) {
 	return s, "", false
 }
 
-func (e *Engine) now() time.Time { return e.Now() }
+func (e *Engine) now() time.Time { return e.Clock.Now() }
 
-func (e *Engine) recordPath() string  { return filepath.Join(e.Cfg.StateDir, "state.json") }
-func (e *Engine) lineagePath() string { return filepath.Join(e.Cfg.StateDir, "lineage") }
+// SetClock makes c the clock of the engine and its event log.
+func (e *Engine) SetClock(c clock.Clock) {
+	e.Clock = c
+	if e.Log != nil {
+		e.Log.Clock = c
+	}
+}
+
+func (e *Engine) recordPath() string { return filepath.Join(e.Cfg.StateDir, "state.json") }
+
+// LoadRecord reads state.json (an empty record when absent or unreadable).
+func (e *Engine) LoadRecord() *Record { return loadRecord(e.recordPath()) }
+
+// MergeRecord writes r's set fields into state.json.
+func (e *Engine) MergeRecord(r *Record) error { return mergeRecord(e.recordPath(), r) }
+
+// OpenLineage loads this user's lineage (the order of the logins seen here).
+func (e *Engine) OpenLineage() (*Lineage, error) { return LoadLineage(e.lineagePath()) }
+func (e *Engine) lineagePath() string            { return filepath.Join(e.Cfg.StateDir, "lineage") }
 
 // finish logs the outcome's event, remembers it and returns it.
 func (e *Engine) finish(rec *Record, o Outcome) Outcome {
@@ -160,7 +174,7 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	if rec != nil {
 		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
 		if rec.LastCheck != nil {
-			sub := e.currentSubject(context.Background(), !rec.storeDown)
+			sub := e.CurrentSubject(context.Background(), !rec.storeDown)
 			rec.LastCheck.Subject = &sub
 		}
 		if err := mergeRecord(e.recordPath(), rec); err != nil {
@@ -170,12 +184,12 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 	return o
 }
 
-// currentSubject reads the file and, with readStore, the store's document
+// CurrentSubject reads the file and, with readStore, the store's document
 // (bounded) for what a check now would be about.
-func (e *Engine) currentSubject(ctx context.Context, readStore bool) CheckSubject {
+func (e *Engine) CurrentSubject(ctx context.Context, readStore bool) CheckSubject {
 	local, _ := credentials.Read(e.Cfg.CredentialsFile)
 	if !readStore {
-		return subjectOf(local, nil)
+		return SubjectOf(local, nil)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -183,12 +197,12 @@ func (e *Engine) currentSubject(ctx context.Context, readStore bool) CheckSubjec
 	if err != nil {
 		doc = nil
 	}
-	return subjectOf(local, doc)
+	return SubjectOf(local, doc)
 }
 
-// tightenLoose sets a credentials file other users could read to 0600, with a
+// TightenLoose sets a credentials file other users could read to 0600, with a
 // WARN that names it (and says what to do).
-func (e *Engine) tightenLoose(l *credentials.Local) {
+func (e *Engine) TightenLoose(l *credentials.Local) {
 	old, err := credentials.TightenMode(l)
 	msg := ""
 	switch {
@@ -209,7 +223,7 @@ func fail(format string, args ...any) Outcome {
 	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
 }
 
-func loginHint() string {
+func LoginHint() string {
 	return "log in again with `claude auth login` (or `claude /login`), then run `claude-auth-sync sync`"
 }
 
@@ -253,9 +267,22 @@ func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
 	return vs, nil
 }
 
+// PassOptions change how a pass meets a clobbered file.
+type PassOptions struct {
+	// AwaitRestore, in the agent, leaves a clobbered file to the agent's
+	// backup worker and waits for it: the worker also knows a newer login
+	// not yet in the backup, which a pass's read of the backup does not (two
+	// restorers raced, and the pass could put back an older, spent login).
+	// It returns the file once usable, nil if it did not become usable.
+	AwaitRestore func(ctx context.Context) *credentials.Local
+}
+
 // Pass is one `sync`: lock, prepare Vault, setup-token mode, local state, check,
 // then backup or the failure rules.
-func (e *Engine) Pass(ctx context.Context) Outcome {
+func (e *Engine) Pass(ctx context.Context) Outcome { return e.PassWith(ctx, PassOptions{}) }
+
+// PassWith is Pass with options (the agent's).
+func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
 	lk, err := lock.Try(e.Cfg.StateDir, lock.Sync)
 	if errors.Is(err, lock.ErrHeld) {
 		return e.finish(nil, Outcome{Status: SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()})
@@ -305,7 +332,7 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	if err != nil {
 		return e.finish(rec, fail("%v", err))
 	}
-	e.tightenLoose(local)
+	e.TightenLoose(local)
 	switch local.State {
 	case credentials.Missing, credentials.NoLogin:
 		what := "no credentials file at " + local.Path
@@ -315,8 +342,8 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: what +
 			" (a logout, or a new home); not restoring automatically. To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
 	case credentials.Clobbered:
-		if e.awaitRestore != nil {
-			cur := e.awaitRestore(ctx)
+		if opt.AwaitRestore != nil {
+			cur := opt.AwaitRestore(ctx)
 			if cur == nil {
 				return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail,
 					Message: fmt.Sprintf("credentials file is unusable (%v); the agent's restore has not fixed it yet (see its lines), the next pass looks again", local.Problem)})
@@ -403,13 +430,13 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 		e.Diag.Warn("forced refresh failed", "err", rerr)
 	}
 	if vs.doc == nil {
-		return e.finish(rec, fail("%s; cannot look for a backup: %v; %s", res.Reason, vs.down, loginHint()))
+		return e.finish(rec, fail("%s; cannot look for a backup: %v; %s", res.Reason, vs.down, LoginHint()))
 	}
-	vo, why := e.restoreCandidate(lin, vs.doc, local)
+	vo, why := e.RestoreCandidate(lin, vs.doc, local)
 	if vo == nil {
-		return e.finish(rec, fail("%s; %s; %s", res.Reason, why, loginHint()))
+		return e.finish(rec, fail("%s; %s; %s", res.Reason, why, LoginHint()))
 	}
-	err = e.writeLogin(ctx, lin, vo, sameRefresh(local.OAuth.RefreshToken()))
+	err = e.WriteLogin(ctx, lin, vo, sameRefresh(local.OAuth.RefreshToken()))
 	if errors.Is(err, ErrChanged) {
 		// Someone (a refresher that was mid-request, Claude) wrote a new
 		// login while we decided to restore: that login is the one to check.
@@ -429,7 +456,7 @@ func (e *Engine) Pass(ctx context.Context) Outcome {
 	e.Log.Event(RECOVERED, "%s; restored the login from the backup (v%d)", res.Reason, vs.doc.Version)
 	res = e.runCheck(ctx, rec)
 	if res.Kind != check.OK {
-		return e.finish(rec, fail("restored login from the backup, but the check still fails: %s; %s", res.Reason, loginHint()))
+		return e.finish(rec, fail("restored login from the backup, but the check still fails: %s; %s", res.Reason, LoginHint()))
 	}
 	return e.finish(rec, e.afterGoodCheck(ctx, rec, lin, vo, vs, "inference check passed after restore"))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
@@ -143,7 +144,7 @@ func newHarness(t *testing.T) *harness {
 	st := store.NewFile(cfg.LocalStoreFile)
 	fc := &fakeClaude{credsPath: cfg.CredentialsFile, valid: map[string]bool{}}
 	var diag bytes.Buffer
-	clock := func() time.Time { return testNow }
+	clk := clock.WithNow(func() time.Time { return testNow })
 	// A token endpoint that knows none of the test's tokens: a forced refresh
 	// gets invalid_grant, as for a dead login.
 	tokenAPI := httptest.NewServer(fakeanthropic.New().Handler())
@@ -152,10 +153,10 @@ func newHarness(t *testing.T) *harness {
 		OAuth:   &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"},
 		Cfg:     cfg,
 		Store:   st,
-		Log:     &EventLog{User: cfg.User, LogFile: cfg.LogFile, Now: clock},
+		Log:     &EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
 		Checker: fc,
 		Diag:    slog.New(slog.NewTextHandler(&diag, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Now:     clock,
+		Clock:   clk,
 	}
 	h := &harness{t: t, dir: dir, cfg: cfg, store: st, eng: eng, claude: fc, diag: &diag}
 	t.Cleanup(h.assertNoSecrets)

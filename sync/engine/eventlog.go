@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 )
 
 // Status is the word the fleet's alerting matches on.
@@ -41,7 +42,7 @@ type EventLog struct {
 	// ConsoleIsJournal: stderr already goes to the journal (under systemd), so
 	// events are not printed there a second time.
 	ConsoleIsJournal bool
-	Now              func() time.Time
+	Clock            clock.Clock // nil: the wall clock
 	// AfterEvent, when set, runs after each event is recorded (outside the
 	// log's lock): the metrics file counts events through it.
 	AfterEvent func(Status)
@@ -55,8 +56,8 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 	msg := check.Mask(fmt.Sprintf(format, args...))
 	msg = strings.ReplaceAll(msg, "\n", " ")
 	now := time.Now
-	if l.Now != nil {
-		now = l.Now
+	if l.Clock != nil {
+		now = l.Clock.Now
 	}
 	if l.AfterEvent != nil {
 		defer l.AfterEvent(st) // deferred first, so it runs after the unlock

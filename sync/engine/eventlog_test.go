@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 )
 
 func TestEventLog(t *testing.T) {
@@ -25,7 +27,7 @@ func TestEventLog(t *testing.T) {
 	l := &EventLog{
 		User: "first.last", LogFile: logFile, JournalSocket: sock,
 		Console: slog.New(NewConsoleHandler(&console, slog.LevelInfo, false)),
-		Now:     func() time.Time { return testNow },
+		Clock:   clock.WithNow(func() time.Time { return testNow }),
 	}
 	tests := []struct {
 		st      Status

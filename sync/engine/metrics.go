@@ -212,8 +212,8 @@ func (e *Engine) MetricsEvent(st Status) {
 		return
 	}
 	now := time.Now()
-	if e.Now != nil {
-		now = e.Now()
+	if e.Clock != nil {
+		now = e.Clock.Now()
 	}
 	e.countEvent(st, now)
 	e.ExportMetrics()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
@@ -171,7 +172,7 @@ func TestMetricsEvents(t *testing.T) {
 	now := time.UnixMilli(1_760_000_000_000)
 	newEngine := func() *Engine {
 		e := &Engine{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
-			Now: func() time.Time { return now }}
+			Clock: clock.WithNow(func() time.Time { return now })}
 		e.Log = &EventLog{User: "alice", AfterEvent: e.MetricsEvent}
 		return e
 	}
@@ -253,7 +254,7 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 // with the real values.
 func TestMetricsNeverReadBack(t *testing.T) {
 	state, dir := t.TempDir(), t.TempDir()
-	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Now: time.Now}
+	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
 	e.Log = &EventLog{User: "bob", AfterEvent: e.MetricsEvent}
 	forged := "claude_auth_sync_last_success_timestamp_seconds{user=\"bob\"} 9999999999\nclaude_auth_sync_failures_total{user=\"bob\"} 0\n"
 	if err := os.WriteFile(MetricsFile(dir, "bob"), []byte(forged), 0o644); err != nil {

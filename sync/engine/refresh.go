@@ -122,7 +122,7 @@ func (e *Engine) Refresh(ctx context.Context, lin *Lineage, force bool, saw cred
 	// In the agent every token request goes through the refresh child, so a
 	// kill of the agent cannot lose an answer in flight. A kept answer is
 	// written here: no request, and it may live only in this memory.
-	if child := e.refreshChild; child != nil && !e.RefreshPending() {
+	if child := e.RefreshVia; child != nil && !e.RefreshPending() {
 		res, err := child(ctx, force, sawFP)
 		if res.kept != nil {
 			e.keptMu.Lock()
@@ -464,7 +464,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 		o := e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, "the new login")
 		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
 	case errors.Is(err, ErrLoginDead):
-		return e.finish(nil, fail("refresh: %v; %s", err, loginHint()))
+		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
 	case errors.Is(err, lock.ErrClaudeLocksUnavailable), errors.Is(err, oauth.ErrTransient), errors.Is(err, context.DeadlineExceeded):
 		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
 	case err != nil:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
@@ -27,8 +28,7 @@ func refreshHarness(t *testing.T) (*harness, *fakeanthropic.Server, fakeanthropi
 	srv := httptest.NewServer(fake.Handler())
 	t.Cleanup(srv.Close)
 	h.eng.OAuth = &oauth.Client{TokenURL: srv.URL + "/v1/oauth/token"}
-	h.eng.Now = time.Now
-	h.eng.Log.Now = time.Now
+	h.eng.SetClock(clock.Real)
 	l := fake.Issue()
 	h.writeCreds(string(fakeanthropic.CredentialsJSON(l)))
 	return h, fake, l
@@ -218,7 +218,7 @@ func TestMergeTokenDeadlineIsTheSmaller(t *testing.T) {
 
 func TestRefreshDueLead(t *testing.T) {
 	h := newHarness(t)
-	h.eng.Now = time.Now
+	h.eng.SetClock(clock.Real)
 	h.eng.Cfg.RefreshLead = 15 * time.Minute
 	h.eng.Cfg.Sources = map[string]string{}
 	exp := time.UnixMilli(time.Now().Add(8 * time.Hour).UnixMilli())
@@ -297,12 +297,12 @@ func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
 // at once (found by the demo: a 10 s login refreshed five times in a row).
 func TestRefreshDueAfterChildRefresh(t *testing.T) {
 	h := newHarness(t)
-	h.eng.Now = time.Now
+	h.eng.SetClock(clock.Real)
 	h.eng.Cfg.RefreshLead = 15 * time.Minute
 	h.eng.Cfg.Sources = map[string]string{}
 	exp := time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	next := mustOAuth(t, oauthJSON("sk-ant-oat01-child-a", "sk-ant-ort01-child-a", exp))
-	h.eng.refreshChild = func(context.Context, bool, string) (RefreshResult, error) {
+	h.eng.RefreshVia = func(context.Context, bool, string) (RefreshResult, error) {
 		return RefreshResult{Refreshed: true, OAuth: next}, nil
 	}
 	lin, err := LoadLineage(h.eng.lineagePath())

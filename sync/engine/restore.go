@@ -43,7 +43,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
 			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())})
 	case vo.Usable() != nil:
-		return e.finish(rec, fail("restore: the backup is not usable (%v); %s", vo.Usable(), loginHint()))
+		return e.finish(rec, fail("restore: the backup is not usable (%v); %s", vo.Usable(), LoginHint()))
 	case IsBackfill(vo, vs.doc.SetupToken(), e.now()):
 		return e.finish(rec, fail("restore: the backup is a setup-token backfill, not a login"))
 	}
@@ -54,14 +54,14 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 	if local.OAuth != nil && local.OAuth.Equal(vo) {
 		return e.finish(rec, Outcome{Status: OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", vs.doc.Version)})
 	}
-	if local.State == credentials.Usable && !force && !newer(lin, vo, local.OAuth) {
+	if local.State == credentials.Usable && !force && !Newer(lin, vo, local.OAuth) {
 		why := "the file holds a working login that is not known to be older than the backup"
 		if lin.Order(vo.RefreshToken(), local.OAuth.RefreshToken()) < 0 {
 			why = "the file holds a newer login than the backup (the backup's refresh token was rotated out)"
 		}
 		return e.finish(rec, fail("restore: %s; not replacing it. Use `claude-auth-sync restore --force` to replace it anyway (the old file is kept in %s)", why, e.Cfg.StateDir))
 	}
-	if err := e.writeLogin(ctx, lin, vo, nil); err != nil {
+	if err := e.WriteLogin(ctx, lin, vo, nil); err != nil {
 		return e.finish(rec, fail("restore: %v", err))
 	}
 	msg := fmt.Sprintf("restored the login from %s (v%d", e.Store.Describe(), vs.doc.Version)

@@ -143,7 +143,7 @@ func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *sto
 	}
 	vo, err := doc.OAuth()
 	if err != nil || vo == nil || vo.Usable() != nil {
-		return &Outcome{Status: WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + loginHint()}
+		return &Outcome{Status: WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + LoginHint()}
 	}
 	expect := func(cur *credentials.Local) error {
 		if cur.OAuth != nil && !IsBackfill(cur.OAuth, old, e.now()) {
@@ -151,7 +151,7 @@ func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *sto
 		}
 		return nil
 	}
-	if err := e.writeLogin(ctx, lin, vo, expect); err != nil {
+	if err := e.WriteLogin(ctx, lin, vo, expect); err != nil {
 		o := fail("setup-token mode ended, but putting the rotating login back failed: %v", err)
 		return &o
 	}

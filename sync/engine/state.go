@@ -54,8 +54,8 @@ type CheckSubject struct {
 	DocRead    bool   `json:"doc_read"`
 }
 
-// subjectOf is the subject for a file's login and a store document (nil: not read).
-func subjectOf(local *credentials.Local, doc *store.Doc) CheckSubject {
+// SubjectOf is the subject for a file's login and a store document (nil: not read).
+func SubjectOf(local *credentials.Local, doc *store.Doc) CheckSubject {
 	var s CheckSubject
 	if local != nil && local.State == credentials.Usable {
 		s.Login = local.OAuth.RefreshToken().Short()

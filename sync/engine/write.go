@@ -12,12 +12,12 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
-// writeLogin puts a login into the credentials file, merging only claudeAiOauth
+// WriteLogin puts a login into the credentials file, merging only claudeAiOauth
 // and keeping every other key. It holds the writer lock for the re-read and the
 // write only. expect, given the file as re-read under the lock, may veto the
 // write (the file changed meanwhile). What the write replaces is kept in the
 // state dir (previous-credentials.json, 0600), so nothing is ever lost.
-func (e *Engine) writeLogin(ctx context.Context, lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
+func (e *Engine) WriteLogin(ctx context.Context, lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
 	if o.RefreshToken() == "" {
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")

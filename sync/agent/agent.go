@@ -1,4 +1,4 @@
-package engine
+package agent
 
 import (
 	"context"
@@ -17,13 +17,14 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
-// AgentOptions tune the agent; zero values take the defaults.
-type AgentOptions struct {
+// Options tune the agent; zero values take the defaults.
+type Options struct {
 	CheckInterval time.Duration // full pass period (default: the config's, 6 h)
 	// CheckSpread bounds the random delay before the first check when the
 	// start has no fresh one to rely on (negative: the config's, 5 min; 0: none).
@@ -42,39 +43,10 @@ type AgentOptions struct {
 	Started chan<- struct{}
 	// Version is the running binary's version, shown by `status`.
 	Version string
-	// Refresher, if set, makes the agent's token requests (its refresher's
-	// and its passes' forced refreshes); ChildRefresher runs them in a child
-	// process that survives the agent being killed mid-request. nil refreshes
-	// in-process.
-	Refresher func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 }
 
 // ErrAgentRunning: another agent holds this user's agent lock.
 var ErrAgentRunning = errors.New("another claude-auth-sync agent is already running")
-
-// AgentState is the agent's live state, kept in agent.json for `status`.
-type AgentState struct {
-	PID             int         `json:"pid"`
-	Version         string      `json:"version,omitempty"`
-	Started         time.Time   `json:"started"`
-	LastEvent       *time.Time  `json:"last_event,omitempty"`
-	LastEventReason string      `json:"last_event_reason,omitempty"`
-	LastBackup      *time.Time  `json:"last_backup,omitempty"`
-	LastBackupVer   int         `json:"last_backup_version,omitempty"`
-	LastBackupLagMs float64     `json:"last_backup_lag_ms,omitempty"`
-	Backups         int         `json:"backups"`
-	Pending         bool        `json:"pending"`
-	PendingSince    *time.Time  `json:"pending_since,omitempty"`
-	Retries         int         `json:"retries"`
-	VaultDownSince  *time.Time  `json:"vault_down_since,omitempty"`
-	VaultTokenTTL   string      `json:"vault_token_ttl,omitempty"`
-	LastPass        *PassRecord `json:"last_pass,omitempty"`
-	Watch           string      `json:"watch"`
-	NextRefresh     *time.Time  `json:"next_refresh,omitempty"`
-	NextCheck       *time.Time  `json:"next_check,omitempty"`
-	NextCheckWhy    string      `json:"next_check_why,omitempty"`
-	Refreshes       int         `json:"refreshes"`
-}
 
 type pendingBackup struct {
 	oauth  *credentials.OAuth
@@ -82,9 +54,9 @@ type pendingBackup struct {
 }
 
 type agent struct {
-	e    *Engine
-	opt  AgentOptions
-	lin  *Lineage
+	e    *engine.Engine
+	opt  Options
+	lin  *engine.Lineage
 	kick chan struct{}
 	// refreshKick wakes the refresher to recompute when the file changed.
 	refreshKick chan struct{}
@@ -111,7 +83,7 @@ type agent struct {
 	settle     *time.Timer // fires when a broken file has been still for Settle
 
 	mu        sync.Mutex // guards live, the outage flag and backedFP
-	live      AgentState
+	live      engine.AgentState
 	downSince time.Time
 	watchErrs map[string]bool
 	// backedFP is the fingerprint of the refresh token the store is known to
@@ -122,12 +94,12 @@ type agent struct {
 func (a *agent) pendingPath() string { return filepath.Join(a.e.Cfg.StateDir, "pending-backup.json") }
 func (a *agent) livePath() string    { return filepath.Join(a.e.Cfg.StateDir, "agent.json") }
 
-// RunAgent is `run`: the long-lived per-user agent. It watches the credentials
+// Run is `run`: the long-lived per-user agent. It watches the credentials
 // file and backs up every change at once, restores a clobbered login at once,
 // runs a full pass at start, every CheckInterval and on Reload, keeps the Vault
 // token renewed, and talks to systemd. It returns when ctx ends, after a last
 // attempt to flush a pending backup.
-func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
+func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	if opt.CheckInterval <= 0 {
 		opt.CheckInterval = e.Cfg.CheckInterval
 	}
@@ -151,7 +123,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		return err
 	}
 	defer lk.Unlock()
-	lin, err := LoadLineage(e.lineagePath())
+	lin, err := e.OpenLineage()
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
@@ -159,19 +131,16 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 		refreshed: make(chan *credentials.OAuth, 1), renewKick: make(chan struct{}, 1), lastState: -1, watchErrs: map[string]bool{},
 		tokenChecked: make(chan struct{})}
 	a.sweepTemps()
-	e.awaitRestore = a.awaitRestore
-	e.refreshChild = opt.Refresher
-	defer func() { e.awaitRestore, e.refreshChild = nil, nil }()
-	a.live = AgentState{PID: os.Getpid(), Version: opt.Version, Started: time.Now(), Watch: "inotify"}
+	a.live = engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: time.Now(), Watch: "inotify"}
 	a.loadPending()
 	switch res, err := e.ApplyPendingRefresh(ctx, lin); {
-	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:
-		e.Log.Event(WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+	case errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
+		e.Log.Event(engine.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
 		a.setPending(res.OAuth) // the newest login there is
 	case err != nil:
-		e.Log.Event(WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+		e.Log.Event(engine.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
 	case res.Refreshed:
-		e.Log.Event(RECOVERED, "applied the refresh response saved before the last stop")
+		e.Log.Event(engine.RECOVERED, "applied the refresh response saved before the last stop")
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -180,7 +149,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = w.Run(ctx) })
 	passReq := make(chan struct{}, 1)
-	passDone := make(chan Outcome, 1)
+	passDone := make(chan engine.Outcome, 1)
 	wg.Go(func() { a.passLoop(ctx, passReq, passDone) })
 	wg.Go(func() { a.renewLoop(ctx) })
 	wg.Go(func() { a.refreshLoop(ctx) })
@@ -211,7 +180,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 	if version == "" {
 		version = "unknown version"
 	}
-	e.Log.Event(OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
+	e.Log.Event(engine.OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
 		os.Getpid(), version, e.Cfg.CredentialsFile, e.Store.Describe(), opt.CheckInterval)
 	notify := opt.Notifier
 	_ = notify.Send("READY=1\nSTATUS=" + a.statusLine())
@@ -231,7 +200,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			<-workerDone
 			wg.Wait()
 			a.saveLive()
-			e.Log.Event(OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
+			e.Log.Event(engine.OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
 			return nil
 		case ch := <-w.C():
 			a.mu.Lock()
@@ -248,7 +217,7 @@ func (e *Engine) RunAgent(ctx context.Context, opt AgentOptions) error {
 			}
 		case o := <-passDone:
 			a.mu.Lock()
-			a.live.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
+			a.live.LastPass = &engine.PassRecord{At: e.Clock.Now(), Status: o.Status, Message: check.Mask(o.Message)}
 			a.mu.Unlock()
 			a.saveLive()
 			_ = notify.Send("STATUS=" + a.statusLine())
@@ -278,7 +247,7 @@ func (a *agent) kickRefresher() {
 func (a *agent) refreshLoop(ctx context.Context) {
 	b := backoff{min: a.opt.RetryMin, max: a.opt.RetryMax}
 	reported := ""
-	report := func(st Status, msg string) {
+	report := func(st engine.Status, msg string) {
 		if reported != msg {
 			reported = msg
 			a.e.Log.Event(st, "%s", msg)
@@ -288,15 +257,15 @@ func (a *agent) refreshLoop(ctx context.Context) {
 	for {
 		wait := time.Duration(-1) // until kicked
 		local, err := credentials.Read(a.e.Cfg.CredentialsFile)
-		if err == nil && local.State == credentials.Usable && !IsBackfill(local.OAuth, a.e.readEnvToken(), a.e.now()) {
+		if err == nil && local.State == credentials.Usable && !engine.IsBackfill(local.OAuth, a.e.SetupToken(), a.e.Clock.Now()) {
 			due := a.e.RefreshDue(local.OAuth)
 			if a.e.RefreshPending() {
-				due = a.e.now() // an answer waiting to be written: the file's token is spent
+				due = a.e.Clock.Now() // an answer waiting to be written: the file's token is spent
 			}
 			if retryAt.After(due) {
 				due = retryAt
 			}
-			wait = max(due.Sub(a.e.now()), 0)
+			wait = max(due.Sub(a.e.Clock.Now()), 0)
 			a.mu.Lock()
 			a.live.NextRefresh = &due
 			a.mu.Unlock()
@@ -331,9 +300,9 @@ func (a *agent) refreshLoop(ctx context.Context) {
 		// for, bounded by backupWaitLimit.
 		if cur, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
 			!a.e.RefreshPending() && !a.backedUp(cur.OAuth.RefreshToken()) {
-			if lim := a.backupWaitLimit(cur.OAuth); a.e.now().Before(lim) {
+			if lim := a.backupWaitLimit(cur.OAuth); a.e.Clock.Now().Before(lim) {
 				a.kickWorker()
-				t := time.NewTimer(min(lim.Sub(a.e.now()), time.Second))
+				t := time.NewTimer(min(lim.Sub(a.e.Clock.Now()), time.Second))
 				select {
 				case <-ctx.Done():
 				case <-a.refreshKick:
@@ -350,7 +319,7 @@ func (a *agent) refreshLoop(ctx context.Context) {
 		// noted by the worker before it is backed up: a short-lived one may
 		// not be due yet after all (its lead is half its lifetime).
 		if cur, err := credentials.Read(a.e.Cfg.CredentialsFile); err == nil && cur.State == credentials.Usable &&
-			!a.e.RefreshPending() && (a.e.now().Before(a.e.RefreshDue(cur.OAuth)) || a.e.now().Before(retryAt)) {
+			!a.e.RefreshPending() && (a.e.Clock.Now().Before(a.e.RefreshDue(cur.OAuth)) || a.e.Clock.Now().Before(retryAt)) {
 			continue
 		}
 		res, err := a.e.Refresh(ctx, a.lin, false, "")
@@ -363,11 +332,11 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			if res.Refreshed {
 				switch {
 				case reported != "":
-					a.e.Log.Event(OK, "refreshing works again: %s", res.Message)
+					a.e.Log.Event(engine.OK, "refreshing works again: %s", res.Message)
 				case res.OAuth != nil:
-					a.e.Log.Event(OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+					a.e.Log.Event(engine.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
 				default:
-					a.e.Log.Event(OK, "refreshed the login ahead of Claude")
+					a.e.Log.Event(engine.OK, "refreshed the login ahead of Claude")
 				}
 				reported = ""
 				a.mu.Lock()
@@ -375,8 +344,8 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				a.mu.Unlock()
 				a.kickWorker() // back it up at once
 			}
-		case errors.Is(err, ErrNotWritten):
-			report(WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
+		case errors.Is(err, engine.ErrNotWritten):
+			report(engine.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 			if res.OAuth != nil {
 				select {
 				case <-a.refreshed: // an older one, not backed up yet: this one is newer
@@ -384,9 +353,9 @@ func (a *agent) refreshLoop(ctx context.Context) {
 				}
 				a.refreshed <- res.OAuth
 			}
-			retryAt = a.e.now().Add(b.next())
-		case errors.Is(err, ErrLoginDead):
-			report(FAIL, fmt.Sprintf("refresh failed: %v; %s", err, loginHint()))
+			retryAt = a.e.Clock.Now().Add(b.next())
+		case errors.Is(err, engine.ErrLoginDead):
+			report(engine.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
 			retryAt = time.Time{}
 			// Nothing to do until the file changes (a new login, a restore).
 			select {
@@ -395,11 +364,11 @@ func (a *agent) refreshLoop(ctx context.Context) {
 			case <-a.refreshKick:
 			}
 		case errors.Is(err, lock.ErrClaudeLocksUnavailable):
-			report(WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
-			retryAt = a.e.now().Add(max(b.next(), a.opt.RetryMax))
+			report(engine.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
+			retryAt = a.e.Clock.Now().Add(max(b.next(), a.opt.RetryMax))
 		default:
 			a.e.Diag.Warn("refresh failed; retrying with backoff", "err", err)
-			retryAt = a.e.now().Add(b.next())
+			retryAt = a.e.Clock.Now().Add(b.next())
 		}
 	}
 }
@@ -411,7 +380,7 @@ func (a *agent) watchError(err error) {
 	a.live.Watch = "rescan every " + a.opt.Rescan.String() + " (" + err.Error() + ")"
 	a.mu.Unlock()
 	if !seen {
-		a.e.Log.Event(WARN, "file watch degraded: %v", err)
+		a.e.Log.Event(engine.WARN, "file watch degraded: %v", err)
 	}
 }
 
@@ -424,14 +393,14 @@ func (a *agent) watchRecovered() {
 	a.live.Watch = "inotify"
 	a.mu.Unlock()
 	if was {
-		a.e.Log.Event(OK, "file watch restored: inotify again")
+		a.e.Log.Event(engine.OK, "file watch restored: inotify again")
 	}
 }
 
 // passLoop runs the full pass off the main loop (a pass runs claude and may
 // take a minute): first when firstCheck says, then every CheckInterval (so a
 // spread start keeps its offset), and at once on request.
-func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- Outcome) {
+func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- engine.Outcome) {
 	first, why := a.firstCheck(ctx)
 	if ctx.Err() != nil {
 		return
@@ -450,7 +419,7 @@ func (a *agent) passLoop(ctx context.Context, req <-chan struct{}, done chan<- O
 		case <-req:
 		}
 		a.setNextCheck(-1, "running now")
-		o := a.e.Pass(ctx)
+		o := a.e.PassWith(ctx, engine.PassOptions{AwaitRestore: a.awaitRestore})
 		if ctx.Err() != nil {
 			return
 		}
@@ -470,7 +439,7 @@ func (a *agent) setNextCheck(in time.Duration, why string) {
 	if in < 0 {
 		a.live.NextCheck, a.live.NextCheckWhy = nil, why
 	} else {
-		at := a.e.now().Add(in)
+		at := a.e.Clock.Now().Add(in)
 		a.live.NextCheck, a.live.NextCheckWhy = &at, why
 	}
 	a.mu.Unlock()
@@ -489,7 +458,7 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 	if err != nil || local.State != credentials.Usable {
 		return 0, "the credentials file needs a look"
 	}
-	rec := loadRecord(a.e.recordPath())
+	rec := a.e.LoadRecord()
 	lc := rec.LastCheck
 	spread := func(why string) (time.Duration, string) {
 		if a.opt.CheckSpread <= 0 {
@@ -504,7 +473,7 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 	case lc.Result != check.OK.String():
 		return 0, "the last check did not pass"
 	}
-	age := a.e.now().Sub(lc.At)
+	age := a.e.Clock.Now().Sub(lc.At)
 	if age < 0 || age >= a.opt.CheckInterval {
 		return spread("the last check is " + age.Round(time.Second).String() + " old")
 	}
@@ -515,11 +484,11 @@ func (a *agent) firstCheck(ctx context.Context) (time.Duration, string) {
 		return 0, "stopping"
 	case <-time.After(30 * time.Second):
 	}
-	var sub CheckSubject
+	var sub engine.CheckSubject
 	if a.ready.Load() {
-		sub = a.e.currentSubject(ctx, true)
+		sub = a.e.CurrentSubject(ctx, true)
 	} else {
-		sub = subjectOf(local, nil)
+		sub = engine.SubjectOf(local, nil)
 	}
 	switch {
 	case sub.Login != lc.Subject.Login:
@@ -566,7 +535,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			a.vaultUp()
 			b.reset()
 			if failed != "" {
-				a.e.Log.Event(OK, "vault token accepted again")
+				a.e.Log.Event(engine.OK, "vault token accepted again")
 			}
 			failed = ""
 			a.mu.Lock()
@@ -588,7 +557,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			// disk. Said once, as FAIL: an admin must fix the config.
 			a.ready.Store(false)
 			if failed != err.Error() {
-				a.e.Log.Event(FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
+				a.e.Log.Event(engine.FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
 				failed = err.Error()
 			}
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
@@ -599,7 +568,7 @@ func (a *agent) renewLoop(ctx context.Context) {
 			// Token file, foreign token or 403: stop writing with it.
 			a.ready.Store(false)
 			if failed != err.Error() {
-				a.e.Log.Event(FAIL, "vault token: %v; backups wait until it is fixed", err)
+				a.e.Log.Event(engine.FAIL, "vault token: %v; backups wait until it is fixed", err)
 				failed = err.Error()
 			}
 			next = max(b.next(), min(5*time.Minute, a.opt.RetryMax))
@@ -641,7 +610,7 @@ func (a *agent) vaultDown(err error) {
 	}
 	a.mu.Unlock()
 	if first {
-		a.e.Log.Event(WARN, "vault unreachable; backups pending, retrying with backoff: %v", err)
+		a.e.Log.Event(engine.WARN, "vault unreachable; backups pending, retrying with backoff: %v", err)
 	}
 }
 
@@ -652,7 +621,7 @@ func (a *agent) vaultUp() {
 	a.live.VaultDownSince = nil
 	a.mu.Unlock()
 	if !since.IsZero() {
-		a.e.Log.Event(OK, "vault reachable again after %s", time.Since(since).Round(time.Second))
+		a.e.Log.Event(engine.OK, "vault reachable again after %s", time.Since(since).Round(time.Second))
 	}
 }
 
@@ -705,7 +674,7 @@ func (a *agent) scan(ctx context.Context) bool {
 		a.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
 		return false
 	}
-	a.e.tightenLoose(local)
+	a.e.TightenLoose(local)
 	prev := a.lastState
 	a.lastState = local.State
 	if local.State != credentials.Clobbered {
@@ -715,7 +684,7 @@ func (a *agent) scan(ctx context.Context) bool {
 	case credentials.Usable:
 		a.clobberMsg = ""
 		o := local.OAuth
-		if IsBackfill(o, a.e.readEnvToken(), a.e.now()) {
+		if engine.IsBackfill(o, a.e.SetupToken(), a.e.Clock.Now()) {
 			return false // setup-token mode: no backups
 		}
 		if err := a.lin.Observe(o.RefreshToken()); err != nil {
@@ -747,7 +716,7 @@ func (a *agent) scan(ctx context.Context) bool {
 	case credentials.Missing, credentials.NoLogin:
 		a.clobberMsg = ""
 		if prev == credentials.Usable || prev == credentials.Clobbered {
-			a.e.Log.Event(WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+			a.e.Log.Event(engine.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
 				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
 		}
 	}
@@ -857,23 +826,23 @@ func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Loca
 		}
 		if a.ready.Load() {
 			if doc, err := a.e.Store.Read(ctx); err == nil {
-				if vo, _ := a.e.restoreCandidate(a.lin, doc, local); vo != nil && !vo.Equal(src) && newer(a.lin, vo, src) {
+				if vo, _ := a.e.RestoreCandidate(a.lin, doc, local); vo != nil && !vo.Equal(src) && engine.Newer(a.lin, vo, src) {
 					src, from = vo, fmt.Sprintf("the login from the backup (v%d; the pending one was older)", doc.Version)
 					a.pending = nil
 					_ = os.Remove(a.pendingPath())
 				}
 			}
 		}
-		if err := a.e.writeLogin(ctx, a.lin, src, expect); errors.Is(err, ErrChanged) {
+		if err := a.e.WriteLogin(ctx, a.lin, src, expect); errors.Is(err, engine.ErrChanged) {
 			return false
 		} else if err != nil {
-			a.e.Log.Event(FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+			a.e.Log.Event(engine.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
 			return false
 		}
 		if a.pending == nil {
 			a.markBacked(src)
 		}
-		a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
+		a.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
 		return false
 	}
 	if !a.ready.Load() {
@@ -889,19 +858,19 @@ func (a *agent) restoreClobberedNow(ctx context.Context, local *credentials.Loca
 		return false
 	}
 	a.vaultUp()
-	vo, why := a.e.restoreCandidate(a.lin, doc, local)
+	vo, why := a.e.RestoreCandidate(a.lin, doc, local)
 	if vo == nil {
-		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, loginHint()))
+		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, engine.LoginHint()))
 		return false
 	}
-	if err := a.e.writeLogin(ctx, a.lin, vo, expect); errors.Is(err, ErrChanged) {
+	if err := a.e.WriteLogin(ctx, a.lin, vo, expect); errors.Is(err, engine.ErrChanged) {
 		return false
 	} else if err != nil {
 		a.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
 		return false
 	}
 	a.markBacked(vo)
-	a.e.Log.Event(RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	a.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
 	return false
 }
 
@@ -911,7 +880,7 @@ func (a *agent) reportClobber(msg string) {
 		return
 	}
 	a.clobberMsg = msg
-	a.e.Log.Event(FAIL, "%s", msg)
+	a.e.Log.Event(engine.FAIL, "%s", msg)
 }
 
 // flush writes the pending login to the store; true means "retry later".
@@ -934,7 +903,7 @@ func (a *agent) flush(ctx context.Context) bool {
 	default:
 		if msg := fmt.Sprintf("backup failed, will retry: %v", err); msg != a.backupFail {
 			a.backupFail = msg
-			a.e.Log.Event(FAIL, "%s", msg)
+			a.e.Log.Event(engine.FAIL, "%s", msg)
 		}
 		if errors.Is(err, store.ErrForbidden) {
 			// Revoked or expired, or re-provisioned since: the token
@@ -963,8 +932,8 @@ func (a *agent) flush(ctx context.Context) bool {
 	}
 	a.mu.Unlock()
 	if res.Written {
-		a.e.Log.Event(OK, "backed up the changed login to %s (v%d, %s after the change)", a.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
-		if err := mergeRecord(a.e.recordPath(), &Record{LastBackup: &BackupRecord{At: a.e.now(), Version: res.Version, Store: a.e.Store.Describe(), Fingerprint: p.oauth.RefreshToken().Short()}}); err != nil {
+		a.e.Log.Event(engine.OK, "backed up the changed login to %s (v%d, %s after the change)", a.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+		if err := a.e.MergeRecord(&engine.Record{LastBackup: &engine.BackupRecord{At: a.e.Clock.Now(), Version: res.Version, Store: a.e.Store.Describe(), Fingerprint: p.oauth.RefreshToken().Short()}}); err != nil {
 			a.e.Diag.Warn("cannot save state", "err", err)
 		}
 	} else {
@@ -982,7 +951,7 @@ func (a *agent) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if a.flush(ctx) {
-		a.e.Log.Event(WARN, "stopping with a backup pending; it is kept in %s and written at the next start", a.pendingPath())
+		a.e.Log.Event(engine.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", a.pendingPath())
 	}
 }
 
@@ -1004,7 +973,7 @@ type pendingFile struct {
 // or a crash before the backup loses nothing.
 func (a *agent) setPending(o *credentials.OAuth) {
 	a.pending = &pendingBackup{oauth: o, seenAt: time.Now()}
-	data, _ := json.Marshal(pendingFile{OAuth: o.Compact(), SeenAt: a.e.now()})
+	data, _ := json.Marshal(pendingFile{OAuth: o.Compact(), SeenAt: a.e.Clock.Now()})
 	if _, err := atomicfile.Write(a.pendingPath(), data, 0o600); err != nil {
 		a.e.Diag.Warn("cannot persist the pending backup", "err", err)
 	}
@@ -1054,19 +1023,6 @@ func (a *agent) statusLine() string {
 		s += "; backup pending"
 	}
 	return s
-}
-
-// LoadAgentState reads agent.json (nil when absent).
-func LoadAgentState(stateDir string) *AgentState {
-	data, err := os.ReadFile(filepath.Join(stateDir, "agent.json"))
-	if err != nil {
-		return nil
-	}
-	var s AgentState
-	if json.Unmarshal(data, &s) != nil {
-		return nil
-	}
-	return &s
 }
 
 // backoff is capped exponential backoff with full jitter, the one retry layer.
