@@ -31,9 +31,12 @@ type AgentState struct {
 	Refreshes       int         `json:"refreshes"`
 }
 
+// AgentStatePath is agent.json in the state dir.
+func AgentStatePath(stateDir string) string { return filepath.Join(stateDir, "agent.json") }
+
 // LoadAgentState reads agent.json (nil when absent).
 func LoadAgentState(stateDir string) *AgentState {
-	data, err := os.ReadFile(filepath.Join(stateDir, "agent.json"))
+	data, err := os.ReadFile(AgentStatePath(stateDir))
 	if err != nil {
 		return nil
 	}

@@ -21,6 +21,12 @@ type BackupResult struct {
 	Message string
 }
 
+// BackupRecord is what state.json keeps of a backup written now: when, the
+// version, the store and the login's short fingerprint (never the token).
+func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *BackupRecord {
+	return &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
+}
+
 // IsBackfill says whether a login is a setup-token backfill, which is never
 // backed up: its access token is the setup token, or it expires implausibly late.
 func IsBackfill(o *credentials.OAuth, setupToken credentials.Secret, now time.Time) bool {

@@ -80,11 +80,8 @@ type Engine struct {
 	// that survives the agent being killed mid-request. Set once, before use.
 	RefreshVia func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
 
-	// MetricsAsync, when set (the agent), is called instead of writing the
-	// metrics file in the caller: the agent's metrics writer does it.
-	MetricsAsync func()
-	metricsMu    sync.Mutex
-	metricsErr   string // the metrics error last reported (reported once)
+	metricsMu  sync.Mutex
+	metricsErr string // the metrics error last reported (reported once)
 }
 
 // New builds the engine from the config. When the config acts for another
@@ -483,7 +480,7 @@ func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, 
 		return fail("%s, but the backup failed: %v", what, err)
 	}
 	if res.Written {
-		rec.LastBackup = &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: oauth.RefreshToken().Short()}
+		rec.LastBackup = e.BackupRecord(res, oauth)
 	}
 	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
 }

@@ -50,6 +50,21 @@ type EventLog struct {
 	mu sync.Mutex
 }
 
+// SetAfterEvent makes f the function run after each event (the agent's
+// metrics writer counts events through it) and returns a function that puts
+// the previous one back.
+func (l *EventLog) SetAfterEvent(f func(Status)) (restore func()) {
+	l.mu.Lock()
+	prev := l.AfterEvent
+	l.AfterEvent = f
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		l.AfterEvent = prev
+		l.mu.Unlock()
+	}
+}
+
 // Event records one status line. The message is masked for token-shaped text as
 // a last line of defence; callers never put secrets in it to begin with.
 func (l *EventLog) Event(st Status, format string, args ...any) {
@@ -59,11 +74,15 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 	if l.Clock != nil {
 		now = l.Clock.Now
 	}
-	if l.AfterEvent != nil {
-		defer l.AfterEvent(st) // deferred first, so it runs after the unlock
-	}
+	var after func(Status)
+	defer func() {
+		if after != nil {
+			after(st) // deferred first, so it runs after the unlock
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	after = l.AfterEvent
 	if l.LogFile != "" {
 		if err := appendLine(l.LogFile, fmt.Sprintf("%s %s %s\n", now().Format(time.RFC3339), st, msg)); err != nil && l.Console != nil {
 			l.Console.Warn("cannot write sync.log", "path", l.LogFile, "err", err)

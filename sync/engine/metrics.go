@@ -162,85 +162,69 @@ func escapeLabel(s string) string {
 
 func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
-// metricsCounters are what the metrics count across events and restarts:
-// kept in the user's private state dir (metrics.json, 0600), never read back
-// from the .prom, which others may be able to see or tamper with.
-type metricsCounters struct {
+// Counters are what the metrics count across events and restarts: kept in
+// the user's private state dir (metrics.json, 0600), never read back from the
+// .prom, which others may be able to see or tamper with.
+type Counters struct {
 	LastSuccess   time.Time `json:"last_success,omitempty"`
 	FailuresTotal uint64    `json:"failures_total"`
 }
 
 func (e *Engine) countersPath() string { return filepath.Join(e.Cfg.StateDir, "metrics.json") }
 
-// countEvent adds a status event to the counters (under a flock: a pass and
-// the agent may count at once).
-func (e *Engine) countEvent(st Status, now time.Time) {
+// CountEvent adds a status event to the counters (OK/RECOVERED set the last
+// success, FAIL adds a failure; others count nothing) under a flock, since a
+// pass and the agent may count at once, and returns the counters after it.
+func (e *Engine) CountEvent(st Status) Counters {
 	if st != OK && st != RECOVERED && st != FAIL {
-		return
+		return e.LoadCounters()
 	}
 	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
-		return
+		return Counters{}
 	}
 	lk := flock.New(e.countersPath()+".lock", flock.SetPermissions(0o600))
 	if err := lk.Lock(); err != nil {
-		return
+		return e.LoadCounters()
 	}
 	defer lk.Unlock()
-	c := e.loadCounters()
+	c := e.LoadCounters()
 	if st == FAIL {
 		c.FailuresTotal++
 	} else {
-		c.LastSuccess = now
+		c.LastSuccess = e.Clock.Now()
 	}
 	data, _ := json.Marshal(c)
 	_, _ = atomicfile.Write(e.countersPath(), append(data, '\n'), 0o600)
+	return c
 }
 
-func (e *Engine) loadCounters() metricsCounters {
-	var c metricsCounters
+// LoadCounters reads the counters (zero when none were kept).
+func (e *Engine) LoadCounters() Counters {
+	var c Counters
 	if data, err := os.ReadFile(e.countersPath()); err == nil {
 		_ = json.Unmarshal(data, &c) // a corrupt file is only history
 	}
 	return c
 }
 
-// MetricsEvent counts a status event (OK/RECOVERED set the last success, FAIL
-// adds a failure) and has the metrics file rewritten. It fits
-// EventLog.AfterEvent. A no-op without CLAUDE_AUTH_METRICS_DIR.
+// MetricsEvent is the one-shot commands' EventLog.AfterEvent: it counts a
+// status event and rewrites the metrics file at once. (The agent counts
+// through its own metrics writer.) A no-op without CLAUDE_AUTH_METRICS_DIR.
 func (e *Engine) MetricsEvent(st Status) {
 	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
 		return
 	}
-	now := time.Now()
-	if e.Clock != nil {
-		now = e.Clock.Now()
-	}
-	e.countEvent(st, now)
-	e.ExportMetrics()
-}
-
-// ExportMetrics has the metrics file rewritten: at once in a one-shot
-// command, by the agent's metrics writer (off the path of backups, restores,
-// stops and the watchdog) when MetricsAsync is set.
-func (e *Engine) ExportMetrics() {
-	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
-		return
-	}
-	if e.MetricsAsync != nil {
-		e.MetricsAsync()
-		return
-	}
+	e.CountEvent(st)
 	e.WriteMetricsNow()
 }
 
 // WriteMetricsNow writes the metrics file from the counters, the credentials
-// file and the records. A refusal (a foreign file in the name) is logged once
-// per process as WARN; the metrics stay unwritten until an admin removes it.
+// file and the records: what a one-shot command knows.
 func (e *Engine) WriteMetricsNow() {
 	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
 		return
 	}
-	c := e.loadCounters()
+	c := e.LoadCounters()
 	m := Metrics{User: e.Cfg.User, LastSuccess: c.LastSuccess, FailuresTotal: c.FailuresTotal, LastBackupLag: -1}
 	if local, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && local.OAuth != nil {
 		m.CredentialExpiry = local.OAuth.ExpiresAt()
@@ -255,6 +239,13 @@ func (e *Engine) WriteMetricsNow() {
 		}
 		m.LastBackupLag = time.Duration(a.LastBackupLagMs * float64(time.Millisecond))
 	}
+	e.PublishMetrics(m)
+}
+
+// PublishMetrics writes m to the metrics file. A refusal (a foreign file in
+// the name) is logged once per process as WARN; the metrics stay unwritten
+// until an admin removes it.
+func (e *Engine) PublishMetrics(m Metrics) {
 	err := WriteMetrics(e.Cfg.MetricsDir, m)
 	e.metricsMu.Lock()
 	msg := ""

@@ -208,7 +208,7 @@ func TestMetricsEvents(t *testing.T) {
 	// Metrics off: nothing written.
 	off := &Engine{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
 	off.MetricsEvent(FAIL)
-	off.ExportMetrics()
+	off.WriteMetricsNow()
 	if _, err := os.Stat(MetricsFile(dir, "carol")); !os.IsNotExist(err) {
 		t.Errorf("metrics written with CLAUDE_AUTH_METRICS_DIR unset")
 	}

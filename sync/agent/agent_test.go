@@ -1,0 +1,639 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// The components are tested one by one on a fake clock, with the real file
+// store in a temp dir behind a switch that can take it "down". Waits are for
+// events (a status line, a store write, a timer armed on the fake clock),
+// bounded so a component that never gets there fails the test; a claim that
+// something did not happen is checked at a point the component is known to
+// have reached (asleep on the clock), never after a guessed pause.
+
+var t0 = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+const bound = 10 * time.Second // the longest any awaited event may take
+
+// switchStore is the real file store with a switch: while down, every call
+// fails as an unreachable Vault would. Each write is announced on writes.
+type switchStore struct {
+	*store.File
+	down   atomic.Bool
+	writes chan *store.Doc
+}
+
+func (s *switchStore) Read(ctx context.Context) (*store.Doc, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("%w: test switch", store.ErrUnreachable)
+	}
+	return s.File.Read(ctx)
+}
+
+func (s *switchStore) Update(ctx context.Context, fn func(cur *store.Doc) (map[string]any, error)) (*store.Doc, error) {
+	if s.down.Load() {
+		return nil, fmt.Errorf("%w: test switch", store.ErrUnreachable)
+	}
+	d, err := s.File.Update(ctx, fn)
+	if err == nil {
+		select {
+		case s.writes <- d:
+		default:
+		}
+	}
+	return d, err
+}
+
+type rig struct {
+	t      *testing.T
+	clk    *clock.Fake
+	e      *engine.Engine
+	st     *switchStore
+	events chan string // "STATUS message" of each event
+	opt    Options
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	state := filepath.Join(home, ".local", "state", "claude-auth-sync")
+	for _, d := range []string{filepath.Join(home, ".claude"), state} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := &config.Config{
+		User: "alice", Home: home, ClaudeConfigDir: filepath.Join(home, ".claude"),
+		CredentialsFile: filepath.Join(home, ".claude", ".credentials.json"),
+		StateDir:        state, LogFile: filepath.Join(state, "sync.log"),
+		TokenEnvFile:   filepath.Join(home, ".config", "claude-auth-sync", "claude-oauth.env"),
+		LocalStoreFile: filepath.Join(dir, "backup.json"), Store: "file",
+		CheckInterval: 6 * time.Hour, RefreshLead: 15 * time.Minute,
+		Sources: map[string]string{},
+	}
+	clk := clock.NewFake(t0)
+	st := &switchStore{File: store.NewFile(cfg.LocalStoreFile), writes: make(chan *store.Doc, 16)}
+	r := &rig{t: t, clk: clk, st: st, events: make(chan string, 64),
+		opt: Options{RetryMin: time.Second, RetryMax: time.Minute, Settle: time.Second, Rescan: time.Hour, CheckInterval: 6 * time.Hour}}
+	r.e = &engine.Engine{Cfg: cfg, Store: st, Clock: clk,
+		Log:  &engine.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
+		Diag: slog.New(slog.NewTextHandler(io.Discard, nil)), Checker: passingChecker{}}
+	r.e.Log.AfterEvent = func(engine.Status) {}
+	r.watchEvents()
+	return r
+}
+
+// watchEvents has every status line sent to r.events, from sync.log.
+func (r *rig) watchEvents() {
+	seen := 0
+	var mu sync.Mutex
+	r.e.Log.AfterEvent = func(engine.Status) {
+		mu.Lock()
+		defer mu.Unlock()
+		data, _ := os.ReadFile(r.e.Cfg.LogFile)
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		for ; seen < len(lines); seen++ {
+			// "<time> <STATUS> <message>"
+			if _, rest, ok := strings.Cut(lines[seen], " "); ok {
+				r.events <- rest
+			}
+		}
+	}
+}
+
+// await waits for a status line starting with prefix, skipping others.
+func (r *rig) await(prefix string) string {
+	r.t.Helper()
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	for {
+		select {
+		case ev := <-r.events:
+			if strings.HasPrefix(ev, prefix) {
+				return ev
+			}
+		case <-deadline.C:
+			r.t.Fatalf("no %q line within %s", prefix, bound)
+		}
+	}
+}
+
+// awaitAll waits for a status line starting with each prefix, in any order
+// (components log concurrently).
+func (r *rig) awaitAll(prefixes ...string) {
+	r.t.Helper()
+	left := map[string]bool{}
+	for _, p := range prefixes {
+		left[p] = true
+	}
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	for len(left) > 0 {
+		select {
+		case ev := <-r.events:
+			for p := range left {
+				if strings.HasPrefix(ev, p) {
+					delete(left, p)
+					break
+				}
+			}
+		case <-deadline.C:
+			r.t.Fatalf("no %v lines within %s", left, bound)
+		}
+	}
+}
+
+// noEvent fails if a status line was logged (drains what is there).
+func (r *rig) noEvent(what string) {
+	r.t.Helper()
+	select {
+	case ev := <-r.events:
+		r.t.Fatalf("%s: got %q; want no status line yet", what, ev)
+	default:
+	}
+}
+
+// armed waits until n timers run on the fake clock: the components went to sleep.
+func (r *rig) armed(n int) {
+	r.t.Helper()
+	done := make(chan struct{})
+	t := time.AfterFunc(bound, func() { close(done) })
+	defer t.Stop()
+	if !r.clk.WaitArmed(n, done) {
+		r.t.Fatalf("fewer than %d timers armed within %s (%d armed)", n, bound, r.clk.Armed())
+	}
+}
+
+// awaitWrite waits for a store write.
+func (r *rig) awaitWrite() *store.Doc {
+	r.t.Helper()
+	select {
+	case d := <-r.st.writes:
+		return d
+	case <-time.After(bound):
+		r.t.Fatalf("no backup written within %s", bound)
+		return nil
+	}
+}
+
+type login struct {
+	access, refresh string
+	expires         time.Time
+}
+
+func (l login) json() string {
+	return fmt.Sprintf(`{"claudeAiOauth":{"accessToken":%q,"refreshToken":%q,"expiresAt":%d,"scopes":["user:inference"],"subscriptionType":"max"}}`,
+		l.access, l.refresh, l.expires.UnixMilli())
+}
+
+var rotation atomic.Int64
+
+// newLogin is a fresh login valid for life from the fake clock's now.
+func (r *rig) newLogin(life time.Duration) login {
+	n := rotation.Add(1)
+	return login{access: fmt.Sprintf("sk-ant-oat01-test-access-%04d", n), refresh: fmt.Sprintf("sk-ant-ort01-test-refresh-%04d", n),
+		expires: r.clk.Now().Add(life)}
+}
+
+// writeFile puts content at the credentials file by rename, as Claude does.
+func (r *rig) writeFile(content string) {
+	r.t.Helper()
+	tmp := r.e.Cfg.CredentialsFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, r.e.Cfg.CredentialsFile); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) fileLogin() *credentials.OAuth {
+	r.t.Helper()
+	l, err := credentials.Read(r.e.Cfg.CredentialsFile)
+	if err != nil || l.State != credentials.Usable {
+		r.t.Fatalf("credentials file: %v, %v; want a usable login", l, err)
+	}
+	return l.OAuth
+}
+
+// storeRefresh is the refresh token's fingerprint in the store's backup.
+func (r *rig) storeHolds(l login) bool {
+	d, err := r.st.File.Read(context.Background())
+	if err != nil || !d.Exists {
+		return false
+	}
+	o, err := d.OAuth()
+	return err == nil && o != nil && string(o.RefreshToken()) == l.refresh
+}
+
+// components builds the agent's parts, as Run does, without starting them.
+func (r *rig) components() (*backupWriter, *refresher, *renewer, *passScheduler, *liveState) {
+	lin, err := r.e.OpenLineage()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	live := newLiveState(r.e, r.opt)
+	m := newMetrics(r.e)
+	out := &outage{e: r.e, live: live, clk: r.clk}
+	pol := backoffPolicy{min: r.opt.RetryMin, max: r.opt.RetryMax}
+	bw := newBackupWriter(r.e, r.opt, lin, pol, live, m, out)
+	rf := newRefresher(r.e, lin, pol, live, bw)
+	rn := newRenewer(r.e, r.opt, pol, live, out, bw)
+	bw.renewKick = rn.kick
+	return bw, rf, rn, newPassScheduler(r.e, r.opt, live, bw, rn), live
+}
+
+// run starts component runs until the test ends, and fails the test if it
+// returns an error or does not return once stopped.
+func (r *rig) run(name string, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	r.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				r.t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(bound):
+			r.t.Errorf("%s did not stop within %s of its context ending", name, bound)
+		}
+	})
+}
+
+// fakeRefresh makes the engine's token requests write *next into the file
+// by rename, as a refresh does, counting them.
+func (r *rig) fakeRefresh(calls *atomic.Int32, next *login) {
+	r.e.RefreshVia = func(ctx context.Context, force bool, sawFP string) (engine.RefreshResult, error) {
+		calls.Add(1)
+		r.writeFile(next.json())
+		return engine.RefreshResult{Refreshed: true, OAuth: r.fileLogin(), Message: "refreshed"}, nil
+	}
+}
+
+type passingChecker struct{}
+
+func (passingChecker) Run(context.Context, ...string) check.Result {
+	return check.Result{Kind: check.OK}
+}
+
+func TestBackupWriterBacksUpEachNewLogin(t *testing.T) {
+	r := newRig(t)
+	bw, _, _, _, _ := r.components()
+	r.run("backup writer", bw.Run)
+	for i := 0; i < 3; i++ {
+		l := r.newLogin(8 * time.Hour)
+		r.writeFile(l.json())
+		bw.kick.poke()
+		r.awaitWrite()
+		if ev := r.await("OK backed up the changed login"); !strings.Contains(ev, fmt.Sprintf("(v%d,", i+1)) {
+			t.Errorf("rotation %d: %q; want version %d", i, ev, i+1)
+		}
+		if !r.storeHolds(l) {
+			t.Fatalf("rotation %d: the store does not hold the new login", i)
+		}
+	}
+	// The same login again is no backup.
+	bw.kick.poke()
+	bw.kick.poke()
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	bw.kick.poke()
+	r.awaitWrite()
+	if d, _ := r.st.File.Read(context.Background()); d.Version != 4 {
+		t.Errorf("store at v%d after 4 distinct logins and repeated wake-ups; want v4", d.Version)
+	}
+}
+
+func TestBackupWriterKeepsTheLoginPendingWhileTheStoreIsDown(t *testing.T) {
+	r := newRig(t)
+	bw, _, _, _, live := r.components()
+	r.st.down.Store(true)
+	r.run("backup writer", bw.Run)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	bw.kick.poke()
+	r.await("WARN vault unreachable")
+	r.armed(1) // the retry, on the backoff
+	if _, err := os.Stat(bw.pendingPath()); err != nil {
+		t.Fatalf("pending-backup.json: %v; want the login kept on disk while the store is down", err)
+	}
+	if s := live.snapshot(); !s.Pending || s.Retries < 1 {
+		t.Errorf("live state pending=%v retries=%d; want pending, retried", s.Pending, s.Retries)
+	}
+	r.st.down.Store(false)
+	r.clk.Advance(r.opt.RetryMax)
+	r.awaitWrite()
+	r.awaitAll("OK vault reachable again", "OK backed up the changed login")
+	if !r.storeHolds(l) {
+		t.Fatal("the store does not hold the login after the outage")
+	}
+	if _, err := os.Stat(bw.pendingPath()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pending-backup.json after the backup: %v; want it removed", err)
+	}
+}
+
+func TestBackupWriterRestoresAClobberedFileOnceItSettles(t *testing.T) {
+	r := newRig(t)
+	bw, _, _, _, _ := r.components()
+	r.run("backup writer", bw.Run)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	bw.kick.poke()
+	r.awaitWrite()
+	r.await("OK backed up")
+
+	// A racing writer persists an empty refresh token.
+	r.writeFile(login{access: l.access, refresh: "", expires: l.expires}.json())
+	bw.kick.poke()
+	r.armed(1) // the settle timer: it waits for the file to stay as it is
+	r.noEvent("a clobbered file before it settled")
+	if l, _ := credentials.Read(r.e.Cfg.CredentialsFile); l.State != credentials.Clobbered {
+		t.Fatalf("file restored before it settled: %v", l.State)
+	}
+	r.clk.Advance(r.opt.Settle)
+	if ev := r.await("RECOVERED credentials file was clobbered"); !strings.Contains(ev, "restored the login from the backup (v1)") &&
+		!strings.Contains(ev, "restored the newest login") {
+		t.Errorf("restore line %q; want it to say where the login came from", ev)
+	}
+	if got := r.fileLogin(); string(got.RefreshToken()) != l.refresh {
+		t.Error("the restored file does not hold the backed-up login")
+	}
+}
+
+func TestBackupWriterAnswersAPassWaitingForARestore(t *testing.T) {
+	r := newRig(t)
+	bw, _, _, _, _ := r.components()
+	r.run("backup writer", bw.Run)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	bw.kick.poke()
+	r.await("OK backed up")
+	r.writeFile(`{"claudeAiOauth":{"accessToken":"","refreshToken":""}}`)
+
+	got := make(chan *credentials.Local, 1)
+	go func() { got <- bw.awaitRestore(context.Background()) }()
+	r.armed(2) // the pass's bound and the writer's settle timer
+	select {
+	case l := <-got:
+		t.Fatalf("the pass got %v before the restore", l)
+	default:
+	}
+	r.clk.Advance(r.opt.Settle)
+	select {
+	case cur := <-got:
+		if cur == nil || cur.State != credentials.Usable || string(cur.OAuth.RefreshToken()) != l.refresh {
+			t.Fatalf("the pass got %v; want the restored login", cur)
+		}
+	case <-time.After(bound):
+		t.Fatal("the waiting pass got no answer after the restore")
+	}
+}
+
+func TestRefresherRefreshesWhenDueAndNotBefore(t *testing.T) {
+	r := newRig(t)
+	var calls atomic.Int32
+	var next login
+	r.fakeRefresh(&calls, &next)
+	bw, rf, _, _, _ := r.components()
+	r.run("backup writer", bw.Run)
+	r.run("refresher", rf.Run)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	bw.kick.poke()
+	rf.kick.poke()
+	r.await("OK backed up")
+	// Asleep until expiry minus the lead (15 min).
+	r.armed(1)
+	if at, _ := r.clk.Next(); !at.Equal(l.expires.Add(-15 * time.Minute)) {
+		t.Errorf("refresher sleeps until %v; want %v (expiry minus the lead)", at, l.expires.Add(-15*time.Minute))
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d refreshes before the login was due", n)
+	}
+	next = r.newLogin(8 * time.Hour)
+	r.clk.Set(l.expires.Add(-15 * time.Minute))
+	r.await("OK refreshed the login ahead of Claude") // logged before the writer is woken
+	r.awaitWrite()
+	r.await("OK backed up")
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d refreshes; want 1", n)
+	}
+	if !r.storeHolds(next) {
+		t.Error("the refreshed login is not in the store")
+	}
+}
+
+func TestRefresherWaitsForTheBackupBeforeSpendingTheToken(t *testing.T) {
+	r := newRig(t)
+	var calls atomic.Int32
+	var next login
+	r.fakeRefresh(&calls, &next)
+	bw, rf, _, _, _ := r.components()
+	r.st.down.Store(true) // the backup cannot be written yet
+	r.run("backup writer", bw.Run)
+	// Due at once: 14 minutes left, inside the 15-minute lead.
+	l := r.newLogin(14 * time.Minute)
+	r.writeFile(l.json())
+	next = r.newLogin(8 * time.Hour)
+	r.run("refresher", rf.Run)
+	bw.kick.poke()
+	r.await("WARN vault unreachable")
+	r.armed(2) // the writer's retry and the refresher's wait for the backup
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("refreshed %d times while the login was not in the store; want none", n)
+	}
+	r.st.down.Store(false)
+	r.clk.Advance(r.opt.RetryMax) // the writer retries, not yet the refresher's limit
+	r.awaitAll("OK backed up the changed login", "OK refreshed the login ahead of Claude")
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d refreshes after the backup; want 1", n)
+	}
+}
+
+func TestPassSchedulerFirstCheck(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		record *engine.CheckRecord // nil: none
+		same   bool                // the record's subject is the current one
+		spread time.Duration
+		want   func(d time.Duration) bool
+		why    string
+	}{
+		{name: "no record, no spread", spread: 0, want: func(d time.Duration) bool { return d == 0 }, why: "no check on record"},
+		{name: "no record, spread", spread: time.Minute, want: func(d time.Duration) bool { return d >= 0 && d < time.Minute }, why: "no check on record; spread over 1m0s"},
+		{name: "last check failed", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.Auth.String()}, spread: time.Minute,
+			want: func(d time.Duration) bool { return d == 0 }, why: "the last check did not pass"},
+		{name: "fresh and unchanged", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, same: true, spread: time.Minute,
+			want: func(d time.Duration) bool { return d == 5*time.Hour }, why: "the last check passed 1h0m0s ago and nothing changed"},
+		{name: "fresh but another login", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, spread: 0,
+			want: func(d time.Duration) bool { return d == 0 }, why: "the login changed since the last check"},
+		{name: "stale", record: &engine.CheckRecord{At: t0.Add(-7 * time.Hour), Result: check.OK.String()}, same: true, spread: 0,
+			want: func(d time.Duration) bool { return d == 0 }, why: "the last check is 7h0m0s old"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t)
+			r.opt.CheckSpread = c.spread
+			l := r.newLogin(8 * time.Hour)
+			r.writeFile(l.json())
+			if c.record != nil {
+				rec := *c.record
+				sub := engine.CheckSubject{Login: "someone else's"}
+				if c.same {
+					sub = r.e.CurrentSubject(context.Background(), true)
+				}
+				rec.Subject = &sub
+				if err := r.e.MergeRecord(&engine.Record{LastCheck: &rec}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, rn, ps, _ := r.components()
+			r.run("renewer", rn.Run)
+			d, why := ps.firstCheck(context.Background())
+			if !c.want(d) || why != c.why {
+				t.Errorf("firstCheck = %v, %q; want %q", d, why, c.why)
+			}
+		})
+	}
+}
+
+func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
+	r := newRig(t)
+	r.e.Cfg.MetricsDir = t.TempDir()
+	prom := engine.MetricsFile(r.e.Cfg.MetricsDir, "alice")
+	// Something forged in the name beforehand is replaced, never read.
+	if err := os.WriteFile(prom, []byte("claude_auth_sync_failures_total{user=\"alice\"} 999\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mw := newMetrics(r.e)
+	l := r.newLogin(8 * time.Hour)
+	o, err := credentials.ParseOAuth(json.RawMessage(strings.TrimSuffix(strings.TrimPrefix(l.json(), `{"claudeAiOauth":`), "}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw.login(o)
+	mw.event(engine.FAIL)
+	mw.event(engine.WARN) // counts nothing
+	mw.backup(t0, 3*time.Millisecond)
+	mw.flush()
+	data, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`claude_auth_sync_failures_total{user="alice"} 1` + "\n",
+		fmt.Sprintf(`claude_auth_sync_credential_expiry_timestamp_seconds{user="alice"} %d`+"\n", l.expires.Unix()),
+		fmt.Sprintf(`claude_auth_sync_last_backup_timestamp_seconds{user="alice"} %d`+"\n", t0.Unix()),
+		`claude_auth_sync_last_backup_lag_seconds{user="alice"} 0.003` + "\n",
+	} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("metrics file lacks %q:\n%s", want, data)
+		}
+	}
+	// The count survives a restart through the state dir.
+	if c := newMetrics(r.e); c.m.FailuresTotal != 1 {
+		t.Errorf("a new metrics writer starts at %d failures; want 1", c.m.FailuresTotal)
+	}
+}
+
+func TestRunStopsCleanlyAndRefusesASecondAgent(t *testing.T) {
+	r := newRig(t)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	opt := r.opt
+	opt.Started = started
+	opt.CheckSpread = time.Hour // the first pass waits on the fake clock: the writer backs up
+	go func() { done <- Run(ctx, r.e, opt) }()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("agent did not start: %v", err)
+	}
+	r.awaitWrite() // the watcher's first look backs the login up
+
+	if err := Run(context.Background(), r.e, r.opt); !errors.Is(err, ErrAgentRunning) {
+		t.Errorf("a second agent: %v; want ErrAgentRunning", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("agent: %v; want a clean stop", err)
+		}
+	case <-time.After(bound):
+		t.Fatal("the agent did not stop within the bound after its context ended")
+	}
+	data, _ := os.ReadFile(r.e.Cfg.LogFile)
+	if !strings.Contains(string(data), " OK agent stopped") {
+		t.Errorf("sync.log has no stop line:\n%s", data)
+	}
+	if s := engine.LoadAgentState(r.e.Cfg.StateDir); s == nil || s.Backups != 1 || s.NextCheckWhy != "no check on record; spread over 1h0m0s" {
+		t.Errorf("agent.json = %+v; want one backup and the spread first check", s)
+	}
+	if !r.storeHolds(l) {
+		t.Error("the store does not hold the login")
+	}
+}
+
+func TestBackoffPolicy(t *testing.T) {
+	p := backoffPolicy{min: time.Second, max: 10 * time.Second}
+	b := p.sequence()
+	prevCap := time.Duration(0)
+	for i := 0; i < 8; i++ {
+		cap := min(time.Second<<i, 10*time.Second)
+		d := b.next()
+		if d < cap/2 || d > cap {
+			t.Errorf("step %d: %v; want within [%v, %v]", i, d, cap/2, cap)
+		}
+		prevCap = cap
+	}
+	if prevCap != 10*time.Second {
+		t.Fatalf("the sequence never reached the cap")
+	}
+	if d := b.patient(); d != 10*time.Second {
+		t.Errorf("patient = %v; want the cap", d)
+	}
+	b.reset()
+	if d := b.next(); d > time.Second {
+		t.Errorf("after reset: %v; want at most the first step", d)
+	}
+}
+
+func TestLatestKeepsOnlyTheNewest(t *testing.T) {
+	l := newLatest[int]()
+	for i := 1; i <= 5; i++ {
+		l.put(i)
+	}
+	if got := <-l; got != 5 {
+		t.Errorf("got %d; want the newest, 5", got)
+	}
+	select {
+	case v := <-l:
+		t.Errorf("a second value %d; want one slot", v)
+	default:
+	}
+}

@@ -1,0 +1,399 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// backupWriter owns the backup: it reads the credentials file when woken,
+// keeps the newest usable login pending (on disk too) until the store holds
+// it, retries with backoff, and restores a clobbered login at once.
+type backupWriter struct {
+	e       *engine.Engine
+	clk     clock.Clock
+	opt     Options
+	lin     *engine.Lineage
+	pol     backoffPolicy
+	live    *liveState
+	metrics *metricsWriter
+	out     *outage
+
+	// In.
+	kick      signal                     // the file may have changed; look now
+	refreshed latest[*credentials.OAuth] // a refreshed login the file could not take
+	tokenOK   latest[bool]               // the Vault token checks out (or not)
+	awaitReq  chan chan *credentials.Local
+	// Out.
+	backed    latest[string] // the refresh token's fingerprint the store now holds
+	renewKick signal         // a refused backup: have the token looked at now
+
+	// Owned by Run.
+	ready      bool
+	pending    *pendingBackup
+	lastBacked *credentials.OAuth
+	lastState  credentials.State
+	clobber    sayOnce // the FAIL about a broken file last logged
+	backupFail sayOnce // the backup failure last logged
+	clobberKey string  // size/mtime/inode of the broken file being watched settle
+	settle     clock.Timer
+	waiters    []chan *credentials.Local
+}
+
+func newBackupWriter(e *engine.Engine, opt Options, lin *engine.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
+	return &backupWriter{e: e, clk: e.Clock, opt: opt, lin: lin, pol: pol, live: live, metrics: m, out: out,
+		kick: newSignal(), refreshed: newLatest[*credentials.OAuth](), tokenOK: newLatest[bool](),
+		awaitReq: make(chan chan *credentials.Local), backed: newLatest[string](), lastState: -1,
+		ready: e.Vault == nil}
+}
+
+// start runs before the components: the backup a stop left pending, and a
+// refresh answer a stop left unapplied (its login is the newest there is).
+func (bw *backupWriter) start(ctx context.Context) {
+	bw.loadPending()
+	switch res, err := bw.e.ApplyPendingRefresh(ctx, bw.lin); {
+	case errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
+		bw.e.Log.Event(engine.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+		bw.setPending(res.OAuth)
+	case err != nil:
+		bw.e.Log.Event(engine.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+	case res.Refreshed:
+		bw.e.Log.Event(engine.RECOVERED, "applied the refresh response saved before the last stop")
+	}
+}
+
+// Run is the writer's loop until ctx ends; then one bounded last flush.
+func (bw *backupWriter) Run(ctx context.Context) error {
+	retry := clock.Stopped(bw.clk)
+	defer retry.Stop()
+	bw.settle = clock.Stopped(bw.clk)
+	defer bw.settle.Stop()
+	b := bw.pol.sequence()
+	for {
+		select {
+		case <-ctx.Done():
+			bw.finalFlush()
+			bw.answerWaiters(nil)
+			return nil
+		case <-bw.kick:
+		case <-retry.C():
+		case <-bw.settle.C():
+		case o := <-bw.refreshed:
+			bw.adoptRefreshed(o)
+		case ok := <-bw.tokenOK:
+			if ok == bw.ready {
+				continue // no news: a token that checks out again wakes nothing
+			}
+			bw.ready = ok
+		case w := <-bw.awaitReq:
+			bw.waiters = append(bw.waiters, w)
+		}
+		again := bw.scan(ctx)
+		if bw.flush(ctx) {
+			again = true
+		}
+		if again && ctx.Err() == nil {
+			retry.Reset(b.next())
+			bw.live.update(func(s *engine.AgentState) { s.Retries++ })
+		} else {
+			b.reset()
+		}
+		if len(bw.waiters) > 0 {
+			if l, err := readFile(bw.e); err == nil && l.State == credentials.Usable {
+				bw.answerWaiters(l)
+			}
+		}
+		bw.live.save()
+	}
+}
+
+// awaitRestore is the agent's pass meeting a clobbered file (PassOptions):
+// the writer restores it, after Settle; wait for the file to be usable,
+// bounded.
+func (bw *backupWriter) awaitRestore(ctx context.Context) *credentials.Local {
+	reply := make(chan *credentials.Local, 1)
+	select {
+	case bw.awaitReq <- reply:
+	case <-ctx.Done():
+		return nil
+	}
+	t := bw.clk.NewTimer(bw.opt.Settle + 15*time.Second)
+	defer t.Stop()
+	select {
+	case l := <-reply:
+		return l
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func (bw *backupWriter) answerWaiters(l *credentials.Local) {
+	for _, w := range bw.waiters {
+		w <- l // buffered, one answer each
+	}
+	bw.waiters = nil
+}
+
+// scan reads the file and decides: a new usable login becomes pending; a
+// clobbered one is restored once it has settled; a deleted one is a logout,
+// left alone. It returns true when it needs to run again later (a restore
+// that could not reach the store).
+func (bw *backupWriter) scan(ctx context.Context) bool {
+	local, err := readFile(bw.e)
+	if err != nil {
+		// Unreadable (mode, owner), a link loop, a directory: Claude cannot
+		// use it either, and we cannot keep a copy of it, so nothing is
+		// restored over it. Said once, as FAIL: the fleet alerts on FAIL.
+		bw.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
+		return false
+	}
+	bw.e.TightenLoose(local)
+	bw.metrics.login(local.OAuth)
+	prev := bw.lastState
+	bw.lastState = local.State
+	if local.State != credentials.Clobbered {
+		bw.clobberKey = ""
+	}
+	switch local.State {
+	case credentials.Usable:
+		bw.clobber.clear()
+		bw.noteUsable(local.OAuth, prev != -1)
+	case credentials.Clobbered:
+		// Restore only a file that has stayed broken, unchanged, for Settle.
+		if key := fileKey(local.Target); key != bw.clobberKey {
+			bw.clobberKey = key
+			bw.settle.Reset(bw.opt.Settle)
+			return false
+		}
+		return bw.restoreClobbered(ctx, local)
+	case credentials.Missing, credentials.NoLogin:
+		bw.clobber.clear()
+		if prev == credentials.Usable || prev == credentials.Clobbered {
+			bw.e.Log.Event(engine.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
+		}
+	}
+	return false
+}
+
+// noteUsable makes a usable login in the file pending, unless it is backed
+// up, pending, older than the pending one, or a setup-token backfill. born
+// says it appeared while we watched (its birth sets the refresh lead).
+func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
+	if engine.IsBackfill(o, bw.e.SetupToken(), bw.clk.Now()) {
+		return // setup-token mode: no backups
+	}
+	if err := bw.lin.Observe(o.RefreshToken()); err != nil {
+		bw.e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	if bw.supersededBy(o) {
+		return
+	}
+	if born {
+		bw.e.NoteNewLogin(o)
+	}
+	bw.setPending(o)
+}
+
+// supersededBy says whether o needs no backup: the store holds it, it is
+// pending, or a newer login is pending.
+func (bw *backupWriter) supersededBy(o *credentials.OAuth) bool {
+	if bw.lastBacked != nil && bw.lastBacked.Equal(o) {
+		return true
+	}
+	return bw.pending != nil && (bw.pending.oauth.Equal(o) || bw.lin.Order(o.RefreshToken(), bw.pending.oauth.RefreshToken()) < 0)
+}
+
+// adoptRefreshed makes a login the refresher could not write to the file the
+// pending backup (unless a newer one is pending): until the file takes it,
+// Vault and pending-refresh are its only copies.
+func (bw *backupWriter) adoptRefreshed(o *credentials.OAuth) {
+	if err := bw.lin.Observe(o.RefreshToken()); err != nil {
+		bw.e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	if !bw.supersededBy(o) {
+		bw.setPending(o)
+	}
+}
+
+// markBacked records that the store holds o (backed up, or restored from it)
+// and tells the refresher, which may be waiting for exactly that.
+func (bw *backupWriter) markBacked(o *credentials.OAuth) {
+	bw.lastBacked = o
+	bw.backed.put(o.RefreshToken().Fingerprint())
+}
+
+// reportClobber logs a FAIL for a broken login once, not on every rescan.
+func (bw *backupWriter) reportClobber(msg string) {
+	if bw.clobber.first(msg) {
+		bw.e.Log.Event(engine.FAIL, "%s", msg)
+	}
+}
+
+// restoreClobbered restores a broken login: from the pending backup when
+// there is one (it is the newest), else from the store. True: try again later.
+func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials.Local) bool {
+	if bw.pending != nil {
+		return bw.restorePending(ctx, local)
+	}
+	if !bw.ready {
+		return true
+	}
+	doc, err := bw.e.Store.Read(ctx)
+	if errors.Is(err, store.ErrUnreachable) {
+		bw.out.down(err)
+		return true
+	}
+	if err != nil {
+		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); the backup cannot be read: %v", local.Problem, err))
+		return false
+	}
+	bw.out.up()
+	vo, why := bw.e.RestoreCandidate(bw.lin, doc, local)
+	if vo == nil {
+		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, engine.LoginHint()))
+		return false
+	}
+	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, engine.ErrChanged) {
+		return false
+	} else if err != nil {
+		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
+		return false
+	}
+	bw.markBacked(vo)
+	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	return false
+}
+
+// restorePending puts the pending login back over a broken file, or the
+// backup's when that is newer.
+func (bw *backupWriter) restorePending(ctx context.Context, local *credentials.Local) bool {
+	src, from := bw.pending.oauth, "the newest login (not yet in the backup)"
+	// The pending login may be stale: left in pending-backup.json by an
+	// agent that died, while another process of ours rotated and backed up
+	// a newer one. Restoring it would put a spent refresh token in the file
+	// (invalid_grant: a logout). Prefer the backup when it is newer; if this
+	// host has seen a newer login, wait for the backup.
+	_ = bw.lin.Reload()
+	if !bw.lin.Latest(src.RefreshToken()) && !bw.ready {
+		return true
+	}
+	if bw.ready {
+		if doc, err := bw.e.Store.Read(ctx); err == nil {
+			if vo, _ := bw.e.RestoreCandidate(bw.lin, doc, local); vo != nil && !vo.Equal(src) && engine.Newer(bw.lin, vo, src) {
+				src, from = vo, fmt.Sprintf("the login from the backup (v%d; the pending one was older)", doc.Version)
+				bw.clearPending()
+			}
+		}
+	}
+	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, engine.ErrChanged) {
+		return false
+	} else if err != nil {
+		bw.e.Log.Event(engine.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+		return false
+	}
+	if bw.pending == nil {
+		bw.markBacked(src)
+	}
+	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
+	return false
+}
+
+// stillBroken is a restore's expectation: the file is still not usable.
+func stillBroken(cur *credentials.Local) error {
+	if cur.State == credentials.Usable {
+		return errors.New("the file became usable meanwhile")
+	}
+	return nil
+}
+
+// flush writes the pending login to the store; true means "retry later".
+func (bw *backupWriter) flush(ctx context.Context) bool {
+	if bw.pending == nil {
+		return false
+	}
+	if !bw.ready {
+		return true
+	}
+	p := bw.pending
+	res, err := bw.e.Backup(ctx, bw.lin, p.oauth)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrUnreachable):
+		bw.out.down(err)
+		return true
+	case ctx.Err() != nil:
+		return true
+	default:
+		if msg := fmt.Sprintf("backup failed, will retry: %v", err); bw.backupFail.first(msg) {
+			bw.e.Log.Event(engine.FAIL, "%s", msg)
+		}
+		if errors.Is(err, store.ErrForbidden) {
+			// Revoked or expired, or re-provisioned since: the token
+			// renewer re-reads the token file and checks it now.
+			bw.renewKick.poke()
+		}
+		return true
+	}
+	bw.backupFail.clear()
+	bw.out.up()
+	now := bw.clk.Now()
+	lag := now.Sub(p.seenAt)
+	bw.clearPending()
+	bw.markBacked(p.oauth)
+	if !res.Written {
+		bw.e.Diag.Info("no backup needed", "why", res.Message)
+		return false
+	}
+	bw.live.update(func(s *engine.AgentState) {
+		s.LastBackup, s.LastBackupVer, s.LastBackupLagMs = &now, res.Version, float64(lag.Microseconds())/1000
+		s.Backups++
+	})
+	bw.metrics.backup(now, lag)
+	bw.e.Log.Event(engine.OK, "backed up the changed login to %s (v%d, %s after the change)", bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+	if err := bw.e.MergeRecord(&engine.Record{LastBackup: bw.e.BackupRecord(res, p.oauth)}); err != nil {
+		bw.e.Diag.Warn("cannot save state", "err", err)
+	}
+	return false
+}
+
+// finalFlush makes one bounded attempt to write a pending backup on stop; what
+// it cannot write stays in pending-backup.json for the next start.
+func (bw *backupWriter) finalFlush() {
+	if bw.pending == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if bw.flush(ctx) {
+		bw.e.Log.Event(engine.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
+	}
+}
+
+// fileKey names a file's current content cheaply: inode, size and mtime.
+func fileKey(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%d:%d:%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+}
+
+func (bw *backupWriter) clearPending() {
+	if bw.pending == nil {
+		return
+	}
+	bw.pending = nil
+	_ = os.Remove(bw.pendingPath())
+	bw.live.update(func(s *engine.AgentState) { s.Pending, s.PendingSince = false, nil })
+}

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+)
+
+// liveState owns the agent's live state: agent.json (what `status` shows),
+// systemd's STATUS= line and the watchdog. Components change it through
+// update and have it written with save; nothing else touches it.
+type liveState struct {
+	e      *engine.Engine
+	notify *sdnotify.Notifier
+	rescan time.Duration
+	status signal // the STATUS= line may have changed
+
+	mu        sync.Mutex
+	s         engine.AgentState
+	watchErrs map[string]bool
+
+	saveMu sync.Mutex // one agent.json write at a time, in order
+}
+
+func newLiveState(e *engine.Engine, opt Options) *liveState {
+	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), watchErrs: map[string]bool{},
+		s: engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
+}
+
+// update changes the state under its lock.
+func (l *liveState) update(f func(*engine.AgentState)) {
+	l.mu.Lock()
+	f(&l.s)
+	l.mu.Unlock()
+}
+
+// snapshot is a copy of the state.
+func (l *liveState) snapshot() engine.AgentState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.s
+}
+
+// save writes agent.json (0600) from the current state.
+func (l *liveState) save() {
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
+	s := l.snapshot()
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err == nil {
+		_, _ = atomicfile.Write(engine.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
+	}
+}
+
+// ready tells systemd the agent is up.
+func (l *liveState) ready() {
+	l.save()
+	_ = l.notify.Send("READY=1\nSTATUS=" + l.statusLine())
+}
+
+// Run keeps the watchdog fed and the STATUS= line current until ctx ends.
+func (l *liveState) Run(ctx context.Context) error {
+	wd := sdnotify.WatchdogInterval()
+	if wd <= 0 {
+		wd = time.Hour
+	}
+	t := l.e.Clock.NewTimer(wd)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = l.notify.Send("STOPPING=1\nSTATUS=stopping")
+			return nil
+		case <-l.status:
+			_ = l.notify.Send("STATUS=" + l.statusLine())
+		case <-t.C():
+			_ = l.notify.Send("WATCHDOG=1")
+			t.Reset(wd)
+		}
+	}
+}
+
+func (l *liveState) statusLine() string {
+	s := l.snapshot()
+	line := "watching " + l.e.Cfg.CredentialsFile
+	if s.LastBackup != nil {
+		line += fmt.Sprintf("; last backup v%d at %s", s.LastBackupVer, s.LastBackup.Format(time.TimeOnly))
+	}
+	if s.LastPass != nil {
+		line += fmt.Sprintf("; last pass %s at %s", s.LastPass.Status, s.LastPass.At.Format(time.TimeOnly))
+	}
+	if s.Pending {
+		line += "; backup pending"
+	}
+	return line
+}
+
+// watchError: the watcher degraded (an inotify limit); said once per kind.
+func (l *liveState) watchError(err error) {
+	l.mu.Lock()
+	seen := l.watchErrs[err.Error()]
+	l.watchErrs[err.Error()] = true
+	l.s.Watch = "rescan every " + l.rescan.String() + " (" + err.Error() + ")"
+	l.mu.Unlock()
+	if !seen {
+		l.e.Log.Event(engine.WARN, "file watch degraded: %v", err)
+	}
+}
+
+// watchRecovered: inotify watches again after a degraded spell; a new
+// degradation is reported again.
+func (l *liveState) watchRecovered() {
+	l.mu.Lock()
+	was := len(l.watchErrs) > 0
+	clear(l.watchErrs)
+	l.s.Watch = "inotify"
+	l.mu.Unlock()
+	if was {
+		l.e.Log.Event(engine.OK, "file watch restored: inotify again")
+	}
+}

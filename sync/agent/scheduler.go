@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+)
+
+// passScheduler runs the full pass (a pass runs claude and may take a
+// minute) off the other components: first when firstCheck says, then every
+// CheckInterval (so a spread start keeps its offset), and at once on reload.
+type passScheduler struct {
+	e    *engine.Engine
+	clk  clock.Clock
+	opt  Options
+	live *liveState
+	bw   *backupWriter
+	rn   *renewer
+}
+
+func newPassScheduler(e *engine.Engine, opt Options, live *liveState, bw *backupWriter, rn *renewer) *passScheduler {
+	return &passScheduler{e: e, clk: e.Clock, opt: opt, live: live, bw: bw, rn: rn}
+}
+
+// Run schedules passes until ctx ends; reload asks for one now.
+func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal) error {
+	first, why := ps.firstCheck(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if first > 0 {
+		ps.e.Diag.Info("first check scheduled", "in", first.Round(time.Second).String(), "why", why)
+	}
+	ps.setNextCheck(first, why)
+	t := ps.clk.NewTimer(first)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		case <-reload:
+			ps.e.Diag.Info("reload: running a full pass")
+		}
+		ps.setNextCheck(-1, "running now")
+		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore})
+		if ctx.Err() != nil {
+			return nil
+		}
+		at := ps.clk.Now()
+		ps.live.update(func(s *engine.AgentState) {
+			s.LastPass = &engine.PassRecord{At: at, Status: o.Status, Message: check.Mask(o.Message)}
+		})
+		ps.live.status.poke()
+		ps.bw.kick.poke() // the pass may have written the file or the store
+		t.Reset(ps.opt.CheckInterval)
+		ps.setNextCheck(ps.opt.CheckInterval, "every "+ps.opt.CheckInterval.String())
+	}
+}
+
+func (ps *passScheduler) setNextCheck(in time.Duration, why string) {
+	ps.live.update(func(s *engine.AgentState) {
+		if in < 0 {
+			s.NextCheck, s.NextCheckWhy = nil, why
+			return
+		}
+		at := ps.clk.Now().Add(in)
+		s.NextCheck, s.NextCheckWhy = &at, why
+	})
+	ps.live.save()
+}
+
+// firstCheck decides when the agent's first pass runs. Many agents start
+// together (a reboot, an upgrade, provision enabling everyone) and each check
+// runs claude (~0.5 s, ~200 MB): a start does not check again a login whose
+// last check passed within CheckInterval when nothing changed since (the
+// file's login, the store's login and setup token), and a start that must
+// check waits a random delay within CheckSpread. A login that needs a look
+// (not usable in the file, or its last check failed) is checked at once.
+func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string) {
+	local, err := credentials.Read(ps.e.Cfg.CredentialsFile)
+	if err != nil || local.State != credentials.Usable {
+		return 0, "the credentials file needs a look"
+	}
+	lc := ps.e.LoadRecord().LastCheck
+	switch {
+	case lc == nil || lc.Subject == nil:
+		return ps.spread("no check on record")
+	case lc.Result != check.OK.String():
+		return 0, "the last check did not pass"
+	}
+	age := ps.clk.Now().Sub(lc.At)
+	if age < 0 || age >= ps.opt.CheckInterval {
+		return ps.spread("the last check is " + age.Round(time.Second).String() + " old")
+	}
+	// The store's side: wait (bounded) for the token renewer's first try.
+	ready := false
+	t := ps.clk.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case ready = <-ps.rn.first:
+	case <-ctx.Done():
+		return 0, "stopping"
+	case <-t.C():
+	}
+	sub := engine.SubjectOf(local, nil)
+	if ready {
+		sub = ps.e.CurrentSubject(ctx, true)
+	}
+	switch {
+	case sub.Login != lc.Subject.Login:
+		return ps.spread("the login changed since the last check")
+	case !sub.DocRead:
+		return ps.spread("the backup cannot be read to compare")
+	case sub.DocLogin != lc.Subject.DocLogin || sub.SetupToken != lc.Subject.SetupToken:
+		return ps.spread("the backup changed since the last check")
+	}
+	return ps.opt.CheckInterval - age, "the last check passed " + age.Round(time.Second).String() + " ago and nothing changed"
+}
+
+// spread is a random delay within CheckSpread, and why.
+func (ps *passScheduler) spread(why string) (time.Duration, string) {
+	if ps.opt.CheckSpread <= 0 {
+		return 0, why
+	}
+	return rand.N(ps.opt.CheckSpread), why + "; spread over " + ps.opt.CheckSpread.String()
+}
