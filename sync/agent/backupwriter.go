@@ -101,8 +101,8 @@ func (bw *backupWriter) Run(ctx context.Context) error {
 			again = true
 		}
 		if again && ctx.Err() == nil {
-			retry.Reset(b.next())
 			bw.live.update(func(s *engine.AgentState) { s.Retries++ })
+			retry.Reset(b.next())
 		} else {
 			b.reset()
 		}
