@@ -19,6 +19,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"golang.org/x/sys/unix"
 )
 
 // readSignal is a store that says when a pass has read it (step 2 is over).
@@ -52,11 +53,18 @@ func TestPassRestoreRacedByAnotherRestorer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The pass's read of the clobbered file (after its read of the store) is
+	// the point past which it can only go on by taking the lock we hold.
+	fileRead := closedAfterRead(t, h.cfg.CredentialsFile)
 	done := make(chan Outcome, 1)
 	go func() { done <- h.eng.Pass(context.Background()) }()
 	<-sig.read
-	time.Sleep(150 * time.Millisecond) // the pass is now waiting for the writer lock
-	h.writeCreds(credsFile(login2))    // the other restorer wins
+	select {
+	case <-fileRead:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pass did not read the credentials file after the store")
+	}
+	h.writeCreds(credsFile(login2)) // the other restorer wins, while the pass waits for the lock
 	held.Unlock()
 
 	o := <-done
@@ -64,6 +72,33 @@ func TestPassRestoreRacedByAnotherRestorer(t *testing.T) {
 	if strings.Contains(h.syncLog(), " FAIL ") {
 		t.Errorf("sync.log has a FAIL for a restore someone else did:\n%s", h.syncLog())
 	}
+	// The race was met: under the locks the pass found the file usable.
+	if !strings.Contains(h.diag.String(), "the credentials file became usable before the restore") {
+		t.Errorf("the pass did not meet the other restorer's write under the locks; diagnostics:\n%s", h.diag.String())
+	}
+}
+
+// closedAfterRead is closed when path (the file there now) is next closed by
+// a reader: inotify's IN_CLOSE_NOWRITE on its inode.
+func closedAfterRead(t *testing.T, path string) <-chan struct{} {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_CLOSE_NOWRITE); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer unix.Close(fd)
+		buf := make([]byte, 4096)
+		if n, err := unix.Read(fd, buf); err == nil && n > 0 {
+			close(ch)
+		}
+	}()
+	return ch
 }
 
 // Fault: the agent's refresher and its backup worker share one Lineage; with

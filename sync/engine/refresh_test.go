@@ -7,8 +7,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,15 +122,46 @@ func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
 	if err := os.Mkdir(refreshLock, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// The claim is checked where it matters: at each token request, Claude's
+	// directory (marked inside, unlike ours) must be gone.
+	mark := filepath.Join(refreshLock, "claude-holds-this")
+	if err := os.WriteFile(mark, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var whileHeld atomic.Int32
+	fake.BeforeRefresh = func(string, string) {
+		if _, err := os.Stat(mark); err == nil {
+			whileHeld.Add(1)
+		}
+	}
 	done := make(chan error, 1)
 	go func() { _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); done <- err }()
-	time.Sleep(300 * time.Millisecond)
-	if fake.Counters().Refreshes != 0 {
-		t.Fatalf("refreshed while Claude held .oauth_refresh.lock")
+	// The refresh holds our flock: it is at Claude's lock (or on its way).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lk, err := lock.Try(h.cfg.StateDir, lock.Refresh)
+		if errors.Is(err, lock.ErrHeld) {
+			break
+		}
+		if err == nil {
+			lk.Unlock()
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the refresh ended (%v) while Claude held .oauth_refresh.lock", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh never took our refresh lock")
+		}
+		runtime.Gosched()
 	}
-	os.Remove(refreshLock)
+	os.RemoveAll(refreshLock)
 	if err := <-done; err != nil {
 		t.Fatalf("refresh after release: %v", err)
+	}
+	if n := whileHeld.Load(); n != 0 {
+		t.Fatalf("%d token requests while Claude held .oauth_refresh.lock", n)
 	}
 	// A dead holder: mtime older than the stale time. Taken over at once.
 	if err := os.Mkdir(refreshLock, 0o700); err != nil {
