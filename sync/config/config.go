@@ -62,6 +62,10 @@ type Config struct {
 
 	// MetricsDir is the node exporter's textfile-collector dir; "" = no metrics.
 	MetricsDir string
+	// HostID names this workstation in the store: each host's login is
+	// backed up and restored only for that host (default: /etc/machine-id).
+	// HostLabel is its readable name (default: the hostname).
+	HostID, HostLabel string
 
 	// The single refresher: Claude's token endpoint and how early to refresh.
 	OAuthTokenURL  string
@@ -101,7 +105,7 @@ var fileKeys = func() map[string]bool {
 		"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
 		"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
 		"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
-		"CLAUDE_AUTH_METRICS_DIR": true,
+		"CLAUDE_AUTH_METRICS_DIR": true, "CLAUDE_AUTH_HOST_ID": true, "CLAUDE_AUTH_HOST_LABEL": true,
 	}
 	for _, k := range VaultClientKeys {
 		m[k] = true
@@ -210,6 +214,9 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	c.LogFile = filepath.Join(c.StateDir, "sync.log")
 	c.LocalStoreFile = firstNonEmpty(get("CLAUDE_AUTH_LOCAL_STORE"), filepath.Join(c.StateDir, "backup.json"))
 	c.MetricsDir = get("CLAUDE_AUTH_METRICS_DIR")
+	if c.HostID, c.HostLabel, err = hostIdentity(get("CLAUDE_AUTH_HOST_ID"), get("CLAUDE_AUTH_HOST_LABEL")); err != nil {
+		return nil, err
+	}
 	c.JournalSocket = get("CLAUDE_AUTH_JOURNAL_SOCKET")
 	if c.JournalSocket == "" {
 		if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
@@ -353,4 +360,59 @@ func ReadFile(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	return out, nil
+}
+
+// MachineIDFile is where the host identity comes from by default.
+var MachineIDFile = "/etc/machine-id"
+
+// hostIdentity is the host's id (a Vault path segment and a metadata key, so
+// 1-64 of [A-Za-z0-9_.-]) and its label, from the settings or the machine.
+func hostIdentity(id, label string) (string, string, error) {
+	if id == "" {
+		// systemd's machine-id, D-Bus's copy of it, else the hostname.
+		for _, f := range []string{MachineIDFile, "/var/lib/dbus/machine-id"} {
+			if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
+				id = strings.TrimSpace(string(b))
+				break
+			}
+		}
+		if id == "" {
+			h, err := os.Hostname()
+			if err != nil || !validHostID(h) {
+				return "", "", fmt.Errorf("%w: cannot tell this host's identity (no %s, hostname %q): set CLAUDE_AUTH_HOST_ID", ErrConfig, MachineIDFile, h)
+			}
+			id = h
+		}
+	}
+	if !validHostID(id) {
+		return "", "", fmt.Errorf("%w: host id %q: want 1-64 letters, digits, '.', '_' or '-' (CLAUDE_AUTH_HOST_ID, or %s)", ErrConfig, id, MachineIDFile)
+	}
+	if label == "" {
+		label, _ = os.Hostname()
+	}
+	label = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == ';' || r == '=' {
+			return '_'
+		}
+		return r
+	}, label)
+	if len(label) > 64 {
+		label = label[:64]
+	}
+	if label == "" {
+		label = id
+	}
+	return id, label, nil
+}
+
+func validHostID(id string) bool {
+	if id == "" || len(id) > 64 || id == "." || id == ".." {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
