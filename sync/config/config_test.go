@@ -420,3 +420,38 @@ func TestLoadSystemFileError(t *testing.T) {
 		t.Errorf("Load() with a bad system file = %v; want %v naming line 2", err, ErrConfig)
 	}
 }
+
+func TestHostIdentity(t *testing.T) {
+	dir := t.TempDir()
+	mid := filepath.Join(dir, "machine-id")
+	if err := os.WriteFile(mid, []byte("3d1219c7c4c5404aaa1f6d2a48adfda4\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	old := MachineIDFile
+	MachineIDFile = mid
+	defer func() { MachineIDFile = old }()
+	host, _ := os.Hostname()
+	for _, c := range []struct {
+		id, label         string
+		wantID, wantLabel string
+		err               bool
+	}{
+		{wantID: "3d1219c7c4c5404aaa1f6d2a48adfda4", wantLabel: host},
+		{id: "devvm-07", label: "devvm 07", wantID: "devvm-07", wantLabel: "devvm 07"},
+		{id: "a/b", err: true},
+		{id: "..", err: true},
+		{id: strings.Repeat("x", 65), err: true},
+		{id: "ok", label: "evil;status=OK\nx", wantID: "ok", wantLabel: "evil_status_OK_x"},
+	} {
+		id, label, err := hostIdentity(c.id, c.label)
+		if c.err {
+			if err == nil || !errors.Is(err, ErrConfig) {
+				t.Errorf("hostIdentity(%q) = %q, %v; want a configuration error", c.id, id, err)
+			}
+			continue
+		}
+		if err != nil || id != c.wantID || label != c.wantLabel {
+			t.Errorf("hostIdentity(%q, %q) = %q, %q, %v; want %q, %q", c.id, c.label, id, label, err, c.wantID, c.wantLabel)
+		}
+	}
+}
