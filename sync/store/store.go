@@ -48,6 +48,10 @@ type Doc struct {
 	Exists  bool // false when the path has no current version
 	Version int  // KV version read (0 when none)
 	fields  map[string]any
+	// setup, when set, holds the setup-token fields of the user's main
+	// document: a host document has none of its own (one per user).
+	setup map[string]any
+	path  string // where it was read (Vault), for the write that follows
 }
 
 // NewDoc builds a document from raw fields (used by stores and tests).
@@ -59,7 +63,7 @@ func NewDoc(fields map[string]any, version int) *Doc {
 }
 
 func (d *Doc) str(key string) (string, bool, error) {
-	v, ok := d.fields[key]
+	v, ok := d.field(key)
 	if !ok || v == nil {
 		return "", false, nil
 	}
@@ -68,6 +72,17 @@ func (d *Doc) str(key string) (string, bool, error) {
 		return "", true, fmt.Errorf("field %s is a %T, want a string", key, v)
 	}
 	return s, true, nil
+}
+
+// field is a field's value; the setup token's come from the main document
+// when this is a host document.
+func (d *Doc) field(key string) (any, bool) {
+	if d.setup != nil && (key == FieldSetupToken || key == FieldSetupTokenExpiresAt) {
+		v, ok := d.setup[key]
+		return v, ok
+	}
+	v, ok := d.fields[key]
+	return v, ok
 }
 
 // OAuth decodes claude_ai_oauth_json. It returns (nil, nil) when the document has
@@ -110,9 +125,10 @@ func (d *Doc) SetupTokenProblem() string {
 func (d *Doc) SetupTokenExpiresAt() time.Time {
 	s, ok, err := d.str(FieldSetupTokenExpiresAt)
 	if err != nil || !ok || s == "" {
-		if v, ok := d.fields[FieldSetupTokenExpiresAt].(json.Number); ok {
+		raw, _ := d.field(FieldSetupTokenExpiresAt)
+		if v, ok := raw.(json.Number); ok {
 			s = v.String()
-		} else if f, ok := d.fields[FieldSetupTokenExpiresAt].(float64); ok {
+		} else if f, ok := raw.(float64); ok {
 			s = strconv.FormatFloat(f, 'f', 0, 64)
 		} else {
 			return time.Time{}

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,12 +30,25 @@ type VaultConfig struct {
 	TokenFile string        // the scoped token file
 	User      string        // OS user the token must belong to
 	Timeout   time.Duration // per request
+	// HostID names this workstation: a user on several hosts has one login
+	// per host, and each host's is kept only in that host's document. ""
+	// keeps the single-host layout (one document, no placement).
+	HostID string
+	// Knows says whether a login in the main document is this host's own
+	// (its lineage saw it): an unclaimed main document holding a login this
+	// host never had is another host's.
+	Knows func(*credentials.OAuth) bool
 }
 
 // Vault is the KV v2 store.
 type Vault struct {
 	cfg    VaultConfig
 	client *vault.Client
+
+	mu     sync.Mutex
+	placed bool // the document this host uses is known
+	onHost bool // it is hosts/<id>, not the main document
+	owner  string
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -74,7 +88,7 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 }
 
 func (v *Vault) Describe() string {
-	return fmt.Sprintf("vault %s %s/%s", v.client.Address(), v.cfg.Mount, v.cfg.Path)
+	return fmt.Sprintf("vault %s %s/%s", v.client.Address(), v.cfg.Mount, v.docPath())
 }
 
 // LoadToken reads and checks the token file and uses the token for requests.
@@ -232,18 +246,54 @@ func (v *Vault) Prepare(ctx context.Context) (TokenInfo, error) {
 	if ttl > 0 {
 		info.TTL = ttl
 	}
+	v.unplace() // a new look at which document is this host's
 	return info, nil
 }
 
-func (v *Vault) dataPath() string { return v.cfg.Mount + "/data/" + v.cfg.Path }
-func (v *Vault) metaPath() string { return v.cfg.Mount + "/metadata/" + v.cfg.Path }
+// docPath is the document this host's login lives in: the main one, or
+// hosts/<host id> beside it when another host owns the main one.
+func (v *Vault) docPath() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.onHost {
+		return v.hostPath()
+	}
+	return v.cfg.Path
+}
 
-// Read returns the latest version. A deleted or destroyed latest version reads
-// as absent, with Version set to the metadata's current_version.
+func (v *Vault) hostPath() string { return v.cfg.Path + "/hosts/" + v.cfg.HostID }
+
+// Read returns the latest version of this host's document. A deleted or
+// destroyed latest version reads as absent, with Version set to the
+// metadata's current_version. On a host document the setup token (one per
+// user) is the main document's.
 func (v *Vault) Read(ctx context.Context) (*Doc, error) {
-	s, err := v.client.Logical().ReadWithContext(ctx, v.dataPath())
+	if err := v.place(ctx); err != nil {
+		return nil, err
+	}
+	path := v.docPath()
+	doc, err := v.read(ctx, path)
+	if err != nil || path == v.cfg.Path {
+		return doc, err
+	}
+	main, err := v.read(ctx, v.cfg.Path)
 	if err != nil {
-		return nil, v.classify("read "+v.cfg.Mount+"/"+v.cfg.Path, err)
+		return nil, err
+	}
+	doc.setup = map[string]any{}
+	for _, k := range []string{FieldSetupToken, FieldSetupTokenExpiresAt} {
+		if x, ok := main.fields[k]; ok {
+			doc.setup[k] = x
+		}
+	}
+	return doc, nil
+}
+
+// read reads one document (path inside the mount).
+func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
+	s, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/data/"+path)
+	if err != nil {
+		return nil, v.classify("read "+v.cfg.Mount+"/"+path, err)
 	}
 	if s != nil && s.Data != nil {
 		if data, ok := s.Data["data"].(map[string]any); ok && data != nil {
@@ -251,16 +301,16 @@ func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 			if md, ok := s.Data["metadata"].(map[string]any); ok {
 				ver = int(seconds(md["version"]) / time.Second)
 			}
-			return &Doc{Exists: true, Version: ver, fields: data}, nil
+			return &Doc{Exists: true, Version: ver, fields: data, path: path}, nil
 		}
 	}
 	// No live latest version: the cas for a write is the metadata's
 	// current_version (a deleted version still counts); 0 only with no metadata.
-	m, err := v.client.Logical().ReadWithContext(ctx, v.metaPath())
+	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+path)
 	if err != nil {
-		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+path, err)
 	}
-	doc := &Doc{fields: map[string]any{}}
+	doc := &Doc{fields: map[string]any{}, path: path}
 	if m != nil && m.Data != nil {
 		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
 	}
@@ -280,13 +330,17 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 			return cur, err
 		}
 		merged := cur.merged(set)
-		s, err := v.client.Logical().WriteWithContext(ctx, v.dataPath(), map[string]any{
+		path := cur.path
+		s, err := v.client.Logical().WriteWithContext(ctx, v.cfg.Mount+"/data/"+path, map[string]any{
 			"options": map[string]any{"cas": cur.Version},
 			"data":    merged,
 		})
 		if err != nil {
-			err = v.classify("write "+v.cfg.Mount+"/"+v.cfg.Path, err)
+			err = v.classify("write "+v.cfg.Mount+"/"+path, err)
 			if errors.Is(err, ErrConflict) && attempt+1 < maxConflicts {
+				// Someone wrote first: if it was another host taking an
+				// unclaimed main document, this host moves to its own.
+				v.unplace()
 				continue
 			}
 			return cur, err
@@ -297,8 +351,89 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 				ver = n
 			}
 		}
-		return &Doc{Exists: true, Version: ver, fields: merged}, nil
+		return &Doc{Exists: true, Version: ver, fields: merged, path: path}, nil
 	}
+}
+
+// MetaOwnerKey is the main document's custom_metadata key naming the host
+// whose login it holds.
+const MetaOwnerKey = "owner_host"
+
+// place decides, once (again after unplace), which document is this
+// host's: the main one when this host owns it, or when nobody does and it
+// holds no login or one this host knows; else hosts/<id>.
+func (v *Vault) place(ctx context.Context) error {
+	v.mu.Lock()
+	done := v.placed || v.cfg.HostID == ""
+	v.mu.Unlock()
+	if done {
+		return nil
+	}
+	owner, err := v.Owner(ctx)
+	if err != nil {
+		return err
+	}
+	onHost := owner != "" && owner != v.cfg.HostID
+	if owner == "" {
+		main, err := v.read(ctx, v.cfg.Path)
+		if err != nil {
+			return err
+		}
+		if o, _ := main.OAuth(); o != nil && (v.cfg.Knows == nil || !v.cfg.Knows(o)) {
+			onHost = true // another host's login, from before it said so
+		}
+	}
+	v.mu.Lock()
+	v.placed, v.onHost, v.owner = true, onHost, owner
+	v.mu.Unlock()
+	return nil
+}
+
+// unplace has the next call decide the document again.
+func (v *Vault) unplace() {
+	v.mu.Lock()
+	v.placed = false
+	v.mu.Unlock()
+}
+
+// Placement says which document this host uses ("main" or "hosts") and
+// whether the main document names an owner yet.
+func (v *Vault) Placement() (doc string, claimed bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.onHost {
+		return "hosts", true
+	}
+	return "main", v.owner == v.cfg.HostID && v.owner != ""
+}
+
+// Owner reads the main document's owner host ("" when none is recorded).
+func (v *Vault) Owner(ctx context.Context) (string, error) {
+	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path)
+	if err != nil {
+		return "", v.classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+	}
+	if m == nil || m.Data == nil {
+		return "", nil
+	}
+	cm, _ := m.Data["custom_metadata"].(map[string]any)
+	owner, _ := cm[MetaOwnerKey].(string)
+	return owner, nil
+}
+
+// PatchMetadata merges keys into the main document's custom_metadata
+// (non-secret: host health, the owner). A nil value removes the key.
+func (v *Vault) PatchMetadata(ctx context.Context, keys map[string]any) error {
+	_, err := v.client.Logical().JSONMergePatch(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path, map[string]any{"custom_metadata": keys})
+	if err != nil {
+		return v.classify("write metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+	}
+	if owner, ok := keys[MetaOwnerKey].(string); ok {
+		v.mu.Lock()
+		v.owner = owner
+		v.mu.Unlock()
+	}
+	return nil
 }
 
 // classify maps a Vault client error to one of our sentinels, in one line
