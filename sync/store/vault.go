@@ -404,14 +404,26 @@ func flatten(s string) string {
 
 var multiErrHead = regexp.MustCompile(`^\d+ errors? occurred:$`)
 
-// PolicyHCL is the per-user policy: exactly create/read/update on the user's
-// data path, read on its metadata, and the token's own lookup and renew. No
-// patch, no delete, nothing on anyone else's path.
+// PolicyHCL is the per-user policy: create/read/update on the user's data
+// path and on its per-host documents (<path>/hosts/<host id>, for a user on
+// several workstations), read on their metadata, and on the main document's
+// metadata patch of custom_metadata only (each host's health; not
+// max_versions, delete_version_after or cas_required); the token's own lookup
+// and renew. No delete, no patch of data, nothing on anyone else's path.
 func PolicyHCL(mount, path string) string {
 	return fmt.Sprintf(`path "%[1]s/data/%[2]s" {
   capabilities = ["create", "read", "update"]
 }
+path "%[1]s/data/%[2]s/hosts/*" {
+  capabilities = ["create", "read", "update"]
+}
 path "%[1]s/metadata/%[2]s" {
+  capabilities = ["read", "patch"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+path "%[1]s/metadata/%[2]s/hosts/*" {
   capabilities = ["read"]
 }
 path "auth/token/lookup-self" {
