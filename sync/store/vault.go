@@ -434,3 +434,16 @@ path "auth/token/renew-self" {
 }
 `, mount, path)
 }
+
+// Client is the Vault client NewVault built (its address checked, its
+// retries off, no token unless one is set), for the commands that read
+// other paths than the user's document (fleet).
+func (v *Vault) Client() *vault.Client { return v.client }
+
+// ClassifyError maps an error of a request made with c as the store maps its
+// own (ErrUnreachable, ErrMisconfigured with the setting to fix, ErrConflict),
+// in one line. A 403 gets the agent's hint (re-provision this user's token):
+// callers with another kind of token say their own.
+func ClassifyError(c *vault.Client, op string, err error) error {
+	return (&Vault{client: c}).classify(op, err)
+}
