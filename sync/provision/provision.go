@@ -29,6 +29,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -69,7 +70,13 @@ type Options struct {
 	LoginDefs string
 	// Parallel is how many users are reconciled at once (default 4).
 	Parallel int
-	// Out gets one line per user: "user=<name> <STATUS> <message>".
+	// FleetReaderToken is where to keep a fleet-reader token (an absolute
+	// path, root's): provision writes the reader policy and keeps a live
+	// token with only that policy in this file. "" = none; the policy is
+	// then only brought up to date where it exists.
+	FleetReaderToken string
+	// Out gets one line per user: "user=<name> <STATUS> <message>", then
+	// one for the fleet reader: "fleet-reader <STATUS> <message>".
 	Out io.Writer
 }
 
@@ -136,6 +143,18 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	addr := firstNonEmpty(opt.Getenv("VAULT_ADDR"), file["VAULT_ADDR"])
 	if addr == "" {
 		return sum, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
+	}
+	// Where the users' documents are, for the fleet reader's policy.
+	var mount, base string
+	if opt.FleetReaderToken != "" {
+		mount, base, err = fleet.SplitPath(firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_PATH"), file["CLAUDE_AUTH_VAULT_PATH"]),
+			firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_MOUNT"), file["CLAUDE_AUTH_VAULT_MOUNT"]))
+		if err != nil {
+			return sum, fmt.Errorf("%w: --fleet-reader-token: %v", ErrSetup, err)
+		}
+		if !filepath.IsAbs(opt.FleetReaderToken) {
+			return sum, fmt.Errorf("%w: --fleet-reader-token %s: want an absolute path", ErrSetup, opt.FleetReaderToken)
+		}
 	}
 	// The lock keeps the hourly run and an admin's run from interleaving; a
 	// dry run changes nothing and needs none.
@@ -255,6 +274,11 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 			}
 			next++
 		}
+	}
+	if opt.FleetReaderToken != "" {
+		r := p.fleetReader(ctx, mount, base)
+		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		count(&r)
 	}
 
 	if p.apply {
