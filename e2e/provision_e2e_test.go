@@ -234,7 +234,8 @@ func policyCaps(t *testing.T, name string) map[string]string {
 	if rules == "" {
 		return nil
 	}
-	re := regexp.MustCompile(`path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}`)
+	re := regexp.MustCompile(`path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*(?:allowed_parameters\s*=\s*\{([^}]*)\}\s*)?\}`)
+	param := regexp.MustCompile(`"([^"]+)"\s*=\s*\[([^\]]*)\]`)
 	got := map[string]string{}
 	for _, m := range re.FindAllStringSubmatch(rules, -1) {
 		var caps []string
@@ -243,6 +244,18 @@ func policyCaps(t *testing.T, name string) map[string]string {
 		}
 		sort.Strings(caps)
 		got[m[1]] = strings.Join(caps, ",")
+		// allowed_parameters as "; allowed name=[values]", sorted by name.
+		var params []string
+		for _, pm := range param.FindAllStringSubmatch(m[3], -1) {
+			params = append(params, pm[1]+"=["+strings.TrimSpace(pm[2])+"]")
+		}
+		sort.Strings(params)
+		if strings.TrimSpace(param.ReplaceAllString(m[3], "")) != "" {
+			t.Errorf("policy %s: allowed_parameters of %s not understood: %q", name, m[1], m[3])
+		}
+		if len(params) > 0 {
+			got[m[1]] += "; allowed " + strings.Join(params, " ")
+		}
 	}
 	if rest := re.ReplaceAllString(rules, ""); strings.TrimSpace(rest) != "" {
 		t.Errorf("policy %s has more than path blocks: %q", name, rest)
@@ -253,10 +266,12 @@ func policyCaps(t *testing.T, name string) map[string]string {
 func wantCaps(user string) map[string]string {
 	p := "workstation/claude-users/" + user
 	return map[string]string{
-		"secret/data/" + p:       "create,read,update",
-		"secret/metadata/" + p:   "read",
-		"auth/token/lookup-self": "read",
-		"auth/token/renew-self":  "update",
+		"secret/data/" + p:                  "create,read,update",
+		"secret/data/" + p + "/hosts/*":     "create,read,update",
+		"secret/metadata/" + p:              "patch,read; allowed custom_metadata=[]",
+		"secret/metadata/" + p + "/hosts/*": "read",
+		"auth/token/lookup-self":            "read",
+		"auth/token/renew-self":             "update",
 	}
 }
 

@@ -79,7 +79,7 @@ var settings = []struct{ name, meaning string }{
 	{"CLAUDE_AUTH_HOST_LABEL", "this workstation's readable name in fleet and status (default: the hostname)"},
 	{"CLAUDE_AUTH_JOURNAL_SOCKET", "the journal's socket (default: /run/systemd/journal/socket; off = none)"},
 	{"VAULT_ADDR", "the Vault server; without it backups go to the local file store"},
-	{"VAULT_TOKEN", "ignored by the login commands (only the scoped token file is used); provision's admin token"},
+	{"VAULT_TOKEN", "ignored by the login commands (only the scoped token file is used); provision's admin token; fleet's token when --token-file is not given"},
 }
 
 var files = []struct{ path, meaning string }{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -15,7 +16,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
 )
 
-const provisionHelp = `Usage: claude-auth-sync provision --roster FILE [--dry-run] [--admin-token-file FILE]
+const provisionHelp = `Usage: claude-auth-sync provision --roster FILE [--dry-run] [--admin-token-file FILE] [--fleet-reader-token FILE]
 
 Root only. Reconcile the workstation with the roster:
 
@@ -25,14 +26,24 @@ Root only. Reconcile the workstation with the roster:
     carol: {claude_auth: false}    # the same; other keys (tier, …) are ignored
 
 For each user with claude_auth on and not parked: write the Vault policy
-workstation-claude-<user> (exactly create/read/update on the user's data path,
-read on its metadata, lookup-self and renew-self); mint a periodic (768h) orphan
+workstation-claude-<user> (exactly create/read/update on the user's data path
+and its per-host documents <path>/hosts/*, read on their metadata, patch of
+custom_metadata only on the main document's metadata, lookup-self and
+renew-self; a policy that differs, an older version's included, is
+rewritten); mint a periodic (768h) orphan
 token with display name devvm-claude-auth-<user> when the token file is missing,
 empty, expired, revoked or someone else's; install ~/.config/claude-auth-sync
 (0700) and the token file (0600) owned by the user, never following a symlink;
 enable and start claude-auth-sync@<user>.service. Parked, claude_auth: false and
 users gone from the roster get their unit stopped and disabled; their Vault data
 stays. A second run changes nothing.
+
+--fleet-reader-token FILE also writes the policy claude-auth-sync-fleet-reader
+(list and read on the users' metadata, nothing on any data path) and keeps a
+periodic token with only that policy in FILE (root's, 0600, in a directory
+only root writes, never written through a link), for claude-auth-sync fleet.
+A live reader token already there is kept. One more line says what was done:
+"fleet-reader <STATUS> <message>".
 
 Writing policies and minting tokens need an admin Vault token: VAULT_TOKEN or
 --admin-token-file. Without one the run only reports (what it would do, and
@@ -52,6 +63,7 @@ func provisionFlags(fs *flagSet) action {
 	o.systemConfig = fs.String("config", "", "system config `file` (env CLAUDE_AUTH_SYSTEM_CONFIG; default: "+config.SystemFile+")")
 	o.stateDir = fs.String("state-dir", provision.DefaultStateDir, "`dir` where provision remembers the users it manages")
 	o.parallel = fs.Int("parallel", 4, "users reconciled at once")
+	o.fleetReader = fs.String("fleet-reader-token", "", "`file` to keep a fleet-reader token in (for claude-auth-sync fleet)")
 	return func(args []string, stdout, stderr io.Writer) int {
 		if code, ok := parse(fs, args, stdout, stderr, provisionHelp); !ok {
 			return code
@@ -61,9 +73,9 @@ func provisionFlags(fs *flagSet) action {
 }
 
 type provisionOpts struct {
-	roster, adminFile, systemConfig, stateDir *string
-	dryRun                                    *bool
-	parallel                                  *int
+	roster, adminFile, systemConfig, stateDir, fleetReader *string
+	dryRun                                                 *bool
+	parallel                                               *int
 }
 
 func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
@@ -82,6 +94,13 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)
 		return exitConfig
 	}
+	readerFile := *o.fleetReader
+	if readerFile != "" {
+		if readerFile, err = filepath.Abs(readerFile); err != nil {
+			fmt.Fprintf(stderr, "claude-auth-sync provision: --fleet-reader-token: %v\n", err)
+			return exitUsage
+		}
+	}
 	sysConfig := *systemConfig
 	if sysConfig == "" {
 		sysConfig = os.Getenv("CLAUDE_AUTH_SYSTEM_CONFIG")
@@ -97,6 +116,8 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 		Systemctl:    provision.Systemctl{Path: os.Getenv("CLAUDE_AUTH_SYSTEMCTL")},
 		Parallel:     *parallel,
 		Out:          stdout,
+
+		FleetReaderToken: readerFile,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync provision: %v\n", err)

@@ -39,6 +39,7 @@ func commands() []command {
 		{name: "refresh", summary: "one brokered refresh now, under Claude's locks, then back it up", help: refreshHelp, flags: refreshFlags},
 		{name: "restore", summary: "put the latest backup into the credentials file (after a logout, or on a new home)", help: restoreHelp, flags: restoreFlags},
 		{name: "status", summary: "show mode, store, expiry, last backup and check, Vault token TTL (never a secret)", help: statusHelp, flags: statusFlags},
+		{name: "fleet", summary: "admins: every user's agents on every workstation, worst first (Vault metadata, never a secret)", help: fleetHelp, flags: fleetFlags},
 		{name: "provision", summary: "root: reconcile the roster (Vault policies and tokens, token files, per-user units)", help: provisionHelp, flags: provisionFlags},
 		{name: "version", summary: "print the version (also --version, -v)", help: versionHelp, flags: versionFlags},
 		{name: "help", summary: "show the help of the program or of a command; --man prints the man page", help: helpHelp, hidden: true, flags: helpFlags},
@@ -72,6 +73,7 @@ var exitCodes = []struct {
 	{3, "not logged in (no credentials file; a logout is never undone automatically)"},
 	{engine.ExitAgentRunning, "(run) another agent already runs for this user"},
 	{engine.ExitTempFail, "temporary: backup pending or the check could not run; the next pass retries"},
+	{exitNoPerm, "(fleet) permission denied: the token may not read the fleet's metadata"},
 	{exitConfig, "configuration error"},
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -69,7 +70,13 @@ type Options struct {
 	LoginDefs string
 	// Parallel is how many users are reconciled at once (default 4).
 	Parallel int
-	// Out gets one line per user: "user=<name> <STATUS> <message>".
+	// FleetReaderToken is where to keep a fleet-reader token (an absolute
+	// path, root's): provision writes the reader policy and keeps a live
+	// token with only that policy in this file. "" = none; the policy is
+	// then only brought up to date where it exists.
+	FleetReaderToken string
+	// Out gets one line per user: "user=<name> <STATUS> <message>", then
+	// one for the fleet reader: "fleet-reader <STATUS> <message>".
 	Out io.Writer
 }
 
@@ -136,6 +143,18 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	addr := firstNonEmpty(opt.Getenv("VAULT_ADDR"), file["VAULT_ADDR"])
 	if addr == "" {
 		return sum, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
+	}
+	// Where the users' documents are, for the fleet reader's policy.
+	var mount, base string
+	if opt.FleetReaderToken != "" {
+		mount, base, err = fleet.SplitPath(firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_PATH"), file["CLAUDE_AUTH_VAULT_PATH"]),
+			firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_MOUNT"), file["CLAUDE_AUTH_VAULT_MOUNT"]))
+		if err != nil {
+			return sum, fmt.Errorf("%w: --fleet-reader-token: %v", ErrSetup, err)
+		}
+		if !filepath.IsAbs(opt.FleetReaderToken) {
+			return sum, fmt.Errorf("%w: --fleet-reader-token %s: want an absolute path", ErrSetup, opt.FleetReaderToken)
+		}
 	}
 	// The lock keeps the hourly run and an admin's run from interleaving; a
 	// dry run changes nothing and needs none.
@@ -230,6 +249,17 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 			done <- finished{i, r}
 		}()
 	}
+	count := func(r *Result) {
+		if r.Changed {
+			sum.Changed++
+		}
+		if r.Status == "FAIL" {
+			sum.Failed++
+		}
+		if r.NeedAdmin {
+			sum.NeedAdmin++
+		}
+	}
 	next := 0
 	failedRemoved := []string{}
 	for range jobs {
@@ -238,20 +268,17 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 		for next < len(jobs) && results[next] != nil {
 			r := results[next]
 			fmt.Fprintf(opt.Out, "user=%s %s %s\n", r.User, r.Status, r.Message)
-			if r.Changed {
-				sum.Changed++
-			}
-			if r.Status == "FAIL" {
-				sum.Failed++
-				if jobs[next].removed {
-					failedRemoved = append(failedRemoved, r.User)
-				}
-			}
-			if r.NeedAdmin {
-				sum.NeedAdmin++
+			count(r)
+			if r.Status == "FAIL" && jobs[next].removed {
+				failedRemoved = append(failedRemoved, r.User)
 			}
 			next++
 		}
+	}
+	if opt.FleetReaderToken != "" {
+		r := p.fleetReader(ctx, mount, base)
+		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		count(&r)
 	}
 
 	if p.apply {
@@ -381,60 +408,17 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 
 	// The policy: exactly the spec's capabilities on this user's path.
 	policy := store.PolicyFor(e.Name)
-	want := store.PolicyHCL(cfg.VaultMount, cfg.VaultPath)
-	if p.admin != nil {
-		have, err := p.admin.Sys().GetPolicyWithContext(ctx, policy)
-		if err != nil {
-			return p.fail(e.Name, fmt.Errorf("read policy %s: %v", policy, vaultErr(err)))
-		}
-		if have != want {
-			if p.apply {
-				if err := p.admin.Sys().PutPolicyWithContext(ctx, policy, want); err != nil {
-					return p.fail(e.Name, fmt.Errorf("write policy %s: %v", policy, vaultErr(err)))
-				}
-			}
-			done, would := "wrote", "write"
-			if have != "" {
-				done, would = "rewrote", "rewrite"
-			}
-			l.did("%s policy %s", p.verb(done, would), policy)
-		}
+	if err := p.ensurePolicy(ctx, l, policy, store.PolicyHCL(cfg.VaultMount, cfg.VaultPath)); err != nil {
+		return p.fail(e.Name, err)
 	}
 
-	// The token: keep a live one of this user's, mint when there is none. A
-	// token others could read is as good as theirs: replace it and revoke it.
-	why := ""
-	var exposed credentials.Secret
-	switch {
-	case !st.tokenExists:
-		why = "no token file"
-	case st.token == "":
-		why = "the token file is empty or not a token"
-	default:
-		reason, err := p.checkToken(ctx, st.token, e.Name)
-		if err != nil {
-			return p.fail(e.Name, err)
-		}
-		why = reason
-		if why == "" && st.exposed() {
-			why = fmt.Sprintf("the token file was readable by other users (mode %04o, the directories above it open to them)", st.tokenMode)
-			exposed = st.token
-			l.warn = true
-		}
-	}
-	var minted *vault.SecretAuth
-	if why != "" {
-		if p.admin == nil {
-			l.needs = append(l.needs, "a new Vault token ("+why+")")
-		} else if p.apply {
-			minted, err = p.mint(ctx, e.Name, policy)
-			if err != nil {
-				return p.fail(e.Name, fmt.Errorf("mint a token (%s): %v", why, err))
-			}
-			l.did("minted a token (%s; periodic %s, orphan, policy %s)", why, TokenPeriod, policy)
-		} else {
-			l.did("would mint a token (%s)", why)
-		}
+	// The token: keep a live one of this user's, mint when there is none.
+	minted, exposed, err := p.ensureToken(ctx, l, &st,
+		func(tok credentials.Secret) (string, error) { return p.checkToken(ctx, tok, e.Name) },
+		func() (*vault.SecretAuth, error) { return p.mint(ctx, e.Name, policy) },
+		fmt.Sprintf("periodic %s, orphan, policy %s", TokenPeriod, policy))
+	if err != nil {
+		return p.fail(e.Name, err)
 	}
 
 	// Files: dirs 0700, token 0600, all the user's; only by descriptor.
@@ -448,22 +432,8 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
 	}
 	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || st.tokenFixMode) {
-		if err := p.install(tree, minted, st.tokenFixMode); err != nil {
-			if minted != nil {
-				p.revoke(ctx, minted.Accessor)
-				err = fmt.Errorf("%v (the new token was revoked)", err)
-			}
+		if err := p.installToken(ctx, l, tree, minted, exposed, st.tokenFixMode); err != nil {
 			return p.fail(e.Name, err)
-		}
-		if minted != nil {
-			l.did("installed %s (0600)", tree.tokenPath())
-			if exposed != "" {
-				if err := p.revokeToken(ctx, exposed); err != nil {
-					l.did("could not revoke the exposed token: %v (revoke it by hand)", err)
-				} else {
-					l.did("revoked the exposed token")
-				}
-			}
 		}
 	}
 
@@ -495,6 +465,93 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 		l.did("%s %s", p.verb("enabled and started", "enable and start"), unit)
 	}
 	return p.result(l)
+}
+
+// ensurePolicy writes the policy name when it is missing or not want (with
+// an admin token; without one, policies are not read).
+func (p *provisioner) ensurePolicy(ctx context.Context, l *line, name, want string) error {
+	if p.admin == nil {
+		return nil
+	}
+	have, err := p.admin.Sys().GetPolicyWithContext(ctx, name)
+	if err != nil {
+		return fmt.Errorf("read policy %s: %v", name, vaultErr(err))
+	}
+	if have == want {
+		return nil
+	}
+	if p.apply {
+		if err := p.admin.Sys().PutPolicyWithContext(ctx, name, want); err != nil {
+			return fmt.Errorf("write policy %s: %v", name, vaultErr(err))
+		}
+	}
+	done, would := "wrote", "write"
+	if have != "" {
+		done, would = "rewrote", "rewrite"
+	}
+	l.did("%s policy %s", p.verb(done, would), name)
+	return nil
+}
+
+// ensureToken decides about the token file found (st): keep a live token
+// that check accepts ("" = fine, else why not), mint one (when applying)
+// when there is none. A token others could read is as good as theirs: it is
+// replaced, and returned as exposed, to be revoked once the new one is in.
+func (p *provisioner) ensureToken(ctx context.Context, l *line, st *treeStatus, check func(credentials.Secret) (string, error),
+	mint func() (*vault.SecretAuth, error), what string) (minted *vault.SecretAuth, exposed credentials.Secret, err error) {
+	why := ""
+	switch {
+	case !st.tokenExists:
+		why = "no token file"
+	case st.token == "":
+		why = "the token file is empty or not a token"
+	default:
+		if why, err = check(st.token); err != nil {
+			return nil, "", err
+		}
+		if why == "" && st.exposed() {
+			why = fmt.Sprintf("the token file was readable by other users (mode %04o, the directories above it open to them)", st.tokenMode)
+			exposed = st.token
+			l.warn = true
+		}
+	}
+	switch {
+	case why == "":
+	case p.admin == nil:
+		l.needs = append(l.needs, "a new Vault token ("+why+")")
+	case p.apply:
+		if minted, err = mint(); err != nil {
+			return nil, "", fmt.Errorf("mint a token (%s): %v", why, err)
+		}
+		l.did("minted a token (%s; %s)", why, what)
+	default:
+		l.did("would mint a token (%s)", why)
+	}
+	return minted, exposed, nil
+}
+
+// installToken puts a minted token (or the fixed mode) in place, revoking
+// the minted token if that fails and the exposed one once it worked.
+func (p *provisioner) installToken(ctx context.Context, l *line, tree *userTree, minted *vault.SecretAuth, exposed credentials.Secret, fixMode bool) error {
+	if err := p.install(tree, minted, fixMode); err != nil {
+		if minted != nil {
+			p.revoke(ctx, minted.Accessor)
+			err = fmt.Errorf("%v (the new token was revoked)", err)
+		}
+		return err
+	}
+	if minted == nil {
+		return nil
+	}
+	l.did("installed %s (0600)", tree.tokenPath())
+	if exposed != "" {
+		if err := p.revokeToken(ctx, exposed); err != nil {
+			l.did("could not revoke the exposed token: %v (revoke it by hand)", err)
+		} else {
+			l.did("revoked the exposed token")
+		}
+	}
+	return nil
 }
 
 func (p *provisioner) result(l *line) Result {
@@ -537,23 +594,36 @@ func stripWould(s []string) []string {
 // user's policy, so this needs no admin token). "" means it is live and this
 // user's; otherwise the reason it must be replaced.
 func (p *provisioner) checkToken(ctx context.Context, tok credentials.Secret, name string) (string, error) {
+	info, why, err := p.lookupToken(ctx, tok)
+	if why != "" || err != nil {
+		return why, err
+	}
+	if err := store.CheckDrift(info, name); err != nil {
+		return "the token file holds a token that is not " + name + "'s", nil
+	}
+	return "", nil
+}
+
+// lookupToken asks Vault about tok with tok itself: its display name and
+// policies, or why it is no use ("the token is expired or revoked").
+func (p *provisioner) lookupToken(ctx context.Context, tok credentials.Secret) (store.TokenInfo, string, error) {
+	info := store.TokenInfo{}
 	c, err := p.base.Clone()
 	if err != nil {
-		return "", err
+		return info, "", err
 	}
 	c.SetToken(tok.Reveal())
 	s, err := c.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		var re *vault.ResponseError
 		if errors.As(err, &re) && (re.StatusCode == 403 || re.StatusCode == 400 || re.StatusCode == 401) {
-			return "the token is expired or revoked", nil
+			return info, "the token is expired or revoked", nil
 		}
-		return "", fmt.Errorf("look up the token: %v", vaultErr(err))
+		return info, "", fmt.Errorf("look up the token: %v", vaultErr(err))
 	}
 	if s == nil || s.Data == nil {
-		return "", errors.New("look up the token: empty answer from Vault")
+		return info, "", errors.New("look up the token: empty answer from Vault")
 	}
-	info := store.TokenInfo{}
 	info.DisplayName, _ = s.Data["display_name"].(string)
 	if ps, ok := s.Data["policies"].([]any); ok {
 		for _, p := range ps {
@@ -562,24 +632,26 @@ func (p *provisioner) checkToken(ctx context.Context, tok credentials.Secret, na
 			}
 		}
 	}
-	if err := store.CheckDrift(info, name); err != nil {
-		return "the token file holds a token that is not " + name + "'s", nil
-	}
-	return "", nil
+	return info, "", nil
 }
 
 // mint creates the user's periodic orphan token: only the user's policy (and
-// Vault's default), the fleet's display name. The token is passed to Vault in
-// request bodies only, never in a URL or argv.
+// Vault's default), the fleet's display name.
 func (p *provisioner) mint(ctx context.Context, name, policy string) (*vault.SecretAuth, error) {
-	renewable := true
-	s, err := p.admin.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{
+	return p.mintToken(ctx, &vault.TokenCreateRequest{
 		Policies:    []string{policy},
-		Period:      TokenPeriod,
 		DisplayName: store.DisplayNameFor(name),
-		Renewable:   &renewable,
 		Metadata:    map[string]string{"os_user": name, "created_by": "claude-auth-sync provision"},
 	})
+}
+
+// mintToken creates a periodic (TokenPeriod), renewable orphan token as req
+// says. The token travels in request and response bodies only, never in a
+// URL or argv.
+func (p *provisioner) mintToken(ctx context.Context, req *vault.TokenCreateRequest) (*vault.SecretAuth, error) {
+	renewable := true
+	req.Period, req.Renewable = TokenPeriod, &renewable
+	s, err := p.admin.Auth().Token().CreateOrphanWithContext(ctx, req)
 	if err != nil {
 		return nil, vaultErr(err)
 	}

@@ -539,14 +539,26 @@ func flatten(s string) string {
 
 var multiErrHead = regexp.MustCompile(`^\d+ errors? occurred:$`)
 
-// PolicyHCL is the per-user policy: exactly create/read/update on the user's
-// data path, read on its metadata, and the token's own lookup and renew. No
-// patch, no delete, nothing on anyone else's path.
+// PolicyHCL is the per-user policy: create/read/update on the user's data
+// path and on its per-host documents (<path>/hosts/<host id>, for a user on
+// several workstations), read on their metadata, and on the main document's
+// metadata patch of custom_metadata only (each host's health; not
+// max_versions, delete_version_after or cas_required); the token's own lookup
+// and renew. No delete, no patch of data, nothing on anyone else's path.
 func PolicyHCL(mount, path string) string {
 	return fmt.Sprintf(`path "%[1]s/data/%[2]s" {
   capabilities = ["create", "read", "update"]
 }
+path "%[1]s/data/%[2]s/hosts/*" {
+  capabilities = ["create", "read", "update"]
+}
 path "%[1]s/metadata/%[2]s" {
+  capabilities = ["read", "patch"]
+  allowed_parameters = {
+    "custom_metadata" = []
+  }
+}
+path "%[1]s/metadata/%[2]s/hosts/*" {
   capabilities = ["read"]
 }
 path "auth/token/lookup-self" {
@@ -556,4 +568,17 @@ path "auth/token/renew-self" {
   capabilities = ["update"]
 }
 `, mount, path)
+}
+
+// Client is the Vault client NewVault built (its address checked, its
+// retries off, no token unless one is set), for the commands that read
+// other paths than the user's document (fleet).
+func (v *Vault) Client() *vault.Client { return v.client }
+
+// ClassifyError maps an error of a request made with c as the store maps its
+// own (ErrUnreachable, ErrMisconfigured with the setting to fix, ErrConflict),
+// in one line. A 403 gets the agent's hint (re-provision this user's token):
+// callers with another kind of token say their own.
+func ClassifyError(c *vault.Client, op string, err error) error {
+	return (&Vault{client: c}).classify(op, err)
 }

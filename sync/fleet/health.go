@@ -1,0 +1,157 @@
+// Package fleet is the admin's view of every workstation's agents: the
+// non-secret health each agent leaves in its user's Vault metadata (Health,
+// one custom_metadata key per host), the reader that gathers it for all users
+// without touching a secret (Read), the report `claude-auth-sync fleet`
+// prints, and the read-only policy that reader needs.
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxHealthLen is the longest encoded Health: Vault's bound on one
+// custom_metadata value.
+const MaxHealthLen = 512
+
+// OwnerKey is the main document's custom_metadata key naming the host whose
+// login that document holds; every other host of the user backs up to
+// <path>/hosts/<host id>.
+const OwnerKey = "owner_host"
+
+// hostKeyPrefix starts the custom_metadata key of one host's health.
+const hostKeyPrefix = "host."
+
+// Where a host's login is backed up.
+const (
+	DocMain  = "main"  // the user's main document (this host owns it)
+	DocHosts = "hosts" // its own <path>/hosts/<host id>
+)
+
+// MetadataKey is the custom_metadata key of hostID's health in the user's
+// main document.
+func MetadataKey(hostID string) string { return hostKeyPrefix + hostID }
+
+// HostOfKey is the host id of a health key, ok false for any other key.
+func HostOfKey(key string) (hostID string, ok bool) {
+	id, ok := strings.CutPrefix(key, hostKeyPrefix)
+	return id, ok && id != ""
+}
+
+// Health is one host's last word about one user's login: nothing in it is a
+// secret. A zero time or an empty string means unknown, and is left out of
+// the encoding.
+type Health struct {
+	Label        string    // the host's readable name
+	Status       string    // OK, WARN, FAIL, RECOVERED or SKIP: the last event's
+	StatusAt     time.Time // when that status was reached
+	BackupAt     time.Time // this host's last backup
+	ExpiresAt    time.Time // the access token's expiry
+	Deadline     time.Time // the login's refreshTokenExpiresAt
+	SetupExpires time.Time // the setup token's end (setup-token mode only)
+	Version      string    // the agent's version
+	Doc          string    // DocMain or DocHosts
+}
+
+// Field caps: with them no Health can encode longer than MaxHealthLen.
+const (
+	maxLabel   = 64
+	maxVersion = 64
+	maxWord    = 16 // status and doc
+)
+
+// Encode is the custom_metadata value: "key=value" pairs joined by ";", in
+// a fixed order, unknown values left out. Values never hold ";", "=" or a
+// control character (they become "_"), and are cut to their caps.
+func (h Health) Encode() string {
+	var parts []string
+	str := func(key, v string, max int) {
+		if v = clean(v, max); v != "" {
+			parts = append(parts, key+"="+v)
+		}
+	}
+	unix := func(key string, t time.Time) {
+		if !t.IsZero() {
+			parts = append(parts, key+"="+strconv.FormatInt(t.Unix(), 10))
+		}
+	}
+	str("label", h.Label, maxLabel)
+	str("status", h.Status, maxWord)
+	unix("status_at", h.StatusAt)
+	unix("backup_at", h.BackupAt)
+	unix("expires_at", h.ExpiresAt)
+	unix("deadline", h.Deadline)
+	unix("setup_expires", h.SetupExpires)
+	str("version", h.Version, maxVersion)
+	str("doc", h.Doc, maxWord)
+	return strings.Join(parts, ";")
+}
+
+// clean makes v safe as a value: no separator, no control character, valid
+// UTF-8, at most max bytes (cut on a character boundary).
+func clean(v string, max int) string {
+	v = strings.ToValidUTF8(v, "_")
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == ';' || r == '=' {
+			return '_'
+		}
+		return r
+	}, strings.TrimSpace(v))
+	for len(v) > max {
+		_, size := utf8.DecodeLastRuneInString(v)
+		v = v[:len(v)-size]
+	}
+	return v
+}
+
+// maxUnix is the end of year 9999, the last second RFC 3339 (and so the
+// JSON report) can write.
+const maxUnix = 253402300799
+
+// ErrHealth marks a value that is not a Health.
+var ErrHealth = errors.New("not a health value")
+
+// ParseHealth reads an encoded Health. Keys it does not know are skipped (a
+// newer agent may say more), and so are parts without "="; a known time that
+// is not whole seconds is an error.
+func ParseHealth(s string) (Health, error) {
+	var h Health
+	if strings.TrimSpace(s) == "" {
+		return h, fmt.Errorf("%w: empty", ErrHealth)
+	}
+	if len(s) > MaxHealthLen {
+		return h, fmt.Errorf("%w: %d bytes, more than %d", ErrHealth, len(s), MaxHealthLen)
+	}
+	times := map[string]*time.Time{
+		"status_at": &h.StatusAt, "backup_at": &h.BackupAt, "expires_at": &h.ExpiresAt,
+		"deadline": &h.Deadline, "setup_expires": &h.SetupExpires,
+	}
+	strs := map[string]*string{"label": &h.Label, "status": &h.Status, "version": &h.Version, "doc": &h.Doc}
+	for _, part := range strings.Split(s, ";") {
+		key, val, ok := strings.Cut(part, "=")
+		key = strings.TrimSpace(key)
+		if !ok || key == "" {
+			continue
+		}
+		if p, ok := strs[key]; ok {
+			*p = clean(val, MaxHealthLen)
+			continue
+		}
+		if p, ok := times[key]; ok {
+			val = strings.TrimSpace(val)
+			if val == "" {
+				continue
+			}
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 || n > maxUnix {
+				return Health{}, fmt.Errorf("%w: %s=%q is not unix seconds", ErrHealth, key, val)
+			}
+			*p = time.Unix(n, 0).UTC()
+		}
+	}
+	return h, nil
+}

@@ -1,0 +1,102 @@
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// DefaultPath is the agents' default CLAUDE_AUTH_VAULT_PATH.
+const DefaultPath = "secret/workstation/claude-users/{user}"
+
+// SplitPath finds where the users' documents live from the agents' path
+// setting (CLAUDE_AUTH_VAULT_PATH, "" for the default) and mount
+// (CLAUDE_AUTH_VAULT_MOUNT, "" = the path's first segment): the mount and
+// the base, the path without its last segment "{user}". A path whose last
+// segment is not the user cannot be listed user by user.
+func SplitPath(path, mount string) (string, string, error) {
+	full := strings.Trim(path, "/")
+	if full == "" {
+		full = DefaultPath
+	}
+	rest := ""
+	if mount == "" {
+		var ok bool
+		if mount, rest, ok = strings.Cut(full, "/"); !ok {
+			return "", "", fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: want <mount>/<path>/{user}", config.ErrConfig, path)
+		}
+	} else {
+		mount = strings.Trim(mount, "/")
+		rest = strings.TrimPrefix(full, mount+"/")
+	}
+	base, ok := strings.CutSuffix(rest, "{user}")
+	base = strings.TrimSuffix(base, "/")
+	if !ok || (base != "" && !strings.HasSuffix(rest, "/{user}")) || strings.Contains(base, "{user}") ||
+		strings.Contains("/"+base+"/", "/../") || strings.HasPrefix(base+"/", "data/") || strings.HasPrefix(base+"/", "metadata/") {
+		return "", "", fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: the fleet needs {user} as the last segment of a plain KV path, e.g. %s", config.ErrConfig, path, DefaultPath)
+	}
+	return mount, base, nil
+}
+
+// ReaderPolicy is the name of the fleet reader's policy.
+const ReaderPolicy = "claude-auth-sync-fleet-reader"
+
+// ReaderPolicyHCL lets a token list the users and read their documents'
+// metadata (where each host's health is), and look itself up and renew itself
+// (the reader token is periodic); nothing on any data path, so no login.
+func ReaderPolicyHCL(mount, base string) string {
+	meta := strings.TrimSuffix(mount+"/metadata/"+base, "/")
+	return fmt.Sprintf(`path "%[1]s" {
+  capabilities = ["list", "read"]
+}
+path "%[1]s/*" {
+  capabilities = ["list", "read"]
+}
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+`, meta)
+}
+
+// ReadTokenFile reads an admin's or reader's token from path: a regular file
+// (a symlink there is refused, not followed; a FIFO cannot block) owned by
+// the caller, readable by its owner only, holding one token.
+func ReadTokenFile(path string) (credentials.Secret, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return "", fmt.Errorf("%w: token file %s is a symlink; name the file itself", config.ErrConfig, path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: token file %s: %v", config.ErrConfig, path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("%w: token file %s: %v", config.ErrConfig, path, err)
+	}
+	switch perm := st.Mode & 0o777; {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", fmt.Errorf("%w: token file %s is not a regular file", config.ErrConfig, path)
+	case int(st.Uid) != os.Geteuid():
+		return "", fmt.Errorf("%w: token file %s is owned by uid %d, not by you (uid %d)", config.ErrConfig, path, st.Uid, os.Geteuid())
+	case perm&0o077 != 0:
+		return "", fmt.Errorf("%w: token file %s has mode %04o; it must be readable by its owner only (chmod 600, and consider the token exposed)", config.ErrConfig, path, perm)
+	}
+	buf := make([]byte, 4097)
+	n, _ := f.Read(buf)
+	tok := strings.TrimSpace(string(buf[:n]))
+	if n > 4096 || tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+		return "", fmt.Errorf("%w: token file %s does not hold one token", config.ErrConfig, path)
+	}
+	return credentials.Secret(tok), nil
+}

@@ -1,0 +1,138 @@
+package fleet
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// statusRank orders rows worst first; a status this version does not know
+// (a newer agent's) ranks with UNKNOWN.
+func statusRank(s string) int {
+	switch s {
+	case "FAIL":
+		return 0
+	case "WARN":
+		return 1
+	case "RECOVERED":
+		return 3
+	case "SKIP":
+		return 4
+	case "OK":
+		return 5
+	}
+	return 2
+}
+
+// compareTimes orders known times earliest first, unknown (zero) ones last.
+func compareTimes(a, b time.Time) int {
+	switch {
+	case a.IsZero() && b.IsZero():
+		return 0
+	case a.IsZero():
+		return 1
+	case b.IsZero():
+		return -1
+	}
+	return a.Compare(b)
+}
+
+// Sort puts the rows that need someone first: FAIL, then WARN, UNKNOWN,
+// RECOVERED, SKIP, OK; within a status the nearest end first (DueAt, then the
+// access token's expiry), then by user and host.
+func Sort(rows []Row) {
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		return cmp.Or(
+			cmp.Compare(statusRank(a.Status), statusRank(b.Status)),
+			compareTimes(a.DueAt(), b.DueAt()),
+			compareTimes(a.ExpiresAt, b.ExpiresAt),
+			cmp.Compare(a.User, b.User),
+			cmp.Compare(a.HostID, b.HostID),
+		)
+	})
+}
+
+// Alert says whether the row should page someone: it FAILed, or its login
+// (or setup token) ends within `within` of now, or has ended.
+func (r Row) Alert(now time.Time, within time.Duration) bool {
+	if r.Status == "FAIL" {
+		return true
+	}
+	due := r.DueAt()
+	return !due.IsZero() && !due.After(now.Add(within))
+}
+
+// SchemaVersion is the version of the JSON report; it grows when a field
+// changes meaning or goes away (new fields do not change it).
+const SchemaVersion = 1
+
+// Report is `fleet --json`, documented field by field in docs/fleet.md.
+type Report struct {
+	Version     int       `json:"version"`
+	GeneratedAt time.Time `json:"generated_at"`
+	Vault       string    `json:"vault"`
+	Mount       string    `json:"mount"`
+	Base        string    `json:"base"`
+	WithinDays  int       `json:"within_days"`
+	Users       int       `json:"users"`
+	Hosts       int       `json:"hosts"`
+	// Counts is the number of rows per status.
+	Counts map[string]int `json:"counts"`
+	// Alerts is the number of rows with alert set; the exit status is 1
+	// when it is not 0.
+	Alerts int         `json:"alerts"`
+	Rows   []ReportRow `json:"rows"`
+}
+
+// ReportRow is one row of the report; unknown values are left out.
+type ReportRow struct {
+	User         string     `json:"user"`
+	HostID       string     `json:"host_id,omitempty"`
+	HostLabel    string     `json:"host_label,omitempty"`
+	Owner        bool       `json:"owner"`
+	Status       string     `json:"status"`
+	StatusAt     *time.Time `json:"status_at,omitempty"`
+	BackupAt     *time.Time `json:"backup_at,omitempty"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
+	Deadline     *time.Time `json:"deadline,omitempty"`
+	SetupExpires *time.Time `json:"setup_expires,omitempty"`
+	DueAt        *time.Time `json:"due_at,omitempty"`
+	AgentVersion string     `json:"agent_version,omitempty"`
+	Doc          string     `json:"doc,omitempty"`
+	Note         string     `json:"note,omitempty"`
+	Alert        bool       `json:"alert"`
+}
+
+// NewReport sorts rows and builds the report of them as of now.
+func NewReport(rows []Row, now time.Time, withinDays int) Report {
+	Sort(rows)
+	within := time.Duration(withinDays) * 24 * time.Hour
+	rep := Report{Version: SchemaVersion, GeneratedAt: now.UTC().Truncate(time.Second), WithinDays: withinDays,
+		Counts: map[string]int{}, Rows: make([]ReportRow, 0, len(rows))}
+	users := map[string]bool{}
+	for _, r := range rows {
+		users[r.User] = true
+		if r.HostID != "" {
+			rep.Hosts++
+		}
+		rep.Counts[r.Status]++
+		rr := ReportRow{User: r.User, HostID: r.HostID, HostLabel: r.Label, Owner: r.Owner, Status: r.Status,
+			StatusAt: ptr(r.StatusAt), BackupAt: ptr(r.BackupAt), ExpiresAt: ptr(r.ExpiresAt), Deadline: ptr(r.Deadline),
+			SetupExpires: ptr(r.SetupExpires), DueAt: ptr(r.DueAt()), AgentVersion: r.Version, Doc: r.Doc, Note: r.Note,
+			Alert: r.Alert(now, within)}
+		if rr.Alert {
+			rep.Alerts++
+		}
+		rep.Rows = append(rep.Rows, rr)
+	}
+	rep.Users = len(users)
+	return rep
+}
+
+func ptr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

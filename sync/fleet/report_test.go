@@ -1,0 +1,152 @@
+package fleet
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func days(n float64) time.Time { return now.Add(time.Duration(n * float64(24*time.Hour))) }
+
+func row(user, host, status string, deadline, expires time.Time) Row {
+	return Row{User: user, HostID: host, Health: Health{Status: status, Deadline: deadline, ExpiresAt: expires}}
+}
+
+func TestSort(t *testing.T) {
+	rows := []Row{
+		row("zed", "h1", "OK", days(30), days(0.2)),
+		row("amy", "h2", "OK", days(3), days(0.3)),
+		row("amy", "h1", "OK", days(3), days(0.1)),
+		row("bob", "h1", "SKIP", days(1), time.Time{}),
+		row("bob", "h2", "WARN", time.Time{}, days(0.1)),
+		row("cat", "", StatusUnknown, time.Time{}, time.Time{}),
+		row("dan", "h1", "FAIL", days(40), days(-2)),
+		row("eve", "h9", "FAIL", days(2), days(-1)),
+		row("fay", "h1", "RECOVERED", days(9), days(0.2)),
+		row("gus", "h1", "NEWWORD", days(1), days(0.2)),
+		row("amy", "h3", "OK", time.Time{}, time.Time{}),
+		{User: "hal", HostID: "h1", Health: Health{Status: "OK", Deadline: days(50), SetupExpires: days(2)}},
+	}
+	Sort(rows)
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Status+" "+r.User+"/"+r.HostID)
+	}
+	want := []string{
+		"FAIL eve/h9", "FAIL dan/h1", // FAIL first, the nearest deadline first
+		"WARN bob/h2",
+		"NEWWORD gus/h1", "UNKNOWN cat/", // an unknown status ranks with UNKNOWN
+		"RECOVERED fay/h1",
+		"SKIP bob/h1",
+		"OK hal/h1",                           // setup-token mode: the setup token's end (2 d) is what is due
+		"OK amy/h1", "OK amy/h2", "OK zed/h1", // same deadline: the sooner access expiry first
+		"OK amy/h3", // nothing known: last
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Sort:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestAlert(t *testing.T) {
+	week := 7 * 24 * time.Hour
+	for _, tc := range []struct {
+		r      Row
+		within time.Duration
+		want   bool
+	}{
+		{row("a", "h", "FAIL", days(90), time.Time{}), week, true},
+		{row("a", "h", "OK", days(3), time.Time{}), week, true},
+		{row("a", "h", "OK", days(7), time.Time{}), week, true}, // exactly at the edge
+		{row("a", "h", "OK", days(7.01), time.Time{}), week, false},
+		{row("a", "h", "OK", days(-1), time.Time{}), 0, true}, // ended
+		{row("a", "h", "OK", days(3), time.Time{}), 2 * 24 * time.Hour, false},
+		{row("a", "h", "WARN", time.Time{}, days(-3)), week, false}, // access expiry alone does not page
+		{row("a", "", StatusUnknown, time.Time{}, time.Time{}), week, false},
+		{Row{Health: Health{Status: "OK", Deadline: days(-30), SetupExpires: days(200)}}, week, false},
+		{Row{Health: Health{Status: "OK", Deadline: days(300), SetupExpires: days(5)}}, week, true},
+	} {
+		if got := tc.r.Alert(now, tc.within); got != tc.want {
+			t.Errorf("%+v.Alert(within %v) = %v; want %v", tc.r, tc.within, got, tc.want)
+		}
+	}
+}
+
+// TestReportJSON: the JSON document, whole, for a small fleet.
+func TestReportJSON(t *testing.T) {
+	rows := []Row{
+		{User: "alice", HostID: "h1", Owner: true, Health: Health{Label: "ws-01", Status: "OK", StatusAt: days(-0.01), BackupAt: days(-0.01),
+			ExpiresAt: days(0.2), Deadline: days(27), Version: "1.4.0", Doc: DocMain}},
+		{User: "bob", HostID: "h2", Health: Health{Label: "ws-02", Status: "FAIL", StatusAt: days(-0.1), SetupExpires: days(100), Version: "1.4.0", Doc: DocHosts}},
+		{User: "carol", Health: Health{Status: StatusUnknown}, Note: "no health yet"},
+	}
+	rep := NewReport(rows, now.Add(500*time.Millisecond), 7)
+	rep.Vault, rep.Mount, rep.Base = "https://vault:8200", "secret", "workstation/claude-users"
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+  "version": 1,
+  "generated_at": "2026-03-01T12:00:00Z",
+  "vault": "https://vault:8200",
+  "mount": "secret",
+  "base": "workstation/claude-users",
+  "within_days": 7,
+  "users": 3,
+  "hosts": 2,
+  "counts": {
+    "FAIL": 1,
+    "OK": 1,
+    "UNKNOWN": 1
+  },
+  "alerts": 1,
+  "rows": [
+    {
+      "user": "bob",
+      "host_id": "h2",
+      "host_label": "ws-02",
+      "owner": false,
+      "status": "FAIL",
+      "status_at": "2026-03-01T09:36:00Z",
+      "setup_expires": "2026-06-09T12:00:00Z",
+      "due_at": "2026-06-09T12:00:00Z",
+      "agent_version": "1.4.0",
+      "doc": "hosts",
+      "alert": true
+    },
+    {
+      "user": "carol",
+      "owner": false,
+      "status": "UNKNOWN",
+      "note": "no health yet",
+      "alert": false
+    },
+    {
+      "user": "alice",
+      "host_id": "h1",
+      "host_label": "ws-01",
+      "owner": true,
+      "status": "OK",
+      "status_at": "2026-03-01T11:45:36Z",
+      "backup_at": "2026-03-01T11:45:36Z",
+      "expires_at": "2026-03-01T16:48:00Z",
+      "deadline": "2026-03-28T12:00:00Z",
+      "due_at": "2026-03-28T12:00:00Z",
+      "agent_version": "1.4.0",
+      "doc": "main",
+      "alert": false
+    }
+  ]
+}`
+	if string(b) != want {
+		t.Errorf("report JSON:\n%s\nwant:\n%s", b, want)
+	}
+	// No rows: an empty list, not null.
+	b, _ = json.Marshal(NewReport(nil, now, 7))
+	if !strings.Contains(string(b), `"rows":[]`) || !strings.Contains(string(b), `"counts":{}`) {
+		t.Errorf("empty report: %s", b)
+	}
+}

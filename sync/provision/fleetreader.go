@@ -1,0 +1,98 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	vault "github.com/hashicorp/vault/api"
+	"golang.org/x/sys/unix"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+)
+
+// ReaderDisplayName is the display name of the fleet reader's token.
+const ReaderDisplayName = "claude-auth-sync-fleet-reader"
+
+// ReaderLine starts provision's output line about the fleet reader.
+const ReaderLine = "fleet-reader"
+
+// fleetReader reconciles the fleet reader (Options.FleetReaderToken): its
+// policy, and a live token with only that policy in the file, root's, 0600,
+// never written through a link.
+func (p *provisioner) fleetReader(ctx context.Context, mount, base string) Result {
+	l := &line{user: ReaderLine}
+	path := p.opt.FleetReaderToken
+	if err := p.ensurePolicy(ctx, l, fleet.ReaderPolicy, fleet.ReaderPolicyHCL(mount, base)); err != nil {
+		return p.fail(ReaderLine, err)
+	}
+	// The file's dir is the admin's choice (its path may hold links); the
+	// dir itself must be ours and writable by nobody else.
+	tree := &userTree{acct: Account{Name: "root", UID: os.Geteuid(), GID: os.Getegid(), Home: filepath.Dir(path)}, file: filepath.Base(path)}
+	var st treeStatus
+	if err := readReaderFile(tree, &st); err != nil {
+		return p.fail(ReaderLine, err)
+	}
+	minted, exposed, err := p.ensureToken(ctx, l, &st, func(tok credentials.Secret) (string, error) { return p.checkReaderToken(ctx, tok) },
+		func() (*vault.SecretAuth, error) {
+			return p.mintToken(ctx, &vault.TokenCreateRequest{
+				Policies:        []string{fleet.ReaderPolicy},
+				NoDefaultPolicy: true,
+				DisplayName:     ReaderDisplayName,
+				Metadata:        map[string]string{"created_by": "claude-auth-sync provision", "purpose": "claude-auth-sync fleet"},
+			})
+		}, fmt.Sprintf("periodic %s, orphan, only policy %s", TokenPeriod, fleet.ReaderPolicy))
+	if err != nil {
+		return p.fail(ReaderLine, err)
+	}
+	if minted == nil && st.tokenFixMode {
+		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
+	}
+	if p.apply && (minted != nil || st.tokenFixMode) {
+		if err := p.installToken(ctx, l, tree, minted, exposed, st.tokenFixMode); err != nil {
+			return p.fail(ReaderLine, err)
+		}
+	}
+	return p.result(l)
+}
+
+// checkReaderToken: "" when tok is live and holds the reader's policy and no
+// other (not even default), else why it must be replaced.
+func (p *provisioner) checkReaderToken(ctx context.Context, tok credentials.Secret) (string, error) {
+	info, why, err := p.lookupToken(ctx, tok)
+	if why != "" || err != nil {
+		return why, err
+	}
+	if !slices.Equal(info.Policies, []string{fleet.ReaderPolicy}) {
+		return "the token file holds a token with policies " + strings.Join(info.Policies, ",") + ", not only " + fleet.ReaderPolicy, nil
+	}
+	return "", nil
+}
+
+// readReaderFile reads the reader token file as provision reads a user's:
+// no link followed, only a single-link regular file of root's; its dir must
+// be root's and writable by nobody else.
+func readReaderFile(tree *userTree, st *treeStatus) error {
+	fd, err := tree.walk(false, st)
+	if err == nil {
+		var ds unix.Stat_t
+		err = unix.Fstat(fd, &ds)
+		if err == nil && ds.Mode&0o022 != 0 {
+			err = fmt.Errorf("%s is writable by group or others (mode %04o): keep the reader token in a directory only root writes, e.g. /etc/claude-auth-sync", tree.acct.Home, ds.Mode&0o7777)
+		}
+		if err == nil {
+			err = tree.readToken(fd, st)
+		}
+		unix.Close(fd)
+	}
+	if err != nil {
+		// The tree's words are about a user's home; this file is root's.
+		msg := strings.TrimPrefix(err.Error(), ErrUnsafe.Error()+": ")
+		return fmt.Errorf("refusing the reader token file: %s", strings.Replace(msg, "home "+tree.acct.Home, tree.acct.Home, 1))
+	}
+	return nil
+}
