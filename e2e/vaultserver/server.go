@@ -195,7 +195,12 @@ func boolp(b bool) *bool { return &b }
 // the code under test for what the fleet's policy is.
 func policyHCL(path string) string {
 	return fmt.Sprintf(`path "secret/data/%[1]s" { capabilities = ["create", "read", "update"] }
-path "secret/metadata/%[1]s" { capabilities = ["read"] }
+path "secret/data/%[1]s/hosts/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/%[1]s" {
+  capabilities = ["read", "patch"]
+  allowed_parameters = { "custom_metadata" = [] }
+}
+path "secret/metadata/%[1]s/hosts/*" { capabilities = ["read"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 path "auth/token/renew-self" { capabilities = ["update"] }
 `, path)
