@@ -351,6 +351,7 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 				ver = n
 			}
 		}
+		v.claim(ctx, path)
 		return &Doc{Exists: true, Version: ver, fields: merged, path: path}, nil
 	}
 }
@@ -387,6 +388,18 @@ func (v *Vault) place(ctx context.Context) error {
 	v.placed, v.onHost, v.owner = true, onHost, owner
 	v.mu.Unlock()
 	return nil
+}
+
+// claim records this host as the main document's owner after its first
+// write there (best effort: a policy from before hosts cannot, and the
+// lineage rule in place keeps hosts apart without it).
+func (v *Vault) claim(ctx context.Context, wrote string) {
+	v.mu.Lock()
+	need := v.cfg.HostID != "" && wrote == v.cfg.Path && v.owner == ""
+	v.mu.Unlock()
+	if need {
+		_ = v.PatchMetadata(ctx, map[string]any{MetaOwnerKey: v.cfg.HostID})
+	}
 }
 
 // unplace has the next call decide the document again.
