@@ -49,6 +49,8 @@ type Vault struct {
 	placed bool // the document this host uses is known
 	onHost bool // it is hosts/<id>, not the main document
 	owner  string
+	// claimTried: this placement already tried to record its ownership.
+	claimTried bool
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -395,7 +397,8 @@ func (v *Vault) place(ctx context.Context) error {
 // lineage rule in place keeps hosts apart without it).
 func (v *Vault) claim(ctx context.Context, wrote string) {
 	v.mu.Lock()
-	need := v.cfg.HostID != "" && wrote == v.cfg.Path && v.owner == ""
+	need := v.cfg.HostID != "" && wrote == v.cfg.Path && v.owner == "" && !v.claimTried
+	v.claimTried = true
 	v.mu.Unlock()
 	if need {
 		_ = v.PatchMetadata(ctx, map[string]any{MetaOwnerKey: v.cfg.HostID})
@@ -405,7 +408,7 @@ func (v *Vault) claim(ctx context.Context, wrote string) {
 // unplace has the next call decide the document again.
 func (v *Vault) unplace() {
 	v.mu.Lock()
-	v.placed = false
+	v.placed, v.claimTried = false, false
 	v.mu.Unlock()
 }
 
