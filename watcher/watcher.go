@@ -1,28 +1,43 @@
 // Package watcher reports "the credentials file may have changed" without
-// polling: fsnotify on the file's parent directory (Claude and editors replace
-// the file by rename, which a watch on the file itself would lose), filtered to
-// the file's name, coalesced with a short trailing debounce. It survives the
-// directory disappearing and coming back, turns an event-queue overflow into a
-// full rescan, and adds a slow safety-net rescan for file systems that deliver
-// no events.
+// polling, through inotify on the file's parent directory (Claude and editors
+// replace the file by rename, which a watch on the file itself would lose),
+// filtered to the file's name.
+//
+// A Change is sent at once, with no debounce, when the new content is complete:
+// a file renamed onto the name (IN_MOVED_TO) or created under it (IN_CREATE),
+// the file removed or renamed away, its directory removed, renamed or come
+// back, a change of its mode or owner, and an in-place writer closing the file
+// after writing it (IN_CLOSE_WRITE). Only an in-place write the writer has not
+// closed yet (IN_MODIFY) is waited for: until the writer closes the file, or
+// until the writes have been quiet for Debounce, and never longer than MaxDelay
+// after the first of them, so a file rewritten non-stop is still reported.
+// A file created and then written (O_CREAT|O_TRUNC on a new name) is reported
+// at the creation and again when its writer closes it.
+//
+// The watcher survives the directory disappearing and coming back (it watches
+// the nearest existing ancestor meanwhile), turns an event-queue overflow into
+// a full rescan, adds a slow safety-net rescan for file systems that deliver no
+// events, and falls back to that rescan alone while no inotify instance can be
+// had. The channel holds at most one pending Change: never a backlog.
+//
+// fsnotify (v1.10.1) keeps its close-write operation unexported, so the
+// watcher reads inotify itself (inotify_linux.go): one instance, one watch,
+// every event in the kernel's order.
 package watcher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 )
 
 // Reason says why a Change was sent.
 type Reason string
 
 const (
-	Changed  Reason = "changed"  // an event named the file
+	Changed  Reason = "changed"  // an event named the file (or its directory)
 	Rescan   Reason = "rescan"   // the safety-net timer, or a fresh watch
 	Overflow Reason = "overflow" // the kernel dropped events
 )
@@ -35,9 +50,13 @@ type Change struct {
 
 // Options tune the watcher; zero values take the defaults.
 type Options struct {
-	Debounce time.Duration // trailing quiet time before a Change (default 10ms)
-	// MaxDelay bounds how long a stream of events can hold a Change back
-	// (default 10× Debounce), so a file rewritten non-stop is still backed up.
+	// Debounce is how long in-place writes (the file written and not yet
+	// closed) must be quiet before a Change is sent (default 10ms). Renames,
+	// removals and a writer closing the file are reported at once.
+	Debounce time.Duration
+	// MaxDelay bounds how long a stream of in-place writes can hold a Change
+	// back, counted from the first of them (default 10× Debounce), so a file
+	// rewritten non-stop is still backed up.
 	MaxDelay time.Duration
 	Rescan   time.Duration // safety-net rescan period (default 5m)
 	// OnError is told about watch errors (e.g. inotify limits) once per kind.
@@ -52,6 +71,14 @@ type Watcher struct {
 	path string
 	opts Options
 	c    chan Change
+
+	// open gives a new event source; tests replace it (before Run).
+	open func() (source, error)
+	// trace, when set (by tests, before Run), is told of each step the loop
+	// has taken: "watch" with the path now watched, "wait" when an in-place
+	// write starts or extends a wait for quiet, "event" with the path an event
+	// of the current watch named, once the event has been handled.
+	trace func(kind, path string)
 }
 
 // New returns a watcher for path. Run starts it.
@@ -62,10 +89,10 @@ func New(path string, opts Options) *Watcher {
 	if opts.Rescan <= 0 {
 		opts.Rescan = 5 * time.Minute
 	}
-	if opts.MaxDelay < opts.Debounce {
+	if opts.MaxDelay <= 0 {
 		opts.MaxDelay = 10 * opts.Debounce
 	}
-	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1)}
+	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1), open: openInotify}
 }
 
 // C delivers changes. It holds at most one pending Change: a reader that falls
@@ -80,122 +107,219 @@ func (w *Watcher) send(r Reason) {
 	}
 }
 
+// op is what an event says happened, whatever the source.
+type op uint16
+
+const (
+	opCreate     op = 1 << iota // a new file under the name (IN_CREATE)
+	opMovedTo                   // a file renamed onto the name (IN_MOVED_TO)
+	opModify                    // written, maybe not finished (IN_MODIFY)
+	opCloseWrite                // a writer closed it (IN_CLOSE_WRITE)
+	opAttrib                    // mode, owner, times (IN_ATTRIB)
+	opDelete                    // removed (IN_DELETE)
+	opMovedFrom                 // renamed away (IN_MOVED_FROM)
+	opSelfGone                  // the watched directory itself removed, moved or its watch dropped
+	opOverflow                  // the kernel's queue overflowed: events were lost
+)
+
+// event is one event of a source: name is the child of the watched directory
+// it is about, "" when it is about the directory itself.
+type event struct {
+	wd   int32
+	op   op
+	name string
+}
+
+// source is an inotify instance, or what a test makes of one.
+type source interface {
+	add(path string) (wd int32, err error)
+	remove(wd int32)
+	events() <-chan []event // closed when reading stops: err says why
+	err() error
+	close()
+}
+
 // Run watches until ctx ends. If inotify cannot be had at all (the per-user
 // instance limit is reached) it falls back to the rescan timer alone, says so
 // through OnError, tries again at every rescan and goes back to inotify (and
-// says so through OnRecover) as soon as an instance is free.
+// says so through OnRecover) as soon as an instance is free. It does the same
+// if reading events ever fails.
 func (w *Watcher) Run(ctx context.Context) error {
-	fw, err := fsnotify.NewWatcher()
+	src, err := w.open()
 	if err != nil {
 		w.report(fmt.Errorf("no inotify watcher (%w); falling back to a rescan every %s", err, w.opts.Rescan))
-		if fw = w.pollUntilInotify(ctx); fw == nil {
+		if src = w.pollUntilInotify(ctx); src == nil {
 			return nil
 		}
 		w.recovered()
 	}
-	return w.watch(ctx, fw)
+	for {
+		err := w.watch(ctx, src)
+		if ctx.Err() != nil {
+			return nil
+		}
+		why := "inotify stopped"
+		if err != nil {
+			why += " (" + err.Error() + ")"
+		}
+		w.report(fmt.Errorf("%s; falling back to a rescan every %s", why, w.opts.Rescan))
+		if src = w.pollUntilInotify(ctx); src == nil {
+			return nil
+		}
+		w.recovered()
+	}
 }
 
-func (w *Watcher) watch(ctx context.Context, fw *fsnotify.Watcher) error {
-	defer fw.Close()
+// watch handles src's events until ctx ends (nil) or src stops (why).
+func (w *Watcher) watch(ctx context.Context, src source) error {
+	defer src.close()
 
-	dir := filepath.Dir(w.path)
-	watched := ""
-	failed := false // the last Add failed (a watch limit): said through OnError
+	dir, base := filepath.Dir(w.path), filepath.Base(w.path)
+	wd, watched := int32(-1), "" // the one watch: the directory, or an ancestor
+	failed := false              // the last add failed (a watch limit): said through OnError
+	// chain is the directory and its ancestors, nearest first.
+	chain := []string{dir}
+	for p := dir; filepath.Dir(p) != p; {
+		p = filepath.Dir(p)
+		chain = append(chain, p)
+	}
 	// attach watches the file's directory, or the nearest existing ancestor
 	// while the directory is missing (it is re-attached when it comes back).
-	attach := func() {
-		target := dir
-		for {
-			if _, err := os.Stat(target); err == nil {
-				break
+	// Forced, it asks the kernel again even for the path it watches: the same
+	// directory gives the same wd, a new directory under that path a new one.
+	attach := func(force bool) {
+		for range chain { // bounded, should directories come and go meanwhile
+			i := 0
+			for i < len(chain)-1 {
+				if _, err := os.Stat(chain[i]); err == nil {
+					break
+				}
+				i++
 			}
-			parent := filepath.Dir(target)
-			if parent == target {
-				break
+			target := chain[i]
+			if !force && wd >= 0 && target == watched {
+				return
 			}
-			target = parent
-		}
-		if target == watched {
-			return
-		}
-		if watched != "" {
-			_ = fw.Remove(watched)
-		}
-		if err := fw.Add(target); err != nil {
-			w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, w.opts.Rescan))
-			watched, failed = "", true
-			return
-		}
-		watched = target
-		if failed {
-			failed = false
-			w.recovered()
+			nwd, err := src.add(target)
+			if err != nil {
+				if wd >= 0 {
+					src.remove(wd)
+				}
+				wd, watched = -1, ""
+				w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, w.opts.Rescan))
+				failed = true
+				return
+			}
+			if wd >= 0 && wd != nwd {
+				src.remove(wd)
+			}
+			moved := nwd != wd || target != watched
+			wd, watched = nwd, target
+			if failed {
+				failed = false
+				w.recovered()
+			}
+			if moved {
+				w.tell("watch", target)
+			}
+			// The next directory down may have been made between its Stat
+			// and this watch, unseen by it: then go on down.
+			if i == 0 {
+				return
+			}
+			if _, err := os.Stat(chain[i-1]); err != nil {
+				return
+			}
 		}
 	}
-	attach()
+	attach(true)
 	w.send(Rescan) // a fresh watch: whatever happened before it is unknown
 
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	pending := Reason("")
-	var since time.Time // when the pending Change's first event came
-	// arm (re)starts the trailing debounce, but never past MaxDelay after the
-	// first event of the burst.
-	arm := func(r Reason) {
-		if pending == "" {
-			since = time.Now()
-		}
-		if pending == "" || r == Overflow {
-			pending = r
+	// In-place writes wait on quiet: pending is set from the first write
+	// until the Change is sent.
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	pending := false
+	var since time.Time // the first write of the pending Change
+	now := func(r Reason) {
+		pending = false
+		quiet.Stop()
+		w.send(r)
+	}
+	// later (re)starts the quiet time, but never past MaxDelay after the
+	// first write.
+	later := func() {
+		if !pending {
+			pending, since = true, time.Now()
 		}
 		wait := w.opts.Debounce
 		if left := time.Until(since.Add(w.opts.MaxDelay)); left < wait {
 			wait = max(left, 0)
 		}
-		debounce.Reset(wait)
+		quiet.Reset(wait)
+		w.tell("wait", w.path)
 	}
+	handle := func(ev event) {
+		at := "" // the path the event names, for the trace
+		if ev.wd == wd && wd >= 0 {
+			at = filepath.Join(watched, ev.name)
+		}
+		switch {
+		case ev.op&opOverflow != 0:
+			// Events were lost, the directory's own among them maybe.
+			attach(true)
+			now(Overflow)
+		case watched != dir:
+			// Watching an ancestor: anything may be the directory coming back.
+			attach(false)
+			if watched == dir {
+				now(Changed)
+			}
+		case ev.wd != wd:
+			// Left over from a watch given up.
+		case ev.name == "":
+			// The directory itself: gone, moved, or its watch dropped.
+			if ev.op&opSelfGone != 0 {
+				attach(true)
+				now(Changed)
+			}
+		case ev.name != base:
+		case ev.op&(opMovedTo|opCreate|opDelete|opMovedFrom|opCloseWrite) != 0:
+			now(Changed)
+		case ev.op&opModify != 0:
+			later()
+		case ev.op&opAttrib != 0:
+			if pending {
+				later() // a writer still at it: its close or quiet will tell
+			} else {
+				now(Changed)
+			}
+		}
+		if at != "" {
+			w.tell("event", at)
+		}
+	}
+
 	rescan := time.NewTicker(w.opts.Rescan)
 	defer rescan.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-fw.Events:
+		case batch, ok := <-src.events():
 			if !ok {
-				return errors.New("fsnotify closed its event channel")
+				return src.err()
 			}
-			name := filepath.Clean(ev.Name)
-			switch {
-			case watched != dir:
-				// Watching an ancestor: anything may be the directory coming back.
-				attach()
-				if watched == dir {
-					arm(Changed)
-				}
-			case name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename):
-				attach()
-				arm(Changed)
-			case name == w.path:
-				arm(Changed)
+			for _, ev := range batch {
+				handle(ev)
 			}
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return errors.New("fsnotify closed its error channel")
-			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				arm(Overflow)
-				continue
-			}
-			w.report(err)
-		case <-debounce.C:
-			if pending != "" {
-				w.send(pending)
-				pending = ""
+		case <-quiet.C:
+			if pending {
+				now(Changed)
 			}
 		case <-rescan.C:
 			if watched != dir {
-				attach()
+				attach(false)
 			}
 			w.send(Rescan)
 		}
@@ -204,7 +328,7 @@ func (w *Watcher) watch(ctx context.Context, fw *fsnotify.Watcher) error {
 
 // pollUntilInotify rescans every Rescan until an inotify instance can be had
 // again (it is returned, to watch with) or ctx ends (nil).
-func (w *Watcher) pollUntilInotify(ctx context.Context) *fsnotify.Watcher {
+func (w *Watcher) pollUntilInotify(ctx context.Context) source {
 	t := time.NewTicker(w.opts.Rescan)
 	defer t.Stop()
 	w.send(Rescan)
@@ -214,10 +338,16 @@ func (w *Watcher) pollUntilInotify(ctx context.Context) *fsnotify.Watcher {
 			return nil
 		case <-t.C:
 			w.send(Rescan)
-			if fw, err := fsnotify.NewWatcher(); err == nil {
-				return fw
+			if src, err := w.open(); err == nil {
+				return src
 			}
 		}
+	}
+}
+
+func (w *Watcher) tell(kind, path string) {
+	if w.trace != nil {
+		w.trace(kind, path)
 	}
 }
 
