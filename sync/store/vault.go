@@ -51,6 +51,7 @@ type Vault struct {
 	owner  string
 	// claimTried: this placement already tried to record its ownership.
 	claimTried bool
+	last       *Doc // the document this process wrote last
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -322,13 +323,24 @@ func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
 // Update is `vault kv patch -method=rw`: read, merge at top level, write with
 // cas = the version read; on a cas conflict, read and merge again.
 func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, error)) (*Doc, error) {
-	for attempt := 0; ; attempt++ {
-		cur, err := v.Read(ctx)
-		if err != nil {
-			return nil, err
+	// The document this process wrote last stands for a read: the
+	// check-and-set on its version fails if anyone wrote since, and then
+	// it is read. A decision not to write is only taken on a fresh read.
+	cur, cached := v.lastWritten(), true
+	for attempt := 0; ; {
+		if cur == nil {
+			var err error
+			if cur, err = v.Read(ctx); err != nil {
+				return nil, err
+			}
+			cached = false
 		}
 		set, err := fn(cur)
 		if err != nil {
+			if cached && errors.Is(err, ErrSkip) {
+				cur = nil
+				continue
+			}
 			return cur, err
 		}
 		merged := cur.merged(set)
@@ -339,10 +351,16 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 		})
 		if err != nil {
 			err = v.classify("write "+v.cfg.Mount+"/"+path, err)
-			if errors.Is(err, ErrConflict) && attempt+1 < maxConflicts {
+			v.remember(nil)
+			if errors.Is(err, ErrConflict) && cached {
+				cur = nil // our copy was old: read, and try again
+				continue
+			}
+			if attempt++; errors.Is(err, ErrConflict) && attempt < maxConflicts {
 				// Someone wrote first: if it was another host taking an
 				// unclaimed main document, this host moves to its own.
 				v.unplace()
+				cur = nil
 				continue
 			}
 			return cur, err
@@ -354,8 +372,30 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 			}
 		}
 		v.claim(ctx, path)
-		return &Doc{Exists: true, Version: ver, fields: merged, path: path}, nil
+		done := &Doc{Exists: true, Version: ver, fields: merged, setup: cur.setup, path: path}
+		v.remember(done)
+		return done, nil
 	}
+}
+
+// lastWritten is the document this process wrote last, while this host
+// still uses that document (nil otherwise).
+func (v *Vault) lastWritten() *Doc {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.last == nil || (v.cfg.HostID != "" && !v.placed) {
+		return nil
+	}
+	if want := map[bool]string{true: v.hostPath(), false: v.cfg.Path}[v.onHost]; v.last.path != want {
+		return nil
+	}
+	return v.last
+}
+
+func (v *Vault) remember(d *Doc) {
+	v.mu.Lock()
+	v.last = d
+	v.mu.Unlock()
 }
 
 // MetaOwnerKey is the main document's custom_metadata key naming the host
@@ -408,7 +448,7 @@ func (v *Vault) claim(ctx context.Context, wrote string) {
 // unplace has the next call decide the document again.
 func (v *Vault) unplace() {
 	v.mu.Lock()
-	v.placed, v.claimTried = false, false
+	v.placed, v.claimTried, v.last = false, false, nil
 	v.mu.Unlock()
 }
 
