@@ -111,7 +111,7 @@ func (bw *backupWriter) Run(ctx context.Context) error {
 				bw.answerWaiters(l)
 			}
 		}
-		bw.live.save()
+		bw.live.changed() // written by the live state, off this loop
 	}
 }
 
@@ -323,10 +323,14 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 		return false
 	}
 	if !bw.ready {
+		bw.persistPending()
 		return true
 	}
 	p := bw.pending
 	res, err := bw.e.Backup(ctx, bw.lin, p.oauth)
+	if err != nil {
+		bw.persistPending() // it waits: on disk until the store has it
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrUnreachable):
@@ -361,9 +365,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	})
 	bw.metrics.backup(now, lag)
 	bw.e.Log.Event(engine.OK, "backed up the changed login to %s (v%d, %s after the change)", bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
-	if err := bw.e.MergeRecord(&engine.Record{LastBackup: bw.e.BackupRecord(res, p.oauth)}); err != nil {
-		bw.e.Diag.Warn("cannot save state", "err", err)
-	}
+	bw.live.recordBackup(bw.e.BackupRecord(res, p.oauth))
 	return false
 }
 
@@ -393,7 +395,9 @@ func (bw *backupWriter) clearPending() {
 	if bw.pending == nil {
 		return
 	}
+	if bw.pending.persisted {
+		_ = os.Remove(bw.pendingPath())
+	}
 	bw.pending = nil
-	_ = os.Remove(bw.pendingPath())
 	bw.live.update(func(s *engine.AgentState) { s.Pending, s.PendingSince = false, nil })
 }

@@ -21,16 +21,18 @@ type liveState struct {
 	notify *sdnotify.Notifier
 	rescan time.Duration
 	status signal // the STATUS= line may have changed
+	dirty  signal // agent.json (or the backup record) needs writing
 
 	mu        sync.Mutex
 	s         engine.AgentState
 	watchErrs map[string]bool
+	backupRec *engine.BackupRecord // for state.json, not yet written
 
 	saveMu sync.Mutex // one agent.json write at a time, in order
 }
 
 func newLiveState(e *engine.Engine, opt Options) *liveState {
-	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), watchErrs: map[string]bool{},
+	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), dirty: newSignal(), watchErrs: map[string]bool{},
 		s: engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
 }
 
@@ -48,11 +50,31 @@ func (l *liveState) snapshot() engine.AgentState {
 	return l.s
 }
 
-// save writes agent.json (0600) from the current state.
+// changed has agent.json written soon, by Run.
+func (l *liveState) changed() { l.dirty.poke() }
+
+// recordBackup has a backup noted in state.json soon, by Run.
+func (l *liveState) recordBackup(r *engine.BackupRecord) {
+	l.mu.Lock()
+	l.backupRec = r
+	l.mu.Unlock()
+	l.dirty.poke()
+}
+
+// save writes agent.json (0600) from the current state, and the last
+// backup's record into state.json.
 func (l *liveState) save() {
 	l.saveMu.Lock()
 	defer l.saveMu.Unlock()
-	s := l.snapshot()
+	l.mu.Lock()
+	s, rec := l.s, l.backupRec
+	l.backupRec = nil
+	l.mu.Unlock()
+	if rec != nil {
+		if err := l.e.MergeRecord(&engine.Record{LastBackup: rec}); err != nil {
+			l.e.Diag.Warn("cannot save state", "err", err)
+		}
+	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
 		_, _ = atomicfile.Write(engine.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
@@ -80,6 +102,8 @@ func (l *liveState) Run(ctx context.Context) error {
 			return nil
 		case <-l.status:
 			_ = l.notify.Send("STATUS=" + l.statusLine())
+		case <-l.dirty:
+			l.save()
 		case <-t.C():
 			_ = l.notify.Send("WATCHDOG=1")
 			t.Reset(wd)
