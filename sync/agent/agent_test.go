@@ -591,8 +591,11 @@ func TestRunStopsCleanlyAndRefusesASecondAgent(t *testing.T) {
 	if !strings.Contains(string(data), " OK agent stopped") {
 		t.Errorf("sync.log has no stop line:\n%s", data)
 	}
-	if s := engine.LoadAgentState(r.e.Cfg.StateDir); s == nil || s.Backups != 1 || s.NextCheckWhy != "no check on record; spread over 1h0m0s" {
-		t.Errorf("agent.json = %+v; want one backup and the spread first check", s)
+	if s := engine.LoadAgentState(r.e.Cfg.StateDir); s == nil || s.Backups != 1 || s.LastBackupVer != 1 {
+		t.Errorf("agent.json = %+v; want the one backup", s)
+	}
+	if rec := r.e.LoadRecord(); rec.LastBackup == nil || rec.LastBackup.Version != 1 {
+		t.Errorf("state.json's last backup = %+v; want v1 (written by the live state before the stop)", rec.LastBackup)
 	}
 	if !r.storeHolds(l) {
 		t.Error("the store does not hold the login")
