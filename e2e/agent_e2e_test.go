@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,7 +78,7 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s", what, limit)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll interval of this bounded wait
 	}
 }
 
@@ -150,8 +151,11 @@ func TestAgentBacksUpEveryWayOfWriting(t *testing.T) {
 	eventually(t, 30*time.Second, "delete and recreate", w.vaultHolds(l))
 
 	dir := filepath.Dir(w.creds) // the directory goes away and comes back
+	removed := strings.Count(w.syncLog(), "WARN credentials file was removed")
 	os.RemoveAll(dir)
-	time.Sleep(100 * time.Millisecond)
+	eventually(t, 30*time.Second, "the directory's removal seen (a logout)", func() bool {
+		return strings.Count(w.syncLog(), "WARN credentials file was removed") > removed
+	})
 	l, _ = w.fake.Rotate(l.RefreshToken)
 	w.writeLogin(l)
 	eventually(t, 30*time.Second, "directory recreated", w.vaultHolds(l))
@@ -161,8 +165,9 @@ func TestAgentBacksUpEveryWayOfWriting(t *testing.T) {
 	}
 }
 
-// Vault stopped for 30 s while three rotations happen: afterwards Vault holds
-// the newest, and its history never went back from a newer login to an older.
+// Vault stopped while three rotations happen, each kept pending and its backup
+// retried against the outage: afterwards Vault holds the newest, and its
+// history never went back from a newer login to an older.
 func TestAgentSurvivesVaultOutage(t *testing.T) {
 	srv, err := vaultserver.StartPersistent(t.TempDir())
 	if err != nil {
@@ -180,7 +185,9 @@ func TestAgentSurvivesVaultOutage(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		l = w.rotate(l)
 		order[l.RefreshToken] = i
-		time.Sleep(10 * time.Second)
+		// Each rotation taken in, and its backup retried against the outage.
+		w.waitPending(t, l, fmt.Sprintf("rotation %d during the outage", i))
+		w.waitRetries(t, 2, fmt.Sprintf("rotation %d during the outage", i))
 	}
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
@@ -269,7 +276,7 @@ func TestAgentBurst(t *testing.T) {
 	_, before := w.vaultDoc()
 	for i := 0; i < 1000; i++ {
 		l = w.rotate(l)
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the burst's pace (about 1,000 writes a second): the load under test
 	}
 	eventually(t, 30*time.Second, "final state in vault", w.vaultHolds(l))
 	_, after := w.vaultDoc()

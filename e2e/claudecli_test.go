@@ -783,10 +783,9 @@ func TestClaudeCLIReactive401(t *testing.T) {
 	for _, v := range claudeVersions {
 		t.Run(v, func(t *testing.T) {
 			u := newClaudeUser(t, v)
-			u.fake.SetServerLifetime(time.Second)
+			u.fake.SetServerLifetime(time.Nanosecond) // the server ends the access token at once
 			old := u.login(time.Now().Add(8 * time.Hour))
 			u.fake.SetServerLifetime(0) // the refreshed token lives its full 8 h
-			time.Sleep(1200 * time.Millisecond)
 			u.check(time.Minute)
 			if c := u.fake.Counters(); c.Unauthorized != 1 {
 				t.Errorf("counters %+v, want one 401 before the refresh", c)
@@ -897,8 +896,20 @@ func TestClaudeCLIStreamJSON(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(20 * time.Millisecond) // a distinct mtime
+			before, err := os.Stat(u.credsPath())
+			if err != nil {
+				t.Fatal(err)
+			}
 			u.writeCreds(l2)
+			// A distinct mtime (how a session notices the change): written
+			// again until the file's mtime is not the one it had.
+			eventually(t, 10*time.Second, "the replaced credentials file with a new mtime", func() bool {
+				if fi, err := os.Stat(u.credsPath()); err == nil && !fi.ModTime().Equal(before.ModTime()) {
+					return true
+				}
+				u.writeCreds(l2)
+				return false
+			})
 			send(authPrompt)
 			types2, res2 := readTurn()
 			t.Logf("%s second turn lines: %v; counters %+v", v, types2, u.fake.Counters())

@@ -41,7 +41,14 @@ func TestFaultClockJumps(t *testing.T) {
 	// Forward past the expiry: one refresh, and no more.
 	offset.Add(int64(10 * time.Hour))
 	eventually(t, 10*time.Second, "a refresh after the jump past expiry", func() bool { return w.fake.Counters().Refreshes == 1 })
-	time.Sleep(2 * time.Second)
+	// The refresher has planned the next refresh of the refreshed login for
+	// later on its clock (a storm would have found it due at once), and has
+	// been woken by a few rescans since, each a look at the login again.
+	eventually(t, 10*time.Second, "the refresher waiting for the refreshed login's due time", func() bool {
+		next := w.agentLive().NextRefresh
+		return next != nil && next.After(now())
+	})
+	w.waitWakeups(t, 3, "after the refresh past expiry")
 	if c := w.fake.Counters(); c.Refreshes != 1 {
 		t.Fatalf("%d refreshes after one jump forward; want 1 (no storm)", c.Refreshes)
 	}
@@ -86,6 +93,8 @@ func TestFaultClockJumps(t *testing.T) {
 				return v == n.RefreshToken || v == lastMintedRefresh(w)
 			})
 		}
+		// How long the clock stays at this offset before the next jump is
+		// random on purpose (a jump may land mid-refresh): fault timing.
 		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
 		check("after a jump")
 	}
@@ -96,12 +105,19 @@ func TestFaultClockJumps(t *testing.T) {
 		}
 		return n
 	}
-	time.Sleep(time.Second)
+	// Settled: the file's login backed up, and the refresher planning its
+	// next refresh for later on its clock.
+	eventually(t, 10*time.Second, "the agent settled after the last jump", func() bool {
+		next := w.agentLive().NextRefresh
+		return next != nil && next.After(now()) && w.vaultRefresh() == refreshTokenOf(t, w.localOAuthCompact())
+	})
 	settled := agentRefreshes()
 	if settled > forward+rotations {
 		t.Errorf("the agent refreshed %d times over %d jumps forward and %d rotations; at most one each (a refresh storm)", settled, forward, rotations)
 	}
-	time.Sleep(3 * time.Second)
+	// Several more wake-ups (rescans) of the worker and the refresher while
+	// neither the clock nor the login changes.
+	w.waitWakeups(t, 5, "while nothing changes")
 	if n := agentRefreshes(); n != settled {
 		t.Errorf("the agent refreshed %d more times while neither the clock nor the login changed (a refresh storm)", n-settled)
 	}

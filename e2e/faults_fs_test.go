@@ -32,7 +32,7 @@ func mountTmpfs(t *testing.T, dir string, size string) {
 			if exec.Command("umount", dir).Run() == nil {
 				return
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the poll interval of this bounded wait for the last user to go
 		}
 		t.Errorf("cannot unmount the tmpfs at %s", dir)
 	})
@@ -115,12 +115,15 @@ func TestFaultDiskFullCredentialsFS(t *testing.T) {
 			t.Fatalf("cycle %d: the refresh presented another token", c)
 		}
 		filler := fillDisk(t, claudeDir)
+		temps := watchFS(t, claudeDir, syscall.IN_CREATE, tempFilePrefix(w.creds))
 		before, _ := os.ReadFile(w.creds)
 		// The answer arrives, the write fails; the agent retries (--retry-max 1s).
 		eventually(t, 20*time.Second, "the token endpoint answered", func() bool { return w.fake.Counters().Refreshes == c+1 })
 		newRT := lastMintedRefresh(w)
 		eventually(t, 20*time.Second, "the new login backed up to vault", func() bool { return w.vaultRefresh() == newRT })
-		time.Sleep(4 * time.Second) // several retries
+		// Several retries: each write of the file starts with a temp file,
+		// created (then removed) even on the full disk.
+		temps.waitMore(t, temps.count(), 3, fmt.Sprintf("cycle %d: the agent retrying the write on the full disk", c))
 		after, _ := os.ReadFile(w.creds)
 		if !bytes.Equal(before, after) {
 			t.Fatalf("cycle %d: the credentials file changed on a full disk", c)
@@ -182,13 +185,14 @@ func TestFaultDiskFullWholeHome(t *testing.T) {
 	l := w.loginExpiringIn(2 * time.Second)
 	trap.wait(t, 20*time.Second)
 	filler := fillDisk(t, w.home)
+	temps := watchFS(t, filepath.Dir(w.creds), syscall.IN_CREATE, tempFilePrefix(w.creds))
 	eventually(t, 20*time.Second, "the token endpoint answered", func() bool { return w.fake.Counters().Refreshes == 1 })
 	newRT := lastMintedRefresh(w)
 	if newRT == l.RefreshToken {
 		t.Fatal("no new login minted")
 	}
 	eventually(t, 20*time.Second, "the new login backed up to vault", func() bool { return w.vaultRefresh() == newRT })
-	time.Sleep(4 * time.Second)
+	temps.waitMore(t, temps.count(), 3, "the agent retrying the write on the full disk")
 	if cnt := w.fake.Counters(); cnt.Refreshes != 1 || cnt.InvalidGrant != 0 {
 		t.Fatalf("fake counters %+v; want 1 refresh and no invalid_grant", cnt)
 	}
@@ -229,15 +233,20 @@ func TestFaultCredentialsDirRemovedAndRecreated(t *testing.T) {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}
+		// The WARN is the agent's decision on the removal: a logout, left alone.
 		eventually(t, 10*time.Second, "the removal seen as a logout", func() bool {
 			return strings.Count(w.syncLog(), "WARN credentials file was removed") == i+1
 		})
-		time.Sleep(300 * time.Millisecond)
 		if _, err := os.Stat(w.creds); !os.IsNotExist(err) {
 			t.Fatalf("iteration %d: the agent restored a removed file (a logout)", i)
 		}
 		l = w.rotate(l) // the user logs back in: a new directory, a new file
 		eventually(t, 10*time.Second, "the login in the recreated directory backed up", w.vaultHolds(l))
+		// The agent has handled the login after the removal: a restore of
+		// the removed file, late or not, would be in the log by now.
+		if strings.Contains(w.syncLog(), " RECOVERED ") {
+			t.Fatalf("iteration %d: the agent restored a removed file (a logout):\n%s", i, grepLines(w.syncLog(), " RECOVERED "))
+		}
 	}
 	if strings.Contains(w.syncLog(), " FAIL ") {
 		t.Errorf("FAIL lines:\n%s", grepLines(w.syncLog(), " FAIL "))
@@ -263,7 +272,10 @@ func TestFaultLogoutDuringRefresh(t *testing.T) {
 		t.Fatal("no new login minted")
 	}
 	eventually(t, 20*time.Second, "the refreshed login backed up", func() bool { return w.vaultRefresh() == newRT })
-	time.Sleep(2 * time.Second)
+	// The refresher's word that it did not write the answer to the file.
+	eventually(t, 20*time.Second, "the refresher reporting the answer not written", func() bool {
+		return strings.Contains(w.syncLog(), "WARN refreshed the login, but ")
+	})
 	if _, err := os.Stat(w.creds); !os.IsNotExist(err) {
 		t.Fatalf("the refresh answer recreated the credentials file after a logout")
 	}
@@ -321,12 +333,15 @@ func TestFaultCredentialsFileReplacedBySymlink(t *testing.T) {
 	}
 
 	// A loop and a link to a directory: reported once each, nothing written.
-	for _, c := range []struct{ name, target string }{{"loop", w.creds}, {"directory", w.home}} {
+	for i, c := range []struct{ name, target string }{{"loop", w.creds}, {"directory", w.home}} {
 		os.Remove(w.creds)
 		if err := os.Symlink(c.target, w.creds); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(3 * time.Second)
+		// The report is the agent's decision on the link: report, do not write.
+		eventually(t, 20*time.Second, c.name+": the unreadable link reported", func() bool {
+			return strings.Count(w.syncLog(), "cannot read the credentials file") >= i+1
+		})
 		if fi, err := os.Lstat(w.creds); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Fatalf("%s: the agent replaced the symlink", c.name)
 		}
@@ -341,7 +356,6 @@ func TestFaultCredentialsFileReplacedBySymlink(t *testing.T) {
 	eventually(t, 10*time.Second, "a dangling link seen as a logout", func() bool {
 		return strings.Contains(w.syncLog(), "WARN credentials file was removed")
 	})
-	time.Sleep(1500 * time.Millisecond)
 	if _, err := os.Stat(filepath.Join(w.home, "nowhere.json")); !os.IsNotExist(err) {
 		t.Errorf("the agent wrote through a dangling link (restored a logout)")
 	}
@@ -349,6 +363,14 @@ func TestFaultCredentialsFileReplacedBySymlink(t *testing.T) {
 	os.Remove(w.creds)
 	l2 := w.login()
 	eventually(t, 10*time.Second, "a real file again, backed up", w.vaultHolds(l2))
+	// The agent has handled the file after the links: a late report of a
+	// link, or a late write through the dangling one, would be here by now.
+	if k := strings.Count(w.syncLog(), "cannot read the credentials file"); k != 2 {
+		t.Errorf("%d report lines for the broken link and the link to a directory once a real file is back; want 2:\n%s", k, w.syncLog())
+	}
+	if _, err := os.Stat(filepath.Join(w.home, "nowhere.json")); !os.IsNotExist(err) {
+		t.Errorf("the agent wrote through a dangling link (restored a logout)")
+	}
 }
 
 // The credentials file made unreadable (mode 000) under an agent running as
@@ -371,12 +393,14 @@ func TestFaultCredentialsFileUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.secrets = append(w.secrets, l2.AccessToken, l2.RefreshToken)
-	// Touch it so the watcher fires, several times.
+	// Touch it so the watcher fires, several times, each taken in by the agent.
 	for i := 0; i < 3; i++ {
-		now := time.Now()
-		os.Chtimes(w.creds, now, now)
-		time.Sleep(700 * time.Millisecond)
+		w.touchSeen(t, w.creds)
 	}
+	eventually(t, 20*time.Second, "the unreadable file reported", func() bool {
+		return strings.Contains(w.syncLog(), "FAIL cannot read the credentials file")
+	})
+	w.touchSeen(t, w.creds) // a look after the report
 	log := w.syncLog()
 	if k := regexp.MustCompile(`(?m)^\S+ FAIL cannot read the credentials file.*permission denied`).FindAllString(log, -1); len(k) != 1 {
 		t.Errorf("%d FAIL lines for the unreadable file; want exactly one:\n%s", len(k), log)
@@ -405,7 +429,12 @@ func TestFaultCredentialsFileUnreadable(t *testing.T) {
 	if err := os.Mkdir(w2.creds, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	eventually(t, 20*time.Second, "the directory at the credentials path reported", func() bool {
+		return strings.Contains(w2.syncLog(), "FAIL cannot read the credentials file")
+	})
+	// Two more looks at it after the report.
+	w2.touchSeen(t, w2.creds)
+	w2.touchSeen(t, w2.creds)
 	if k := strings.Count(w2.syncLog(), "FAIL cannot read the credentials file"); k != 1 {
 		t.Errorf("%d FAIL lines for a directory at the credentials path; want 1:\n%s", k, w2.syncLog())
 	}

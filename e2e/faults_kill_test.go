@@ -179,6 +179,7 @@ func TestFaultKill9AgentDuringRefreshes(t *testing.T) {
 			k.mu.Unlock()
 			k.stats[mode]++
 		default: // at a random time of the agent's life
+			// The kill's moment is random on purpose: fault timing.
 			time.Sleep(time.Duration(rand.Int64N(int64(600 * time.Millisecond))))
 			k.stats[mode]++
 		}
@@ -322,12 +323,15 @@ func TestFaultStalePendingNotRestored(t *testing.T) {
 		b := mustRead(t, w.creds)
 		os.WriteFile(w.creds, regexp.MustCompile(`"refreshToken": *"[^"]*"`).ReplaceAll(b, []byte(`"refreshToken": ""`)), 0o600)
 		before := w.fake.Counters()
+		started := time.Now()
 		w.startAgent(nil)
 		eventually(t, 20*time.Second, "the newer login restored", func() bool {
 			o, p := credsInvariant(t, w.creds, -1)
 			return p == "" && o["refreshToken"] == newest
 		})
-		time.Sleep(time.Second)
+		// The start-up pass checks the login in the file: a spent login
+		// restored there would have met invalid_grant by its end.
+		w.passEndedAfter(t, started, "the restarted agent's start-up pass")
 		if c := w.fake.Counters(); c.InvalidGrant != before.InvalidGrant {
 			t.Fatalf("round %d: invalid_grant after the restart: the spent pending login was restored", r)
 		}

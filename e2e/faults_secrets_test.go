@@ -187,12 +187,14 @@ func (s *argvSampler) finish() bool {
 // journalSink is a stand-in for journald's native socket: every world's agent
 // and commands send their journal lines here, and the secret scan reads them.
 type journalSink struct {
+	t    *testing.T
 	path string
 	conn *net.UnixConn
 	mu   sync.Mutex
 	msgs []string
-	last time.Time
-	done chan struct{}
+	// marks are the marker datagrams messages sent, closed when read.
+	marks map[string]chan struct{}
+	done  chan struct{}
 }
 
 func newJournalSink(t *testing.T) *journalSink {
@@ -202,7 +204,7 @@ func newJournalSink(t *testing.T) *journalSink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := &journalSink{path: filepath.Join(dir, "s"), done: make(chan struct{})}
+	j := &journalSink{t: t, path: filepath.Join(dir, "s"), marks: map[string]chan struct{}{}, done: make(chan struct{})}
 	j.conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: j.path, Net: "unixgram"})
 	if err != nil {
 		t.Fatalf("journal stand-in: %v", err)
@@ -219,8 +221,12 @@ func newJournalSink(t *testing.T) *journalSink {
 				return
 			}
 			j.mu.Lock()
-			j.msgs = append(j.msgs, string(buf[:n]))
-			j.last = time.Now()
+			if got, ok := j.marks[string(buf[:n])]; ok {
+				close(got)
+				delete(j.marks, string(buf[:n]))
+			} else {
+				j.msgs = append(j.msgs, string(buf[:n]))
+			}
 			j.mu.Unlock()
 		}
 	}()
@@ -232,20 +238,31 @@ func newJournalSink(t *testing.T) *journalSink {
 	return j
 }
 
-// messages returns the datagrams received so far, after a short quiet spell
-// (none for a world built without a sink).
+// messages returns every datagram sent to the sink before the call (none for
+// a world built without a sink): it sends a marker datagram and waits for the
+// reader to get it. The socket has one receive queue, in order, so every
+// datagram a sender had sent is read before the marker.
 func (j *journalSink) messages() []string {
 	if j == nil {
 		return nil
 	}
-	for i := 0; i < 50; i++ {
-		j.mu.Lock()
-		quiet := time.Since(j.last) > 30*time.Millisecond
-		j.mu.Unlock()
-		if quiet {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	mark := fmt.Sprintf("CAS-JOURNAL-SINK-MARK %d", time.Now().UnixNano())
+	got := make(chan struct{})
+	j.mu.Lock()
+	j.marks[mark] = got
+	j.mu.Unlock()
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: j.path, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte(mark))
+		conn.Close()
+	}
+	if err != nil {
+		j.t.Fatalf("journal stand-in: send a marker: %v", err)
+	}
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		j.t.Fatalf("journal stand-in: the reader did not get the marker within 30 s")
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -483,9 +500,11 @@ func TestFaultTokenFileRefused(t *testing.T) {
 				return
 			}
 			a := w.startAgentProc(nil, u.as)
-			time.Sleep(time.Second)
+			// The start-up pass done, and the agent retrying (--retry-max 1s).
+			w.waitFirstPass(t)
+			w.waitRetries(t, 2, "the agent with a refused token file")
 			before := strings.Count(w.syncLog(), "FAIL vault token")
-			time.Sleep(2500 * time.Millisecond) // the agent retries (--retry-max 1s)
+			w.waitRetries(t, 3, "the agent with a refused token file")
 			a.stop()
 			// sync's, then the agent's start pass and its token routine: each once.
 			if n := strings.Count(w.syncLog(), "FAIL vault token"); n != before || n > 3 {

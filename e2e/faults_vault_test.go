@@ -39,7 +39,9 @@ func TestFaultVaultKilledMidBackup(t *testing.T) {
 	w.startAgent([]string{"VAULT_CLIENT_TIMEOUT=2s"})
 	eventually(t, 20*time.Second, "initial backup", w.vaultHolds(l))
 	for i := 0; i < n; i++ {
-		// A burst of rotations; Vault dies somewhere inside it.
+		// A burst of rotations; Vault dies somewhere inside it. The sleeps
+		// are the fault's timing, random on purpose: where the kill lands in
+		// the burst, the burst's pace, and how long Vault stays down.
 		killAfter := rand.IntN(6)
 		for j := 0; j < 8; j++ {
 			if j == killAfter {
@@ -96,7 +98,7 @@ func TestFaultVaultErrorsAndLatency(t *testing.T) {
 	})
 	r := w.runWith(nil, nil, 90*time.Second, "sync")
 	w.mustCode(r, 75, "sync while vault answers 500")
-	time.Sleep(3 * time.Second)
+	w.waitRetries(t, 3, "backups against the 500s")
 	proxy.failEvery.Store(0)
 	eventually(t, 20*time.Second, "newest login written after the 500s", w.vaultHolds(l))
 
@@ -104,7 +106,7 @@ func TestFaultVaultErrorsAndLatency(t *testing.T) {
 	proxy.failEvery.Store(3)
 	for i := 0; i < rounds; i++ {
 		l = w.rotate(l)
-		time.Sleep(time.Duration(50+rand.IntN(200)) * time.Millisecond)
+		time.Sleep(time.Duration(50+rand.IntN(200)) * time.Millisecond) // a random pace of rotations against the flapping: fault timing
 	}
 	proxy.failEvery.Store(0)
 	eventually(t, 30*time.Second, "newest login written after the flapping", w.vaultHolds(l))
@@ -112,7 +114,7 @@ func TestFaultVaultErrorsAndLatency(t *testing.T) {
 	// Slower than the client's timeout.
 	proxy.delay.Store(int64(3 * time.Second))
 	l = w.rotate(l)
-	time.Sleep(5 * time.Second)
+	w.waitRetries(t, 2, "backups timing out against the slow vault")
 	proxy.delay.Store(0)
 	eventually(t, 30*time.Second, "newest login written after the slow spell", w.vaultHolds(l))
 
@@ -121,8 +123,9 @@ func TestFaultVaultErrorsAndLatency(t *testing.T) {
 	l = w.rotate(l)
 	eventually(t, 30*time.Second, "backup through a slow vault", w.vaultHolds(l))
 	// SIGTERM while a slow request is in flight: a bounded stop.
+	sent := proxy.requests.Load()
 	l = w.rotate(l)
-	time.Sleep(300 * time.Millisecond)
+	eventually(t, 10*time.Second, "a request to the slow vault in flight", func() bool { return proxy.requests.Load() > sent })
 	start := time.Now()
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -157,11 +160,12 @@ func TestFaultVaultTokenRevoked(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		l = w.rotate(l)
-		time.Sleep(time.Second)
+		w.waitPending(t, l, "a rotation with the token revoked")
 	}
-	time.Sleep(2 * time.Second)
+	w.waitFirstPass(t)
+	w.waitRetries(t, 2, "backups with the revoked token")
 	before := countLines(w.syncLog(), `^\S+ FAIL `)
-	time.Sleep(5 * time.Second) // five more retries at --retry-max 1s
+	w.waitRetries(t, 5, "backups with the revoked token") // five more retries at --retry-max 1s
 	log := w.syncLog()
 	if k := countLines(log, `^\S+ FAIL `); k != before || k < 1 || k > 3 {
 		t.Errorf("FAIL lines for one revoked token: %d, then %d after more retries; want it reported once by each part that met it (backup, token check, a pass), never per retry:\n%s", before, k, log)
@@ -177,7 +181,7 @@ func TestFaultVaultTokenRevoked(t *testing.T) {
 	// The admin re-provisions: a new token in the file.
 	w.reprovision(ctx)
 	eventually(t, 30*time.Second, "newest login backed up with the new token, no restart", w.vaultHolds(l))
-	faultReport(t, "revoked scoped token: %d FAIL lines over 3 rotations and ~10 s of retries; new token picked up without a restart", countLines(w.syncLog(), `^\S+ FAIL `))
+	faultReport(t, "revoked scoped token: %d FAIL lines over 3 rotations and 7 or more backup retries; new token picked up without a restart", countLines(w.syncLog(), `^\S+ FAIL `))
 }
 
 // A scoped token that expires (short TTL, no renewal beyond it): the agent
@@ -204,14 +208,18 @@ func TestFaultVaultTokenExpired(t *testing.T) {
 	l := w.login()
 	w.startAgent(nil)
 	eventually(t, 20*time.Second, "initial backup with the short-lived token", w.vaultHolds(l))
-	time.Sleep(3500 * time.Millisecond) // the token is gone
+	eventually(t, 30*time.Second, "the short-lived token expired at vault", func() bool {
+		_, err := vsrv.Root().Auth().Token().LookupWithContext(ctx, short)
+		return err != nil
+	})
 	for i := 0; i < 3; i++ {
 		l = w.rotate(l)
-		time.Sleep(500 * time.Millisecond)
+		w.waitPending(t, l, "a rotation with the token expired")
 	}
-	time.Sleep(time.Second)
+	w.waitFirstPass(t)
+	w.waitRetries(t, 2, "backups with the expired token")
 	before := countLines(w.syncLog(), `^\S+ FAIL `)
-	time.Sleep(4 * time.Second)
+	w.waitRetries(t, 4, "backups with the expired token")
 	log := w.syncLog()
 	if k := countLines(log, `^\S+ FAIL `); k != before || k < 1 || k > 3 {
 		t.Errorf("FAIL lines for one expired token: %d, then %d after more retries; want it reported once, never per retry:\n%s", before, k, log)

@@ -37,7 +37,7 @@ func TestVaultSchemeMismatchIsConfigError(t *testing.T) {
 		return strings.Contains(string(b), l.RefreshToken)
 	})
 	// Several retries at the 1 s cap: still one FAIL, and the agent runs.
-	time.Sleep(3 * time.Second)
+	w.waitRetries(t, 3, "backups with the misconfigured address")
 	select {
 	case <-a.done:
 		t.Fatalf("the agent stopped on a misconfigured VAULT_ADDR:\n%s", a.output())
@@ -64,8 +64,12 @@ func TestAgentUsesReprovisionedTokenAtOnce(t *testing.T) {
 	eventually(t, 20*time.Second, "the refused token reported", func() bool {
 		return strings.Contains(w.syncLog(), "claude-auth-sync provision")
 	})
-	// Let the backoff grow past anything the test waits for.
-	time.Sleep(3 * time.Second)
+	// The token routine itself has met the refused token: it now waits out
+	// its backoff (at least the 2 min cap for a refused token) unless the
+	// token file changes.
+	eventually(t, 20*time.Second, "the token routine's FAIL about the refused token", func() bool {
+		return regexp.MustCompile(`(?m)^\S+ FAIL vault token: .*403`).MatchString(w.syncLog())
+	})
 	for _, line := range strings.Split(w.syncLog(), "\n") {
 		if strings.Contains(line, " FAIL ") && strings.Contains(line, "403") &&
 			!strings.Contains(line, "systemctl reload claude-auth-sync@"+w.name) {

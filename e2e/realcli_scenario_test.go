@@ -98,12 +98,12 @@ func realClaudeScenario(t *testing.T, version string, early bool) {
 				shotsFailed.Add(1)
 				t.Logf("one-shot failed: %v %q %q", r.err, r.stdout, r.stderr)
 			}
-			time.Sleep(time.Second)
+			time.Sleep(time.Second) // the one-shots' pace, one a second: the load, not a wait
 		}
 	})
 	deadline := time.Now().Add(150 * time.Second)
 	for u.fake.Counters().Refreshes < 10 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // the poll interval of this bounded wait (checked below)
 	}
 	stop()
 	wg.Wait()

@@ -109,9 +109,8 @@ func TestConcurrentExecOneRefresh(t *testing.T) {
 // pass force-refreshes first and the check passes, no restore.
 func TestForcedRefreshOnEarly401(t *testing.T) {
 	w := newWorld(t)
-	w.fake.ServerLifetime = time.Second
+	w.fake.ServerLifetime = time.Nanosecond // the server ends the access token at once
 	w.login()
-	time.Sleep(1500 * time.Millisecond) // the server has ended the access token
 	w.fake.ServerLifetime = 0
 	r := w.run(nil, "sync")
 	w.mustCode(r, 0, "sync")
@@ -142,6 +141,7 @@ func TestRacyWriterWithAndWithoutAgent(t *testing.T) {
 		w := newWorld(t)
 		w.loginExpiringIn(time.Minute)
 		barrier := filepath.Join(t.TempDir(), "go")
+		reads := watchFS(t, w.creds, syscall.IN_CLOSE_NOWRITE, "")
 		var cmds []*exec.Cmd
 		for i := 0; i < 2; i++ {
 			c := racy(w, "--threshold", "5m", "--barrier", barrier, "--once", "--loser-writes-last", "--for", "20s")
@@ -149,8 +149,11 @@ func TestRacyWriterWithAndWithoutAgent(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmds = append(cmds, c)
+			// It has read the refresh token (a read of the file ends with a
+			// close) and waits for the barrier. One at a time: inotify merges
+			// two like events still queued.
+			reads.waitMore(t, 0, i+1, "a racy writer read the credentials file")
 		}
-		time.Sleep(300 * time.Millisecond) // both have read the same refresh token
 		os.WriteFile(barrier, nil, 0o600)
 		for _, c := range cmds {
 			c.Wait()

@@ -80,12 +80,25 @@ func TestClaudeLockRemadeByClaudeIsRespected(t *testing.T) {
 	}
 	first.die()
 	rp, lp, _ := ClaudePaths(cfg)
-	// Claude removed ours (stale) and took the lock: a new directory.
+	ours, ok := dirIdentity(rp)
+	if !ok {
+		t.Fatalf("no identity (inode, birth time) for %s", rp)
+	}
+	// Claude removed ours (stale) and took the lock: a new directory. Made
+	// again until it is not ours by inode and birth time (a reused inode
+	// within the clock's tick would be ours, by design).
 	os.Remove(lp)
-	os.Remove(rp)
-	time.Sleep(5 * time.Millisecond)
-	if err := os.Mkdir(rp, 0o700); err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		os.Remove(rp)
+		if err := os.Mkdir(rp, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if id, ok := dirIdentity(rp); ok && id != ours {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a new directory at %s keeps the identity of ours", rp)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

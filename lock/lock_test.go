@@ -93,6 +93,9 @@ func TestWait(t *testing.T) {
 
 	// Gets it once the holder lets go.
 	go func() {
+		// The holder keeps the lock a while, so that Wait starts while it is
+		// held: the scenario, not a wait for anything (had Wait started
+		// later, it would find the lock free and the test would hold too).
 		time.Sleep(50 * time.Millisecond)
 		held.Unlock()
 	}()

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -235,12 +236,35 @@ echo AUTH_OK
 
 func TestRunnerContextCancel(t *testing.T) {
 	dir := t.TempDir()
-	cmd := script(t, dir, "claude", "sleep 5\n")
+	// The child says it runs (a line into a FIFO), then runs far longer than
+	// the test: only the cancel can end it.
+	ready := filepath.Join(dir, "ready")
+	if err := syscall.Mkfifo(ready, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := script(t, dir, "claude", "echo running > '"+ready+"'\nsleep 3600\n")
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(200 * time.Millisecond); cancel() }()
-	start := time.Now()
-	res := (&Runner{Command: cmd, Timeout: 10 * time.Second, Env: []string{"PATH=/usr/bin:/bin"}}).Run(ctx)
-	if res.Kind == OK || time.Since(start) > 3*time.Second {
-		t.Errorf("Run() with a cancelled context = %v after %v; want a failure soon", res.Kind, time.Since(start))
+	defer cancel()
+	running := make(chan struct{})
+	go func() { os.ReadFile(ready); close(running) }()
+	done := make(chan Result, 1)
+	go func() {
+		done <- (&Runner{Command: cmd, Timeout: time.Hour, Env: []string{"PATH=/usr/bin:/bin"}}).Run(ctx)
+	}()
+	select {
+	case <-running:
+	case res := <-done:
+		t.Fatalf("Run() = %v before the child ran", res.Kind)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the child did not start within 30 s")
+	}
+	cancel()
+	select {
+	case res := <-done:
+		if res.Kind == OK {
+			t.Errorf("Run() with a cancelled context = %v; want a failure", res.Kind)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run() did not return within 30 s of the cancel (the child runs for an hour)")
 	}
 }
