@@ -100,6 +100,9 @@ func (bw *backupWriter) Run(ctx context.Context) error {
 		if bw.flush(ctx) {
 			again = true
 		}
+		if err := bw.lin.Persist(); err != nil {
+			bw.e.Diag.Warn("cannot record lineage", "err", err)
+		}
 		if again && ctx.Err() == nil {
 			bw.live.update(func(s *engine.AgentState) { s.Retries++ })
 			retry.Reset(b.next())
@@ -193,9 +196,7 @@ func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
 	if engine.IsBackfill(o, bw.e.SetupToken(), bw.clk.Now()) {
 		return // setup-token mode: no backups
 	}
-	if err := bw.lin.Observe(o.RefreshToken()); err != nil {
-		bw.e.Diag.Warn("cannot record lineage", "err", err)
-	}
+	bw.lin.Note(o.RefreshToken()) // on disk after the backup (flush)
 	if bw.supersededBy(o) {
 		return
 	}

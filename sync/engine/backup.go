@@ -46,9 +46,13 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 	if IsBackfill(o, "", now) {
 		return BackupResult{Message: "not backing up a setup-token backfill"}, nil
 	}
-	if err := lin.Observe(o.RefreshToken()); err != nil {
-		e.Diag.Warn("cannot record lineage", "err", err)
-	}
+	// Ordered at once; on disk after the Vault write, off the backup's lag.
+	lin.Note(o.RefreshToken())
+	defer func() {
+		if err := lin.Persist(); err != nil {
+			e.Diag.Warn("cannot record lineage", "err", err)
+		}
+	}()
 	var skip string
 	doc, err := e.Store.Update(ctx, func(cur *store.Doc) (map[string]any, error) {
 		skip = ""

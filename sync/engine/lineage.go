@@ -27,6 +27,10 @@ type Lineage struct {
 	mu   sync.Mutex
 	seen []string
 	idx  map[string]int
+	// unsaved and order: fingerprints Note recorded that are not in the
+	// file yet, and the order they came in.
+	unsaved map[string]bool
+	order   []string
 }
 
 // maxLineage keeps the file small; older entries only ever matter for tokens that
@@ -73,9 +77,43 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.idx[tok.Fingerprint()]; ok {
+	if _, ok := l.idx[tok.Fingerprint()]; ok && !l.unsaved[tok.Fingerprint()] {
 		return nil
 	}
+	return l.save(tok.Fingerprint())
+}
+
+// Note records tok in memory only, at once (orders and checks see it);
+// Persist writes it to the file. The agent's backup notes a login before
+// its Vault write and persists after, keeping the disk off that path.
+func (l *Lineage) Note(tok credentials.Secret) {
+	if tok == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.add(tok.Fingerprint()) {
+		if l.unsaved == nil {
+			l.unsaved = map[string]bool{}
+		}
+		l.unsaved[tok.Fingerprint()] = true
+		l.order = append(l.order, tok.Fingerprint())
+	}
+}
+
+// Persist writes what Note recorded.
+func (l *Lineage) Persist() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.order) == 0 {
+		return nil
+	}
+	return l.save()
+}
+
+// save merges fps (in order) into the file under its lock and rewrites it;
+// l.mu is held.
+func (l *Lineage) save(fps ...string) error {
 	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
 		return err
 	}
@@ -89,7 +127,14 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 		return err
 	}
 	l.seen, l.idx = fresh.seen, fresh.idx
-	if !l.add(tok.Fingerprint()) {
+	added := false
+	for _, fp := range append(append([]string(nil), l.order...), fps...) {
+		if l.add(fp) {
+			added = true
+		}
+	}
+	l.unsaved, l.order = nil, nil
+	if !added {
 		return nil
 	}
 	if len(l.seen) > maxLineage {
