@@ -161,3 +161,37 @@ func TestLineageCap(t *testing.T) {
 		t.Errorf("the capped lineage does not persist")
 	}
 }
+
+// Note orders a login at once and Persist writes it; an Observe in between
+// writes both, in order; a process reading the file sees them only after.
+func TestLineageNoteThenPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lineage")
+	lin, err := LoadLineage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := credentials.Secret("sk-ant-ort01-note-a"), credentials.Secret("sk-ant-ort01-note-b"), credentials.Secret("sk-ant-ort01-note-c")
+	lin.Note(a)
+	lin.Note(b)
+	if lin.Order(a, b) >= 0 || !lin.Latest(b) {
+		t.Errorf("noted logins not ordered in memory: Order(a, b) = %d, Latest(b) = %v", lin.Order(a, b), lin.Latest(b))
+	}
+	if other, _ := LoadLineage(path); other.Known(a) {
+		t.Error("a noted login reached the file before Persist")
+	}
+	if err := lin.Observe(c); err != nil { // writes what was noted too
+		t.Fatal(err)
+	}
+	other, _ := LoadLineage(path)
+	if !other.Known(a) || !other.Known(b) || !other.Known(c) || other.Order(a, b) >= 0 || other.Order(b, c) >= 0 {
+		t.Errorf("file after Observe: known a=%v b=%v c=%v; want all, in order", other.Known(a), other.Known(b), other.Known(c))
+	}
+	d := credentials.Secret("sk-ant-ort01-note-d")
+	lin.Note(d)
+	if err := lin.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	if other, _ := LoadLineage(path); !other.Latest(d) {
+		t.Error("Persist did not write the noted login last")
+	}
+}
