@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // Restore puts the latest backup into the credentials file on request: the way
@@ -74,3 +76,80 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 	}
 	return e.finish(rec, Outcome{Status: RECOVERED, Code: ExitOK, Message: msg})
 }
+
+// RestoreCandidate returns the stored login when restoring it could help: usable,
+// a different refresh token from the local one, and not known to be older.
+func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
+	vo, err := doc.OAuth()
+	if err != nil {
+		return nil, "the backup is unreadable: " + err.Error()
+	}
+	if vo == nil {
+		return nil, "there is no backup in " + e.Store.Describe()
+	}
+	if err := vo.Usable(); err != nil {
+		return nil, "the backup is not usable: " + err.Error()
+	}
+	if IsBackfill(vo, doc.SetupToken(), e.now()) {
+		return nil, "the backup is a setup-token backfill"
+	}
+	if local != nil && local.OAuth != nil {
+		// The same refresh token: after a failed refresh (a usable file) it is
+		// dead in the backup too. A broken file (a token of the wrong type,
+		// bad UTF-8) with an intact copy of it in the backup is repaired.
+		if vo.RefreshToken() == local.OAuth.RefreshToken() && (local.State == credentials.Usable || vo.Equal(local.OAuth)) {
+			return nil, "the backup holds the same refresh token as this file"
+		}
+		if local.OAuth.RefreshToken() != "" && lin.Order(vo.RefreshToken(), local.OAuth.RefreshToken()) < 0 {
+			return nil, "the backup holds an older refresh token than this file (already rotated out)"
+		}
+	}
+	return vo, ""
+}
+
+// restoreClobbered handles a broken file: restore the backup when it differs
+// from the dead login. A nil Outcome means "restored, go on with the pass".
+func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *credentials.Local, vs vaultState) *Outcome {
+	if vs.doc == nil {
+		o := fail("credentials file is unusable (%v) and the backup cannot be read: %v; %s", local.Problem, vs.down, LoginHint())
+		return &o
+	}
+	vo, why := e.RestoreCandidate(lin, vs.doc, local)
+	if vo == nil {
+		o := fail("credentials file is unusable (%v); %s; %s", local.Problem, why, LoginHint())
+		return &o
+	}
+	expect := func(cur *credentials.Local) error {
+		if cur.State == credentials.Usable {
+			return errors.New("the file became usable meanwhile; leaving it")
+		}
+		return nil
+	}
+	err := e.WriteLogin(ctx, lin, vo, expect)
+	if errors.Is(err, ErrChanged) {
+		// Someone (the agent's worker, a refresh, Claude) made the file usable
+		// while we waited for the locks: nothing to restore, and no FAIL.
+		e.Diag.Info("the credentials file became usable before the restore; leaving it")
+		return nil
+	}
+	if err != nil {
+		o := fail("credentials file is unusable (%v); restore failed: %v", local.Problem, err)
+		return &o
+	}
+	e.Log.Event(RECOVERED, "credentials file was unusable (%v); restored the login from the backup (v%d)", local.Problem, vs.doc.Version)
+	return nil
+}
+
+// sameRefresh is a writeLogin precondition: the file still holds the refresh
+// token we decided on (compare-and-swap on the refresh token).
+func sameRefresh(tok credentials.Secret) func(*credentials.Local) error {
+	return func(cur *credentials.Local) error {
+		if cur.OAuth != nil && cur.OAuth.RefreshToken() != tok && cur.State == credentials.Usable {
+			return errors.New("the file's login changed meanwhile (someone refreshed or logged in); leaving it")
+		}
+		return nil
+	}
+}
+
+// ErrChanged: the file changed under us and the write was abandoned.
+var ErrChanged = errors.New("credentials file changed meanwhile")

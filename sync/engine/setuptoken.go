@@ -157,3 +157,6 @@ func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *sto
 	}
 	return &Outcome{Status: RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
 }
+
+// SetupToken is the setup token from the env file ("" when not in that mode).
+func (e *Engine) SetupToken() credentials.Secret { return e.readEnvToken() }

@@ -9,8 +9,6 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // Record is what this host remembers between passes (state.json in the state
@@ -41,35 +39,6 @@ type CheckRecord struct {
 	// Subject is what the check vouched for, as it stood when the pass ended,
 	// so an agent start can tell whether anything changed since.
 	Subject *CheckSubject `json:"subject,omitempty"`
-}
-
-// CheckSubject is what a check was about, as short fingerprints (never a
-// token): the login in the credentials file, the login in the store's
-// document and its setup token. An empty field means "none" (or, for the
-// document's fields, "the store could not be read").
-type CheckSubject struct {
-	Login      string `json:"login,omitempty"`
-	DocLogin   string `json:"doc_login,omitempty"`
-	SetupToken string `json:"setup_token,omitempty"`
-	DocRead    bool   `json:"doc_read"`
-}
-
-// SubjectOf is the subject for a file's login and a store document (nil: not read).
-func SubjectOf(local *credentials.Local, doc *store.Doc) CheckSubject {
-	var s CheckSubject
-	if local != nil && local.State == credentials.Usable {
-		s.Login = local.OAuth.RefreshToken().Short()
-	}
-	if doc != nil {
-		s.DocRead = true
-		if o, err := doc.OAuth(); err == nil && o != nil {
-			s.DocLogin = o.RefreshToken().Short()
-		}
-		if tok := doc.SetupToken(); tok != "" {
-			s.SetupToken = tok.Short()
-		}
-	}
-	return s
 }
 
 type BackupRecord struct {
@@ -127,3 +96,11 @@ func mergeRecord(path string, r *Record) error {
 	_, err = atomicfile.Write(path, append(data, '\n'), 0o600)
 	return err
 }
+
+func (e *Engine) recordPath() string { return filepath.Join(e.Cfg.StateDir, "state.json") }
+
+// LoadRecord reads state.json (an empty record when absent or unreadable).
+func (e *Engine) LoadRecord() *Record { return loadRecord(e.recordPath()) }
+
+// MergeRecord writes r's set fields into state.json.
+func (e *Engine) MergeRecord(r *Record) error { return mergeRecord(e.recordPath(), r) }

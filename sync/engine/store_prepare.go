@@ -1,0 +1,48 @@
+package engine
+
+import (
+	"context"
+	"errors"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// vaultState is what preparing the store found.
+type vaultState struct {
+	doc       *store.Doc // nil when the store could not be read
+	down      error      // non-nil when the store is unreachable
+	tokenInfo *store.TokenInfo
+}
+
+// prepare runs step 2 of a pass: the token routine and one read of the document.
+// A hard failure (token file, foreign token, 403) is returned as an Outcome.
+func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
+	var vs vaultState
+	if e.Vault != nil {
+		info, err := e.Vault.Prepare(ctx)
+		switch {
+		case err == nil:
+			vs.tokenInfo = &info
+		case errors.Is(err, store.ErrUnreachable):
+			vs.down = err
+			return vs, nil
+		case errors.Is(err, store.ErrMisconfigured):
+			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
+			return vs, &o
+		default:
+			o := fail("vault token: %v", err)
+			return vs, &o
+		}
+	}
+	doc, err := e.Store.Read(ctx)
+	switch {
+	case err == nil:
+		vs.doc = doc
+	case errors.Is(err, store.ErrUnreachable):
+		vs.down = err
+	default:
+		o := fail("read backup: %v", err)
+		return vs, &o
+	}
+	return vs, nil
+}
