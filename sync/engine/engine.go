@@ -37,12 +37,8 @@ type Engine struct {
 	// OAuth is the refresh client (Claude's token endpoint by default).
 	OAuth *oauth.Client
 
-	tokens lifetimes
-
-	// kept is a refresh answer not yet in the credentials file (also in
-	// pending-refresh when the state dir can hold it).
-	keptMu sync.Mutex
-	kept   *pendingRefresh
+	// refreshMem is what the refresher remembers between refreshes.
+	refreshMem refreshMemory
 
 	// RefreshVia, when set, makes every token request (the agent's and its
 	// passes' forced refreshes): ChildRefresher runs them in a child process

@@ -20,7 +20,7 @@ func (e *Engine) WriteLogin(ctx context.Context, lin *Lineage, o *credentials.OA
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")
 	}
-	return e.withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
+	return e.refresher().withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
 }
 
 func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {

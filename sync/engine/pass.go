@@ -60,14 +60,14 @@ func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
 		return e.finish(rec, e.setupTokenPass(ctx, rec, lin, vs.doc, vs.doc.SetupToken()))
 	}
 	if vs.doc == nil {
-		if tok := e.readEnvToken(); tok != "" {
+		if tok := e.SetupToken(); tok != "" {
 			o := e.setupTokenPass(ctx, rec, lin, nil, tok)
 			if o.Code == ExitOK {
 				o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + vs.down.Error()}
 			}
 			return e.finish(rec, o)
 		}
-	} else if tok := e.readEnvToken(); tok != "" {
+	} else if tok := e.SetupToken(); tok != "" {
 		if o := e.leaveSetupTokenMode(ctx, lin, vs.doc, tok); o != nil {
 			e.Log.Event(o.Status, "%s", o.Message)
 		}

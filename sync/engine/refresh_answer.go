@@ -23,7 +23,7 @@ var ErrNotWritten = errors.New("the refreshed login could not be written to the 
 // finishRefresh writes a refresh answer into the file (compare-and-swap on the
 // refresh token it was sent for, or over a file left unusable), under the
 // storage-write lock, and forgets the kept answer once it is in.
-func (e *Engine) finishRefresh(ctx context.Context, claude *lock.ClaudeRefresh, lin *Lineage, cur *credentials.Local, p *pendingRefresh, tok *oauth.Token) (RefreshResult, error) {
+func (r *refresher) finishRefresh(ctx context.Context, claude *lock.ClaudeRefresh, lin *Lineage, cur *credentials.Local, p *pendingRefresh, tok *oauth.Token) (RefreshResult, error) {
 	base, sent := cur.OAuth, credentials.Secret("")
 	if base == nil {
 		base, _ = credentials.ParseOAuth([]byte(`{}`))
@@ -35,21 +35,21 @@ func (e *Engine) finishRefresh(ctx context.Context, claude *lock.ClaudeRefresh, 
 		return RefreshResult{}, err
 	}
 	if err := lin.Observe(next.RefreshToken()); err != nil {
-		e.Diag.Warn("cannot record lineage", "err", err)
+		r.diag.Warn("cannot record lineage", "err", err)
 	}
-	werr := claude.WithStorageWrite(ctx, func() error { return e.casWrite(sent, next) })
+	werr := claude.WithStorageWrite(ctx, func() error { return r.casWrite(sent, next) })
 	if errors.Is(werr, errLoggedOut) {
 		return RefreshResult{OAuth: next}, fmt.Errorf("%w: %v", ErrNotWritten, werr)
 	}
 	if errors.Is(werr, ErrChanged) {
-		e.dropKept()
+		r.dropKept()
 		return RefreshResult{}, fmt.Errorf("write the refreshed login: %w", werr)
 	}
 	if werr != nil {
-		return RefreshResult{OAuth: next}, fmt.Errorf("%w (the new login is kept in %s): %v", ErrNotWritten, e.pendingRefreshPath(), werr)
+		return RefreshResult{OAuth: next}, fmt.Errorf("%w (the new login is kept in %s): %v", ErrNotWritten, r.pendingPath(), werr)
 	}
-	e.dropKept()
-	e.tokens.note(next.AccessToken(), p.At)
+	r.dropKept()
+	r.mem.tokens.note(next.AccessToken(), p.At)
 	return RefreshResult{Refreshed: true, OAuth: next, Message: "refreshed; valid until " + next.ExpiresAt().Format(time.RFC3339)}, nil
 }
 
@@ -60,8 +60,8 @@ var errLoggedOut = errors.New("the credentials file was removed (a logout?); not
 // casWrite writes next over the file if it still holds the refresh token sent
 // (or holds something unusable: ours is then the only live login). A removed
 // file is a logout and stays removed.
-func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) error {
-	cur, err := credentials.Read(e.Cfg.CredentialsFile)
+func (r *refresher) casWrite(sent credentials.Secret, next *credentials.OAuth) error {
+	cur, err := credentials.Read(r.cfg.CredentialsFile)
 	if err != nil {
 		return err
 	}
@@ -75,9 +75,9 @@ func (e *Engine) casWrite(sent credentials.Secret, next *credentials.OAuth) erro
 	if err != nil {
 		return err
 	}
-	target, err := atomicfile.Write(e.Cfg.CredentialsFile, data, credentials.FileMode)
+	target, err := atomicfile.Write(r.cfg.CredentialsFile, data, credentials.FileMode)
 	if target != "" {
-		e.Diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", e.Cfg.CredentialsFile, "target", target)
+		r.diag.Warn("credentials file is a symlink; wrote its target and kept the link", "link", r.cfg.CredentialsFile, "target", target)
 	}
 	return err
 }

@@ -77,17 +77,40 @@ func (e *Engine) AgentChildRefresh(ctx context.Context, r io.Reader, w io.Writer
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
-	res, err := e.refreshHere(ctx, lin, req.Force, req.SawFP)
+	ref := e.refresher()
+	res, err := ref.refreshHere(ctx, lin, req.Force, req.SawFP)
 	rep := reportFor(res, err)
 	if rep.Kind == "not_written" {
-		e.keptMu.Lock()
-		p := e.kept
-		e.keptMu.Unlock()
-		if p != nil {
+		if p := ref.mem.keptAnswer(); p != nil {
 			rep.Kept, _ = json.Marshal(p)
 		}
 	}
 	return jsonEncode(w, rep)
+}
+
+// refreshViaChild is Refresh in the agent's refresh child: the answer is
+// written there; what the child kept or learnt is taken over here.
+func (r *refresher) refreshViaChild(ctx context.Context, lin *Lineage, force bool, sawFP string) (RefreshResult, error) {
+	res, err := r.via(ctx, force, sawFP)
+	if res.kept != nil {
+		r.mem.setKept(res.kept)
+	}
+	// The child appended to the lineage file.
+	if lerr := lin.Reload(); lerr != nil {
+		r.diag.Warn("cannot reload lineage", "err", lerr)
+	}
+	if err == nil && res.OAuth == nil {
+		if l, rerr := credentials.Read(r.cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
+			res.OAuth = l.OAuth
+		}
+	}
+	if err == nil && res.Refreshed && res.OAuth != nil {
+		// The child noted the new login's birth in its own memory: note
+		// it here too, or the lead of a short-lived login is taken as
+		// the full default and it is refreshed again at once.
+		r.mem.tokens.note(res.OAuth.AccessToken(), r.now())
+	}
+	return res, err
 }
 
 // reportFor is the child's report of one refresh.

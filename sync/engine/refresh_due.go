@@ -36,7 +36,10 @@ func (l *lifetimes) note(tok credentials.Secret, issued time.Time) {
 }
 
 // NoteNewLogin records that a login was just issued (the agent saw it appear).
-func (e *Engine) NoteNewLogin(o *credentials.OAuth) { e.tokens.note(o.AccessToken(), e.now()) }
+func (e *Engine) NoteNewLogin(o *credentials.OAuth) {
+	r := e.refresher()
+	r.mem.tokens.note(o.AccessToken(), r.now())
+}
 
 // RefreshDue is when the refresher should rotate o: expiresAt minus the lead.
 // The default lead (15 min) is capped at half the token's lifetime, so a short
@@ -44,12 +47,14 @@ func (e *Engine) NoteNewLogin(o *credentials.OAuth) { e.tokens.note(o.AccessToke
 // (CLAUDE_AUTH_REFRESH_LEAD) is honoured as long as it is shorter than the
 // lifetime. A token whose birth this process did not see counts as long-lived
 // (for an 8 h token the lead is 15 min either way).
-func (e *Engine) RefreshDue(o *credentials.OAuth) time.Time {
+func (e *Engine) RefreshDue(o *credentials.OAuth) time.Time { return e.refresher().due(o) }
+
+func (r *refresher) due(o *credentials.OAuth) time.Time {
 	exp := o.ExpiresAt()
-	lead := e.Cfg.RefreshLead
-	if born, ok := e.tokens.born(o.AccessToken()); ok && exp.After(born) {
+	lead := r.cfg.RefreshLead
+	if born, ok := r.mem.tokens.born(o.AccessToken()); ok && exp.After(born) {
 		life := exp.Sub(born)
-		if _, explicit := e.Cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]; explicit {
+		if _, explicit := r.cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]; explicit {
 			lead = min(lead, life-time.Second)
 		} else {
 			lead = min(lead, life/2)

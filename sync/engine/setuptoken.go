@@ -23,9 +23,9 @@ const envKey = "CLAUDE_CODE_OAUTH_TOKEN"
 // did not record the end.
 const setupTokenLifetime = 365 * 24 * time.Hour
 
-// readEnvToken returns the token in the setup-token env file ("" when none).
-func (e *Engine) readEnvToken() credentials.Secret {
-	data, err := os.ReadFile(e.Cfg.TokenEnvFile)
+// readEnvToken returns the token in the setup-token env file at path ("" when none).
+func readEnvToken(path string) credentials.Secret {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
@@ -104,7 +104,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
 		return nil
 	}
-	return e.withFileLocks(ctx, func() error {
+	return e.refresher().withFileLocks(ctx, func() error {
 		cur, err := credentials.Read(e.Cfg.CredentialsFile)
 		if err != nil {
 			return err
@@ -159,4 +159,4 @@ func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *sto
 }
 
 // SetupToken is the setup token from the env file ("" when not in that mode).
-func (e *Engine) SetupToken() credentials.Secret { return e.readEnvToken() }
+func (e *Engine) SetupToken() credentials.Secret { return readEnvToken(e.Cfg.TokenEnvFile) }
