@@ -99,14 +99,15 @@ func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 
 // afterGoodCheck backs up the working login and words the outcome.
 func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
-	if vs.down != nil {
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + vs.down.Error()}
+	// vs.down is the store found unreachable by the pass: the backup waits.
+	res, err := BackupResult{}, vs.down
+	if err == nil {
+		res, err = e.Backup(ctx, lin, oauth)
 	}
-	res, err := e.Backup(ctx, lin, oauth)
-	if errors.Is(err, store.ErrUnreachable) {
+	switch {
+	case errors.Is(err, store.ErrUnreachable):
 		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
-	}
-	if err != nil {
+	case err != nil:
 		return fail("%s, but the backup failed: %v", what, err)
 	}
 	if res.Written {

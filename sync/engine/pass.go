@@ -9,7 +9,6 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
 // PassOptions change how a pass meets a clobbered file.
@@ -169,7 +168,7 @@ func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
 		return e.finish(rec, fail("%s; a forced refresh got a new login, but %v; %s", res.Reason, rerr, o.Message))
 	case errors.Is(rerr, ErrLoginDead):
 		// Go on: a newer login in the backup is the only way back.
-	case errors.Is(rerr, lock.ErrClaudeLocksUnavailable), errors.Is(rerr, oauth.ErrTransient), errors.Is(rerr, context.DeadlineExceeded):
+	case tryLater(rerr):
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: res.Reason + "; a forced refresh could not run (" + rerr.Error() + "); not restoring, the next pass retries"})
 	default:
 		e.Diag.Warn("forced refresh failed", "err", rerr)

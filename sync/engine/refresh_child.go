@@ -10,9 +10,7 @@ import (
 	"os"
 	"os/exec"
 
-	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
 // The agent's refreshes run in a child process (`refresh --agent-child`).
@@ -49,16 +47,12 @@ type childError struct {
 func (c *childError) Error() string { return c.msg }
 func (c *childError) Unwrap() error { return c.kind }
 
-var childKinds = []struct {
-	name string
-	err  error
-}{
+// childKinds are the error classes the child reports by name: the agent
+// branches on their sentinels as it would on a refresh of its own.
+var childKinds = append([]refreshKind{
 	{"not_written", ErrNotWritten},
 	{"dead", ErrLoginDead},
-	{"locks", lock.ErrClaudeLocksUnavailable},
-	{"transient", oauth.ErrTransient},
-	{"timeout", context.DeadlineExceeded},
-}
+}, laterKinds...)
 
 // childRequest is what the agent asks of the child, as JSON on its stdin.
 type childRequest struct {

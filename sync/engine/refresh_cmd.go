@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
@@ -50,7 +48,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
 	case errors.Is(err, ErrLoginDead):
 		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
-	case errors.Is(err, lock.ErrClaudeLocksUnavailable), errors.Is(err, oauth.ErrTransient), errors.Is(err, context.DeadlineExceeded):
+	case tryLater(err):
 		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
 	case err != nil:
 		return e.finish(nil, fail("refresh: %v", err))

@@ -20,6 +20,31 @@ import (
 // other login: only an interactive login helps.
 var ErrLoginDead = errors.New("the login is dead")
 
+// refreshKind names a class of refresh errors by its sentinel.
+type refreshKind struct {
+	name string
+	err  error
+}
+
+// laterKinds are the refresh errors that say nothing about the login: Claude's
+// lock directories cannot be made, the token endpoint is unavailable, time ran
+// out. A later try may work, so nothing is restored after them.
+var laterKinds = []refreshKind{
+	{"locks", lock.ErrClaudeLocksUnavailable},
+	{"transient", oauth.ErrTransient},
+	{"timeout", context.DeadlineExceeded},
+}
+
+// tryLater says whether a refresh failed with one of laterKinds.
+func tryLater(err error) bool {
+	for _, k := range laterKinds {
+		if errors.Is(err, k.err) {
+			return true
+		}
+	}
+	return false
+}
+
 // RefreshResult says what a brokered refresh did.
 type RefreshResult struct {
 	Refreshed bool               // we rotated the token
