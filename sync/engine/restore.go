@@ -35,62 +35,96 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 	if vs.doc == nil {
 		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
 	}
-	vo, err := vs.doc.OAuth()
-	switch {
-	case err != nil:
-		return e.finish(rec, fail("restore: the backup is unreadable: %v", err))
-	case vo == nil:
+	return e.finish(rec, e.restoreOnRequest(ctx, lin, vs.doc, force))
+}
+
+// restoreOnRequest is the restore command once the backup is read.
+func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.Doc, force bool) Outcome {
+	vo, problem, err := e.storedLogin(doc)
+	switch problem {
+	case backupUnreadable:
+		return fail("restore: the backup is unreadable: %v", err)
+	case backupAbsent:
 		// Nothing to restore is not a dead login (a new user, a host whose
 		// agent never backed up): WARN, which does not page, with exit 3.
-		return e.finish(rec, Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
-			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())})
-	case vo.Usable() != nil:
-		return e.finish(rec, fail("restore: the backup is not usable (%v); %s", vo.Usable(), LoginHint()))
-	case IsBackfill(vo, vs.doc.SetupToken(), e.now()):
-		return e.finish(rec, fail("restore: the backup is a setup-token backfill, not a login"))
+		return Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
+			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())}
+	case backupUnusable:
+		return fail("restore: the backup is not usable (%v); %s", err, LoginHint())
+	case backupBackfill:
+		return fail("restore: the backup is a setup-token backfill, not a login")
 	}
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
-		return e.finish(rec, fail("restore: %v", err))
+		return fail("restore: %v", err)
 	}
 	if local.OAuth != nil && local.OAuth.Equal(vo) {
-		return e.finish(rec, Outcome{Status: OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", vs.doc.Version)})
+		return Outcome{Status: OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", doc.Version)}
 	}
 	if local.State == credentials.Usable && !force && !Newer(lin, vo, local.OAuth) {
 		why := "the file holds a working login that is not known to be older than the backup"
 		if lin.Order(vo.RefreshToken(), local.OAuth.RefreshToken()) < 0 {
 			why = "the file holds a newer login than the backup (the backup's refresh token was rotated out)"
 		}
-		return e.finish(rec, fail("restore: %s; not replacing it. Use `claude-auth-sync restore --force` to replace it anyway (the old file is kept in %s)", why, e.Cfg.StateDir))
+		return fail("restore: %s; not replacing it. Use `claude-auth-sync restore --force` to replace it anyway (the old file is kept in %s)", why, e.Cfg.StateDir)
 	}
 	if err := e.WriteLogin(ctx, lin, vo, nil); err != nil {
-		return e.finish(rec, fail("restore: %v", err))
+		return fail("restore: %v", err)
 	}
-	msg := fmt.Sprintf("restored the login from %s (v%d", e.Store.Describe(), vs.doc.Version)
-	if t := vs.doc.BackedUpAt(); !t.IsZero() {
+	msg := fmt.Sprintf("restored the login from %s (v%d", e.Store.Describe(), doc.Version)
+	if t := doc.BackedUpAt(); !t.IsZero() {
 		msg += ", backed up " + t.Format(time.RFC3339)
 	}
 	msg += ")"
-	if vs.doc.SetupToken() != "" {
+	if doc.SetupToken() != "" {
 		msg += "; note: setup-token mode is on, so Claude uses the setup token"
 	}
-	return e.finish(rec, Outcome{Status: RECOVERED, Code: ExitOK, Message: msg})
+	return Outcome{Status: RECOVERED, Code: ExitOK, Message: msg}
+}
+
+// backupProblem says why the backup's login cannot be restored at all.
+type backupProblem int
+
+const (
+	backupRestorable backupProblem = iota
+	backupUnreadable               // the document's login does not parse
+	backupAbsent                   // the store holds no login
+	backupUnusable                 // a login without what Claude needs
+	backupBackfill                 // a setup-token backfill, not a login
+)
+
+// storedLogin is the backup's login if it could be restored at all: readable,
+// present, usable and not a setup-token backfill. Otherwise problem says which
+// it is not (err says why for unreadable and unusable); each caller words it.
+func (e *Engine) storedLogin(doc *store.Doc) (*credentials.OAuth, backupProblem, error) {
+	vo, err := doc.OAuth()
+	switch {
+	case err != nil:
+		return nil, backupUnreadable, err
+	case vo == nil:
+		return nil, backupAbsent, nil
+	}
+	if err := vo.Usable(); err != nil {
+		return nil, backupUnusable, err
+	}
+	if IsBackfill(vo, doc.SetupToken(), e.now()) {
+		return nil, backupBackfill, nil
+	}
+	return vo, backupRestorable, nil
 }
 
 // RestoreCandidate returns the stored login when restoring it could help: usable,
 // a different refresh token from the local one, and not known to be older.
 func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
-	vo, err := doc.OAuth()
-	if err != nil {
+	vo, problem, err := e.storedLogin(doc)
+	switch problem {
+	case backupUnreadable:
 		return nil, "the backup is unreadable: " + err.Error()
-	}
-	if vo == nil {
+	case backupAbsent:
 		return nil, "there is no backup in " + e.Store.Describe()
-	}
-	if err := vo.Usable(); err != nil {
+	case backupUnusable:
 		return nil, "the backup is not usable: " + err.Error()
-	}
-	if IsBackfill(vo, doc.SetupToken(), e.now()) {
+	case backupBackfill:
 		return nil, "the backup is a setup-token backfill"
 	}
 	if local != nil && local.OAuth != nil {
