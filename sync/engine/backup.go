@@ -110,8 +110,8 @@ func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, 
 	case err != nil:
 		return fail("%s, but the backup failed: %v", what, err)
 	}
-	if res.Written {
-		rec.LastBackup = &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: oauth.RefreshToken().Short()}
+	if b := e.backupRecord(res, oauth); b != nil {
+		rec.LastBackup = b
 	}
 	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
 }

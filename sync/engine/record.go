@@ -9,6 +9,7 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
 
 // Record is what this host remembers between passes (state.json in the state
@@ -46,6 +47,25 @@ type BackupRecord struct {
 	Version     int       `json:"version"`
 	Store       string    `json:"store"`
 	Fingerprint string    `json:"refresh_token_fingerprint"`
+}
+
+// RecordBackup notes in state.json that the backup res reports wrote o (a
+// backup that wrote nothing is not noted).
+func (e *Engine) RecordBackup(res BackupResult, o *credentials.OAuth) error {
+	b := e.backupRecord(res, o)
+	if b == nil {
+		return nil
+	}
+	return e.MergeRecord(&Record{LastBackup: b})
+}
+
+// backupRecord is the record of a backup that wrote o (nil when res wrote
+// nothing): when, which version, where, and o's refresh token's fingerprint.
+func (e *Engine) backupRecord(res BackupResult, o *credentials.OAuth) *BackupRecord {
+	if !res.Written {
+		return nil
+	}
+	return &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
 }
 
 func loadRecord(path string) *Record {
