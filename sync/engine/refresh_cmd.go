@@ -33,7 +33,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 		// does (the latest backup, if it holds a different login), then
 		// refresh what was restored. A kept refresh answer is written by
 		// Refresh itself instead.
-		if o := e.restoreClobbered(ctx, lin, cur, vs); o != nil {
+		if o := e.repairFile(ctx, lin, vs, cur); o != nil {
 			return e.finish(nil, *o)
 		}
 	case cur.State == credentials.Missing || cur.State == credentials.NoLogin:

@@ -141,37 +141,74 @@ func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentia
 	return vo, ""
 }
 
-// restoreClobbered handles a broken file: restore the backup when it differs
-// from the dead login. A nil Outcome means "restored, go on with the pass".
-func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *credentials.Local, vs vaultState) *Outcome {
-	if vs.doc == nil {
-		o := fail("credentials file is unusable (%v) and the backup cannot be read: %v; %s", local.Problem, vs.down, LoginHint())
-		return &o
+// restoreBackup writes the backup's login into the file when it may help
+// (RestoreCandidate), unless expect, given the file under the locks, vetoes it.
+func (p *pass) restoreBackup(ctx context.Context, expect func(*credentials.Local) error) restoreState {
+	if p.vs.doc == nil {
+		return restoreNoStore
 	}
-	vo, why := e.RestoreCandidate(lin, vs.doc, local)
+	vo, why := p.e.RestoreCandidate(p.lin, p.vs.doc, p.local)
 	if vo == nil {
-		o := fail("credentials file is unusable (%v); %s; %s", local.Problem, why, LoginHint())
-		return &o
+		p.why = why
+		return restoreNoCandidate
 	}
-	expect := func(cur *credentials.Local) error {
+	p.err = p.e.WriteLogin(ctx, p.lin, vo, expect)
+	switch {
+	case errors.Is(p.err, ErrChanged):
+		return restoreRaced
+	case p.err != nil:
+		return restoreFailed
+	}
+	p.login = vo
+	return restoreDone
+}
+
+// repair restores the backup into a broken file, unless someone makes the
+// file usable first. In the agent its backup worker does it (PassOptions).
+func (p *pass) repair(ctx context.Context) {
+	if p.opt.AwaitRestore != nil {
+		p.at.restore = restoreAgentPending
+		if p.newer = p.opt.AwaitRestore(ctx); p.newer != nil {
+			p.at.restore = restoreByAgent
+		}
+		return
+	}
+	p.at.restore = p.restoreBackup(ctx, func(cur *credentials.Local) error {
 		if cur.State == credentials.Usable {
 			return errors.New("the file became usable meanwhile; leaving it")
 		}
 		return nil
+	})
+}
+
+// repairFile is a pass's repair of a broken file, for the refresh command: the
+// outcome when it ended there, nil when the file may be usable now.
+func (e *Engine) repairFile(ctx context.Context, lin *Lineage, vs vaultState, local *credentials.Local) *Outcome {
+	p := e.newPass(PassOptions{})
+	p.lin, p.vs, p.local, p.at.file = lin, vs, local, fileBroken
+	return p.follow(ctx, actSettle)
+}
+
+// restore is the remedy when the refresh did not help: the backup's login,
+// if it differs, over the refused one (compare-and-swap on its refresh token).
+// Then the check runs again, on whichever login the file holds.
+func (p *pass) restore(ctx context.Context) {
+	p.at.restore = p.restoreBackup(ctx, sameRefresh(p.local.OAuth.RefreshToken()))
+	switch p.at.restore {
+	case restoreRaced:
+		cur, err := credentials.Read(p.e.Cfg.CredentialsFile)
+		if err != nil || cur.State != credentials.Usable || cur.OAuth.RefreshToken() == p.local.OAuth.RefreshToken() {
+			p.at.restore = restoreFailed // with the ErrChanged in p.err
+			return
+		}
+		_ = p.lin.Observe(cur.OAuth.RefreshToken())
+		p.login, p.at.file = cur.OAuth, fileChanged
+	case restoreDone:
+		p.at.file = fileUsable
+	default:
+		return
 	}
-	err := e.WriteLogin(ctx, lin, vo, expect)
-	if errors.Is(err, ErrChanged) {
-		// Someone (the agent's worker, a refresh, Claude) made the file usable
-		// while we waited for the locks: nothing to restore, and no FAIL.
-		e.Diag.Info("the credentials file became usable before the restore; leaving it")
-		return nil
-	}
-	if err != nil {
-		o := fail("credentials file is unusable (%v); restore failed: %v", local.Problem, err)
-		return &o
-	}
-	e.Log.Event(RECOVERED, "credentials file was unusable (%v); restored the login from the backup (v%d)", local.Problem, vs.doc.Version)
-	return nil
+	p.first, p.at.check = p.result.Reason, checkNone
 }
 
 // sameRefresh is a writeLogin precondition: the file still holds the refresh

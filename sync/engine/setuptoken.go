@@ -39,6 +39,37 @@ func readEnvToken(path string) credentials.Secret {
 	return ""
 }
 
+// setupTokenMode is the pass's step for setup-token mode: while Vault holds a
+// setup token (or Vault is down and the env file holds one) the pass is the
+// setup-token pass; when Vault no longer holds one, the mode is undone.
+func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
+	e, doc := p.e, p.vs.doc
+	if doc == nil {
+		tok := e.SetupToken()
+		if tok == "" {
+			return nil
+		}
+		o := e.setupTokenPass(ctx, p.rec, p.lin, nil, tok)
+		if o.Code == ExitOK {
+			o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
+		}
+		return &o
+	}
+	if prob := doc.SetupTokenProblem(); prob != "" {
+		e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
+	}
+	if tok := doc.SetupToken(); tok != "" {
+		o := e.setupTokenPass(ctx, p.rec, p.lin, doc, tok)
+		return &o
+	}
+	if tok := e.SetupToken(); tok != "" {
+		if o := e.leaveSetupTokenMode(ctx, p.lin, doc, tok); o != nil {
+			e.Log.Event(o.Status, "%s", o.Message)
+		}
+	}
+	return nil
+}
+
 // setupTokenPass is the pass in setup-token mode: materialise the env file,
 // backfill the credentials file, no backups, check with the env token. doc is
 // nil when Vault is unreachable and the env file is all we have.
