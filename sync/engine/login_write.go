@@ -36,17 +36,8 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {
 		return nil
 	}
-	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
-	if cur.Raw != nil {
-		if _, err := atomicfile.Write(prev, cur.Raw, 0o600); err != nil {
-			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
-		}
-	} else if cur.State == credentials.Clobbered {
-		// Too large to have been read (credentials.MaxFileSize): copied by
-		// streaming, never held in memory, and never lost.
-		if err := atomicfile.Copy(cur.Target, prev, 0o600); err != nil {
-			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
-		}
+	if err := e.keepReplaced(cur); err != nil {
+		return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 	}
 	data, err := cur.Base().WithOAuth(o).Marshal()
 	if err != nil {
@@ -68,6 +59,22 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	}
 	if err := lin.Observe(o.RefreshToken()); err != nil {
 		e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	return nil
+}
+
+// keepReplaced keeps the file a write is about to replace in the state dir
+// (previous-credentials.json, 0600), so a write never loses a login.
+func (e *Engine) keepReplaced(cur *credentials.Local) error {
+	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
+	if cur.Raw != nil {
+		_, err := atomicfile.Write(prev, cur.Raw, 0o600)
+		return err
+	}
+	if cur.State == credentials.Clobbered {
+		// Too large to have been read (credentials.MaxFileSize): copied by
+		// streaming, never held in memory, and never lost.
+		return atomicfile.Copy(cur.Target, prev, 0o600)
 	}
 	return nil
 }

@@ -147,7 +147,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 			// Keep the rotating login we are about to shadow: it is Vault's too,
 			// but a local copy costs nothing and loses nothing.
 			_ = lin.Observe(cur.OAuth.RefreshToken())
-			if _, err := atomicfile.Write(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+			if err := e.keepReplaced(cur); err != nil {
 				return err
 			}
 		}
