@@ -72,7 +72,7 @@ func (e *Engine) newPass(opt PassOptions) *pass {
 
 // run is the pass's steps in order; the first to end the pass says how.
 func (p *pass) run(ctx context.Context) Outcome {
-	for _, step := range []func(context.Context) *Outcome{p.openLineage, p.prepareStore, p.setupTokenMode, p.readFile} {
+	for _, step := range []func(context.Context) *Outcome{p.prepareStore, p.setupTokenMode, p.readFile} {
 		if o := step(ctx); o != nil {
 			return *o
 		}
@@ -80,24 +80,15 @@ func (p *pass) run(ctx context.Context) Outcome {
 	return *p.follow(ctx, actEnd)
 }
 
-func (p *pass) openLineage(context.Context) *Outcome {
-	lin, err := LoadLineage(p.e.lineagePath())
-	if err != nil {
-		o := fail("lineage: %v", err)
-		return &o
-	}
-	p.lin = lin
-	return nil
-}
-
-// prepareStore: the Vault token routine and one read of the document. A store
-// that cannot be reached ends nothing: the check runs and the backup waits.
+// prepareStore: the lineage, the Vault token routine and one read of the
+// document. A store that cannot be reached ends nothing: the check runs and
+// the backup waits.
 func (p *pass) prepareStore(ctx context.Context) *Outcome {
 	p.e.Diag.Debug("store", "store", p.e.Store.Describe())
-	vs, hard := p.e.prepare(ctx)
+	lin, vs, hard := p.e.openState(ctx)
 	if hard != nil {
 		return hard
 	}
-	p.vs, p.rec.storeDown = vs, vs.down != nil
+	p.lin, p.vs, p.rec.storeDown = lin, vs, vs.down != nil
 	return nil
 }

@@ -10,11 +10,7 @@ import (
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
 // refresh, then back the new login up.
 func (e *Engine) RefreshNow(ctx context.Context) Outcome {
-	lin, err := LoadLineage(e.lineagePath())
-	if err != nil {
-		return e.finish(nil, fail("lineage: %v", err))
-	}
-	vs, hard := e.prepare(ctx)
+	lin, vs, hard := e.openState(ctx)
 	if hard != nil {
 		return e.finish(nil, *hard)
 	}

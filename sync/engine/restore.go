@@ -24,11 +24,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 	}
 	defer lk.Unlock()
 	rec := newRecord()
-	lin, err := LoadLineage(e.lineagePath())
-	if err != nil {
-		return e.finish(rec, fail("lineage: %v", err))
-	}
-	vs, hard := e.prepare(ctx)
+	lin, vs, hard := e.openState(ctx)
 	if hard != nil {
 		return e.finish(rec, *hard)
 	}

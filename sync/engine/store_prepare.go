@@ -46,3 +46,15 @@ func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
 	}
 	return vs, nil
 }
+
+// openState loads this user's lineage and prepares the store: how every
+// command that may write a login starts. A hard failure is the outcome.
+func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome) {
+	lin, err := LoadLineage(e.lineagePath())
+	if err != nil {
+		o := fail("lineage: %v", err)
+		return nil, vaultState{}, &o
+	}
+	vs, hard := e.prepare(ctx)
+	return lin, vs, hard
+}
