@@ -1,6 +1,16 @@
 // Package engine is the engine of claude-auth-sync: the sync pass, restore and
 // status, built from the credentials model, the store, the inference check and
 // our locks. The commands in cmd/ only parse flags and call it.
+//
+// Where things are: pass.go and pass_file.go hold a pass's steps, and
+// pass_table.go every decision it then makes (pass_actions.go the steps the
+// table names); refresher.go the single refresher, with its locks
+// (refresh_locks.go), kept answer (refresh_kept.go), answer written into the
+// file (refresh_answer.go), due time (refresh_due.go), child process
+// (refresh_child.go) and the refresh command (refresh_cmd.go); backup.go the
+// write to the store; restore.go the restore logic and the restore command;
+// login_write.go the write of a login into the credentials file;
+// setuptoken.go setup-token mode; record.go state.json; status.go `status`.
 package engine
 
 import (
@@ -32,18 +42,19 @@ type Engine struct {
 	// so a step that can take long says so before it starts.
 	Interactive bool
 
+	// The refresher's settings (see refresher): read at each use, so they
+	// may be set after New.
+
 	// LockWait bounds how long a writer waits for the credentials-file lock.
 	LockWait time.Duration
 	// OAuth is the refresh client (Claude's token endpoint by default).
 	OAuth *oauth.Client
-
-	// refreshMem is what the refresher remembers between refreshes.
-	refreshMem refreshMemory
-
 	// RefreshVia, when set, makes every token request (the agent's and its
 	// passes' forced refreshes): ChildRefresher runs them in a child process
 	// that survives the agent being killed mid-request. Set once, before use.
 	RefreshVia func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
+	// refreshMem is what the refresher remembers between refreshes.
+	refreshMem refreshMemory
 
 	// MetricsAsync, when set (the agent), is called instead of writing the
 	// metrics file in the caller: the agent's metrics writer does it.

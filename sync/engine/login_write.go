@@ -36,7 +36,7 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {
 		return nil
 	}
-	if err := e.keepReplaced(cur); err != nil {
+	if err := keepReplaced(e.Cfg.StateDir, cur); err != nil {
 		return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 	}
 	data, err := cur.Base().WithOAuth(o).Marshal()
@@ -65,8 +65,8 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 
 // keepReplaced keeps the file a write is about to replace in the state dir
 // (previous-credentials.json, 0600), so a write never loses a login.
-func (e *Engine) keepReplaced(cur *credentials.Local) error {
-	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
+func keepReplaced(stateDir string, cur *credentials.Local) error {
+	prev := filepath.Join(stateDir, "previous-credentials.json")
 	if cur.Raw != nil {
 		_, err := atomicfile.Write(prev, cur.Raw, 0o600)
 		return err

@@ -32,6 +32,7 @@ func fail(format string, args ...any) Outcome {
 	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
 }
 
+// LoginHint is the way back from a dead login, for the end of a FAIL line.
 func LoginHint() string {
 	return "log in again with `claude auth login` (or `claude /login`), then run `claude-auth-sync sync`"
 }

@@ -36,7 +36,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 
 // restoreOnRequest is the restore command once the backup is read.
 func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.Doc, force bool) Outcome {
-	vo, problem, err := e.storedLogin(doc)
+	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
 		return fail("restore: the backup is unreadable: %v", err)
@@ -92,7 +92,7 @@ const (
 // storedLogin is the backup's login if it could be restored at all: readable,
 // present, usable and not a setup-token backfill. Otherwise problem says which
 // it is not (err says why for unreadable and unusable); each caller words it.
-func (e *Engine) storedLogin(doc *store.Doc) (*credentials.OAuth, backupProblem, error) {
+func storedLogin(doc *store.Doc, now time.Time) (*credentials.OAuth, backupProblem, error) {
 	vo, err := doc.OAuth()
 	switch {
 	case err != nil:
@@ -103,7 +103,7 @@ func (e *Engine) storedLogin(doc *store.Doc) (*credentials.OAuth, backupProblem,
 	if err := vo.Usable(); err != nil {
 		return nil, backupUnusable, err
 	}
-	if IsBackfill(vo, doc.SetupToken(), e.now()) {
+	if IsBackfill(vo, doc.SetupToken(), now) {
 		return nil, backupBackfill, nil
 	}
 	return vo, backupRestorable, nil
@@ -112,7 +112,7 @@ func (e *Engine) storedLogin(doc *store.Doc) (*credentials.OAuth, backupProblem,
 // RestoreCandidate returns the stored login when restoring it could help: usable,
 // a different refresh token from the local one, and not known to be older.
 func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
-	vo, problem, err := e.storedLogin(doc)
+	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
 		return nil, "the backup is unreadable: " + err.Error()

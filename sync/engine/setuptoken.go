@@ -49,7 +49,7 @@ func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
 		if tok == "" {
 			return nil
 		}
-		o := e.setupTokenPass(ctx, p.rec, p.lin, nil, tok)
+		o := p.setupTokenPass(ctx, nil, tok)
 		if o.Code == ExitOK {
 			o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
 		}
@@ -59,11 +59,11 @@ func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
 		e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
 	}
 	if tok := doc.SetupToken(); tok != "" {
-		o := e.setupTokenPass(ctx, p.rec, p.lin, doc, tok)
+		o := p.setupTokenPass(ctx, doc, tok)
 		return &o
 	}
 	if tok := e.SetupToken(); tok != "" {
-		if o := e.leaveSetupTokenMode(ctx, p.lin, doc, tok); o != nil {
+		if o := p.leaveSetupTokenMode(ctx, doc, tok); o != nil {
 			e.Log.Event(o.Status, "%s", o.Message)
 		}
 	}
@@ -73,10 +73,11 @@ func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
 // setupTokenPass is the pass in setup-token mode: materialise the env file,
 // backfill the credentials file, no backups, check with the env token. doc is
 // nil when Vault is unreachable and the env file is all we have.
-func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, doc *store.Doc, tok credentials.Secret) Outcome {
+func (p *pass) setupTokenPass(ctx context.Context, doc *store.Doc, tok credentials.Secret) Outcome {
+	e, rec := p.e, p.rec
 	now := e.now()
 	if doc != nil {
-		if err := e.writeEnvFile(tok); err != nil {
+		if err := writeEnvFile(e.Cfg.TokenEnvFile, tok); err != nil {
 			return fail("setup-token mode: write %s: %v", e.Cfg.TokenEnvFile, err)
 		}
 	}
@@ -98,7 +99,7 @@ func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, 
 		e.Log.Event(WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
 	}
 
-	if err := e.backfill(ctx, lin, tok, now); err != nil {
+	if err := p.backfill(ctx, tok, now); err != nil {
 		e.Log.Event(WARN, "setup-token mode: could not backfill the credentials file: %v", err)
 	}
 	res := e.runCheck(ctx, rec, envKey+"="+tok.Reveal())
@@ -111,23 +112,26 @@ func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, 
 	return fail("setup-token mode: the setup token was refused: %s; ask your admin for a new setup token (no restore in this mode)", res.Reason)
 }
 
-func (e *Engine) writeEnvFile(tok credentials.Secret) error {
+// writeEnvFile writes the setup token's env file at path (0600), unless it
+// already holds just that.
+func writeEnvFile(path string, tok credentials.Secret) error {
 	want := []byte(envKey + "=" + tok.Reveal() + "\n")
-	if have, err := os.ReadFile(e.Cfg.TokenEnvFile); err == nil && bytes.Equal(have, want) {
-		if fi, err := os.Stat(e.Cfg.TokenEnvFile); err == nil && fi.Mode().Perm() == 0o600 {
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == 0o600 {
 			return nil
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(e.Cfg.TokenEnvFile), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	_, err := atomicfile.Write(e.Cfg.TokenEnvFile, want, 0o600)
+	_, err := atomicfile.Write(path, want, 0o600)
 	return err
 }
 
 // backfill puts the setup token into the file's claudeAiOauth (access token,
 // expiry a year on, everything else kept) so running processes cut over.
-func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Secret, now time.Time) error {
+func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Time) error {
+	e, lin := p.e, p.lin
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
 		return err
@@ -147,7 +151,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 			// Keep the rotating login we are about to shadow: it is Vault's too,
 			// but a local copy costs nothing and loses nothing.
 			_ = lin.Observe(cur.OAuth.RefreshToken())
-			if err := e.keepReplaced(cur); err != nil {
+			if err := keepReplaced(e.Cfg.StateDir, cur); err != nil {
 				return err
 			}
 		}
@@ -163,7 +167,8 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 // leaveSetupTokenMode runs when Vault no longer has a setup token but the env
 // file is still here: remove it, and put the rotating login back if the file
 // holds a backfill.
-func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *store.Doc, old credentials.Secret) *Outcome {
+func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old credentials.Secret) *Outcome {
+	e, lin := p.e, p.lin
 	if err := os.Remove(e.Cfg.TokenEnvFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		o := fail("setup-token mode ended, but %s cannot be removed: %v", e.Cfg.TokenEnvFile, err)
 		return &o

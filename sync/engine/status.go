@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // Report is `status`: what a user or admin needs to see, and never a secret.
@@ -131,8 +132,8 @@ func (e *Engine) Status(ctx context.Context) Report {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var setupEnd time.Time
-	if e.statusVaultToken(ctx, &r) {
-		setupEnd = e.statusStore(ctx, &r, rec, local)
+	if r.vaultToken(ctx, e.Vault) {
+		setupEnd = r.storeDoc(ctx, e.Store, rec, local)
 	}
 	found := e.Cfg.FindClaude()
 	r.Claude.Path = found.Path
@@ -141,7 +142,7 @@ func (e *Engine) Status(ctx context.Context) Report {
 	} else {
 		r.Claude.Version = claudeVersion(ctx, found.Path)
 	}
-	e.statusAgent(&r)
+	r.agent(e.Cfg.StateDir)
 	r.Usable, r.Unusable, r.ExitCode = r.usability(local, setupEnd, e.now())
 	return r
 }
@@ -169,17 +170,17 @@ func (r *Report) fileLogin(local *credentials.Local, err error) {
 	}
 }
 
-// statusVaultToken looks the Vault token up (with the local store there is
+// vaultToken looks the Vault token up (with the local store there is
 // none): its TTL, or why the store cannot be asked (false).
-func (e *Engine) statusVaultToken(ctx context.Context, r *Report) bool {
-	if e.Vault == nil {
+func (r *Report) vaultToken(ctx context.Context, v *store.Vault) bool {
+	if v == nil {
 		return true
 	}
-	if err := e.Vault.LoadToken(); err != nil {
+	if err := v.LoadToken(); err != nil {
 		r.VaultError = err.Error()
 		return false
 	}
-	info, err := e.Vault.LookupSelf(ctx)
+	info, err := v.LookupSelf(ctx)
 	if err != nil {
 		r.VaultError = err.Error()
 		return false
@@ -189,10 +190,10 @@ func (e *Engine) statusVaultToken(ctx context.Context, r *Report) bool {
 	return true
 }
 
-// statusStore reads the store's document: the mode, the setup token's end
+// storeDoc reads the store's document: the mode, the setup token's end
 // (returned; zero when unknown) and the backup.
-func (e *Engine) statusStore(ctx context.Context, r *Report, rec *Record, local *credentials.Local) time.Time {
-	doc, err := e.Store.Read(ctx)
+func (r *Report) storeDoc(ctx context.Context, st store.Store, rec *Record, local *credentials.Local) time.Time {
+	doc, err := st.Read(ctx)
 	if err != nil {
 		r.VaultError = err.Error()
 		return time.Time{}
@@ -227,15 +228,15 @@ func (e *Engine) statusStore(ctx context.Context, r *Report, rec *Record, local 
 	return setupEnd
 }
 
-// statusAgent is the running agent's live state (agent.json).
-func (e *Engine) statusAgent(r *Report) {
+// agent is the running agent's live state (agent.json).
+func (r *Report) agent(stateDir string) {
 	var pid string
-	r.Agent.Running, pid = lock.Held(e.Cfg.StateDir, lock.Agent)
+	r.Agent.Running, pid = lock.Held(stateDir, lock.Agent)
 	if !r.Agent.Running {
 		return
 	}
 	r.Agent.PID, _ = strconv.Atoi(pid)
-	if a := LoadAgentState(e.Cfg.StateDir); a != nil {
+	if a := LoadAgentState(stateDir); a != nil {
 		st := *a
 		st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
 		if r.Login != credentials.Usable.String() {

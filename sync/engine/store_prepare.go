@@ -14,12 +14,13 @@ type vaultState struct {
 	tokenInfo *store.TokenInfo
 }
 
-// prepare runs step 2 of a pass: the token routine and one read of the document.
+// prepare runs step 2 of a pass: the Vault token routine (v; nil with the
+// local store) and one read of the document from st.
 // A hard failure (token file, foreign token, 403) is returned as an Outcome.
-func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
+func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *Outcome) {
 	var vs vaultState
-	if e.Vault != nil {
-		info, err := e.Vault.Prepare(ctx)
+	if v != nil {
+		info, err := v.Prepare(ctx)
 		switch {
 		case err == nil:
 			vs.tokenInfo = &info
@@ -34,7 +35,7 @@ func (e *Engine) prepare(ctx context.Context) (vaultState, *Outcome) {
 			return vs, &o
 		}
 	}
-	doc, err := e.Store.Read(ctx)
+	doc, err := st.Read(ctx)
 	switch {
 	case err == nil:
 		vs.doc = doc
@@ -55,6 +56,6 @@ func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome)
 		o := fail("lineage: %v", err)
 		return nil, vaultState{}, &o
 	}
-	vs, hard := e.prepare(ctx)
+	vs, hard := prepare(ctx, e.Vault, e.Store)
 	return lin, vs, hard
 }
