@@ -25,11 +25,11 @@ func (p *pass) follow(ctx context.Context, until passAction) *Outcome {
 			return &Outcome{Status: row.status, Code: row.code, Message: p.words(row.say)}
 		}
 		switch {
-		case row.act == actBackUp || row.act == actBackUpAndFail || row.say == "":
+		case row.note == "":
 		case row.status == "":
-			p.e.Diag.Info(p.words(row.say))
+			p.e.Diag.Info(p.words(row.note))
 		default:
-			p.e.Log.Event(row.status, "%s", p.words(row.say))
+			p.e.Log.Event(row.status, "%s", p.words(row.note))
 		}
 		if row.act == until {
 			return nil

@@ -92,25 +92,27 @@ const (
 	actBackUpAndFail                   // back up the login the file could not take, then end with the row's FAIL
 )
 
-// passStep is what a row does. Its message may hold placeholders (see
-// pass.words). Before a step other than the ending ones, a message is logged:
-// as a status event, or as a diagnostic when status is "".
+// passStep is what a row does. Its messages may hold placeholders (see
+// pass.words).
 type passStep struct {
 	act    passAction
-	status Status
+	status Status // the outcome's (actEnd, actBackUpAndFail), or the note's
 	code   int
-	say    string
+	say    string // the outcome's message; for actBackUp, what worked
+	// note is logged before the step: a status event, or a diagnostic when
+	// status is "".
+	note string
 }
 
 func end(st Status, code int, say string) passStep {
 	return passStep{act: actEnd, status: st, code: code, say: say}
 }
 func then(act passAction) passStep { return passStep{act: act} }
-func note(st Status, say string, act passAction) passStep {
-	return passStep{act: act, status: st, say: say}
+func note(st Status, note string, act passAction) passStep {
+	return passStep{act: act, status: st, note: note}
 }
-func info(say string, act passAction) passStep { return passStep{act: act, say: say} }
-func backUp(what string) passStep              { return passStep{act: actBackUp, say: what} }
+func info(note string, act passAction) passStep { return passStep{act: act, note: note} }
+func backUp(what string) passStep               { return passStep{act: actBackUp, say: what} }
 func backUpAndFail(say string) passStep {
 	return passStep{act: actBackUpAndFail, status: FAIL, code: ExitFail, say: say}
 }
