@@ -141,6 +141,8 @@ var passTable = []passRow{
 	{fileBroken, checkNone, refreshNone, restoreNoCandidate, end(FAIL, ExitFail, "credentials file is unusable ({problem}); {why}; {hint}")},
 	{fileBroken, checkNone, refreshNone, restoreFailed, end(FAIL, ExitFail, "credentials file is unusable ({problem}); restore failed: {err}")},
 	{fileBroken, checkNone, refreshNone, restoreDone, note(RECOVERED, "credentials file was unusable ({problem}); restored the login from the backup (v{version})", actSettle)},
+	// Someone (the agent's worker, a refresh, Claude) made the file usable
+	// while the restore waited for the locks: nothing to restore, no FAIL.
 	{fileBroken, checkNone, refreshNone, restoreRaced, info("the credentials file became usable before the restore; leaving it", actSettle)},
 	{fileBroken, checkNone, refreshNone, restoreAgentPending, end(WARN, ExitTempFail, "credentials file is unusable ({problem}); the agent's restore has not fixed it yet (see its lines), the next pass looks again")},
 	{fileBroken, checkNone, refreshNone, restoreByAgent, then(actSettle)},
@@ -163,6 +165,7 @@ var passTable = []passRow{
 	// Rotated again while we checked: the check says nothing about the login
 	// now in the file, and the refresh worked.
 	{fileChanged, checkRefused, refreshOurs | refreshTheirs, restoreNone, end(WARN, ExitTempFail, "the login kept rotating during the check ({reason}); not restoring, the next pass retries")},
+	// The refresh did not help: a newer login in the backup is the way back.
 	{fileSame, checkRefused, refreshOurs | refreshTheirs | refreshNoNew | refreshDead | refreshFailed, restoreNone, then(actRestore)},
 	{fileSame, checkRefused, refreshLater, restoreNone, end(WARN, ExitTempFail, "{reason}; a forced refresh could not run ({err}); not restoring, the next pass retries")},
 	// A new login the file cannot take (a full file system): into the store.
