@@ -21,12 +21,6 @@ type BackupResult struct {
 	Message string
 }
 
-// BackupRecord is what state.json keeps of a backup written now: when, the
-// version, the store and the login's short fingerprint (never the token).
-func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *BackupRecord {
-	return &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
-}
-
 // IsBackfill says whether a login is a setup-token backfill, which is never
 // backed up: its access token is the setup token, or it expires implausibly late.
 func IsBackfill(o *credentials.OAuth, setupToken credentials.Secret, now time.Time) bool {
@@ -107,79 +101,21 @@ func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 	return stored.ExpiresAtMs() > local.ExpiresAtMs()
 }
 
-// RestoreCandidate returns the stored login when restoring it could help: usable,
-// a different refresh token from the local one, and not known to be older.
-func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
-	vo, err := doc.OAuth()
-	if err != nil {
-		return nil, "the backup is unreadable: " + err.Error()
+// afterGoodCheck backs up the working login and words the outcome.
+func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
+	// vs.down is the store found unreachable by the pass: the backup waits.
+	res, err := BackupResult{}, vs.down
+	if err == nil {
+		res, err = e.Backup(ctx, lin, oauth)
 	}
-	if vo == nil {
-		return nil, "there is no backup in " + e.Store.Describe()
+	switch {
+	case errors.Is(err, store.ErrUnreachable):
+		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
+	case err != nil:
+		return fail("%s, but the backup failed: %v", what, err)
 	}
-	if err := vo.Usable(); err != nil {
-		return nil, "the backup is not usable: " + err.Error()
+	if b := e.BackupRecord(res, oauth); b != nil {
+		rec.LastBackup = b
 	}
-	if IsBackfill(vo, doc.SetupToken(), e.now()) {
-		return nil, "the backup is a setup-token backfill"
-	}
-	if local != nil && local.OAuth != nil {
-		// The same refresh token: after a failed refresh (a usable file) it is
-		// dead in the backup too. A broken file (a token of the wrong type,
-		// bad UTF-8) with an intact copy of it in the backup is repaired.
-		if vo.RefreshToken() == local.OAuth.RefreshToken() && (local.State == credentials.Usable || vo.Equal(local.OAuth)) {
-			return nil, "the backup holds the same refresh token as this file"
-		}
-		if local.OAuth.RefreshToken() != "" && lin.Order(vo.RefreshToken(), local.OAuth.RefreshToken()) < 0 {
-			return nil, "the backup holds an older refresh token than this file (already rotated out)"
-		}
-	}
-	return vo, ""
+	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
 }
-
-// restoreClobbered handles a broken file: restore the backup when it differs
-// from the dead login. A nil Outcome means "restored, go on with the pass".
-func (e *Engine) restoreClobbered(ctx context.Context, lin *Lineage, local *credentials.Local, vs vaultState) *Outcome {
-	if vs.doc == nil {
-		o := fail("credentials file is unusable (%v) and the backup cannot be read: %v; %s", local.Problem, vs.down, LoginHint())
-		return &o
-	}
-	vo, why := e.RestoreCandidate(lin, vs.doc, local)
-	if vo == nil {
-		o := fail("credentials file is unusable (%v); %s; %s", local.Problem, why, LoginHint())
-		return &o
-	}
-	expect := func(cur *credentials.Local) error {
-		if cur.State == credentials.Usable {
-			return errors.New("the file became usable meanwhile; leaving it")
-		}
-		return nil
-	}
-	err := e.WriteLogin(ctx, lin, vo, expect)
-	if errors.Is(err, ErrChanged) {
-		// Someone (the agent's worker, a refresh, Claude) made the file usable
-		// while we waited for the locks: nothing to restore, and no FAIL.
-		e.Diag.Info("the credentials file became usable before the restore; leaving it")
-		return nil
-	}
-	if err != nil {
-		o := fail("credentials file is unusable (%v); restore failed: %v", local.Problem, err)
-		return &o
-	}
-	e.Log.Event(RECOVERED, "credentials file was unusable (%v); restored the login from the backup (v%d)", local.Problem, vs.doc.Version)
-	return nil
-}
-
-// sameRefresh is a writeLogin precondition: the file still holds the refresh
-// token we decided on (compare-and-swap on the refresh token).
-func sameRefresh(tok credentials.Secret) func(*credentials.Local) error {
-	return func(cur *credentials.Local) error {
-		if cur.OAuth != nil && cur.OAuth.RefreshToken() != tok && cur.State == credentials.Usable {
-			return errors.New("the file's login changed meanwhile (someone refreshed or logged in); leaving it")
-		}
-		return nil
-	}
-}
-
-// ErrChanged: the file changed under us and the write was abandoned.
-var ErrChanged = errors.New("credentials file changed meanwhile")

@@ -149,7 +149,7 @@ func keptAnswer(t *testing.T, h *harness, fake *fakeanthropic.Server, l fakeanth
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.eng.writePendingRefresh(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
+	if err := h.eng.refresher().writePendingRefresh(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -180,7 +180,7 @@ func TestRefreshFinishesAKeptAnswer(t *testing.T) {
 			case force && (got == n.RefreshToken || got == l.RefreshToken || c.Refreshes != 2):
 				t.Errorf("forced: refreshes %d; want the kept login written, then refreshed once more", c.Refreshes)
 			}
-			if _, err := os.Stat(h.eng.pendingRefreshPath()); !os.IsNotExist(err) {
+			if _, err := os.Stat(h.eng.refresher().pendingPath()); !os.IsNotExist(err) {
 				t.Errorf("pending-refresh left after it went into the file")
 			}
 		})
@@ -203,7 +203,7 @@ func TestRefreshAnswerDoesNotUndoALogout(t *testing.T) {
 	if _, err := os.Stat(h.cfg.CredentialsFile); !os.IsNotExist(err) {
 		t.Fatalf("the refresh answer recreated the credentials file after a logout")
 	}
-	if _, err := os.Stat(h.eng.pendingRefreshPath()); err != nil {
+	if _, err := os.Stat(h.eng.refresher().pendingPath()); err != nil {
 		t.Errorf("the answer is no longer kept: %v", err)
 	}
 	// And a refresh now does not write it either.

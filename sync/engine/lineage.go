@@ -203,3 +203,8 @@ func (l *Lineage) Known(tok credentials.Secret) bool {
 	_, ok := l.idx[tok.Fingerprint()]
 	return ok
 }
+
+// OpenLineage loads this user's lineage (the order of the logins seen here).
+func (e *Engine) OpenLineage() (*Lineage, error) { return LoadLineage(e.lineagePath()) }
+
+func (e *Engine) lineagePath() string { return filepath.Join(e.Cfg.StateDir, "lineage") }

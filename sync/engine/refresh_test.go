@@ -69,7 +69,7 @@ func TestRefreshRotatesAndKeepsFields(t *testing.T) {
 	if lin.Order(credentials.Secret(l.RefreshToken), cur.OAuth.RefreshToken()) != -1 {
 		t.Errorf("lineage does not order the new refresh token after the old")
 	}
-	if _, err := os.Stat(h.eng.pendingRefreshPath()); !os.IsNotExist(err) {
+	if _, err := os.Stat(h.eng.refresher().pendingPath()); !os.IsNotExist(err) {
 		t.Errorf("pending-refresh left behind: %v", err)
 	}
 	for _, p := range []string{".oauth_refresh.lock", ".storage-write.lock"} {
@@ -205,7 +205,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, fake, l := refreshHarness(t)
 			n := keptAnswer(t, h, fake, l)
-			if fi, _ := os.Stat(h.eng.pendingRefreshPath()); fi.Mode().Perm() != 0o600 {
+			if fi, _ := os.Stat(h.eng.refresher().pendingPath()); fi.Mode().Perm() != 0o600 {
 				t.Errorf("pending-refresh mode %v", fi.Mode().Perm())
 			}
 			other := fake.Issue()
@@ -223,7 +223,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 			if got := h.readCreds().OAuth.RefreshToken().Reveal(); got != want {
 				t.Errorf("file holds the wrong refresh token after ApplyPendingRefresh")
 			}
-			if _, err := os.Stat(h.eng.pendingRefreshPath()); !os.IsNotExist(err) {
+			if _, err := os.Stat(h.eng.refresher().pendingPath()); !os.IsNotExist(err) {
 				t.Errorf("pending-refresh not removed")
 			}
 		})

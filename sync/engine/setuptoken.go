@@ -23,9 +23,9 @@ const envKey = "CLAUDE_CODE_OAUTH_TOKEN"
 // did not record the end.
 const setupTokenLifetime = 365 * 24 * time.Hour
 
-// readEnvToken returns the token in the setup-token env file ("" when none).
-func (e *Engine) readEnvToken() credentials.Secret {
-	data, err := os.ReadFile(e.Cfg.TokenEnvFile)
+// readEnvToken returns the token in the setup-token env file at path ("" when none).
+func readEnvToken(path string) credentials.Secret {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
@@ -39,13 +39,45 @@ func (e *Engine) readEnvToken() credentials.Secret {
 	return ""
 }
 
+// setupTokenMode is the pass's step for setup-token mode: while Vault holds a
+// setup token (or Vault is down and the env file holds one) the pass is the
+// setup-token pass; when Vault no longer holds one, the mode is undone.
+func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
+	e, doc := p.e, p.vs.doc
+	if doc == nil {
+		tok := e.SetupToken()
+		if tok == "" {
+			return nil
+		}
+		o := p.setupTokenPass(ctx, nil, tok)
+		if o.Code == ExitOK {
+			o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
+		}
+		return &o
+	}
+	if prob := doc.SetupTokenProblem(); prob != "" {
+		e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
+	}
+	if tok := doc.SetupToken(); tok != "" {
+		o := p.setupTokenPass(ctx, doc, tok)
+		return &o
+	}
+	if tok := e.SetupToken(); tok != "" {
+		if o := p.leaveSetupTokenMode(ctx, doc, tok); o != nil {
+			e.Log.Event(o.Status, "%s", o.Message)
+		}
+	}
+	return nil
+}
+
 // setupTokenPass is the pass in setup-token mode: materialise the env file,
 // backfill the credentials file, no backups, check with the env token. doc is
 // nil when Vault is unreachable and the env file is all we have.
-func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, doc *store.Doc, tok credentials.Secret) Outcome {
+func (p *pass) setupTokenPass(ctx context.Context, doc *store.Doc, tok credentials.Secret) Outcome {
+	e, rec := p.e, p.rec
 	now := e.now()
 	if doc != nil {
-		if err := e.writeEnvFile(tok); err != nil {
+		if err := writeEnvFile(e.Cfg.TokenEnvFile, tok); err != nil {
 			return fail("setup-token mode: write %s: %v", e.Cfg.TokenEnvFile, err)
 		}
 	}
@@ -67,7 +99,7 @@ func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, 
 		e.Log.Event(WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
 	}
 
-	if err := e.backfill(ctx, lin, tok, now); err != nil {
+	if err := p.backfill(ctx, tok, now); err != nil {
 		e.Log.Event(WARN, "setup-token mode: could not backfill the credentials file: %v", err)
 	}
 	res := e.runCheck(ctx, rec, envKey+"="+tok.Reveal())
@@ -80,23 +112,26 @@ func (e *Engine) setupTokenPass(ctx context.Context, rec *Record, lin *Lineage, 
 	return fail("setup-token mode: the setup token was refused: %s; ask your admin for a new setup token (no restore in this mode)", res.Reason)
 }
 
-func (e *Engine) writeEnvFile(tok credentials.Secret) error {
+// writeEnvFile writes the setup token's env file at path (0600), unless it
+// already holds just that.
+func writeEnvFile(path string, tok credentials.Secret) error {
 	want := []byte(envKey + "=" + tok.Reveal() + "\n")
-	if have, err := os.ReadFile(e.Cfg.TokenEnvFile); err == nil && bytes.Equal(have, want) {
-		if fi, err := os.Stat(e.Cfg.TokenEnvFile); err == nil && fi.Mode().Perm() == 0o600 {
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() == 0o600 {
 			return nil
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(e.Cfg.TokenEnvFile), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	_, err := atomicfile.Write(e.Cfg.TokenEnvFile, want, 0o600)
+	_, err := atomicfile.Write(path, want, 0o600)
 	return err
 }
 
 // backfill puts the setup token into the file's claudeAiOauth (access token,
 // expiry a year on, everything else kept) so running processes cut over.
-func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Secret, now time.Time) error {
+func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Time) error {
+	e, lin := p.e, p.lin
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
 		return err
@@ -104,7 +139,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
 		return nil
 	}
-	return e.withFileLocks(ctx, func() error {
+	return e.refresher().withFileLocks(ctx, func() error {
 		cur, err := credentials.Read(e.Cfg.CredentialsFile)
 		if err != nil {
 			return err
@@ -116,7 +151,7 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 			// Keep the rotating login we are about to shadow: it is Vault's too,
 			// but a local copy costs nothing and loses nothing.
 			_ = lin.Observe(cur.OAuth.RefreshToken())
-			if _, err := atomicfile.Write(filepath.Join(e.Cfg.StateDir, "previous-credentials.json"), cur.Raw, 0o600); err != nil {
+			if err := keepReplaced(e.Cfg.StateDir, cur); err != nil {
 				return err
 			}
 		}
@@ -132,7 +167,8 @@ func (e *Engine) backfill(ctx context.Context, lin *Lineage, tok credentials.Sec
 // leaveSetupTokenMode runs when Vault no longer has a setup token but the env
 // file is still here: remove it, and put the rotating login back if the file
 // holds a backfill.
-func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *store.Doc, old credentials.Secret) *Outcome {
+func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old credentials.Secret) *Outcome {
+	e, lin := p.e, p.lin
 	if err := os.Remove(e.Cfg.TokenEnvFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		o := fail("setup-token mode ended, but %s cannot be removed: %v", e.Cfg.TokenEnvFile, err)
 		return &o
@@ -157,3 +193,6 @@ func (e *Engine) leaveSetupTokenMode(ctx context.Context, lin *Lineage, doc *sto
 	}
 	return &Outcome{Status: RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
 }
+
+// SetupToken is the setup token from the env file ("" when not in that mode).
+func (e *Engine) SetupToken() credentials.Secret { return readEnvToken(e.Cfg.TokenEnvFile) }

@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // Report is `status`: what a user or admin needs to see, and never a secret.
@@ -126,71 +127,13 @@ func (e *Engine) Status(ctx context.Context) Report {
 	r.LastBackup, r.LastCheck, r.LastPass = rec.LastBackup, rec.LastCheck, rec.LastPass
 
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
-	if err != nil {
-		r.Login, r.LoginProblem = "unreadable", err.Error()
-	} else {
-		r.Login = local.State.String()
-		if local.Problem != nil {
-			r.LoginProblem = local.Problem.Error()
-		}
-		if local.Symlink {
-			r.SymlinkTarget = local.Target
-		}
-		if local.OAuth != nil {
-			if t := local.OAuth.ExpiresAt(); !t.IsZero() {
-				r.ExpiresAt = r.reportTime("expires_at", t)
-			}
-			if t := local.OAuth.RefreshTokenExpiresAt(); !t.IsZero() {
-				r.LoginDeadline = r.reportTime("login_deadline", t)
-			}
-		}
-	}
+	r.fileLogin(local, err)
 
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	vaultOK := true
-	if e.Vault != nil {
-		if err := e.Vault.LoadToken(); err != nil {
-			r.VaultError, vaultOK = err.Error(), false
-		} else if info, err := e.Vault.LookupSelf(ctx); err != nil {
-			r.VaultError, vaultOK = err.Error(), false
-		} else {
-			ttl := int64(info.TTL / time.Second)
-			r.VaultTokenTTL = &ttl
-		}
-	}
 	var setupEnd time.Time
-	if vaultOK {
-		if doc, err := e.Store.Read(ctx); err != nil {
-			r.VaultError = err.Error()
-		} else {
-			r.Mode = "rotating"
-			if tok := doc.SetupToken(); tok != "" {
-				r.Mode = "setup-token"
-				r.SetupToken = &SetupTokenReport{ExpiresFrom: "vault"}
-				setupEnd = doc.SetupTokenExpiresAt()
-				if setupEnd.IsZero() {
-					if first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]; ok {
-						setupEnd, r.SetupToken.ExpiresFrom = first.Add(setupTokenLifetime), "first-seen"
-					} else {
-						r.SetupToken.ExpiresFrom = "" // no pass has seen it yet
-					}
-				}
-				if !setupEnd.IsZero() {
-					r.SetupToken.ExpiresAt = r.reportTime("setup_token.expires_at", setupEnd)
-				}
-			}
-			if doc.Exists {
-				r.Backup = &StoreBackup{Version: doc.Version}
-				if t := doc.BackedUpAt(); !t.IsZero() {
-					r.Backup.BackedUpAt = r.reportTime("backup.backed_up_at", t)
-				}
-				if vo, err := doc.OAuth(); err == nil && vo != nil && local != nil && local.OAuth != nil {
-					same := vo.Equal(local.OAuth)
-					r.Backup.MatchesFile = &same
-				}
-			}
-		}
+	if r.vaultToken(ctx, e.Vault) {
+		setupEnd = r.storeDoc(ctx, e.Store, rec, local)
 	}
 	found := e.Cfg.FindClaude()
 	r.Claude.Path = found.Path
@@ -199,21 +142,108 @@ func (e *Engine) Status(ctx context.Context) Report {
 	} else {
 		r.Claude.Version = claudeVersion(ctx, found.Path)
 	}
-	var pid string
-	r.Agent.Running, pid = lock.Held(e.Cfg.StateDir, lock.Agent)
-	if r.Agent.Running {
-		r.Agent.PID, _ = strconv.Atoi(pid)
-		if a := LoadAgentState(e.Cfg.StateDir); a != nil {
-			st := *a
-			st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
-			if r.Login != credentials.Usable.String() {
-				st.NextRefresh = nil // nothing to refresh while logged out
-			}
-			r.Agent.AgentState = &st
-		}
-	}
+	r.agent(e.Cfg.StateDir)
 	r.Usable, r.Unusable, r.ExitCode = r.usability(local, setupEnd, e.now())
 	return r
+}
+
+// fileLogin is what the credentials file holds (err: it could not be read).
+func (r *Report) fileLogin(local *credentials.Local, err error) {
+	if err != nil {
+		r.Login, r.LoginProblem = "unreadable", err.Error()
+		return
+	}
+	r.Login = local.State.String()
+	if local.Problem != nil {
+		r.LoginProblem = local.Problem.Error()
+	}
+	if local.Symlink {
+		r.SymlinkTarget = local.Target
+	}
+	if local.OAuth != nil {
+		if t := local.OAuth.ExpiresAt(); !t.IsZero() {
+			r.ExpiresAt = r.reportTime("expires_at", t)
+		}
+		if t := local.OAuth.RefreshTokenExpiresAt(); !t.IsZero() {
+			r.LoginDeadline = r.reportTime("login_deadline", t)
+		}
+	}
+}
+
+// vaultToken looks the Vault token up (with the local store there is
+// none): its TTL, or why the store cannot be asked (false).
+func (r *Report) vaultToken(ctx context.Context, v *store.Vault) bool {
+	if v == nil {
+		return true
+	}
+	if err := v.LoadToken(); err != nil {
+		r.VaultError = err.Error()
+		return false
+	}
+	info, err := v.LookupSelf(ctx)
+	if err != nil {
+		r.VaultError = err.Error()
+		return false
+	}
+	ttl := int64(info.TTL / time.Second)
+	r.VaultTokenTTL = &ttl
+	return true
+}
+
+// storeDoc reads the store's document: the mode, the setup token's end
+// (returned; zero when unknown) and the backup.
+func (r *Report) storeDoc(ctx context.Context, st store.Store, rec *Record, local *credentials.Local) time.Time {
+	doc, err := st.Read(ctx)
+	if err != nil {
+		r.VaultError = err.Error()
+		return time.Time{}
+	}
+	r.Mode = "rotating"
+	var setupEnd time.Time
+	if tok := doc.SetupToken(); tok != "" {
+		r.Mode = "setup-token"
+		r.SetupToken = &SetupTokenReport{ExpiresFrom: "vault"}
+		setupEnd = doc.SetupTokenExpiresAt()
+		if setupEnd.IsZero() {
+			if first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]; ok {
+				setupEnd, r.SetupToken.ExpiresFrom = first.Add(setupTokenLifetime), "first-seen"
+			} else {
+				r.SetupToken.ExpiresFrom = "" // no pass has seen it yet
+			}
+		}
+		if !setupEnd.IsZero() {
+			r.SetupToken.ExpiresAt = r.reportTime("setup_token.expires_at", setupEnd)
+		}
+	}
+	if doc.Exists {
+		r.Backup = &StoreBackup{Version: doc.Version}
+		if t := doc.BackedUpAt(); !t.IsZero() {
+			r.Backup.BackedUpAt = r.reportTime("backup.backed_up_at", t)
+		}
+		if vo, err := doc.OAuth(); err == nil && vo != nil && local != nil && local.OAuth != nil {
+			same := vo.Equal(local.OAuth)
+			r.Backup.MatchesFile = &same
+		}
+	}
+	return setupEnd
+}
+
+// agent is the running agent's live state (agent.json).
+func (r *Report) agent(stateDir string) {
+	var pid string
+	r.Agent.Running, pid = lock.Held(stateDir, lock.Agent)
+	if !r.Agent.Running {
+		return
+	}
+	r.Agent.PID, _ = strconv.Atoi(pid)
+	if a := LoadAgentState(stateDir); a != nil {
+		st := *a
+		st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
+		if r.Login != credentials.Usable.String() {
+			st.NextRefresh = nil // nothing to refresh while logged out
+		}
+		r.Agent.AgentState = &st
+	}
 }
 
 // Exit codes of `status`, like `systemctl is-active`: whether the login is

@@ -2,12 +2,10 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 )
@@ -22,38 +20,7 @@ func (e *Engine) WriteLogin(ctx context.Context, lin *Lineage, o *credentials.OA
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")
 	}
-	return e.withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
-}
-
-// withFileLocks runs fn holding every lock a write of the credentials file
-// takes, in the one order: our refresh flock, Claude's .oauth_refresh.lock and
-// <realpath>.lock, then .storage-write.lock. If Claude's lock directories cannot
-// be created (read-only or foreign-owned directory), fn still runs under our
-// flock: a restore must not wait on locks that cannot exist.
-func (e *Engine) withFileLocks(ctx context.Context, fn func() error) error {
-	lctx, cancel := context.WithTimeout(ctx, e.lockWait())
-	defer cancel()
-	lk, err := lock.Wait(lctx, e.Cfg.StateDir, lock.Refresh)
-	if err != nil {
-		return err
-	}
-	defer lk.Unlock()
-	claude, err := lock.AcquireClaudeRefresh(lctx, e.Cfg.ClaudeConfigDir, e.claudeLockRecord())
-	if errors.Is(err, lock.ErrClaudeLocksUnavailable) {
-		e.Diag.Warn("writing without Claude's lock directories", "err", err)
-		return fn()
-	}
-	if err != nil {
-		return err
-	}
-	defer claude.Release()
-	return claude.WithStorageWrite(lctx, fn)
-}
-
-// claudeLockRecord names the Claude lock directories the holder of our refresh
-// flock made, so the next holder can take over those a killed one left behind.
-func (e *Engine) claudeLockRecord() *lock.HolderRecord {
-	return lock.NewHolderRecord(filepath.Join(e.Cfg.StateDir, "claude-locks-held"))
+	return e.refresher().withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
 }
 
 func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
@@ -69,17 +36,8 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {
 		return nil
 	}
-	prev := filepath.Join(e.Cfg.StateDir, "previous-credentials.json")
-	if cur.Raw != nil {
-		if _, err := atomicfile.Write(prev, cur.Raw, 0o600); err != nil {
-			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
-		}
-	} else if cur.State == credentials.Clobbered {
-		// Too large to have been read (credentials.MaxFileSize): copied by
-		// streaming, never held in memory, and never lost.
-		if err := atomicfile.Copy(cur.Target, prev, 0o600); err != nil {
-			return fmt.Errorf("keep a copy of the file being replaced: %w", err)
-		}
+	if err := keepReplaced(e.Cfg.StateDir, cur); err != nil {
+		return fmt.Errorf("keep a copy of the file being replaced: %w", err)
 	}
 	data, err := cur.Base().WithOAuth(o).Marshal()
 	if err != nil {
@@ -101,6 +59,22 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	}
 	if err := lin.Observe(o.RefreshToken()); err != nil {
 		e.Diag.Warn("cannot record lineage", "err", err)
+	}
+	return nil
+}
+
+// keepReplaced keeps the file a write is about to replace in the state dir
+// (previous-credentials.json, 0600), so a write never loses a login.
+func keepReplaced(stateDir string, cur *credentials.Local) error {
+	prev := filepath.Join(stateDir, "previous-credentials.json")
+	if cur.Raw != nil {
+		_, err := atomicfile.Write(prev, cur.Raw, 0o600)
+		return err
+	}
+	if cur.State == credentials.Clobbered {
+		// Too large to have been read (credentials.MaxFileSize): copied by
+		// streaming, never held in memory, and never lost.
+		return atomicfile.Copy(cur.Target, prev, 0o600)
 	}
 	return nil
 }

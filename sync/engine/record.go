@@ -10,7 +10,6 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // Record is what this host remembers between passes (state.json in the state
@@ -43,40 +42,30 @@ type CheckRecord struct {
 	Subject *CheckSubject `json:"subject,omitempty"`
 }
 
-// CheckSubject is what a check was about, as short fingerprints (never a
-// token): the login in the credentials file, the login in the store's
-// document and its setup token. An empty field means "none" (or, for the
-// document's fields, "the store could not be read").
-type CheckSubject struct {
-	Login      string `json:"login,omitempty"`
-	DocLogin   string `json:"doc_login,omitempty"`
-	SetupToken string `json:"setup_token,omitempty"`
-	DocRead    bool   `json:"doc_read"`
-}
-
-// SubjectOf is the subject for a file's login and a store document (nil: not read).
-func SubjectOf(local *credentials.Local, doc *store.Doc) CheckSubject {
-	var s CheckSubject
-	if local != nil && local.State == credentials.Usable {
-		s.Login = local.OAuth.RefreshToken().Short()
-	}
-	if doc != nil {
-		s.DocRead = true
-		if o, err := doc.OAuth(); err == nil && o != nil {
-			s.DocLogin = o.RefreshToken().Short()
-		}
-		if tok := doc.SetupToken(); tok != "" {
-			s.SetupToken = tok.Short()
-		}
-	}
-	return s
-}
-
 type BackupRecord struct {
 	At          time.Time `json:"at"`
 	Version     int       `json:"version"`
 	Store       string    `json:"store"`
 	Fingerprint string    `json:"refresh_token_fingerprint"`
+}
+
+// RecordBackup notes in state.json that the backup res reports wrote o (a
+// backup that wrote nothing is not noted).
+func (e *Engine) RecordBackup(res BackupResult, o *credentials.OAuth) error {
+	b := e.BackupRecord(res, o)
+	if b == nil {
+		return nil
+	}
+	return e.MergeRecord(&Record{LastBackup: b})
+}
+
+// BackupRecord is the record of a backup that wrote o (nil when res wrote
+// nothing): when, which version, where, and o's refresh token's fingerprint.
+func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *BackupRecord {
+	if !res.Written {
+		return nil
+	}
+	return &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
 }
 
 func loadRecord(path string) *Record {
@@ -127,3 +116,11 @@ func mergeRecord(path string, r *Record) error {
 	_, err = atomicfile.Write(path, append(data, '\n'), 0o600)
 	return err
 }
+
+func (e *Engine) recordPath() string { return filepath.Join(e.Cfg.StateDir, "state.json") }
+
+// LoadRecord reads state.json (an empty record when absent or unreadable).
+func (e *Engine) LoadRecord() *Record { return loadRecord(e.recordPath()) }
+
+// MergeRecord writes r's set fields into state.json.
+func (e *Engine) MergeRecord(r *Record) error { return mergeRecord(e.recordPath(), r) }

@@ -10,9 +10,7 @@ import (
 	"os"
 	"os/exec"
 
-	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
 // The agent's refreshes run in a child process (`refresh --agent-child`).
@@ -49,16 +47,12 @@ type childError struct {
 func (c *childError) Error() string { return c.msg }
 func (c *childError) Unwrap() error { return c.kind }
 
-var childKinds = []struct {
-	name string
-	err  error
-}{
+// childKinds are the error classes the child reports by name: the agent
+// branches on their sentinels as it would on a refresh of its own.
+var childKinds = append([]refreshKind{
 	{"not_written", ErrNotWritten},
 	{"dead", ErrLoginDead},
-	{"locks", lock.ErrClaudeLocksUnavailable},
-	{"transient", oauth.ErrTransient},
-	{"timeout", context.DeadlineExceeded},
-}
+}, laterKinds...)
 
 // childRequest is what the agent asks of the child, as JSON on its stdin.
 type childRequest struct {
@@ -77,17 +71,40 @@ func (e *Engine) AgentChildRefresh(ctx context.Context, r io.Reader, w io.Writer
 	if err != nil {
 		return fmt.Errorf("lineage: %w", err)
 	}
-	res, err := e.refreshHere(ctx, lin, req.Force, req.SawFP)
+	ref := e.refresher()
+	res, err := ref.refreshHere(ctx, lin, req.Force, req.SawFP)
 	rep := reportFor(res, err)
 	if rep.Kind == "not_written" {
-		e.keptMu.Lock()
-		p := e.kept
-		e.keptMu.Unlock()
-		if p != nil {
+		if p := ref.mem.keptAnswer(); p != nil {
 			rep.Kept, _ = json.Marshal(p)
 		}
 	}
 	return jsonEncode(w, rep)
+}
+
+// refreshViaChild is Refresh in the agent's refresh child: the answer is
+// written there; what the child kept or learnt is taken over here.
+func (r *refresher) refreshViaChild(ctx context.Context, lin *Lineage, force bool, sawFP string) (RefreshResult, error) {
+	res, err := r.via(ctx, force, sawFP)
+	if res.kept != nil {
+		r.mem.setKept(res.kept)
+	}
+	// The child appended to the lineage file.
+	if lerr := lin.Reload(); lerr != nil {
+		r.diag.Warn("cannot reload lineage", "err", lerr)
+	}
+	if err == nil && res.OAuth == nil {
+		if l, rerr := credentials.Read(r.cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
+			res.OAuth = l.OAuth
+		}
+	}
+	if err == nil && res.Refreshed && res.OAuth != nil {
+		// The child noted the new login's birth in its own memory: note
+		// it here too, or the lead of a short-lived login is taken as
+		// the full default and it is refreshed again at once.
+		r.mem.tokens.note(res.OAuth.AccessToken(), r.now())
+	}
+	return res, err
 }
 
 // reportFor is the child's report of one refresh.

@@ -1,0 +1,57 @@
+package engine
+
+import (
+	"context"
+	"errors"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+)
+
+// RefreshNow is the `refresh` command: prepare the store, one forced brokered
+// refresh, then back the new login up.
+func (e *Engine) RefreshNow(ctx context.Context) Outcome {
+	lin, vs, hard := e.openState(ctx)
+	if hard != nil {
+		return e.finish(nil, *hard)
+	}
+	// The login as it is now: if another refresher rotates it while we wait
+	// for the locks (many `refresh` at once, the agent), that was the refresh.
+	saw := credentials.Secret("")
+	cur, err := credentials.Read(e.Cfg.CredentialsFile)
+	if err != nil {
+		return e.finish(nil, fail("%v", err))
+	}
+	switch {
+	case cur.State == credentials.Usable:
+		saw = cur.OAuth.RefreshToken()
+	case cur.State == credentials.Clobbered && !e.RefreshPending():
+		// A clobbered file has nothing to present: restore it the way a pass
+		// does (the latest backup, if it holds a different login), then
+		// refresh what was restored. A kept refresh answer is written by
+		// Refresh itself instead.
+		if o := e.repairFile(ctx, lin, vs, cur); o != nil {
+			return e.finish(nil, *o)
+		}
+	case cur.State == credentials.Missing || cur.State == credentials.NoLogin:
+		return e.finish(nil, Outcome{Status: WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
+			" (a logout, or a new home). To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
+	}
+	res, err := e.Refresh(ctx, lin, true, saw)
+	switch {
+	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:
+		// The new login lives only in memory and pending-refresh: Vault too.
+		o := e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, "the new login")
+		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
+	case errors.Is(err, ErrLoginDead):
+		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
+	case tryLater(err):
+		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
+	case err != nil:
+		return e.finish(nil, fail("refresh: %v", err))
+	}
+	msg := res.Message
+	if res.OAuth != nil {
+		return e.finish(nil, e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, msg))
+	}
+	return e.finish(nil, Outcome{Status: OK, Code: ExitOK, Message: msg})
+}
