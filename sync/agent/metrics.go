@@ -5,31 +5,46 @@ import (
 	"sync"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 )
 
-// metricsWriter owns the metrics the agent publishes for the node exporter.
-// Its values live in memory, fed by the other components (a login seen, a
-// backup written, a status event counted in the state dir's metrics.json),
-// and the .prom file is written after each change, from them alone: it is
-// never read back, and no file is re-read to write it.
+// healthEvery spaces this host's health writes to Vault while its status
+// stays the same (a burst of backups is one write, not hundreds); a new
+// status is written at once.
+const healthEvery = 5 * time.Second
+
+// metricsWriter owns what the agent publishes about the login: the metrics
+// for the node exporter and this host's health in the user's Vault metadata
+// (for `fleet`). Its values live in memory, fed by the other components (a
+// login seen, a backup written, a status event, counted in the state dir's
+// metrics.json), and both are written after each change, from them alone:
+// the .prom is never read back, and no file is re-read to write it.
 type metricsWriter struct {
 	e       *engine.Engine
-	enabled bool
+	clk     clock.Clock
+	prom    bool // CLAUDE_AUTH_METRICS_DIR is set
+	health  bool // Vault is the store: health goes to its metadata
 	changed signal
 
-	mu sync.Mutex
-	m  engine.Metrics
+	mu         sync.Mutex
+	m          engine.Metrics
+	status     engine.Status
+	statusAt   time.Time
+	published  engine.Status // the status of the last health write
+	lastHealth time.Time
 }
 
 func newMetrics(e *engine.Engine) *metricsWriter {
-	mw := &metricsWriter{e: e, enabled: e.Cfg.MetricsDir != "", changed: newSignal()}
-	if !mw.enabled {
-		return mw
+	mw := &metricsWriter{e: e, clk: e.Clock, prom: e.Cfg.MetricsDir != "", health: e.Vault != nil && e.Cfg.HostID != "",
+		changed: newSignal()}
+	mw.m = engine.Metrics{User: e.Cfg.User, LastBackupLag: -1}
+	if mw.prom {
+		c := e.LoadCounters()
+		mw.m.LastSuccess, mw.m.FailuresTotal = c.LastSuccess, c.FailuresTotal
 	}
-	c := e.LoadCounters()
-	mw.m = engine.Metrics{User: e.Cfg.User, LastSuccess: c.LastSuccess, FailuresTotal: c.FailuresTotal, LastBackupLag: -1}
 	if rec := e.LoadRecord(); rec.LastBackup != nil {
 		mw.m.LastBackup = rec.LastBackup.At
 	}
@@ -41,9 +56,6 @@ func newMetrics(e *engine.Engine) *metricsWriter {
 }
 
 func (mw *metricsWriter) set(f func(*engine.Metrics)) {
-	if !mw.enabled {
-		return
-	}
 	mw.mu.Lock()
 	before := mw.m
 	f(&mw.m)
@@ -54,14 +66,17 @@ func (mw *metricsWriter) set(f func(*engine.Metrics)) {
 	}
 }
 
-// event counts a status event; it is the agent's EventLog.AfterEvent, so it
-// never blocks on the metrics file.
+// event notes a status event; it is the agent's EventLog.AfterEvent, so it
+// never blocks on the metrics file or on Vault.
 func (mw *metricsWriter) event(st engine.Status) {
-	if !mw.enabled || (st != engine.OK && st != engine.RECOVERED && st != engine.FAIL) {
-		return
+	mw.mu.Lock()
+	mw.status, mw.statusAt = st, mw.clk.Now()
+	mw.mu.Unlock()
+	if mw.prom && (st == engine.OK || st == engine.RECOVERED || st == engine.FAIL) {
+		c := mw.e.CountEvent(st)
+		mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
 	}
-	c := mw.e.CountEvent(st)
-	mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
+	mw.changed.poke()
 }
 
 // login notes the login now in the file (nil: none).
@@ -80,26 +95,69 @@ func (mw *metricsWriter) backup(at time.Time, lag time.Duration) {
 	mw.set(func(m *engine.Metrics) { m.LastBackup, m.LastBackupLag = at, lag })
 }
 
-// Run writes the metrics file after each change, off the path of backups,
-// restores, stops and the watchdog (a slow disk under the metrics dir holds
+// Run writes after each change, off the path of backups, restores, stops
+// and the watchdog (a slow disk under the metrics dir, a slow Vault, holds
 // up nothing else).
 func (mw *metricsWriter) Run(ctx context.Context) error {
+	later := clock.Stopped(mw.clk)
+	defer later.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-mw.changed:
-			mw.flush()
+		case <-later.C():
+		}
+		if mw.prom {
+			mw.writeProm()
+		}
+		if wait := mw.healthDue(); wait > 0 {
+			later.Reset(wait)
+		} else if wait == 0 {
+			mw.writeHealth(ctx)
 		}
 	}
 }
 
+// flush writes everything now (at the stop).
 func (mw *metricsWriter) flush() {
-	if !mw.enabled {
-		return
+	if mw.prom {
+		mw.writeProm()
 	}
+	if mw.healthDue() >= 0 {
+		mw.writeHealth(context.Background())
+	}
+}
+
+func (mw *metricsWriter) writeProm() {
 	mw.mu.Lock()
 	m := mw.m
 	mw.mu.Unlock()
 	mw.e.PublishMetrics(m)
+}
+
+// healthDue is how long until the health may be written: 0 now, -1 never
+// (no Vault, or nothing to say yet).
+func (mw *metricsWriter) healthDue() time.Duration {
+	if !mw.health {
+		return -1
+	}
+	mw.mu.Lock()
+	defer mw.mu.Unlock()
+	if mw.status == "" {
+		return -1 // nothing happened yet
+	}
+	if mw.status != mw.published || mw.lastHealth.IsZero() {
+		return 0
+	}
+	return max(healthEvery-mw.clk.Now().Sub(mw.lastHealth), 0)
+}
+
+func (mw *metricsWriter) writeHealth(ctx context.Context) {
+	mw.mu.Lock()
+	h := fleet.Health{Status: string(mw.status), StatusAt: mw.statusAt, BackupAt: mw.m.LastBackup,
+		ExpiresAt: mw.m.CredentialExpiry, Deadline: mw.m.LoginDeadline}
+	mw.published, mw.lastHealth = mw.status, mw.clk.Now()
+	mw.mu.Unlock()
+	mw.e.PublishHealth(ctx, h)
 }

@@ -58,6 +58,10 @@ type Engine struct {
 
 	metricsMu  sync.Mutex
 	metricsErr string // the metrics error last reported (reported once)
+
+	// Version is this program's version, as `fleet` shows it.
+	Version string
+	health  healthMemory
 }
 
 // New builds the engine from the config. When the config acts for another
@@ -80,7 +84,7 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 	}
 	if cfg.Store == "vault" {
 		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
-			TokenFile: cfg.VaultTokenFile, User: cfg.User, Timeout: cfg.VaultTimeout})
+			TokenFile: cfg.VaultTokenFile, User: cfg.User, Timeout: cfg.VaultTimeout, HostID: cfg.HostID, Knows: e.knows})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
 		}

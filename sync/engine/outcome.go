@@ -49,6 +49,7 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 		if err := mergeRecord(e.recordPath(), rec); err != nil {
 			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
 		}
+		e.PublishHealth(context.Background(), e.HealthNow(o.Status))
 	}
 	return o
 }

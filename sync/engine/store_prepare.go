@@ -57,5 +57,6 @@ func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome)
 		return nil, vaultState{}, &o
 	}
 	vs, hard := prepare(ctx, e.Vault, e.Store)
+	e.health.noteDoc(vs.doc)
 	return lin, vs, hard
 }

@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+)
+
+// Every pass and agent leaves this host's health, nothing secret, in the
+// user's Vault metadata (custom_metadata "host.<host id>"), where `fleet`
+// reads it for every user and host without touching a secret.
+
+// healthMemory is what health writes remember between them.
+type healthMemory struct {
+	mu       sync.Mutex
+	setupEnd time.Time // the setup token's end, from the last document read
+	refused  string    // the refusal last reported (reported once)
+}
+
+// noteDoc remembers what health needs from a document just read.
+func (h *healthMemory) noteDoc(doc *store.Doc) {
+	if doc == nil {
+		return
+	}
+	h.mu.Lock()
+	h.setupEnd = time.Time{}
+	if doc.SetupToken() != "" {
+		h.setupEnd = doc.SetupTokenExpiresAt()
+	}
+	h.mu.Unlock()
+}
+
+// knows says whether a login in the user's main document is this host's:
+// its lineage has seen it, or it is the one in the credentials file.
+func (e *Engine) knows(o *credentials.OAuth) bool {
+	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil && l.OAuth.RefreshToken() == o.RefreshToken() {
+		return true
+	}
+	lin, err := LoadLineage(e.lineagePath())
+	return err == nil && lin.Known(o.RefreshToken())
+}
+
+// HealthNow is this host's health as a one-shot command knows it: st now,
+// the login in the file, the last backup on record.
+func (e *Engine) HealthNow(st Status) fleet.Health {
+	h := fleet.Health{Status: string(st), StatusAt: e.now()}
+	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil {
+		h.ExpiresAt, h.Deadline = l.OAuth.ExpiresAt(), l.OAuth.RefreshTokenExpiresAt()
+	}
+	if rec := e.LoadRecord(); rec.LastBackup != nil {
+		h.BackupAt = rec.LastBackup.At
+	}
+	return h
+}
+
+// PublishHealth writes h (with this host's label, the version, where its
+// login lives and the setup token's end) to the user's Vault metadata. A
+// policy that does not allow it (from before the fleet: provision rewrites
+// it) is said once, as WARN; nothing else depends on it.
+func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
+	if e.Vault == nil || e.Cfg.HostID == "" {
+		return
+	}
+	h.Label, h.Version = e.Cfg.HostLabel, e.Version
+	h.Doc, _ = e.Vault.Placement()
+	e.health.mu.Lock()
+	if h.SetupExpires.IsZero() {
+		h.SetupExpires = e.health.setupEnd
+	}
+	e.health.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := e.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(e.Cfg.HostID): h.Encode()})
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	e.health.mu.Lock()
+	report := msg != "" && msg != e.health.refused
+	e.health.refused = msg
+	e.health.mu.Unlock()
+	switch {
+	case !report:
+	case errors.Is(err, store.ErrForbidden):
+		e.Log.Event(WARN, "this host's health cannot be written to the Vault metadata (%v): the policy predates it; run `claude-auth-sync provision` as root. Backups go on", err)
+	default:
+		e.Diag.Warn("cannot write this host's health to Vault", "err", err)
+	}
+}
