@@ -35,14 +35,17 @@ func (h *healthMemory) noteDoc(doc *store.Doc) {
 	h.mu.Unlock()
 }
 
-// knows says whether a login in the user's main document is this host's:
-// its lineage has seen it, or it is the one in the credentials file.
+// knows says whether a login in the user's unclaimed main document may be
+// this host's: it is the one in the credentials file, this host's lineage
+// has seen it, or this host has no history at all (a first start, taking
+// over from the reference tool, whose document is this host's). A host with
+// a history that never saw it is looking at another host's login.
 func (e *Engine) knows(o *credentials.OAuth) bool {
 	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil && l.OAuth.RefreshToken() == o.RefreshToken() {
 		return true
 	}
 	lin, err := LoadLineage(e.lineagePath())
-	return err == nil && lin.Known(o.RefreshToken())
+	return err == nil && (lin.Len() == 0 || lin.Known(o.RefreshToken()))
 }
 
 // HealthNow is this host's health as a one-shot command knows it: st now,
@@ -63,8 +66,8 @@ func (e *Engine) HealthNow(st Status) fleet.Health {
 // policy that does not allow it (from before the fleet: provision rewrites
 // it) is said once, as WARN; nothing else depends on it.
 func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
-	if e.Vault == nil || e.Cfg.HostID == "" {
-		return
+	if e.Vault == nil || e.Cfg.HostID == "" || !e.Vault.Accepted() {
+		return // no health with a token that was refused (or never checked)
 	}
 	h.Label, h.Version = e.Cfg.HostLabel, e.Version
 	h.Doc, _ = e.Vault.Placement()

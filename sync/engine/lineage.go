@@ -83,6 +83,13 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	return l.save(tok.Fingerprint())
 }
 
+// Len is how many logins the lineage holds.
+func (l *Lineage) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
+}
+
 // Note records tok in memory only, at once (orders and checks see it);
 // Persist writes it to the file. The agent's backup notes a login before
 // its Vault write and persists after, keeping the disk off that path.

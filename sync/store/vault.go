@@ -52,6 +52,7 @@ type Vault struct {
 	// claimTried: this placement already tried to record its ownership.
 	claimTried bool
 	last       *Doc // the document this process wrote last
+	accepted   bool // the last Prepare accepted the token
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -231,11 +232,16 @@ func (v *Vault) RenewSelf(ctx context.Context) (time.Duration, error) {
 }
 
 // Prepare runs the per-pass token routine: load the file, drift check, renew.
-func (v *Vault) Prepare(ctx context.Context) (TokenInfo, error) {
+func (v *Vault) Prepare(ctx context.Context) (info TokenInfo, err error) {
+	defer func() {
+		v.mu.Lock()
+		v.accepted = err == nil
+		v.mu.Unlock()
+	}()
 	if err := v.LoadToken(); err != nil {
 		return TokenInfo{}, err
 	}
-	info, err := v.LookupSelf(ctx)
+	info, err = v.LookupSelf(ctx)
 	if err != nil {
 		return TokenInfo{}, err
 	}
@@ -461,6 +467,14 @@ func (v *Vault) Placement() (doc string, claimed bool) {
 		return "hosts", true
 	}
 	return "main", v.owner == v.cfg.HostID && v.owner != ""
+}
+
+// Accepted says whether the last Prepare accepted the token (false before
+// one): nothing but Prepare itself is sent with a refused token file.
+func (v *Vault) Accepted() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.accepted
 }
 
 // Owner reads the main document's owner host ("" when none is recorded).
