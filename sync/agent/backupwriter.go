@@ -196,7 +196,9 @@ func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
 	if engine.IsBackfill(o, bw.e.SetupToken(), bw.clk.Now()) {
 		return // setup-token mode: no backups
 	}
-	bw.lin.Note(o.RefreshToken()) // on disk after the backup (flush)
+	if err := bw.lin.Note(o.RefreshToken()); err != nil { // durable after the backup (Persist)
+		bw.e.Diag.Warn("cannot record lineage", "err", err)
+	}
 	if bw.supersededBy(o) {
 		return
 	}

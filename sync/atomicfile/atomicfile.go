@@ -24,7 +24,16 @@ import (
 // the directory. If path is a symlink its target is written and the link kept;
 // the returned string is that target ("" when path is not a link).
 func Write(path string, data []byte, mode fs.FileMode) (string, error) {
-	return write(path, bytes.NewReader(data), mode)
+	return write(path, bytes.NewReader(data), mode, true)
+}
+
+// WriteUnsynced is Write without the fsyncs: the new content replaces the old
+// at once for every process (rename), and survives a kill, but not a power
+// loss until something syncs it. For a record that must be visible before a
+// step that is timed (the lineage before a backup) and is made durable after.
+func WriteUnsynced(path string, data []byte, mode fs.FileMode) error {
+	_, err := write(path, bytes.NewReader(data), mode, false)
+	return err
 }
 
 // WriteVisibleFirst writes data to path like Write but renames the temp
@@ -78,11 +87,11 @@ func Copy(src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	defer f.Close()
-	_, err = write(dst, f, mode)
+	_, err = write(dst, f, mode, true)
 	return err
 }
 
-func write(path string, src io.Reader, mode fs.FileMode) (string, error) {
+func write(path string, src io.Reader, mode fs.FileMode, sync bool) (string, error) {
 	target := path
 	linked := ""
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
@@ -121,8 +130,10 @@ func write(path string, src io.Reader, mode fs.FileMode) (string, error) {
 	if _, err := io.Copy(f, src); err != nil {
 		return linked, fmt.Errorf("write the temp file for %s: %w", target, pathCause(err))
 	}
-	if err := f.Sync(); err != nil {
-		return linked, fmt.Errorf("fsync the temp file for %s: %w", target, pathCause(err))
+	if sync {
+		if err := f.Sync(); err != nil {
+			return linked, fmt.Errorf("fsync the temp file for %s: %w", target, pathCause(err))
+		}
 	}
 	if err := f.Close(); err != nil {
 		return linked, fmt.Errorf("close the temp file for %s: %w", target, pathCause(err))
@@ -131,6 +142,9 @@ func write(path string, src io.Reader, mode fs.FileMode) (string, error) {
 		return linked, fmt.Errorf("rename into place %s: %w", target, pathCause(err))
 	}
 	ok = true
+	if !sync {
+		return linked, nil
+	}
 	if d, err := os.Open(dir); err == nil {
 		err = d.Sync()
 		d.Close()

@@ -40,8 +40,11 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 	if IsBackfill(o, "", now) {
 		return BackupResult{Message: "not backing up a setup-token backfill"}, nil
 	}
-	// Ordered at once; on disk after the Vault write, off the backup's lag.
-	lin.Note(o.RefreshToken())
+	// In the lineage file before the Vault write (unsynced: off the
+	// backup's lag), durable after.
+	if err := lin.Note(o.RefreshToken()); err != nil {
+		e.Diag.Warn("cannot record lineage", "err", err)
+	}
 	defer func() {
 		if err := lin.Persist(); err != nil {
 			e.Diag.Warn("cannot record lineage", "err", err)
@@ -62,6 +65,13 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 		if vo != nil && vo.Equal(o) {
 			skip = fmt.Sprintf("backup up to date (v%d)", cur.Version)
 			return nil, store.ErrSkip
+		}
+		if vo != nil && !lin.Known(vo.RefreshToken()) {
+			// Another process of ours (the agent, a pass) may have written
+			// it: each notes a login in the lineage file before its backup.
+			if err := lin.Reload(); err != nil {
+				e.Diag.Warn("cannot reload lineage", "err", err)
+			}
 		}
 		if vo != nil && vo.Usable() == nil && Newer(lin, vo, o) {
 			skip = fmt.Sprintf("backup (v%d) holds a newer login than this file; not overwriting it", cur.Version)

@@ -27,10 +27,8 @@ type Lineage struct {
 	mu   sync.Mutex
 	seen []string
 	idx  map[string]int
-	// unsaved and order: fingerprints Note recorded that are not in the
-	// file yet, and the order they came in.
-	unsaved map[string]bool
-	order   []string
+	// unsynced: Note wrote the file without fsync; Persist syncs it.
+	unsynced bool
 }
 
 // maxLineage keeps the file small; older entries only ever matter for tokens that
@@ -77,10 +75,10 @@ func (l *Lineage) Observe(tok credentials.Secret) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.idx[tok.Fingerprint()]; ok && !l.unsaved[tok.Fingerprint()] {
+	if _, ok := l.idx[tok.Fingerprint()]; ok && !l.unsynced {
 		return nil
 	}
-	return l.save(tok.Fingerprint())
+	return l.save(true, tok.Fingerprint())
 }
 
 // Len is how many logins the lineage holds.
@@ -90,37 +88,35 @@ func (l *Lineage) Len() int {
 	return len(l.seen)
 }
 
-// Note records tok in memory only, at once (orders and checks see it);
-// Persist writes it to the file. The agent's backup notes a login before
-// its Vault write and persists after, keeping the disk off that path.
-func (l *Lineage) Note(tok credentials.Secret) {
+// Note is Observe without the fsyncs: every process of ours sees tok in the
+// file at once (before the agent's backup puts it in Vault, so a pass that
+// finds it there can order it), and Persist makes it durable after. It keeps
+// the fsyncs off a backup's lag.
+func (l *Lineage) Note(tok credentials.Secret) error {
 	if tok == "" {
-		return
+		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.add(tok.Fingerprint()) {
-		if l.unsaved == nil {
-			l.unsaved = map[string]bool{}
-		}
-		l.unsaved[tok.Fingerprint()] = true
-		l.order = append(l.order, tok.Fingerprint())
+	if _, ok := l.idx[tok.Fingerprint()]; ok {
+		return nil
 	}
+	return l.save(false, tok.Fingerprint())
 }
 
-// Persist writes what Note recorded.
+// Persist makes what Note wrote durable.
 func (l *Lineage) Persist() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.order) == 0 {
+	if !l.unsynced {
 		return nil
 	}
-	return l.save()
+	return l.save(true)
 }
 
-// save merges fps (in order) into the file under its lock and rewrites it;
-// l.mu is held.
-func (l *Lineage) save(fps ...string) error {
+// save merges fps (in order) into the file under its lock and rewrites it,
+// durably or not; l.mu is held.
+func (l *Lineage) save(durable bool, fps ...string) error {
 	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
 		return err
 	}
@@ -135,13 +131,12 @@ func (l *Lineage) save(fps ...string) error {
 	}
 	l.seen, l.idx = fresh.seen, fresh.idx
 	added := false
-	for _, fp := range append(append([]string(nil), l.order...), fps...) {
+	for _, fp := range fps {
 		if l.add(fp) {
 			added = true
 		}
 	}
-	l.unsaved, l.order = nil, nil
-	if !added {
+	if !added && !(durable && l.unsynced) {
 		return nil
 	}
 	if len(l.seen) > maxLineage {
@@ -156,8 +151,18 @@ func (l *Lineage) save(fps ...string) error {
 		b.WriteString(fp)
 		b.WriteByte('\n')
 	}
-	_, err = atomicfile.Write(l.path, b.Bytes(), 0o600)
-	return err
+	if !durable {
+		if err := atomicfile.WriteUnsynced(l.path, b.Bytes(), 0o600); err != nil {
+			return err
+		}
+		l.unsynced = true
+		return nil
+	}
+	if _, err := atomicfile.Write(l.path, b.Bytes(), 0o600); err != nil {
+		return err
+	}
+	l.unsynced = false
+	return nil
 }
 
 // Reload re-reads the lineage from disk, for a long-lived holder (the agent)
