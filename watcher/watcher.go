@@ -173,132 +173,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 // watch handles src's events until ctx ends (nil) or src stops (why).
 func (w *Watcher) watch(ctx context.Context, src source) error {
 	defer src.close()
-
-	dir, base := filepath.Dir(w.path), filepath.Base(w.path)
-	wd, watched := int32(-1), "" // the one watch: the directory, or an ancestor
-	failed := false              // the last add failed (a watch limit): said through OnError
-	// chain is the directory and its ancestors, nearest first.
-	chain := []string{dir}
-	for p := dir; filepath.Dir(p) != p; {
-		p = filepath.Dir(p)
-		chain = append(chain, p)
-	}
-	// attach watches the file's directory, or the nearest existing ancestor
-	// while the directory is missing (it is re-attached when it comes back).
-	// Forced, it asks the kernel again even for the path it watches: the same
-	// directory gives the same wd, a new directory under that path a new one.
-	attach := func(force bool) {
-		for range chain { // bounded, should directories come and go meanwhile
-			i := 0
-			for i < len(chain)-1 {
-				if _, err := os.Stat(chain[i]); err == nil {
-					break
-				}
-				i++
-			}
-			target := chain[i]
-			if !force && wd >= 0 && target == watched {
-				return
-			}
-			nwd, err := src.add(target)
-			if err != nil {
-				if wd >= 0 {
-					src.remove(wd)
-				}
-				wd, watched = -1, ""
-				w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, w.opts.Rescan))
-				failed = true
-				return
-			}
-			if wd >= 0 && wd != nwd {
-				src.remove(wd)
-			}
-			moved := nwd != wd || target != watched
-			wd, watched = nwd, target
-			if failed {
-				failed = false
-				w.recovered()
-			}
-			if moved {
-				w.tell("watch", target)
-			}
-			// The next directory down may have been made between its Stat
-			// and this watch, unseen by it: then go on down.
-			if i == 0 {
-				return
-			}
-			if _, err := os.Stat(chain[i-1]); err != nil {
-				return
-			}
-		}
-	}
-	attach(true)
+	d := w.newDirWatch(src)
+	d.attach(true)
 	w.send(Rescan) // a fresh watch: whatever happened before it is unknown
-
-	// In-place writes wait on quiet: pending is set from the first write
-	// until the Change is sent.
-	quiet := time.NewTimer(time.Hour)
-	quiet.Stop()
-	pending := false
-	var since time.Time // the first write of the pending Change
-	now := func(r Reason) {
-		pending = false
-		quiet.Stop()
-		w.send(r)
-	}
-	// later (re)starts the quiet time, but never past MaxDelay after the
-	// first write.
-	later := func() {
-		if !pending {
-			pending, since = true, time.Now()
-		}
-		wait := w.opts.Debounce
-		if left := time.Until(since.Add(w.opts.MaxDelay)); left < wait {
-			wait = max(left, 0)
-		}
-		quiet.Reset(wait)
-		w.tell("wait", w.path)
-	}
-	handle := func(ev event) {
-		at := "" // the path the event names, for the trace
-		if ev.wd == wd && wd >= 0 {
-			at = filepath.Join(watched, ev.name)
-		}
-		switch {
-		case ev.op&opOverflow != 0:
-			// Events were lost, the directory's own among them maybe.
-			attach(true)
-			now(Overflow)
-		case watched != dir:
-			// Watching an ancestor: anything may be the directory coming back.
-			attach(false)
-			if watched == dir {
-				now(Changed)
-			}
-		case ev.wd != wd:
-			// Left over from a watch given up.
-		case ev.name == "":
-			// The directory itself: gone, moved, or its watch dropped.
-			if ev.op&opSelfGone != 0 {
-				attach(true)
-				now(Changed)
-			}
-		case ev.name != base:
-		case ev.op&(opMovedTo|opCreate|opDelete|opMovedFrom|opCloseWrite) != 0:
-			now(Changed)
-		case ev.op&opModify != 0:
-			later()
-		case ev.op&opAttrib != 0:
-			if pending {
-				later() // a writer still at it: its close or quiet will tell
-			} else {
-				now(Changed)
-			}
-		}
-		if at != "" {
-			w.tell("event", at)
-		}
-	}
 
 	rescan := time.NewTicker(w.opts.Rescan)
 	defer rescan.Stop()
@@ -311,18 +188,180 @@ func (w *Watcher) watch(ctx context.Context, src source) error {
 				return src.err()
 			}
 			for _, ev := range batch {
-				handle(ev)
+				d.handle(ev)
 			}
-		case <-quiet.C:
-			if pending {
-				now(Changed)
+		case <-d.quiet.C:
+			if d.pending {
+				d.now(Changed)
 			}
 		case <-rescan.C:
-			if watched != dir {
-				attach(false)
+			if d.watched != d.dir {
+				d.attach(false)
 			}
 			w.send(Rescan)
 		}
+	}
+}
+
+// dirWatch is what watch keeps for one source: the one inotify watch (on the
+// file's directory, or an ancestor while it is missing) and the Change an
+// in-place write holds back. Only watch's goroutine touches it.
+type dirWatch struct {
+	w         *Watcher
+	src       source
+	dir, base string   // the file's directory and name
+	chain     []string // the directory and its ancestors, nearest first
+	wd        int32    // the one watch, -1 for none
+	watched   string   // the path it watches
+	failed    bool     // the last add failed (a watch limit): said through OnError
+
+	// In-place writes wait on quiet: pending is set from the first write
+	// until the Change is sent.
+	quiet   *time.Timer
+	pending bool
+	since   time.Time // the first write of the pending Change
+}
+
+func (w *Watcher) newDirWatch(src source) *dirWatch {
+	d := &dirWatch{w: w, src: src, dir: filepath.Dir(w.path), base: filepath.Base(w.path), wd: -1}
+	d.chain = []string{d.dir}
+	for p := d.dir; filepath.Dir(p) != p; {
+		p = filepath.Dir(p)
+		d.chain = append(d.chain, p)
+	}
+	d.quiet = time.NewTimer(time.Hour)
+	d.quiet.Stop()
+	return d
+}
+
+// attach watches the file's directory, or the nearest existing ancestor
+// while the directory is missing (it is re-attached when it comes back).
+// Forced, it asks the kernel again even for the path it watches: the same
+// directory gives the same wd, a new directory under that path a new one.
+func (d *dirWatch) attach(force bool) {
+	for range d.chain { // bounded, should directories come and go meanwhile
+		i := d.nearestExisting()
+		target := d.chain[i]
+		if !force && d.wd >= 0 && target == d.watched {
+			return
+		}
+		nwd, err := d.src.add(target)
+		if err != nil {
+			d.drop(target, err)
+			return
+		}
+		d.moveTo(target, nwd)
+		// The next directory down may have been made between its Stat
+		// and this watch, unseen by it: then go on down.
+		if i == 0 {
+			return
+		}
+		if _, err := os.Stat(d.chain[i-1]); err != nil {
+			return
+		}
+	}
+}
+
+// nearestExisting is the index in chain of the nearest directory that
+// exists (the root, last, when none does).
+func (d *dirWatch) nearestExisting() int {
+	i := 0
+	for i < len(d.chain)-1 {
+		if _, err := os.Stat(d.chain[i]); err == nil {
+			break
+		}
+		i++
+	}
+	return i
+}
+
+// drop gives the watch up after target could not be watched: the rescan
+// timer is all that is left until an attach succeeds.
+func (d *dirWatch) drop(target string, err error) {
+	if d.wd >= 0 {
+		d.src.remove(d.wd)
+	}
+	d.wd, d.watched = -1, ""
+	d.w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, d.w.opts.Rescan))
+	d.failed = true
+}
+
+// moveTo makes nwd, just added for target, the one watch.
+func (d *dirWatch) moveTo(target string, nwd int32) {
+	if d.wd >= 0 && d.wd != nwd {
+		d.src.remove(d.wd)
+	}
+	moved := nwd != d.wd || target != d.watched
+	d.wd, d.watched = nwd, target
+	if d.failed {
+		d.failed = false
+		d.w.recovered()
+	}
+	if moved {
+		d.w.tell("watch", target)
+	}
+}
+
+// now sends a Change at once, ending any wait for quiet.
+func (d *dirWatch) now(r Reason) {
+	d.pending = false
+	d.quiet.Stop()
+	d.w.send(r)
+}
+
+// later (re)starts the quiet time, but never past MaxDelay after the
+// first write.
+func (d *dirWatch) later() {
+	if !d.pending {
+		d.pending, d.since = true, time.Now()
+	}
+	wait := d.w.opts.Debounce
+	if left := time.Until(d.since.Add(d.w.opts.MaxDelay)); left < wait {
+		wait = max(left, 0)
+	}
+	d.quiet.Reset(wait)
+	d.w.tell("wait", d.w.path)
+}
+
+// handle acts on one event: re-attach, send now, wait for quiet, or nothing.
+func (d *dirWatch) handle(ev event) {
+	at := "" // the path the event names, for the trace
+	if ev.wd == d.wd && d.wd >= 0 {
+		at = filepath.Join(d.watched, ev.name)
+	}
+	switch {
+	case ev.op&opOverflow != 0:
+		// Events were lost, the directory's own among them maybe.
+		d.attach(true)
+		d.now(Overflow)
+	case d.watched != d.dir:
+		// Watching an ancestor: anything may be the directory coming back.
+		d.attach(false)
+		if d.watched == d.dir {
+			d.now(Changed)
+		}
+	case ev.wd != d.wd:
+		// Left over from a watch given up.
+	case ev.name == "":
+		// The directory itself: gone, moved, or its watch dropped.
+		if ev.op&opSelfGone != 0 {
+			d.attach(true)
+			d.now(Changed)
+		}
+	case ev.name != d.base:
+	case ev.op&(opMovedTo|opCreate|opDelete|opMovedFrom|opCloseWrite) != 0:
+		d.now(Changed)
+	case ev.op&opModify != 0:
+		d.later()
+	case ev.op&opAttrib != 0:
+		if d.pending {
+			d.later() // a writer still at it: its close or quiet will tell
+		} else {
+			d.now(Changed)
+		}
+	}
+	if at != "" {
+		d.w.tell("event", at)
 	}
 }
 

@@ -74,57 +74,93 @@ func printJSON(stdout, stderr io.Writer, r engine.Report) int {
 	return 0
 }
 
+// printStatus writes r for a person, its times relative to now.
 func printStatus(w io.Writer, r engine.Report, now time.Time) {
-	line := func(k, v string) {
-		if v != "" {
-			fmt.Fprintf(w, "%-16s %s\n", k+":", v)
-		}
+	p := statusPrinter{w: w, r: r, now: now}
+	p.overview()
+	p.credentials()
+	p.history()
+	p.claude()
+	p.agent()
+}
+
+// statusPrinter writes the report as "key: value" lines, one section at a
+// time, in the order the help text lists them.
+type statusPrinter struct {
+	w   io.Writer
+	r   engine.Report
+	now time.Time
+}
+
+// line writes k: v, nothing when v is empty.
+func (p *statusPrinter) line(k, v string) {
+	if v != "" {
+		fmt.Fprintf(p.w, "%-16s %s\n", k+":", v)
 	}
-	// A time the report had to clamp is shown as what the source held.
-	reportTime := func(key string, t time.Time) string {
-		if v, ok := r.OutOfRange[key]; ok {
-			return "out of range (" + v + ")"
-		}
-		return when(t, now)
+}
+
+// reportTime is t, but a time the report had to clamp is shown as what the
+// source held.
+func (p *statusPrinter) reportTime(key string, t time.Time) string {
+	if v, ok := p.r.OutOfRange[key]; ok {
+		return "out of range (" + v + ")"
 	}
-	line("user", r.User)
-	line("mode", r.Mode)
+	return when(t, p.now)
+}
+
+// overview: whose login, the mode, the setup token's end and whether the
+// login is usable.
+func (p *statusPrinter) overview() {
+	r := p.r
+	p.line("user", r.User)
+	p.line("mode", r.Mode)
 	if st := r.SetupToken; st != nil {
 		switch {
 		case st.ExpiresAt == nil:
-			line("setup token", "end not known yet (one year after the first pass sees it)")
+			p.line("setup token", "end not known yet (one year after the first pass sees it)")
 		case st.ExpiresFrom == "first-seen":
-			line("setup token", "expires "+reportTime("setup_token.expires_at", *st.ExpiresAt)+", one year after this host first saw it")
+			p.line("setup token", "expires "+p.reportTime("setup_token.expires_at", *st.ExpiresAt)+", one year after this host first saw it")
 		default:
-			line("setup token", "expires "+reportTime("setup_token.expires_at", *st.ExpiresAt))
+			p.line("setup token", "expires "+p.reportTime("setup_token.expires_at", *st.ExpiresAt))
 		}
 	}
 	if r.Usable {
-		line("usable", "yes")
+		p.line("usable", "yes")
 	} else {
-		line("usable", "no: "+r.Unusable)
+		p.line("usable", "no: "+r.Unusable)
 	}
-	line("store", r.Store)
+}
+
+// credentials: the store, the credentials file, the login in it and its
+// times.
+func (p *statusPrinter) credentials() {
+	r := p.r
+	p.line("store", r.Store)
 	cred := r.CredentialsFile
 	if r.SymlinkTarget != "" {
 		cred += " -> " + r.SymlinkTarget
 	}
-	line("credentials", cred)
+	p.line("credentials", cred)
 	login := r.Login
 	if r.LoginProblem != "" {
 		login += " (" + r.LoginProblem + ")"
 	}
-	line("login", login)
+	p.line("login", login)
 	if r.ExpiresAt != nil {
-		line("access expires", reportTime("expires_at", *r.ExpiresAt))
+		p.line("access expires", p.reportTime("expires_at", *r.ExpiresAt))
 	}
 	if r.LoginDeadline != nil {
-		line("login deadline", reportTime("login_deadline", *r.LoginDeadline))
+		p.line("login deadline", p.reportTime("login_deadline", *r.LoginDeadline))
 	}
+}
+
+// history: the store's backup, what this host did last, and Vault's side.
+func (p *statusPrinter) history() {
+	r, now := p.r, p.now
 	if b := r.Backup; b != nil {
 		v := fmt.Sprintf("v%d", b.Version)
 		if b.BackedUpAt != nil {
-			v += ", backed up " + reportTime("backup.backed_up_at", *b.BackedUpAt)
+			v += ", backed up " + p.reportTime("backup.backed_up_at", *b.BackedUpAt)
 		}
 		if b.MatchesFile != nil {
 			if *b.MatchesFile {
@@ -133,67 +169,80 @@ func printStatus(w io.Writer, r engine.Report, now time.Time) {
 				v += ", differs from the file"
 			}
 		}
-		line("backup", v)
+		p.line("backup", v)
 	}
 	if b := r.LastBackup; b != nil {
-		line("last backup", fmt.Sprintf("v%d, %s, by this host", b.Version, when(b.At, now)))
+		p.line("last backup", fmt.Sprintf("v%d, %s, by this host", b.Version, when(b.At, now)))
 	}
 	if r.LastCheck != nil {
-		line("last check", fmt.Sprintf("%s %s: %s", when(r.LastCheck.At, now), r.LastCheck.Result, r.LastCheck.Reason))
+		p.line("last check", fmt.Sprintf("%s %s: %s", when(r.LastCheck.At, now), r.LastCheck.Result, r.LastCheck.Reason))
 	}
 	if r.LastPass != nil {
-		line("last pass", fmt.Sprintf("%s %s %s", when(r.LastPass.At, now), r.LastPass.Status, r.LastPass.Message))
+		p.line("last pass", fmt.Sprintf("%s %s %s", when(r.LastPass.At, now), r.LastPass.Status, r.LastPass.Message))
 	}
 	if r.VaultTokenTTL != nil {
-		line("vault token ttl", human(time.Duration(*r.VaultTokenTTL)*time.Second))
+		p.line("vault token ttl", human(time.Duration(*r.VaultTokenTTL)*time.Second))
 	}
-	line("vault error", r.VaultError)
-	switch c := r.Claude; {
+	p.line("vault error", r.VaultError)
+}
+
+// claude: the CLI found, or where it was looked for.
+func (p *statusPrinter) claude() {
+	switch c := p.r.Claude; {
 	case c.Path == "":
-		line("claude", "not found (tried "+strings.Join(c.Tried, ", ")+")")
+		p.line("claude", "not found (tried "+strings.Join(c.Tried, ", ")+")")
 	case c.Version == "":
-		line("claude", c.Path+" (no version: `claude --version` failed)")
+		p.line("claude", c.Path+" (no version: `claude --version` failed)")
 	default:
-		line("claude", c.Path+" "+c.Version)
+		p.line("claude", c.Path+" "+c.Version)
 	}
-	if !r.Agent.Running {
-		line("agent", "not running")
+}
+
+// agent: whether it runs and, if it says, its live state.
+func (p *statusPrinter) agent() {
+	if !p.r.Agent.Running {
+		p.line("agent", "not running")
 		return
 	}
-	agent := fmt.Sprintf("running, pid %d", r.Agent.PID)
-	a := r.Agent.AgentState
+	agent := fmt.Sprintf("running, pid %d", p.r.Agent.PID)
+	a := p.r.Agent.AgentState
 	if a != nil && a.Version != "" {
 		agent += ", version " + a.Version
 	}
-	line("agent", agent)
-	if a == nil {
-		return
+	p.line("agent", agent)
+	if a != nil {
+		p.agentState(a)
 	}
-	line("agent watch", a.Watch)
+}
+
+// agentState is what the running agent reports about itself.
+func (p *statusPrinter) agentState(a *engine.AgentState) {
+	now := p.now
+	p.line("agent watch", a.Watch)
 	if a.LastEvent != nil {
-		line("last file event", when(*a.LastEvent, now)+" "+a.LastEventReason)
+		p.line("last file event", when(*a.LastEvent, now)+" "+a.LastEventReason)
 	}
 	if a.LastBackup != nil {
-		line("agent backup", fmt.Sprintf("v%d, %s, %s after the change (%d this run)", a.LastBackupVer, when(*a.LastBackup, now), lag(a.LastBackupLagMs), a.Backups))
+		p.line("agent backup", fmt.Sprintf("v%d, %s, %s after the change (%d this run)", a.LastBackupVer, when(*a.LastBackup, now), lag(a.LastBackupLagMs), a.Backups))
 	}
 	switch {
 	case a.NextCheck != nil:
-		line("next check", when(*a.NextCheck, now)+"; "+a.NextCheckWhy)
+		p.line("next check", when(*a.NextCheck, now)+"; "+a.NextCheckWhy)
 	case a.NextCheckWhy != "":
-		line("next check", a.NextCheckWhy)
+		p.line("next check", a.NextCheckWhy)
 	}
 	if a.NextRefresh != nil {
-		line("next refresh", fmt.Sprintf("%s (%d refreshes this run)", when(*a.NextRefresh, now), a.Refreshes))
+		p.line("next refresh", fmt.Sprintf("%s (%d refreshes this run)", when(*a.NextRefresh, now), a.Refreshes))
 	}
 	if a.Pending {
-		p := "yes"
+		pending := "yes"
 		if a.PendingSince != nil {
-			p += ", since " + when(*a.PendingSince, now)
+			pending += ", since " + when(*a.PendingSince, now)
 		}
-		line("backup pending", fmt.Sprintf("%s (%d retries)", p, a.Retries))
+		p.line("backup pending", fmt.Sprintf("%s (%d retries)", pending, a.Retries))
 	}
 	if a.VaultDownSince != nil {
-		line("vault down", "since "+when(*a.VaultDownSince, now))
+		p.line("vault down", "since "+when(*a.VaultDownSince, now))
 	}
 }
 

@@ -152,55 +152,113 @@ type Flags struct {
 
 // Load builds the config. getenv is os.Getenv in production.
 func Load(getenv func(string) string, fl Flags) (*Config, error) {
-	sysPath := firstNonEmpty(fl.SystemConfig, getenv("CLAUDE_AUTH_SYSTEM_CONFIG"), SystemFile)
+	s, err := readSettings(getenv, fl.SystemConfig)
+	if err != nil {
+		return nil, err
+	}
+	s.exportVaultClientKeys()
+	c := &Config{Sources: s.src}
+	if err := c.setUser(s, fl); err != nil {
+		return nil, err
+	}
+	if err := c.setFiles(s, fl); err != nil {
+		return nil, err
+	}
+	if err := c.setHost(s); err != nil {
+		return nil, err
+	}
+	if err := c.setStore(s, fl); err != nil {
+		return nil, err
+	}
+	if err := c.setClaude(s, fl); err != nil {
+		return nil, err
+	}
+	if err := c.setRefresh(s); err != nil {
+		return nil, err
+	}
+	if c.VaultTimeout, err = duration(0, s.getenv("VAULT_CLIENT_TIMEOUT"), 15*time.Second, "VAULT_CLIENT_TIMEOUT"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// settings are where Load looks a setting up: the environment, then the
+// system file. src notes where each one came from (Config.Sources).
+type settings struct {
+	getenv  func(string) string
+	file    map[string]string
+	sysPath string
+	src     map[string]string
+}
+
+// readSettings reads the system file: the one named (--config), else
+// CLAUDE_AUTH_SYSTEM_CONFIG's or SystemFile, which may be missing.
+func readSettings(getenv func(string) string, named string) (*settings, error) {
+	sysPath := firstNonEmpty(named, getenv("CLAUDE_AUTH_SYSTEM_CONFIG"), SystemFile)
 	file, err := ReadFile(sysPath)
-	if err != nil && !(errors.Is(err, os.ErrNotExist) && fl.SystemConfig == "") {
+	if err != nil && !(errors.Is(err, os.ErrNotExist) && named == "") {
 		if !errors.Is(err, ErrConfig) {
 			// A config file named on the command line that does not exist.
 			err = fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		return nil, err
 	}
-	src := map[string]string{}
-	get := func(key string) string {
-		if v := getenv(key); v != "" {
-			src[key] = "environment"
-			return v
-		}
-		if v, ok := file[key]; ok && v != "" {
-			src[key] = sysPath
-			return v
-		}
-		return ""
+	return &settings{getenv: getenv, file: file, sysPath: sysPath, src: map[string]string{}}, nil
+}
+
+// get is the setting key ("" = unset) and notes its source.
+func (s *settings) get(key string) string {
+	if v := s.getenv(key); v != "" {
+		s.src[key] = "environment"
+		return v
 	}
-	// The VAULT_* settings from the file reach the Vault client through the
-	// environment it reads, unless the environment already says otherwise.
+	if v, ok := s.file[key]; ok && v != "" {
+		s.src[key] = s.sysPath
+		return v
+	}
+	return ""
+}
+
+// exportVaultClientKeys: the VAULT_* settings from the file reach the Vault
+// client through the environment it reads, unless the environment already
+// says otherwise.
+func (s *settings) exportVaultClientKeys() {
 	for _, k := range VaultClientKeys {
-		if v, ok := file[k]; ok && getenv(k) == "" {
+		if v, ok := s.file[k]; ok && s.getenv(k) == "" {
 			os.Setenv(k, v)
 		}
 	}
+}
 
-	c := &Config{Sources: src}
+// setUser decides whose login this is (User, ActFor) and where its home is.
+func (c *Config) setUser(s *settings, fl Flags) error {
 	me, myHome := CurrentAccount()
-	c.User = firstNonEmpty(fl.User, getenv("CLAUDE_AUTH_USER"), me)
+	c.User = firstNonEmpty(fl.User, s.getenv("CLAUDE_AUTH_USER"), me)
 	if c.User == "" {
-		return nil, fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
+		return fmt.Errorf("%w: cannot tell the OS user; set CLAUDE_AUTH_USER", ErrConfig)
 	}
+	var err error
 	if c.ActFor, err = resolveUser(c.User, me, fl.Account); err != nil {
-		return nil, err
+		return err
 	}
 	if c.ActFor != nil {
 		// Root for another user: that user's home and files, none of the
 		// caller's own paths from the environment.
-		getenv = withoutCallerPaths(getenv)
+		s.getenv = withoutCallerPaths(s.getenv)
 		c.Home = c.ActFor.Home
 	} else {
-		c.Home = firstNonEmpty(getenv("HOME"), myHome)
+		c.Home = firstNonEmpty(s.getenv("HOME"), myHome)
 	}
+	return nil
+}
+
+// setFiles places Claude's files and ours: in the home and XDG dirs unless
+// flags or settings say otherwise.
+func (c *Config) setFiles(s *settings, fl Flags) error {
+	getenv, get := s.getenv, s.get
 	dir, err := credentials.ResolveConfigDir(getenv("CLAUDE_CONFIG_DIR"), c.Home)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	c.ClaudeConfigDir = dir
 	c.CredentialsFile = firstNonEmpty(fl.CredentialsFile, getenv("CLAUDE_CREDENTIALS_FILE"), filepath.Join(dir, credentials.FileName))
@@ -214,10 +272,16 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	c.LogFile = filepath.Join(c.StateDir, "sync.log")
 	c.LocalStoreFile = firstNonEmpty(get("CLAUDE_AUTH_LOCAL_STORE"), filepath.Join(c.StateDir, "backup.json"))
 	c.MetricsDir = get("CLAUDE_AUTH_METRICS_DIR")
-	if c.HostID, c.HostLabel, err = hostIdentity(get("CLAUDE_AUTH_HOST_ID"), get("CLAUDE_AUTH_HOST_LABEL")); err != nil {
-		return nil, err
+	return nil
+}
+
+// setHost names this host and finds its journal ("off" = none).
+func (c *Config) setHost(s *settings) error {
+	var err error
+	if c.HostID, c.HostLabel, err = hostIdentity(s.get("CLAUDE_AUTH_HOST_ID"), s.get("CLAUDE_AUTH_HOST_LABEL")); err != nil {
+		return err
 	}
-	c.JournalSocket = get("CLAUDE_AUTH_JOURNAL_SOCKET")
+	c.JournalSocket = s.get("CLAUDE_AUTH_JOURNAL_SOCKET")
 	if c.JournalSocket == "" {
 		if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
 			c.JournalSocket = "/run/systemd/journal/socket"
@@ -225,9 +289,14 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	} else if c.JournalSocket == "off" {
 		c.JournalSocket = ""
 	}
+	return nil
+}
 
-	c.VaultAddr = firstNonEmpty(fl.VaultAddr, get("VAULT_ADDR"))
-	c.Store = firstNonEmpty(fl.Store, get("CLAUDE_AUTH_STORE"), "auto")
+// setStore picks the store (auto: Vault when it has an address) and where
+// in Vault the user's documents are.
+func (c *Config) setStore(s *settings, fl Flags) error {
+	c.VaultAddr = firstNonEmpty(fl.VaultAddr, s.get("VAULT_ADDR"))
+	c.Store = firstNonEmpty(fl.Store, s.get("CLAUDE_AUTH_STORE"), "auto")
 	switch c.Store {
 	case "auto":
 		if c.VaultAddr != "" {
@@ -237,21 +306,27 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 		}
 	case "vault":
 		if c.VaultAddr == "" {
-			return nil, fmt.Errorf("%w: store is vault but VAULT_ADDR is not set (environment, --vault-addr or %s)", ErrConfig, sysPath)
+			return fmt.Errorf("%w: store is vault but VAULT_ADDR is not set (environment, --vault-addr or %s)", ErrConfig, s.sysPath)
 		}
 	case "file":
 	default:
-		return nil, fmt.Errorf("%w: CLAUDE_AUTH_STORE=%q: want auto, vault or file", ErrConfig, c.Store)
+		return fmt.Errorf("%w: CLAUDE_AUTH_STORE=%q: want auto, vault or file", ErrConfig, c.Store)
 	}
-	c.VaultMount = firstNonEmpty(get("CLAUDE_AUTH_VAULT_MOUNT"), "")
-	full := firstNonEmpty(fl.VaultPath, get("CLAUDE_AUTH_VAULT_PATH"), "secret/workstation/claude-users/{user}")
+	return c.setVaultPath(s, fl)
+}
+
+// setVaultPath splits the KV path, {user} filled in, into its mount and the
+// path inside it, and refuses what is not a plain KV path.
+func (c *Config) setVaultPath(s *settings, fl Flags) error {
+	c.VaultMount = firstNonEmpty(s.get("CLAUDE_AUTH_VAULT_MOUNT"), "")
+	full := firstNonEmpty(fl.VaultPath, s.get("CLAUDE_AUTH_VAULT_PATH"), "secret/workstation/claude-users/{user}")
 	full = strings.ReplaceAll(full, "{user}", c.User)
 	full = strings.Trim(full, "/")
 	if c.VaultMount == "" {
 		// Like `vault kv`: the first segment is the mount.
 		mount, rest, ok := strings.Cut(full, "/")
 		if !ok || rest == "" {
-			return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: want <mount>/<path>, e.g. secret/workstation/claude-users/%s", ErrConfig, full, c.User)
+			return fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: want <mount>/<path>, e.g. secret/workstation/claude-users/%s", ErrConfig, full, c.User)
 		}
 		c.VaultMount, c.VaultPath = mount, rest
 	} else {
@@ -260,40 +335,48 @@ func Load(getenv func(string) string, fl Flags) (*Config, error) {
 	// "secret/data/…" is the API path, not the KV path: `vault kv` adds data/ itself.
 	if strings.Contains("/"+c.VaultPath+"/", "/../") || strings.Contains(c.VaultPath, "/data/") ||
 		strings.HasPrefix(c.VaultPath, "data/") || strings.HasPrefix(c.VaultPath, "metadata/") {
-		return nil, fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
+		return fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
 	}
+	return nil
+}
 
-	c.ClaudeBin = get("CLAUDE_AUTH_CLAUDE_BIN")
+// setClaude says which claude CLI the check runs, where it is looked for,
+// and how long and how often the check runs.
+func (c *Config) setClaude(s *settings, fl Flags) error {
+	c.ClaudeBin = s.get("CLAUDE_AUTH_CLAUDE_BIN")
 	if fl.ClaudeBin != "" {
-		c.ClaudeBin, src["CLAUDE_AUTH_CLAUDE_BIN"] = fl.ClaudeBin, "--claude"
+		c.ClaudeBin, s.src["CLAUDE_AUTH_CLAUDE_BIN"] = fl.ClaudeBin, "--claude"
 	}
 	c.ClaudeBin = expandHome(c.ClaudeBin, c.Home)
-	c.SearchPath = getenv("PATH")
-	if c.CheckTimeout, err = duration(fl.CheckTimeout, get("CLAUDE_AUTH_CHECK_TIMEOUT"), 90*time.Second, "CLAUDE_AUTH_CHECK_TIMEOUT"); err != nil {
-		return nil, err
+	c.SearchPath = s.getenv("PATH")
+	var err error
+	if c.CheckTimeout, err = duration(fl.CheckTimeout, s.get("CLAUDE_AUTH_CHECK_TIMEOUT"), 90*time.Second, "CLAUDE_AUTH_CHECK_TIMEOUT"); err != nil {
+		return err
 	}
-	if c.CheckInterval, err = duration(0, get("CLAUDE_AUTH_CHECK_INTERVAL"), 6*time.Hour, "CLAUDE_AUTH_CHECK_INTERVAL"); err != nil {
-		return nil, err
+	if c.CheckInterval, err = duration(0, s.get("CLAUDE_AUTH_CHECK_INTERVAL"), 6*time.Hour, "CLAUDE_AUTH_CHECK_INTERVAL"); err != nil {
+		return err
 	}
-	switch sp := get("CLAUDE_AUTH_CHECK_SPREAD"); sp {
+	switch sp := s.get("CLAUDE_AUTH_CHECK_SPREAD"); sp {
 	case "0", "0s", "off":
 		c.CheckSpread = 0
 	default:
 		if c.CheckSpread, err = duration(0, sp, 5*time.Minute, "CLAUDE_AUTH_CHECK_SPREAD"); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	c.OAuthTokenURL = get("CLAUDE_AUTH_OAUTH_TOKEN_URL")
-	c.OAuthClientID = get("CLAUDE_AUTH_OAUTH_CLIENT_ID")
-	c.OAuthScopes = get("CLAUDE_AUTH_OAUTH_SCOPES")
-	c.OAuthUserAgent = get("CLAUDE_AUTH_OAUTH_USER_AGENT")
-	if c.RefreshLead, err = duration(0, get("CLAUDE_AUTH_REFRESH_LEAD"), 15*time.Minute, "CLAUDE_AUTH_REFRESH_LEAD"); err != nil {
-		return nil, err
-	}
-	if c.VaultTimeout, err = duration(0, getenv("VAULT_CLIENT_TIMEOUT"), 15*time.Second, "VAULT_CLIENT_TIMEOUT"); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return nil
+}
+
+// setRefresh is the single refresher's: Claude's token endpoint and how
+// early to refresh.
+func (c *Config) setRefresh(s *settings) error {
+	c.OAuthTokenURL = s.get("CLAUDE_AUTH_OAUTH_TOKEN_URL")
+	c.OAuthClientID = s.get("CLAUDE_AUTH_OAUTH_CLIENT_ID")
+	c.OAuthScopes = s.get("CLAUDE_AUTH_OAUTH_SCOPES")
+	c.OAuthUserAgent = s.get("CLAUDE_AUTH_OAUTH_USER_AGENT")
+	var err error
+	c.RefreshLead, err = duration(0, s.get("CLAUDE_AUTH_REFRESH_LEAD"), 15*time.Minute, "CLAUDE_AUTH_REFRESH_LEAD")
+	return err
 }
 
 func duration(flag time.Duration, s string, def time.Duration, name string) (time.Duration, error) {

@@ -110,6 +110,49 @@ type provisioner struct {
 // unusable, another run holding the lock) is an error and nothing changes;
 // per-user problems are FAIL lines in the output and counted in the summary.
 func Run(ctx context.Context, opt Options) (Summary, error) {
+	opt = withDefaults(opt)
+	p := &provisioner{opt: opt, apply: !opt.DryRun && opt.AdminToken != "",
+		uidMin: ReadUIDMin(firstNonEmpty(opt.LoginDefs, DefaultLoginDefs))}
+	sum := Summary{Mode: p.mode()}
+	vs, err := p.readVaultSettings()
+	if err != nil {
+		return sum, err
+	}
+	// The lock keeps the hourly run and an admin's run from interleaving; a
+	// dry run changes nothing and needs none.
+	if p.apply {
+		l, err := lockRun(opt.StateDir)
+		if err != nil {
+			return sum, err
+		}
+		defer l.Unlock()
+	}
+	if err := p.connect(vs.addr); err != nil {
+		return sum, err
+	}
+	prev, err := loadManaged(opt.StateDir)
+	if err != nil {
+		return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+	}
+	jobs, inRoster := plan(opt.Roster, prev, &sum)
+	failedRemoved := p.reconcileAll(ctx, jobs, &sum)
+	if opt.FleetReaderToken != "" {
+		r := p.fleetReader(ctx, vs.mount, vs.base)
+		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		sum.count(&r)
+	}
+	if p.apply {
+		// Users whose removal failed stay remembered, so the next run retries.
+		managed := append(slices.Collect(maps.Keys(inRoster)), failedRemoved...)
+		if err := rememberManaged(opt.StateDir, prev, managed); err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+// withDefaults fills in what opt leaves unset.
+func withDefaults(opt Options) Options {
 	if opt.Getenv == nil {
 		opt.Getenv = os.Getenv
 	}
@@ -125,89 +168,111 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	if opt.Out == nil {
 		opt.Out = io.Discard
 	}
-	p := &provisioner{opt: opt, apply: !opt.DryRun && opt.AdminToken != "",
-		uidMin: ReadUIDMin(firstNonEmpty(opt.LoginDefs, DefaultLoginDefs))}
-	sum := Summary{Mode: "apply"}
-	switch {
-	case opt.DryRun:
-		sum.Mode = "dry-run"
-	case !p.apply:
-		sum.Mode = "report-only"
-	}
+	return opt
+}
 
+// mode is the Summary's name for what this run may change.
+func (p *provisioner) mode() string {
+	switch {
+	case p.opt.DryRun:
+		return "dry-run"
+	case !p.apply:
+		return "report-only"
+	}
+	return "apply"
+}
+
+// vaultSettings say where Vault is and, for the fleet reader's policy, where
+// the users' documents are (mount and base; "" without a fleet reader).
+type vaultSettings struct {
+	addr, mount, base string
+}
+
+// readVaultSettings takes them from the environment, else the fleet config
+// file, as the agent does.
+func (p *provisioner) readVaultSettings() (vaultSettings, error) {
+	opt := p.opt
+	var vs vaultSettings
 	sysPath := firstNonEmpty(opt.SystemConfig, config.SystemFile)
 	file, err := config.ReadFile(sysPath)
 	if err != nil && !(errors.Is(err, os.ErrNotExist) && opt.SystemConfig == "") {
-		return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+		return vs, fmt.Errorf("%w: %v", ErrSetup, err)
 	}
-	addr := firstNonEmpty(opt.Getenv("VAULT_ADDR"), file["VAULT_ADDR"])
-	if addr == "" {
-		return sum, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
+	setting := func(key string) string { return firstNonEmpty(opt.Getenv(key), file[key]) }
+	vs.addr = setting("VAULT_ADDR")
+	if vs.addr == "" {
+		return vs, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
 	}
-	// Where the users' documents are, for the fleet reader's policy.
-	var mount, base string
 	if opt.FleetReaderToken != "" {
-		mount, base, err = fleet.SplitPath(firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_PATH"), file["CLAUDE_AUTH_VAULT_PATH"]),
-			firstNonEmpty(opt.Getenv("CLAUDE_AUTH_VAULT_MOUNT"), file["CLAUDE_AUTH_VAULT_MOUNT"]))
+		vs.mount, vs.base, err = fleet.SplitPath(setting("CLAUDE_AUTH_VAULT_PATH"), setting("CLAUDE_AUTH_VAULT_MOUNT"))
 		if err != nil {
-			return sum, fmt.Errorf("%w: --fleet-reader-token: %v", ErrSetup, err)
+			return vs, fmt.Errorf("%w: --fleet-reader-token: %v", ErrSetup, err)
 		}
 		if !filepath.IsAbs(opt.FleetReaderToken) {
-			return sum, fmt.Errorf("%w: --fleet-reader-token %s: want an absolute path", ErrSetup, opt.FleetReaderToken)
+			return vs, fmt.Errorf("%w: --fleet-reader-token %s: want an absolute path", ErrSetup, opt.FleetReaderToken)
 		}
 	}
-	// The lock keeps the hourly run and an admin's run from interleaving; a
-	// dry run changes nothing and needs none.
-	if p.apply {
-		if err := os.MkdirAll(opt.StateDir, 0o755); err != nil {
-			return sum, fmt.Errorf("%w: state dir: %v", ErrSetup, err)
-		}
-		l, err := lock.Try(opt.StateDir, "provision.lock")
-		if err != nil {
-			return sum, fmt.Errorf("%w: another run? %w", ErrSetup, err)
-		}
-		defer l.Unlock()
+	return vs, nil
+}
+
+// lockRun makes the state dir and takes the run's lock in it.
+func lockRun(stateDir string) (*lock.Flock, error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: state dir: %v", ErrSetup, err)
 	}
+	l, err := lock.Try(stateDir, "provision.lock")
+	if err != nil {
+		return nil, fmt.Errorf("%w: another run? %w", ErrSetup, err)
+	}
+	return l, nil
+}
+
+// connect makes the Vault clients: base with no token, admin with the admin
+// token (nil without one).
+func (p *provisioner) connect(addr string) error {
 	// Loading one user's config first puts the file's VAULT_CACERT & co. into
 	// the environment the Vault client reads.
-	if len(opt.Roster.Users) > 0 {
-		if _, err := p.userConfig(Account{Name: opt.Roster.Users[0].Name, Home: "/nonexistent"}); err != nil {
-			return sum, fmt.Errorf("%w: %v", ErrSetup, err)
+	if users := p.opt.Roster.Users; len(users) > 0 {
+		if _, err := p.userConfig(Account{Name: users[0].Name, Home: "/nonexistent"}); err != nil {
+			return fmt.Errorf("%w: %v", ErrSetup, err)
 		}
 	}
 	vc := vault.DefaultConfig()
 	if vc.Error != nil {
-		return sum, fmt.Errorf("%w: vault client config: %v", ErrSetup, vc.Error)
+		return fmt.Errorf("%w: vault client config: %v", ErrSetup, vc.Error)
 	}
 	vc.Address = addr
 	vc.MaxRetries = 0
 	vc.Timeout = 30 * time.Second
-	p.base, err = vault.NewClient(vc)
-	if err != nil {
-		return sum, fmt.Errorf("%w: vault client: %v", ErrSetup, err)
+	var err error
+	if p.base, err = vault.NewClient(vc); err != nil {
+		return fmt.Errorf("%w: vault client: %v", ErrSetup, err)
 	}
 	p.base.ClearToken() // VAULT_TOKEN only as the admin token, explicitly
-	if opt.AdminToken != "" {
-		p.admin, err = p.base.Clone()
-		if err != nil {
-			return sum, fmt.Errorf("%w: vault client: %v", ErrSetup, err)
+	if p.opt.AdminToken != "" {
+		if p.admin, err = p.base.Clone(); err != nil {
+			return fmt.Errorf("%w: vault client: %v", ErrSetup, err)
 		}
-		p.admin.SetToken(opt.AdminToken.Reveal())
+		p.admin.SetToken(p.opt.AdminToken.Reveal())
 	}
+	return nil
+}
 
-	prev, err := loadManaged(opt.StateDir)
-	if err != nil {
-		return sum, fmt.Errorf("%w: %v", ErrSetup, err)
-	}
-	type job struct {
-		entry   Entry
-		removed bool
-	}
-	var jobs []job
-	inRoster := map[string]bool{}
-	for _, e := range opt.Roster.Users {
+// userJob is one user to reconcile: on the roster, or removed from it since
+// the last applied run.
+type userJob struct {
+	entry   Entry
+	removed bool
+}
+
+// plan lists the roster's users in its order, then the users of prev (the
+// last applied run's) it no longer lists, and counts them in sum. inRoster
+// holds the roster's names.
+func plan(roster *Roster, prev []string, sum *Summary) (jobs []userJob, inRoster map[string]bool) {
+	inRoster = map[string]bool{}
+	for _, e := range roster.Users {
 		inRoster[e.Name] = true
-		jobs = append(jobs, job{entry: e})
+		jobs = append(jobs, userJob{entry: e})
 		sum.Users++
 		switch {
 		case e.Active():
@@ -220,45 +285,30 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	}
 	for _, name := range prev {
 		if !inRoster[name] && ValidUserName(name) {
-			jobs = append(jobs, job{entry: Entry{Name: name}, removed: true})
+			jobs = append(jobs, userJob{entry: Entry{Name: name}, removed: true})
 			sum.Removed++
 		}
 	}
+	return jobs, inRoster
+}
 
-	// Reconcile in parallel, print in roster order as results come in.
+// reconcileAll reconciles the jobs in parallel and prints their lines in the
+// jobs' order as results come in, counting them in sum. It returns the
+// removed users whose job failed.
+func (p *provisioner) reconcileAll(ctx context.Context, jobs []userJob, sum *Summary) []string {
 	type finished struct {
 		i int
 		r Result
 	}
 	results := make([]*Result, len(jobs))
 	done := make(chan finished)
-	sem := make(chan struct{}, opt.Parallel)
+	sem := make(chan struct{}, p.opt.Parallel)
 	for i, j := range jobs {
 		go func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			var r Result
-			switch {
-			case j.removed:
-				r = p.removed(ctx, j.entry.Name)
-			case j.entry.Active():
-				r = p.active(ctx, j.entry)
-			default:
-				r = p.inactive(ctx, j.entry)
-			}
-			done <- finished{i, r}
+			done <- finished{i, p.reconcile(ctx, j)}
 		}()
-	}
-	count := func(r *Result) {
-		if r.Changed {
-			sum.Changed++
-		}
-		if r.Status == "FAIL" {
-			sum.Failed++
-		}
-		if r.NeedAdmin {
-			sum.NeedAdmin++
-		}
 	}
 	next := 0
 	failedRemoved := []string{}
@@ -267,31 +317,52 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 		results[f.i] = &f.r
 		for next < len(jobs) && results[next] != nil {
 			r := results[next]
-			fmt.Fprintf(opt.Out, "user=%s %s %s\n", r.User, r.Status, r.Message)
-			count(r)
+			fmt.Fprintf(p.opt.Out, "user=%s %s %s\n", r.User, r.Status, r.Message)
+			sum.count(r)
 			if r.Status == "FAIL" && jobs[next].removed {
 				failedRemoved = append(failedRemoved, r.User)
 			}
 			next++
 		}
 	}
-	if opt.FleetReaderToken != "" {
-		r := p.fleetReader(ctx, mount, base)
-		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
-		count(&r)
-	}
+	return failedRemoved
+}
 
-	if p.apply {
-		// Users whose removal failed stay remembered, so the next run retries.
-		managed := append(slices.Collect(maps.Keys(inRoster)), failedRemoved...)
-		sort.Strings(managed)
-		if !slices.Equal(managed, prev) {
-			if err := saveManaged(opt.StateDir, managed); err != nil {
-				return sum, fmt.Errorf("save %s: %w", managedPath(opt.StateDir), err)
-			}
-		}
+// reconcile brings one user to what the roster says.
+func (p *provisioner) reconcile(ctx context.Context, j userJob) Result {
+	switch {
+	case j.removed:
+		return p.removed(ctx, j.entry.Name)
+	case j.entry.Active():
+		return p.active(ctx, j.entry)
 	}
-	return sum, nil
+	return p.inactive(ctx, j.entry)
+}
+
+// count adds r's outcome to the summary.
+func (s *Summary) count(r *Result) {
+	if r.Changed {
+		s.Changed++
+	}
+	if r.Status == "FAIL" {
+		s.Failed++
+	}
+	if r.NeedAdmin {
+		s.NeedAdmin++
+	}
+}
+
+// rememberManaged saves managed, the users this run manages, when they are
+// not prev, the last applied run's.
+func rememberManaged(dir string, prev, managed []string) error {
+	sort.Strings(managed)
+	if slices.Equal(managed, prev) {
+		return nil
+	}
+	if err := saveManaged(dir, managed); err != nil {
+		return fmt.Errorf("save %s: %w", managedPath(dir), err)
+	}
+	return nil
 }
 
 // LookupAccount finds name in the OS user databases through NSS
@@ -372,99 +443,139 @@ func (p *provisioner) fail(name string, err error) Result {
 
 // active reconciles a user who should be logged in and backed up.
 func (p *provisioner) active(ctx context.Context, e Entry) Result {
-	if err := refuseName(e.Name); err != nil {
-		return p.fail(e.Name, err)
-	}
-	acct, err := p.opt.LookupAccount(e.Name)
-	if err != nil {
-		return p.fail(e.Name, fmt.Errorf("no such OS user: %v", err))
-	}
-	if err := refuseAccount(acct, p.uidMin); err != nil {
-		return p.fail(e.Name, err)
-	}
-	cfg, err := p.userConfig(acct)
+	u, err := p.findActive(e.Name)
 	if err != nil {
 		return p.fail(e.Name, err)
 	}
-	tree, err := newUserTree(acct, cfg.VaultTokenFile)
-	if err != nil {
+	if err := u.readTree(); err != nil {
 		return p.fail(e.Name, err)
-	}
-	l := &line{user: e.Name}
-
-	// What is there now, read without following anything.
-	var st treeStatus
-	fd, err := tree.walk(false, &st)
-	if err != nil {
-		return p.fail(e.Name, err)
-	}
-	if fd >= 0 {
-		err = tree.readToken(fd, &st)
-		unix.Close(fd)
-		if err != nil {
-			return p.fail(e.Name, err)
-		}
 	}
 
 	// The policy: exactly the spec's capabilities on this user's path.
 	policy := store.PolicyFor(e.Name)
-	if err := p.ensurePolicy(ctx, l, policy, store.PolicyHCL(cfg.VaultMount, cfg.VaultPath)); err != nil {
+	if err := p.ensurePolicy(ctx, u.l, policy, store.PolicyHCL(u.cfg.VaultMount, u.cfg.VaultPath)); err != nil {
 		return p.fail(e.Name, err)
 	}
 
 	// The token: keep a live one of this user's, mint when there is none.
-	minted, exposed, err := p.ensureToken(ctx, l, &st,
+	minted, exposed, err := p.ensureToken(ctx, u.l, &u.st,
 		func(tok credentials.Secret) (string, error) { return p.checkToken(ctx, tok, e.Name) },
 		func() (*vault.SecretAuth, error) { return p.mint(ctx, e.Name, policy) },
 		fmt.Sprintf("periodic %s, orphan, policy %s", TokenPeriod, policy))
 	if err != nil {
 		return p.fail(e.Name, err)
 	}
+	if err := u.placeFiles(ctx, minted, exposed); err != nil {
+		return p.fail(e.Name, err)
+	}
+	if err := u.clearMetrics(); err != nil {
+		return p.fail(e.Name, err)
+	}
+	if err := u.startUnit(ctx); err != nil {
+		return p.fail(e.Name, err)
+	}
+	return p.result(u.l)
+}
 
-	// Files: dirs 0700, token 0600, all the user's; only by descriptor.
+// activeUser is what the steps of reconciling an active user share.
+type activeUser struct {
+	p    *provisioner
+	name string
+	acct Account
+	cfg  *config.Config // as the user's agent will see it
+	tree *userTree      // the token file and the dirs above it
+	st   treeStatus     // what readTree found there
+	l    *line
+}
+
+// findActive looks the user up and refuses a name or account not to touch.
+func (p *provisioner) findActive(name string) (*activeUser, error) {
+	if err := refuseName(name); err != nil {
+		return nil, err
+	}
+	acct, err := p.opt.LookupAccount(name)
+	if err != nil {
+		return nil, fmt.Errorf("no such OS user: %v", err)
+	}
+	if err := refuseAccount(acct, p.uidMin); err != nil {
+		return nil, err
+	}
+	cfg, err := p.userConfig(acct)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := newUserTree(acct, cfg.VaultTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return &activeUser{p: p, name: name, acct: acct, cfg: cfg, tree: tree, l: &line{user: name}}, nil
+}
+
+// readTree reads what is there now, without following anything.
+func (u *activeUser) readTree() error {
+	fd, err := u.tree.walk(false, &u.st)
+	if err != nil || fd < 0 {
+		return err
+	}
+	err = u.tree.readToken(fd, &u.st)
+	unix.Close(fd)
+	return err
+}
+
+// placeFiles makes the files right: dirs 0700, token 0600, all the user's;
+// only by descriptor. It installs minted, if any, and then revokes exposed.
+func (u *activeUser) placeFiles(ctx context.Context, minted *vault.SecretAuth, exposed credentials.Secret) error {
+	p, st, tree := u.p, &u.st, u.tree
 	for _, d := range st.missing {
-		l.did("%s %s (0700)", p.verb("created", "create"), d)
+		u.l.did("%s %s (0700)", p.verb("created", "create"), d)
 	}
 	if len(st.missing) == 0 && st.dirMode != 0o700 {
-		l.did("%s mode %04o of %s to 0700", p.verb("changed", "change"), st.dirMode, tree.path(len(tree.dirs)))
+		u.l.did("%s mode %04o of %s to 0700", p.verb("changed", "change"), st.dirMode, tree.path(len(tree.dirs)))
 	}
 	if minted == nil && st.tokenFixMode {
-		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
+		u.l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
 	}
 	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || st.tokenFixMode) {
-		if err := p.installToken(ctx, l, tree, minted, exposed, st.tokenFixMode); err != nil {
-			return p.fail(e.Name, err)
-		}
+		return p.installToken(ctx, u.l, tree, minted, exposed, st.tokenFixMode)
 	}
+	return nil
+}
 
-	// A shared metrics dir: nobody else's file may sit in this user's name.
-	if cfg.MetricsDir != "" {
-		found, err := clearSquattedMetrics(cfg.MetricsDir, acct, p.apply)
-		switch {
-		case err != nil:
-			return p.fail(e.Name, err)
-		case found != "":
-			l.warn = true
-			l.did("%s the %s (another user's; the agent would not write over it)", p.verb("removed", "remove"), found)
-		}
+// clearMetrics: in a shared metrics dir, nobody else's file may sit in this
+// user's name.
+func (u *activeUser) clearMetrics() error {
+	if u.cfg.MetricsDir == "" {
+		return nil
 	}
+	found, err := clearSquattedMetrics(u.cfg.MetricsDir, u.acct, u.p.apply)
+	switch {
+	case err != nil:
+		return err
+	case found != "":
+		u.l.warn = true
+		u.l.did("%s the %s (another user's; the agent would not write over it)", u.p.verb("removed", "remove"), found)
+	}
+	return nil
+}
 
-	// The agent unit: enabled and running. Without a usable token it would only
-	// FAIL, so it waits for the run that installs one.
-	unit := UnitFor(e.Name)
+// startUnit gets the agent unit enabled and running. Without a usable token
+// it would only FAIL, so it waits for the run that installs one.
+func (u *activeUser) startUnit(ctx context.Context) error {
+	p := u.p
+	unit := UnitFor(u.name)
 	us, err := p.opt.Systemctl.State(ctx, unit)
 	if err != nil {
-		return p.fail(e.Name, err)
+		return err
 	}
 	if !us.Enabled || !us.Active {
 		if p.apply {
 			if err := p.opt.Systemctl.Enable(ctx, unit); err != nil {
-				return p.fail(e.Name, err)
+				return err
 			}
 		}
-		l.did("%s %s", p.verb("enabled and started", "enable and start"), unit)
+		u.l.did("%s %s", p.verb("enabled and started", "enable and start"), unit)
 	}
-	return p.result(l)
+	return nil
 }
 
 // ensurePolicy writes the policy name when it is missing or not want (with
