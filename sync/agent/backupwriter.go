@@ -342,8 +342,14 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	case ctx.Err() != nil:
 		return true
 	default:
-		if msg := fmt.Sprintf("backup failed, will retry: %v", err); bw.backupFail.first(msg) {
-			bw.e.Log.Event(engine.FAIL, "%s", msg)
+		// Said once per kind of failure: a refused token refuses the read
+		// and the write alike, and a retry's other step is no news.
+		key := err.Error()
+		if errors.Is(err, store.ErrForbidden) {
+			key = "forbidden"
+		}
+		if bw.backupFail.first(key) {
+			bw.e.Log.Event(engine.FAIL, "backup failed, will retry: %v", err)
 		}
 		if errors.Is(err, store.ErrForbidden) {
 			// Revoked or expired, or re-provisioned since: the token

@@ -90,7 +90,7 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	switch {
 	case !report:
 	case errors.Is(err, store.ErrForbidden):
-		e.Log.Event(WARN, "this host's health cannot be written to the Vault metadata (%v): the policy predates it; run `claude-auth-sync provision` as root. Backups go on", err)
+		e.Log.Event(WARN, "this host's health cannot be written to the Vault metadata: %v; backups go on (a policy from before the fleet view is rewritten by `claude-auth-sync provision`)", err)
 	default:
 		e.Diag.Warn("cannot write this host's health to Vault", "err", err)
 	}
