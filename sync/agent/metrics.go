@@ -35,6 +35,11 @@ type metricsWriter struct {
 	statusAt   time.Time
 	published  engine.Status // the status of the last health write
 	lastHealth time.Time
+	// tokenOK: the renewer's last verdict accepted the Vault token. Health
+	// is written only then: before the first check the client holds no
+	// token (Vault answers 403, which would read as a policy from before
+	// the fleet), and a refused token can write nothing.
+	tokenOK bool
 }
 
 func newMetrics(e *engine.Engine) *metricsWriter {
@@ -77,6 +82,18 @@ func (mw *metricsWriter) event(st engine.Status) {
 		mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
 	}
 	mw.changed.poke()
+}
+
+// token notes the renewer's verdict on the Vault token; a token accepted
+// (again) writes the health that waited for it.
+func (mw *metricsWriter) token(ok bool) {
+	mw.mu.Lock()
+	news := ok != mw.tokenOK
+	mw.tokenOK = ok
+	mw.mu.Unlock()
+	if news && ok {
+		mw.changed.poke()
+	}
 }
 
 // login notes the login now in the file (nil: none).
@@ -137,15 +154,15 @@ func (mw *metricsWriter) writeProm() {
 }
 
 // healthDue is how long until the health may be written: 0 now, -1 never
-// (no Vault, or nothing to say yet).
+// (no Vault, nothing to say yet, or no token that checked out).
 func (mw *metricsWriter) healthDue() time.Duration {
 	if !mw.health {
 		return -1
 	}
 	mw.mu.Lock()
 	defer mw.mu.Unlock()
-	if mw.status == "" {
-		return -1 // nothing happened yet
+	if mw.status == "" || !mw.tokenOK {
+		return -1 // nothing happened yet, or nothing to write with
 	}
 	if mw.status != mw.published || mw.lastHealth.IsZero() {
 		return 0

@@ -62,6 +62,7 @@ func (r *renewer) Run(ctx context.Context) error {
 			// Only news wakes the writer: a refused backup kicks this
 			// loop, and a token that checks out must not kick back.
 			r.bw.tokenOK.put(ok)
+			r.bw.metrics.token(ok)
 		}
 		if !told {
 			r.first.put(ok)

@@ -62,15 +62,15 @@ func (e *Engine) HealthNow(st Status) fleet.Health {
 }
 
 // PublishHealth writes h (with this host's label, the version, where its
-// login lives and the setup token's end) to the user's Vault metadata. A
-// policy that does not allow it (from before the fleet: provision rewrites
-// it) is said once, as WARN; nothing else depends on it.
+// login lives and the setup token's end) to the user's Vault metadata,
+// with a token the last Prepare accepted. A policy that does not allow it
+// (from before the fleet: provision rewrites it) is said once, as WARN;
+// nothing else depends on it.
 func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	if e.Vault == nil || e.Cfg.HostID == "" || !e.Vault.Accepted() {
 		return // no health with a token that was refused (or never checked)
 	}
 	h.Label, h.Version = e.Cfg.HostLabel, e.Version
-	h.Doc, _ = e.Vault.Placement()
 	e.health.mu.Lock()
 	if h.SetupExpires.IsZero() {
 		h.SetupExpires = e.health.setupEnd
@@ -78,6 +78,11 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	e.health.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// Where this host backs up, decided now if no read or write has yet
+	// (an agent reports before its first backup): never a guess.
+	if e.Vault.Place(ctx) == nil {
+		h.Doc, _ = e.Vault.Placement()
+	}
 	err := e.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(e.Cfg.HostID): h.Encode()})
 	msg := ""
 	if err != nil {

@@ -110,18 +110,28 @@ func (p *pass) check(ctx context.Context) {
 
 // lookAgain re-reads the file after a refusal: another login there means
 // someone rotated it during the check (each refresh revokes the older access
-// tokens), and the refusal says nothing about it.
+// tokens), and the refusal says nothing about it. A login that broke or went
+// away during the check (a racer's dead login, a logout: claude read that)
+// is no verdict on the login checked either: the file as it is now decides,
+// as at the start of a pass (restore a broken one, leave a logout).
 func (p *pass) lookAgain() {
 	p.at.file = fileSame
 	cur, err := credentials.Read(p.e.Cfg.CredentialsFile)
-	if err != nil || cur.State != credentials.Usable {
+	if err != nil {
 		return
 	}
-	if cur.OAuth.RefreshToken() != p.login.RefreshToken() {
-		p.newer, p.at.file = cur, fileChanged
-		return
+	switch cur.State {
+	case credentials.Missing, credentials.NoLogin:
+		p.local, p.at = cur, passCase{fileGone, checkNone, refreshNone, restoreNone}
+	case credentials.Clobbered:
+		p.local, p.at = cur, passCase{fileBroken, checkNone, refreshNone, restoreNone}
+	case credentials.Usable:
+		if cur.OAuth.RefreshToken() != p.login.RefreshToken() {
+			p.newer, p.at.file = cur, fileChanged
+			return
+		}
+		p.local = cur
 	}
-	p.local = cur
 }
 
 // refresh is the first remedy for a refused login: a forced refresh by the

@@ -52,7 +52,12 @@ type Vault struct {
 	// claimTried: this placement already tried to record its ownership.
 	claimTried bool
 	last       *Doc // the document this process wrote last
-	accepted   bool // the last Prepare accepted the token
+	// accepted: the last Prepare accepted the token (drift check, renew).
+	accepted bool
+	// wroteMain is the version of the main document this process wrote
+	// last: its login is this host's, whatever the disk (lineage, a file
+	// since logged out) says yet.
+	wroteMain int
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -232,16 +237,19 @@ func (v *Vault) RenewSelf(ctx context.Context) (time.Duration, error) {
 }
 
 // Prepare runs the per-pass token routine: load the file, drift check, renew.
-func (v *Vault) Prepare(ctx context.Context) (info TokenInfo, err error) {
-	defer func() {
-		v.mu.Lock()
-		v.accepted = err == nil
-		v.mu.Unlock()
-	}()
+func (v *Vault) Prepare(ctx context.Context) (TokenInfo, error) {
+	info, err := v.prepare(ctx)
+	if err != nil && !errors.Is(err, ErrUnreachable) {
+		v.setAccepted(false)
+	}
+	return info, err
+}
+
+func (v *Vault) prepare(ctx context.Context) (TokenInfo, error) {
 	if err := v.LoadToken(); err != nil {
 		return TokenInfo{}, err
 	}
-	info, err = v.LookupSelf(ctx)
+	info, err := v.LookupSelf(ctx)
 	if err != nil {
 		return TokenInfo{}, err
 	}
@@ -256,7 +264,23 @@ func (v *Vault) Prepare(ctx context.Context) (info TokenInfo, err error) {
 		info.TTL = ttl
 	}
 	v.unplace() // a new look at which document is this host's
+	v.setAccepted(true)
 	return info, nil
+}
+
+func (v *Vault) setAccepted(ok bool) {
+	v.mu.Lock()
+	v.accepted = ok
+	v.mu.Unlock()
+}
+
+// Accepted says whether the last Prepare accepted the token: only then is
+// it used for anything beyond the document's own reads and writes (this
+// host's health), never a token that failed the drift check or none.
+func (v *Vault) Accepted() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.accepted
 }
 
 // docPath is the document this host's login lives in: the main one, or
@@ -282,11 +306,25 @@ func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 	}
 	path := v.docPath()
 	doc, err := v.read(ctx, path)
-	if err != nil || path == v.cfg.Path {
-		return doc, err
-	}
-	main, err := v.read(ctx, v.cfg.Path)
 	if err != nil {
+		return nil, err
+	}
+	var main *Doc
+	if path == v.cfg.Path {
+		if !v.othersLogin(doc) {
+			return doc, nil
+		}
+		// Another host's login came into the unowned main document since
+		// this host placed itself there (both found it empty): it is that
+		// host's now, and this host's login goes to its own document.
+		v.mu.Lock()
+		v.onHost, v.last = true, nil
+		v.mu.Unlock()
+		main = doc
+		if doc, err = v.read(ctx, v.hostPath()); err != nil {
+			return nil, err
+		}
+	} else if main, err = v.read(ctx, v.cfg.Path); err != nil {
 		return nil, err
 	}
 	doc.setup = map[string]any{}
@@ -300,6 +338,33 @@ func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 
 // read reads one document (path inside the mount).
 func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
+	doc, err := v.readData(ctx, path)
+	if err != nil || doc != nil {
+		return doc, err
+	}
+	// No live latest version: the cas for a write is the metadata's
+	// current_version (a deleted version still counts); 0 only with no metadata.
+	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+path)
+	if err != nil {
+		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+path, err)
+	}
+	doc = &Doc{fields: map[string]any{}, path: path}
+	if m != nil && m.Data != nil {
+		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
+	}
+	if doc.Version > 0 {
+		// A version written between the two reads (another host's first
+		// backup) would pass for a deleted one, and our write with its
+		// version as the cas would replace it unseen: look again.
+		if again, err := v.readData(ctx, path); err != nil || again != nil {
+			return again, err
+		}
+	}
+	return doc, nil
+}
+
+// readData reads the document's live latest version (nil when there is none).
+func (v *Vault) readData(ctx context.Context, path string) (*Doc, error) {
 	s, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/data/"+path)
 	if err != nil {
 		return nil, v.classify("read "+v.cfg.Mount+"/"+path, err)
@@ -313,17 +378,7 @@ func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
 			return &Doc{Exists: true, Version: ver, fields: data, path: path}, nil
 		}
 	}
-	// No live latest version: the cas for a write is the metadata's
-	// current_version (a deleted version still counts); 0 only with no metadata.
-	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+path)
-	if err != nil {
-		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+path, err)
-	}
-	doc := &Doc{fields: map[string]any{}, path: path}
-	if m != nil && m.Data != nil {
-		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
-	}
-	return doc, nil
+	return nil, nil
 }
 
 // Update is `vault kv patch -method=rw`: read, merge at top level, write with
@@ -377,11 +432,31 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 				ver = n
 			}
 		}
+		if path == v.cfg.Path {
+			v.mu.Lock()
+			v.wroteMain = ver
+			v.mu.Unlock()
+		}
 		v.claim(ctx, path)
 		done := &Doc{Exists: true, Version: ver, fields: merged, setup: cur.setup, path: path}
 		v.remember(done)
 		return done, nil
 	}
+}
+
+// othersLogin says whether main, the main document as read, holds another
+// host's login: a usable one (an unreadable login is nobody's), in a
+// document this host does not own, did not write this version of, and
+// whose login it does not know.
+func (v *Vault) othersLogin(main *Doc) bool {
+	v.mu.Lock()
+	mine := v.cfg.HostID == "" || v.owner == v.cfg.HostID || (v.wroteMain > 0 && v.wroteMain == main.Version)
+	v.mu.Unlock()
+	if mine {
+		return false
+	}
+	o, err := main.OAuth()
+	return err == nil && o != nil && o.Usable() == nil && (v.cfg.Knows == nil || !v.cfg.Knows(o))
 }
 
 // lastWritten is the document this process wrote last, while this host
@@ -428,7 +503,7 @@ func (v *Vault) place(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if o, _ := main.OAuth(); o != nil && (v.cfg.Knows == nil || !v.cfg.Knows(o)) {
+		if v.othersLogin(main) {
 			onHost = true // another host's login, from before it said so
 		}
 	}
@@ -437,6 +512,10 @@ func (v *Vault) place(ctx context.Context) error {
 	v.mu.Unlock()
 	return nil
 }
+
+// Place decides which document is this host's, if that is not decided
+// since the last Prepare (health names it before the first backup does).
+func (v *Vault) Place(ctx context.Context) error { return v.place(ctx) }
 
 // claim records this host as the main document's owner after its first
 // write there (best effort: a policy from before hosts cannot, and the
@@ -467,14 +546,6 @@ func (v *Vault) Placement() (doc string, claimed bool) {
 		return "hosts", true
 	}
 	return "main", v.owner == v.cfg.HostID && v.owner != ""
-}
-
-// Accepted says whether the last Prepare accepted the token (false before
-// one): nothing but Prepare itself is sent with a refused token file.
-func (v *Vault) Accepted() bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.accepted
 }
 
 // Owner reads the main document's owner host ("" when none is recorded).
