@@ -58,6 +58,9 @@ type Vault struct {
 	// last: its login is this host's, whatever the disk (lineage, a file
 	// since logged out) says yet.
 	wroteMain int
+	// adopted is the version of an unowned main document placement took as
+	// this host's.
+	adopted int
 }
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
@@ -450,7 +453,8 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 // whose login it does not know.
 func (v *Vault) othersLogin(main *Doc) bool {
 	v.mu.Lock()
-	mine := v.cfg.HostID == "" || v.owner == v.cfg.HostID || (v.wroteMain > 0 && v.wroteMain == main.Version)
+	mine := v.cfg.HostID == "" || v.owner == v.cfg.HostID || (v.wroteMain > 0 && v.wroteMain == main.Version) ||
+		(v.adopted > 0 && v.adopted == main.Version)
 	v.mu.Unlock()
 	if mine {
 		return false
@@ -505,6 +509,13 @@ func (v *Vault) place(ctx context.Context) error {
 		}
 		if v.othersLogin(main) {
 			onHost = true // another host's login, from before it said so
+		} else if main.Exists {
+			// This host's (it knows the login, or has no history yet and
+			// takes over from the reference tool): that version stays
+			// this host's while the process learns newer logins.
+			v.mu.Lock()
+			v.adopted = main.Version
+			v.mu.Unlock()
 		}
 	}
 	v.mu.Lock()
