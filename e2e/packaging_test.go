@@ -40,6 +40,7 @@ var packaged = map[string]string{
 	"/usr/share/doc/claude-auth-sync/README.md":                    "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/runbook.md":                   "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/provisioning.md":              "-rw-r--r--",
+	"/usr/share/doc/claude-auth-sync/fleet.md":                     "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/examples/start-claude.sh":     "-rwxr-xr-x",
 	"/usr/share/doc/claude-auth-sync/examples/roster.yaml":         "-rw-r--r--",
 	"/usr/share/doc/claude-auth-sync/alerts/loki-rules.yaml":       "-rw-r--r--",
