@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
@@ -182,6 +183,14 @@ func (p *statusPrinter) history() {
 	}
 	if r.VaultTokenTTL != nil {
 		p.line("vault token ttl", human(time.Duration(*r.VaultTokenTTL)*time.Second))
+	}
+	switch r.VaultPolicy {
+	case string(store.PolicyOld):
+		p.line("vault policy", "OLD: its hosts/* glob lets this token write outside your path; ask your admin to run `claude-auth-sync provision` (it rewrites the policy)")
+	case string(store.PolicyUnknown):
+		p.line("vault policy", "unknown (Vault would not say)")
+	default:
+		p.line("vault policy", r.VaultPolicy)
 	}
 	p.line("vault error", r.VaultError)
 }

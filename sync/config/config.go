@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // SystemFile is the fleet-wide config file.
@@ -320,6 +321,14 @@ func (c *Config) setStore(s *settings, fl Flags) error {
 func (c *Config) setVaultPath(s *settings, fl Flags) error {
 	c.VaultMount = firstNonEmpty(s.get("CLAUDE_AUTH_VAULT_MOUNT"), "")
 	full := firstNonEmpty(fl.VaultPath, s.get("CLAUDE_AUTH_VAULT_PATH"), "secret/workstation/claude-users/{user}")
+	if c.Store == "vault" {
+		// The user's name becomes one segment of every path the store
+		// asks for (and of its policy's rules): a dot segment, a '/' or a
+		// '%' in it would name another place.
+		if err := store.CheckSegment("user name", c.User); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 	full = strings.ReplaceAll(full, "{user}", c.User)
 	full = strings.Trim(full, "/")
 	if c.VaultMount == "" {
@@ -336,6 +345,14 @@ func (c *Config) setVaultPath(s *settings, fl Flags) error {
 	if strings.Contains("/"+c.VaultPath+"/", "/../") || strings.Contains(c.VaultPath, "/data/") ||
 		strings.HasPrefix(c.VaultPath, "data/") || strings.HasPrefix(c.VaultPath, "metadata/") {
 		return fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q is not a plain KV path", ErrConfig, full)
+	}
+	if c.Store == "vault" {
+		if err := store.CheckPath("CLAUDE_AUTH_VAULT_MOUNT", c.VaultMount); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		if err := store.CheckPath("CLAUDE_AUTH_VAULT_PATH", c.VaultPath); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
 	}
 	return nil
 }

@@ -38,10 +38,13 @@ type Report struct {
 	LastCheck       *CheckRecord      `json:"last_check,omitempty"`
 	LastPass        *PassRecord       `json:"last_pass,omitempty"`
 	// VaultTokenTTL is in whole seconds.
-	VaultTokenTTL *int64      `json:"vault_token_ttl,omitempty"`
-	VaultError    string      `json:"vault_error,omitempty"`
-	Claude        ClaudeCLI   `json:"claude"`
-	Agent         AgentReport `json:"agent"`
+	VaultTokenTTL *int64 `json:"vault_token_ttl,omitempty"`
+	VaultError    string `json:"vault_error,omitempty"`
+	// VaultPolicy: whether the token's policy is the current one, the old
+	// escapable one (run provision), or unknown (Vault would not say).
+	VaultPolicy string      `json:"vault_policy,omitempty"`
+	Claude      ClaudeCLI   `json:"claude"`
+	Agent       AgentReport `json:"agent"`
 	// OutOfRange: report times (by JSON key) that lie outside years 0-9999,
 	// which RFC 3339 cannot write. Each holds the nearest end of that range;
 	// the value says what the source held.
@@ -187,6 +190,8 @@ func (r *Report) vaultToken(ctx context.Context, v *store.Vault) bool {
 	}
 	ttl := int64(info.TTL / time.Second)
 	r.VaultTokenTTL = &ttl
+	state, _ := v.Policy(ctx)
+	r.VaultPolicy = string(state)
 	return true
 }
 

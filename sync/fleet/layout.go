@@ -47,16 +47,26 @@ func SplitPath(path, mount string) (string, string, error) {
 // ReaderPolicy is the name of the fleet reader's policy.
 const ReaderPolicy = "claude-auth-sync-fleet-reader"
 
-// ReaderPolicyHCL lets a token list the users and read their documents'
-// metadata (where each host's health is), and look itself up and renew itself
-// (the reader token is periodic); nothing on any data path, so no login.
+// ReaderPolicyHCL lets a token list the users and read each user's main
+// document's metadata (where each host's health is), and look itself up,
+// renew itself (the reader token is periodic) and ask its own capabilities
+// (fleet's check of this policy); nothing on any data path, so no login.
+// The user is one segment ("+", its dot segments denied by exact rules):
+// Vault matches the decoded path and KV v2 resolves dot segments after it,
+// so a glob would reach every path of the mount.
 func ReaderPolicyHCL(mount, base string) string {
 	meta := strings.TrimSuffix(mount+"/metadata/"+base, "/")
-	return fmt.Sprintf(`path "%[1]s" {
-  capabilities = ["list", "read"]
+	return fmt.Sprintf(`path "%[1]s/" {
+  capabilities = ["list"]
 }
-path "%[1]s/*" {
-  capabilities = ["list", "read"]
+path "%[1]s/+" {
+  capabilities = ["read"]
+}
+path "%[1]s/." {
+  capabilities = ["deny"]
+}
+path "%[1]s/.." {
+  capabilities = ["deny"]
 }
 path "auth/token/lookup-self" {
   capabilities = ["read"]
@@ -64,7 +74,17 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
 `, meta)
+}
+
+// ReaderStaleProbe is a path the reader policy of a version before
+// single-segment rules granted (its "<base>/*" glob) and the current one
+// refuses (see store.ProbePolicy).
+func ReaderStaleProbe(mount, base string) string {
+	return strings.TrimSuffix(mount+"/metadata/"+base, "/") + "/policy-probe/x/y"
 }
 
 // ReadTokenFile reads an admin's or reader's token from path: a regular file
