@@ -154,9 +154,15 @@ func readFleet(ctx context.Context, o fleetOpts, getenv func(string) string) (fl
 	if err != nil {
 		return fleet.Report{}, err
 	}
-	fleet.RenewIfPeriodic(ctx, c)
+	policies, _ := fleet.RenewIfPeriodic(ctx, c)
 	rep := fleet.NewReport(rows, time.Now(), *o.within)
 	rep.Vault, rep.Mount, rep.Base = c.Address(), mount, base
+	users := []string{}
+	for _, row := range rows {
+		users = append(users, row.User)
+	}
+	slices.Sort(users)
+	rep.SetPolicies(r.CheckPolicies(ctx, policies, slices.Compact(users)))
 	return rep, nil
 }
 
@@ -182,6 +188,13 @@ func fleetExitCode(rep fleet.Report) int {
 // printFleet writes the report as an aligned table, then a summary line.
 func printFleet(w io.Writer, rep fleet.Report) {
 	now := rep.GeneratedAt
+	if rep.ReaderPolicy == string(store.PolicyOld) {
+		fmt.Fprintf(w, "WARN policy %s is the old one: its glob lets a reader token read any metadata of the mount; run `claude-auth-sync provision` with an admin token (it rewrites it)\n", fleet.ReaderPolicy)
+	}
+	if len(rep.OldPolicyUsers) > 0 {
+		fmt.Fprintf(w, "WARN the policy of %d users is the old one (%s): its glob lets the user's token write outside the user's path; run `claude-auth-sync provision` with an admin token (it rewrites them)\n",
+			len(rep.OldPolicyUsers), strings.Join(rep.OldPolicyUsers, ", "))
+	}
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATUS\tUSER\tHOST\tREPORTED\tBACKUP\tACCESS TOKEN\tDEADLINE\tVERSION\tDOC\tNOTE")

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -108,6 +109,76 @@ func clean(v string, max int) string {
 	return v
 }
 
+// MaxField is the longest string fleet shows from a value it read (a
+// label, a host id, a status word, a version): the writer's cap.
+const MaxField = 64
+
+// CleanField makes a string read from Vault (anyone with the old policy,
+// or a user's own token, may have written it) safe to print in a column:
+// escape sequences and every other control or format character (bidi
+// overrides, zero-width marks) removed, whitespace and invalid UTF-8
+// replaced with '_' so a field cannot fake columns, cut to MaxField bytes.
+func CleanField(v string) string {
+	v = strings.ToValidUTF8(v, "_")
+	var b strings.Builder
+	for i := 0; i < len(v); {
+		r, size := utf8.DecodeRuneInString(v[i:])
+		i += size
+		switch {
+		case r == 0x1b:
+			i = skipEscape(v, i)
+		case r == 0x9b: // C1 CSI, as ESC [
+			i = skipCSI(v, i)
+		case r < 0x20 || (r >= 0x7f && r < 0xa0) || unicode.Is(unicode.Cf, r):
+		case unicode.IsSpace(r):
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	v = strings.Trim(b.String(), "_")
+	for len(v) > MaxField {
+		_, size := utf8.DecodeLastRuneInString(v)
+		v = v[:len(v)-size]
+	}
+	return v
+}
+
+// skipEscape returns where the escape sequence whose ESC ends at i ends: a
+// CSI ("[" parameters, a final byte 0x40-0x7e), an OSC, DCS, SOS, PM or APC
+// string (up to BEL or ST), or the one character after ESC.
+func skipEscape(v string, i int) int {
+	if i >= len(v) {
+		return i
+	}
+	switch v[i] {
+	case '[':
+		return skipCSI(v, i+1)
+	case ']', 'P', 'X', '^', '_':
+		for i++; i < len(v); i++ {
+			if v[i] == 0x07 {
+				return i + 1
+			}
+			if v[i] == 0x1b && i+1 < len(v) && v[i+1] == '\\' {
+				return i + 2
+			}
+		}
+		return i
+	}
+	return i + 1
+}
+
+// skipCSI returns the end of a CSI sequence whose parameters start at i:
+// after its final byte (0x40-0x7e).
+func skipCSI(v string, i int) int {
+	for ; i < len(v); i++ {
+		if v[i] >= 0x40 && v[i] <= 0x7e {
+			return i + 1
+		}
+	}
+	return i
+}
+
 // maxUnix is the end of year 9999, the last second RFC 3339 (and so the
 // JSON report) can write.
 const maxUnix = 253402300799
@@ -138,7 +209,7 @@ func ParseHealth(s string) (Health, error) {
 			continue
 		}
 		if p, ok := strs[key]; ok {
-			*p = clean(val, MaxHealthLen)
+			*p = clean(val, MaxHealthLen) // fleet's report cleans it for display
 			continue
 		}
 		if p, ok := times[key]; ok {
@@ -148,7 +219,7 @@ func ParseHealth(s string) (Health, error) {
 			}
 			n, err := strconv.ParseInt(val, 10, 64)
 			if err != nil || n < 0 || n > maxUnix {
-				return Health{}, fmt.Errorf("%w: %s=%q is not unix seconds", ErrHealth, key, val)
+				return Health{}, fmt.Errorf("%w: %s=%q is not unix seconds", ErrHealth, CleanField(key), CleanField(val))
 			}
 			*p = time.Unix(n, 0).UTC()
 		}

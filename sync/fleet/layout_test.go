@@ -44,17 +44,21 @@ func TestSplitPath(t *testing.T) {
 func TestReaderPolicyHCL(t *testing.T) {
 	got := ReaderPolicyHCL("secret", "workstation/claude-users")
 	for _, want := range []string{
-		"path \"secret/metadata/workstation/claude-users\" {\n  capabilities = [\"list\", \"read\"]\n}",
-		"path \"secret/metadata/workstation/claude-users/*\" {\n  capabilities = [\"list\", \"read\"]\n}",
+		"path \"secret/metadata/workstation/claude-users/\" {\n  capabilities = [\"list\"]\n}",
+		"path \"secret/metadata/workstation/claude-users/+\" {\n  capabilities = [\"read\"]\n}",
+		"path \"secret/metadata/workstation/claude-users/..\" {\n  capabilities = [\"deny\"]\n}",
+		"path \"secret/metadata/workstation/claude-users/.\" {\n  capabilities = [\"deny\"]\n}",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("ReaderPolicyHCL lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "/data") || strings.Contains(got, "update\", \"") || strings.Contains(got, "patch") {
-		t.Errorf("ReaderPolicyHCL grants more than reading metadata:\n%s", got)
+	// No glob anywhere (Vault matches it against the decoded path, before
+	// KV resolves dot segments), and nothing beyond reading metadata.
+	if strings.Contains(got, "*") || strings.Contains(got, "/data") || strings.Contains(got, "update\", \"") || strings.Contains(got, "patch") || strings.Contains(got, "create") {
+		t.Errorf("ReaderPolicyHCL grants more than listing and reading metadata:\n%s", got)
 	}
-	if got := ReaderPolicyHCL("kv", ""); !strings.Contains(got, `path "kv/metadata" {`) || !strings.Contains(got, `path "kv/metadata/*" {`) {
+	if got := ReaderPolicyHCL("kv", ""); !strings.Contains(got, `path "kv/metadata/" {`) || !strings.Contains(got, `path "kv/metadata/+" {`) {
 		t.Errorf("ReaderPolicyHCL with an empty base:\n%s", got)
 	}
 }

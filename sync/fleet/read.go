@@ -69,7 +69,7 @@ func (r *Reader) Users(ctx context.Context) ([]string, error) {
 		keys, _ := s.Data["keys"].([]any)
 		for _, k := range keys {
 			name, _ := k.(string)
-			if name = strings.TrimSuffix(name, "/"); name != "" && !strings.Contains(name, "/") {
+			if name = strings.TrimSuffix(name, "/"); name != "" {
 				users = append(users, name)
 			}
 		}
@@ -108,6 +108,11 @@ func (r *Reader) Read(ctx context.Context) ([]Row, error) {
 // user reads one user's main document's metadata: one row per host that
 // reports, or one UNKNOWN row saying why there is none.
 func (r *Reader) user(ctx context.Context, user string) ([]Row, error) {
+	if err := store.CheckSegment("user", user); err != nil {
+		// Not a name provision gives (a dot segment, '%', '/' …): reading
+		// it would ask for another path than its own.
+		return []Row{{User: CleanField(user), Health: Health{Status: StatusUnknown}, Note: "not read: the name is not one safe path segment"}}, nil
+	}
 	where := r.metaPath(user)
 	s, err := r.Client.Logical().ReadWithContext(ctx, where)
 	if err != nil {
@@ -124,7 +129,7 @@ func (r *Reader) user(ctx context.Context, user string) ([]Row, error) {
 		if !ok {
 			continue
 		}
-		row := Row{User: user, HostID: host, Owner: host == owner}
+		row := Row{User: user, HostID: CleanField(host), Owner: host == owner}
 		val, _ := v.(string)
 		h, err := ParseHealth(val)
 		if err != nil {
@@ -156,17 +161,18 @@ func classify(c *vault.Client, op string, err error) error {
 
 // RenewIfPeriodic renews c's token when it is periodic and renewable (a
 // fleet-reader token), so one in regular use never reaches the end of its
-// period; any other token is left as it is. Best effort: an error only means
-// the next run tries again.
-func RenewIfPeriodic(ctx context.Context, c *vault.Client) error {
+// period; any other token is left as it is. It returns the token's
+// policies. Best effort: an error only means the next run tries again.
+func RenewIfPeriodic(ctx context.Context, c *vault.Client) ([]string, error) {
 	s, err := c.Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil || s == nil {
-		return err
+		return nil, err
 	}
+	policies, _ := s.TokenPolicies()
 	renewable, _ := s.TokenIsRenewable()
 	if p := fmt.Sprint(s.Data["period"]); p == "0" || p == "<nil>" || !renewable {
-		return nil
+		return policies, nil
 	}
 	_, err = c.Auth().Token().RenewSelfWithContext(ctx, 0)
-	return err
+	return policies, err
 }

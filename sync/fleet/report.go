@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // statusRank orders rows worst first; a status this version does not know
@@ -80,8 +82,19 @@ type Report struct {
 	Counts map[string]int `json:"counts"`
 	// Alerts is the number of rows with alert set; the exit status is 1
 	// when it is not 0.
-	Alerts int         `json:"alerts"`
-	Rows   []ReportRow `json:"rows"`
+	Alerts int `json:"alerts"`
+	// ReaderPolicy and UserPolicies: "current", "old" (the escapable glob
+	// of earlier versions: run provision) or "unknown" (this token cannot
+	// tell); OldPolicyUsers names the users whose policy is old.
+	ReaderPolicy   string      `json:"reader_policy"`
+	UserPolicies   string      `json:"user_policies"`
+	OldPolicyUsers []string    `json:"old_policy_users,omitempty"`
+	Rows           []ReportRow `json:"rows"`
+}
+
+// SetPolicies puts what CheckPolicies found into the report.
+func (rep *Report) SetPolicies(p Policies) {
+	rep.ReaderPolicy, rep.UserPolicies, rep.OldPolicyUsers = string(p.Reader), string(p.Users), p.OldUsers
 }
 
 // ReportRow is one row of the report; unknown values are left out.
@@ -108,9 +121,14 @@ func NewReport(rows []Row, now time.Time, withinDays int) Report {
 	Sort(rows)
 	within := time.Duration(withinDays) * 24 * time.Hour
 	rep := Report{Version: SchemaVersion, GeneratedAt: now.UTC().Truncate(time.Second), WithinDays: withinDays,
-		Counts: map[string]int{}, Rows: make([]ReportRow, 0, len(rows))}
+		Counts: map[string]int{}, Rows: make([]ReportRow, 0, len(rows)),
+		ReaderPolicy: string(store.PolicyUnknown), UserPolicies: string(store.PolicyUnknown)}
 	users := map[string]bool{}
 	for _, r := range rows {
+		// Whatever the reader did, nothing printed from Vault carries a
+		// control character or fakes a column.
+		r.User, r.HostID, r.Label = CleanField(r.User), CleanField(r.HostID), CleanField(r.Label)
+		r.Status, r.Version, r.Doc = CleanField(r.Status), CleanField(r.Version), CleanField(r.Doc)
 		users[r.User] = true
 		if r.HostID != "" {
 			rep.Hosts++

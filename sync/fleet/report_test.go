@@ -103,6 +103,8 @@ func TestReportJSON(t *testing.T) {
     "UNKNOWN": 1
   },
   "alerts": 1,
+  "reader_policy": "unknown",
+  "user_policies": "unknown",
   "rows": [
     {
       "user": "bob",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // ReaderDisplayName is the display name of the fleet reader's token.
@@ -37,7 +38,13 @@ func (p *provisioner) fleetReader(ctx context.Context, mount, base string) Resul
 	if err := readReaderFile(tree, &st); err != nil {
 		return p.fail(ReaderLine, err)
 	}
-	minted, exposed, err := p.ensureToken(ctx, l, &st, func(tok credentials.Secret) (string, error) { return p.checkReaderToken(ctx, tok) },
+	minted, exposed, err := p.ensureToken(ctx, l, &st, func(tok credentials.Secret) (string, error) {
+		why, err := p.checkReaderToken(ctx, tok)
+		if why == "" && err == nil && p.admin == nil {
+			p.reportStaleReader(ctx, l, tok, mount, base)
+		}
+		return why, err
+	},
 		func() (*vault.SecretAuth, error) {
 			return p.mintToken(ctx, &vault.TokenCreateRequest{
 				Policies:        []string{fleet.ReaderPolicy},
@@ -58,6 +65,27 @@ func (p *provisioner) fleetReader(ctx context.Context, mount, base string) Resul
 		}
 	}
 	return p.result(l)
+}
+
+// readerPolicyOnly brings an existing reader policy up to date in a run
+// without --fleet-reader-token (an upgrade fixes the old, escapable one
+// with nothing else to do); ok is false when there is nothing to say (no
+// admin token, no such policy, or it is current).
+func (p *provisioner) readerPolicyOnly(ctx context.Context, vs vaultSettings) (Result, bool) {
+	if p.admin == nil || !vs.listable {
+		return Result{}, false
+	}
+	// Best effort: without --fleet-reader-token the reader is not this
+	// run's business unless its policy exists and can be read.
+	have, err := p.admin.Sys().GetPolicyWithContext(ctx, fleet.ReaderPolicy)
+	if err != nil || have == "" {
+		return Result{}, false
+	}
+	l := &line{user: ReaderLine}
+	if err := p.ensurePolicy(ctx, l, fleet.ReaderPolicy, fleet.ReaderPolicyHCL(vs.mount, vs.base)); err != nil {
+		return p.fail(ReaderLine, err), true
+	}
+	return p.result(l), len(l.changes) > 0
 }
 
 // checkReaderToken: "" when tok is live and holds the reader's policy and no
@@ -95,4 +123,20 @@ func readReaderFile(tree *userTree, st *treeStatus) error {
 		return fmt.Errorf("refusing the reader token file: %s", strings.Replace(msg, "home "+tree.acct.Home, tree.acct.Home, 1))
 	}
 	return nil
+}
+
+// reportStaleReader, in a run without an admin token, says when the reader
+// token's policy is still the old one (its glob reads any metadata of the
+// mount). The old policy did not grant capabilities-self (and the reader
+// token has no default policy), so the probe is a read: the old glob lets
+// it through to KV (404, or a document), the current policy refuses it.
+func (p *provisioner) reportStaleReader(ctx context.Context, l *line, tok credentials.Secret, mount, base string) {
+	c, err := p.base.Clone()
+	if err != nil {
+		return
+	}
+	c.SetToken(tok.Reveal())
+	if fleet.ProbeReaderPolicy(ctx, c, mount, base) == store.PolicyOld {
+		l.needs = append(l.needs, "a rewrite of policy "+fleet.ReaderPolicy+" (it is the old one, whose glob lets the token read any metadata of the mount)")
+	}
 }

@@ -140,6 +140,9 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 		r := p.fleetReader(ctx, vs.mount, vs.base)
 		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
 		sum.count(&r)
+	} else if r, ok := p.readerPolicyOnly(ctx, vs); ok {
+		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		sum.count(&r)
 	}
 	if p.apply {
 		// Users whose removal failed stay remembered, so the next run retries.
@@ -186,6 +189,7 @@ func (p *provisioner) mode() string {
 // the users' documents are (mount and base; "" without a fleet reader).
 type vaultSettings struct {
 	addr, mount, base string
+	listable          bool // the path has {user} last: mount and base are set
 }
 
 // readVaultSettings takes them from the environment, else the fleet config
@@ -203,8 +207,9 @@ func (p *provisioner) readVaultSettings() (vaultSettings, error) {
 	if vs.addr == "" {
 		return vs, fmt.Errorf("%w: VAULT_ADDR is not set (environment or %s); provisioning is for Vault", ErrSetup, sysPath)
 	}
+	vs.mount, vs.base, err = fleet.SplitPath(setting("CLAUDE_AUTH_VAULT_PATH"), setting("CLAUDE_AUTH_VAULT_MOUNT"))
+	vs.listable = err == nil
 	if opt.FleetReaderToken != "" {
-		vs.mount, vs.base, err = fleet.SplitPath(setting("CLAUDE_AUTH_VAULT_PATH"), setting("CLAUDE_AUTH_VAULT_MOUNT"))
 		if err != nil {
 			return vs, fmt.Errorf("%w: --fleet-reader-token: %v", ErrSetup, err)
 		}
@@ -459,7 +464,13 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 
 	// The token: keep a live one of this user's, mint when there is none.
 	minted, exposed, err := p.ensureToken(ctx, u.l, &u.st,
-		func(tok credentials.Secret) (string, error) { return p.checkToken(ctx, tok, e.Name) },
+		func(tok credentials.Secret) (string, error) {
+			why, err := p.checkToken(ctx, tok, e.Name)
+			if why == "" && err == nil && p.admin == nil {
+				p.reportStalePolicy(ctx, u.l, tok, policy, store.StalePolicyProbe(u.cfg.VaultMount, u.cfg.VaultPath))
+			}
+			return why, err
+		},
 		func() (*vault.SecretAuth, error) { return p.mint(ctx, e.Name, policy) },
 		fmt.Sprintf("periodic %s, orphan, policy %s", TokenPeriod, policy))
 	if err != nil {

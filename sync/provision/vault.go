@@ -123,12 +123,29 @@ func (p *provisioner) lookupToken(ctx context.Context, tok credentials.Secret) (
 	return info, "", nil
 }
 
-// mint creates the user's periodic orphan token: only the user's policy (and
-// Vault's default), the fleet's display name.
+// reportStalePolicy, in a run without an admin token (which cannot read
+// policies), asks Vault with tok, a live token of the policy's, whether the
+// policy is still the old, escapable one (store.ProbePolicy): then the run
+// needs an admin token to rewrite it. A probe Vault refuses says nothing.
+func (p *provisioner) reportStalePolicy(ctx context.Context, l *line, tok credentials.Secret, policy, probe string) {
+	c, err := p.base.Clone()
+	if err != nil {
+		return
+	}
+	c.SetToken(tok.Reveal())
+	if state, _ := store.ProbePolicy(ctx, c, probe); state == store.PolicyOld {
+		l.needs = append(l.needs, "a rewrite of policy "+policy+" (it is the old one, whose glob lets the token reach paths outside its own)")
+	}
+}
+
+// mint creates the user's periodic orphan token: only the user's policy
+// (not even Vault's default: the policy grants what the token needs), the
+// fleet's display name.
 func (p *provisioner) mint(ctx context.Context, name, policy string) (*vault.SecretAuth, error) {
 	return p.mintToken(ctx, &vault.TokenCreateRequest{
-		Policies:    []string{policy},
-		DisplayName: store.DisplayNameFor(name),
+		Policies:        []string{policy},
+		NoDefaultPolicy: true,
+		DisplayName:     store.DisplayNameFor(name),
 		Metadata:    map[string]string{"os_user": name, "created_by": "claude-auth-sync provision"},
 	})
 }
