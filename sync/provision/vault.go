@@ -146,7 +146,7 @@ func (p *provisioner) mint(ctx context.Context, name, policy string) (*vault.Sec
 		Policies:        []string{policy},
 		NoDefaultPolicy: true,
 		DisplayName:     store.DisplayNameFor(name),
-		Metadata:    map[string]string{"os_user": name, "created_by": "claude-auth-sync provision"},
+		Metadata:        map[string]string{"os_user": name, "created_by": "claude-auth-sync provision"},
 	})
 }
 
