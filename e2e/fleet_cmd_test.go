@@ -648,7 +648,7 @@ func TestFleetReaderFile(t *testing.T) {
 	file := filepath.Join(dir, "reader")
 	os.WriteFile(file, []byte(rig.readToken(u)+"\n"), 0o600)
 	res := rig.mustRun(true, 0, "--fleet-reader-token", file)
-	if l := readerLine(res); !strings.Contains(l, "fleet-reader OK minted a token (the token file holds a token with policies default,workstation-claude-"+u.name+", not only claude-auth-sync-fleet-reader") {
+	if l := readerLine(res); !strings.Contains(l, "fleet-reader OK minted a token (the token file holds a token with policies workstation-claude-"+u.name+", not only claude-auth-sync-fleet-reader") {
 		t.Errorf("a user's token in the reader file: %q", l)
 	}
 	first := strings.TrimSpace(string(must(os.ReadFile(file))))

@@ -266,12 +266,19 @@ func policyCaps(t *testing.T, name string) map[string]string {
 func wantCaps(user string) map[string]string {
 	p := "workstation/claude-users/" + user
 	return map[string]string{
-		"secret/data/" + p:                  "create,read,update",
-		"secret/data/" + p + "/hosts/*":     "create,read,update",
-		"secret/metadata/" + p:              "patch,read; allowed custom_metadata=[]",
-		"secret/metadata/" + p + "/hosts/*": "read",
-		"auth/token/lookup-self":            "read",
-		"auth/token/renew-self":             "update",
+		"secret/data/" + p:                   "create,read,update",
+		"secret/data/" + p + "/hosts/+":      "create,read,update",
+		"secret/data/" + p + "/hosts/":       "deny",
+		"secret/data/" + p + "/hosts/.":      "deny",
+		"secret/data/" + p + "/hosts/..":     "deny",
+		"secret/metadata/" + p:               "patch,read; allowed custom_metadata=[]",
+		"secret/metadata/" + p + "/hosts/+":  "read",
+		"secret/metadata/" + p + "/hosts/":   "deny",
+		"secret/metadata/" + p + "/hosts/.":  "deny",
+		"secret/metadata/" + p + "/hosts/..": "deny",
+		"auth/token/lookup-self":             "read",
+		"auth/token/renew-self":              "update",
+		"sys/capabilities-self":              "update",
 	}
 }
 
@@ -306,7 +313,7 @@ func checkTokenFiles(t *testing.T, u osUser) {
 }
 
 // checkToken: periodic 768h, orphan, renewable, the fleet's display name and
-// only the user's policy plus default; looked up as root.
+// only the user's policy (no default); looked up as root.
 func checkToken(t *testing.T, u osUser, tok string) {
 	t.Helper()
 	s, err := vsrv.Root().Auth().Token().Lookup(tok)
@@ -319,7 +326,7 @@ func checkToken(t *testing.T, u osUser, tok string) {
 		pols = append(pols, p.(string))
 	}
 	sort.Strings(pols)
-	if got, want := strings.Join(pols, ","), "default,workstation-claude-"+u.name; got != want {
+	if got, want := strings.Join(pols, ","), "workstation-claude-"+u.name; got != want {
 		t.Errorf("%s's token policies = %s; want %s", u.name, got, want)
 	}
 	if got := fmt.Sprint(d["period"]); got != "2764800" {

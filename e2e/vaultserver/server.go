@@ -163,7 +163,7 @@ type User struct {
 }
 
 // Provision writes the user's policy and mints a periodic orphan token with the
-// fleet's display name, like `provision` does, and writes it to tokenFile (0600).
+// fleet's display name and no default policy, like `provision` does, and writes it to tokenFile (0600).
 func (s *Server) Provision(ctx context.Context, name, tokenFile string) (*User, error) {
 	root := s.Root()
 	path := "workstation/claude-users/" + name
@@ -171,7 +171,7 @@ func (s *Server) Provision(ctx context.Context, name, tokenFile string) (*User, 
 		return nil, fmt.Errorf("put policy: %w", err)
 	}
 	sec, err := root.Auth().Token().CreateOrphanWithContext(ctx, &vault.TokenCreateRequest{
-		Policies: []string{"workstation-claude-" + name}, Period: "768h",
+		Policies: []string{"workstation-claude-" + name}, NoDefaultPolicy: true, Period: "768h",
 		DisplayName: "devvm-claude-auth-" + name, Renewable: boolp(true),
 	})
 	if err != nil {
@@ -192,16 +192,24 @@ func (s *Server) Provision(ctx context.Context, name, tokenFile string) (*User, 
 func boolp(b bool) *bool { return &b }
 
 // policyHCL mirrors store.PolicyHCL; kept separate so the harness does not trust
-// the code under test for what the fleet's policy is.
+// the code under test for what the fleet's policy is. Hosts are one segment
+// ("+"), never a glob, with the segments "+" also matches denied.
 func policyHCL(path string) string {
 	return fmt.Sprintf(`path "secret/data/%[1]s" { capabilities = ["create", "read", "update"] }
-path "secret/data/%[1]s/hosts/*" { capabilities = ["create", "read", "update"] }
+path "secret/data/%[1]s/hosts/+" { capabilities = ["create", "read", "update"] }
+path "secret/data/%[1]s/hosts/" { capabilities = ["deny"] }
+path "secret/data/%[1]s/hosts/." { capabilities = ["deny"] }
+path "secret/data/%[1]s/hosts/.." { capabilities = ["deny"] }
 path "secret/metadata/%[1]s" {
   capabilities = ["read", "patch"]
   allowed_parameters = { "custom_metadata" = [] }
 }
-path "secret/metadata/%[1]s/hosts/*" { capabilities = ["read"] }
+path "secret/metadata/%[1]s/hosts/+" { capabilities = ["read"] }
+path "secret/metadata/%[1]s/hosts/" { capabilities = ["deny"] }
+path "secret/metadata/%[1]s/hosts/." { capabilities = ["deny"] }
+path "secret/metadata/%[1]s/hosts/.." { capabilities = ["deny"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 path "auth/token/renew-self" { capabilities = ["update"] }
+path "sys/capabilities-self" { capabilities = ["update"] }
 `, path)
 }
