@@ -68,7 +68,7 @@ func TestPrintFleet(t *testing.T) {
 	var buf bytes.Buffer
 	printFleet(&buf, sampleReport(now))
 	want := `STATUS    USER   HOST                   REPORTED   BACKUP     ACCESS TOKEN  DEADLINE             VERSION  DOC    NOTE
-FAIL      bob    gpu box (f9e8)         2 h ago    -          2 d ago       in 25 d              1.4.0    hosts
+FAIL      bob    gpu_box (f9e8)         2 h ago    -          2 d ago       in 25 d              1.4.0    hosts
 UNKNOWN   dave   -                      -          -          -             -                    -        -      no health yet
 DEGRADED  erin   ? (99)                 -          -          -             -                    -        -
 OK        carol  ? (77)                 -          -          -             in 3 d (setup token)  -        main
@@ -146,6 +146,10 @@ func fakeFleetVault(t *testing.T, health string, list403 bool) string {
 		switch {
 		case strings.Contains(r.URL.Path, "/auth/token/"):
 			fmt.Fprint(w, `{"data":{"period":0,"renewable":false}}`)
+		case strings.Contains(r.URL.Path, "/sys/policies/acl/"):
+			// Not an admin's token: fleet cannot read the policies.
+			w.WriteHeader(403)
+			fmt.Fprint(w, `{"errors":["permission denied"]}`)
 		case r.Method == "LIST" || r.URL.Query().Get("list") == "true":
 			fmt.Fprint(w, `{"data":{"keys":["alice","bob","bob/"]}}`)
 		case strings.HasSuffix(r.URL.Path, "/secret/metadata/workstation/claude-users/alice"):
@@ -245,6 +249,9 @@ func TestFleetJSONSchema(t *testing.T) {
 	} {
 		rep := fleet.NewReport(rows, now, 7)
 		rep.Vault, rep.Mount, rep.Base = "https://v:8200", "secret", "b"
+		if name == "every field set" {
+			rep.SetPolicies(fleet.Policies{Reader: store.PolicyOld, Users: store.PolicyOld, OldUsers: []string{"alice"}})
+		}
 		b, err := json.Marshal(rep)
 		if err != nil {
 			t.Fatal(err)

@@ -27,11 +27,14 @@ Root only. Reconcile the workstation with the roster:
 
 For each user with claude_auth on and not parked: write the Vault policy
 workstation-claude-<user> (exactly create/read/update on the user's data path
-and its per-host documents <path>/hosts/*, read on their metadata, patch of
-custom_metadata only on the main document's metadata, lookup-self and
-renew-self; a policy that differs, an older version's included, is
-rewritten); mint a periodic (768h) orphan
-token with display name devvm-claude-auth-<user> when the token file is missing,
+and its per-host documents <path>/hosts/<host id>, read on their metadata,
+patch of custom_metadata only on the main document's metadata, lookup-self,
+renew-self and capabilities-self; the host is one path segment, "+", with
+".", ".." and the empty segment denied, never the glob hosts/* of earlier
+versions, which a user's own token could escape with encoded dot segments;
+a policy that differs, an older version's included, is rewritten); mint a
+periodic (768h) orphan token with only that policy (no default policy) and
+display name devvm-claude-auth-<user> when the token file is missing,
 empty, expired, revoked or someone else's; install ~/.config/claude-auth-sync
 (0700) and the token file (0600) owned by the user, never following a symlink;
 enable and start claude-auth-sync@<user>.service. Parked, claude_auth: false and
@@ -39,15 +42,17 @@ users gone from the roster get their unit stopped and disabled; their Vault data
 stays. A second run changes nothing.
 
 --fleet-reader-token FILE also writes the policy claude-auth-sync-fleet-reader
-(list and read on the users' metadata, nothing on any data path) and keeps a
-periodic token with only that policy in FILE (root's, 0600, in a directory
-only root writes, never written through a link), for claude-auth-sync fleet.
-A live reader token already there is kept. One more line says what was done:
-"fleet-reader <STATUS> <message>".
+(list of the users, read of each user's metadata, one segment per user;
+nothing on any data path) and keeps a periodic token with only that policy in
+FILE (root's, 0600, in a directory only root writes, never written through a
+link), for claude-auth-sync fleet. A live reader token already there is kept.
+One more line says what was done: "fleet-reader <STATUS> <message>". Without
+the flag, an existing reader policy is still rewritten when it differs.
 
 Writing policies and minting tokens need an admin Vault token: VAULT_TOKEN or
 --admin-token-file. Without one the run only reports (what it would do, and
-what it needs), like --dry-run. VAULT_ADDR and the Vault path come from the
+what it needs), like --dry-run; a user whose live token still carries the
+old policy gets a WARN line saying the policy needs rewriting. VAULT_ADDR and the Vault path come from the
 environment or the system config file.
 
 One line per user, "user=<name> <STATUS> <message>" (OK, SKIP, WARN, FAIL), then

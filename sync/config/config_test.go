@@ -236,6 +236,10 @@ func TestLoadErrors(t *testing.T) {
 		{name: "vault API path with data", env: env{"CLAUDE_AUTH_VAULT_PATH": "secret/data/workstation/claude-users/{user}"}, errHas: "not a plain KV path"},
 		{name: "vault metadata path", env: env{"CLAUDE_AUTH_VAULT_PATH": "secret/metadata/workstation/claude-users/{user}"}, errHas: "not a plain KV path"},
 		{name: "vault path with inner data", env: env{"CLAUDE_AUTH_VAULT_PATH": "secret/ws/data/{user}"}, errHas: "not a plain KV path"},
+		{name: "vault path with //", env: env{"VAULT_ADDR": "http://127.0.0.1:8200", "CLAUDE_AUTH_VAULT_PATH": "secret/a//b/{user}"}, errHas: "not a usable Vault path segment"},
+		{name: "vault path with an encoded dot segment", env: env{"VAULT_ADDR": "http://127.0.0.1:8200", "CLAUDE_AUTH_VAULT_PATH": "secret/a/%2e%2e/{user}"}, errHas: "not a usable Vault path segment"},
+		{name: "vault path with a glob", env: env{"VAULT_ADDR": "http://127.0.0.1:8200", "CLAUDE_AUTH_VAULT_PATH": "secret/a/*/{user}"}, errHas: "not a usable Vault path segment"},
+		{name: "vault mount with a dot segment", env: env{"VAULT_ADDR": "http://127.0.0.1:8200", "CLAUDE_AUTH_VAULT_MOUNT": "kv/.", "CLAUDE_AUTH_VAULT_PATH": "kv/./users/{user}"}, errHas: "not a usable Vault path segment"},
 		{name: "named system config missing", flags: Flags{SystemConfig: "/nonexistent/claude-auth-sync/config"}, errHas: "/nonexistent/claude-auth-sync/config"},
 		{name: "no home", env: env{"HOME": "", "CLAUDE_AUTH_USER": "nobody-here-xyz"}, errHas: ""},
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -150,5 +152,47 @@ func TestReportJSON(t *testing.T) {
 	b, _ = json.Marshal(NewReport(nil, now, 7))
 	if !strings.Contains(string(b), `"rows":[]`) || !strings.Contains(string(b), `"counts":{}`) {
 		t.Errorf("empty report: %s", b)
+	}
+}
+
+// TestReportCleansHostileMetadata: whatever a token with the old policy (or
+// a user's own) wrote into custom_metadata, the report holds no control
+// character, escape sequence, newline or space, and nothing longer than the
+// writer's 64-byte cap.
+func TestReportCleansHostileMetadata(t *testing.T) {
+	hostile := []string{
+		"ws\x1b[2J\x1b[31mOK\x1b[0m",         // clear screen, colours
+		"ws\x1b]0;pwned title\x07-01",        // OSC window title
+		"ws\nFAIL     root   fake-row",       // a newline faking a row
+		"ws        OK       alice   in 27 d", // spaces faking columns
+		"ws\u202eKO\u200b",                   // bidi override, zero-width space
+		"ws\u009b31m\u0085x\x7f\x00",         // C1 CSI, NEL, DEL, NUL
+		strings.Repeat("é", 200),             // longer than the cap
+		"ws\xff\xfe",                         // not UTF-8
+	}
+	for _, h := range hostile {
+		rows := []Row{{User: "al\x1b[1mice", HostID: h, Health: Health{Label: h, Status: "OK\n" + h, Version: h, Doc: h}}}
+		rep := NewReport(rows, now, 7)
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rep.Rows[0]
+		for _, f := range []string{r.User, r.HostID, r.HostLabel, r.Status, r.AgentVersion, r.Doc} {
+			if len(f) > MaxField || strings.ContainsFunc(f, func(c rune) bool {
+				return c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) || unicode.IsSpace(c) || unicode.Is(unicode.Cf, c) || c == utf8.RuneError
+			}) {
+				t.Errorf("CleanField(%q) kept %q (%d bytes)", h, f, len(f))
+			}
+		}
+		if strings.Contains(string(b), `\u001b`) || strings.Contains(string(b), `\n`) {
+			t.Errorf("report JSON of %q holds an escape or a newline: %s", h, b)
+		}
+	}
+	if got := CleanField("ws\x1b[2J\x1b[31mOK\x1b[0m"); got != "wsOK" {
+		t.Errorf("CleanField(escape sequences) = %q; want %q", got, "wsOK")
+	}
+	if got := CleanField("gpu box 3"); got != "gpu_box_3" {
+		t.Errorf("CleanField(spaces) = %q; want %q", got, "gpu_box_3")
 	}
 }

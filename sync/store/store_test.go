@@ -292,3 +292,29 @@ func TestDocPrintsNoSecret(t *testing.T) {
 		t.Errorf("slog of a Doc = %q; contains a secret", buf.String())
 	}
 }
+
+// TestCheckSegment: a name becomes exactly one safe segment of a Vault path
+// or is refused as a configuration error, before any request.
+func TestCheckSegment(t *testing.T) {
+	for _, ok := range []string{"alice", "first.last", "a_b-c", "0a1b2c3d4e5f", "..a", "a..", "élodie"} {
+		if err := CheckSegment("user", ok); err != nil {
+			t.Errorf("CheckSegment(%q) = %v; want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "../v", "%2e%2e", "a%2fb", "+", "*", "a*", "a b", "a\tb", "a\nb", "a\x1b[31m", "a\x7f", "a\u0085", "a\\b", "a#b", "a?b"} {
+		if err := CheckSegment("user", bad); !errors.Is(err, ErrMisconfigured) {
+			t.Errorf("CheckSegment(%q) = %v; want ErrMisconfigured", bad, err)
+		}
+	}
+	for _, bad := range []string{"workstation//claude-users", "workstation/./x", "workstation/../x", "/x", "x/"} {
+		if err := CheckPath("path", bad); !errors.Is(err, ErrMisconfigured) {
+			t.Errorf("CheckPath(%q) = %v; want ErrMisconfigured", bad, err)
+		}
+	}
+	if _, err := NewVault(VaultConfig{Address: "http://127.0.0.1:1", Mount: "secret", Path: "workstation/claude-users/alice", HostID: "..", User: "alice"}); !errors.Is(err, ErrMisconfigured) {
+		t.Errorf("NewVault with host id \"..\" = %v; want ErrMisconfigured", err)
+	}
+	if _, err := NewVault(VaultConfig{Address: "http://127.0.0.1:1", Mount: "secret", Path: "workstation/claude-users/%2e%2e", User: "x"}); !errors.Is(err, ErrMisconfigured) {
+		t.Errorf("NewVault with a path holding %%2e%%2e = %v; want ErrMisconfigured", err)
+	}
+}
