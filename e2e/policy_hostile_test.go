@@ -646,3 +646,57 @@ func legitimateOperations(t *testing.T, base, m, userTok, readerTok string) {
 		t.Errorf("fleet calls the new reader policy %q; want current", got)
 	}
 }
+
+// TestStatusSaysPolicyIsOld: `status` (text and --json) tells a token whose
+// policy is the current one, the old escapable one (a token of an earlier
+// version: the default policy lets it ask capabilities-self), and one Vault
+// will not answer about (the old policy on a token without default): unknown,
+// never a false "old".
+func TestStatusSaysPolicyIsOld(t *testing.T) {
+	w := newWorld(t)
+	policyOf := func() (string, string) {
+		t.Helper()
+		st := w.run(nil, "status", "--json")
+		var rep struct {
+			VaultPolicy string `json:"vault_policy"`
+		}
+		if err := json.Unmarshal([]byte(st.stdout), &rep); err != nil {
+			t.Fatalf("status --json: %v\n%s\n%s", err, st.stdout, st.stderr)
+		}
+		text := w.run(nil, "status")
+		_, line, _ := strings.Cut(text.stdout, "vault policy:")
+		line, _, _ = strings.Cut(line, "\n")
+		return rep.VaultPolicy, strings.TrimSpace(line)
+	}
+	if got, line := policyOf(); got != "current" || line != "current" {
+		t.Errorf("status with the new policy: %q (%q); want current", got, line)
+	}
+	// The policy an earlier version wrote, on a token an earlier version
+	// minted (with the default policy).
+	name := store.PolicyFor(w.name)
+	if err := vsrv.Root().Sys().PutPolicy(name, fmt.Sprintf(oldUserPolicy, w.user.Path)); err != nil {
+		t.Fatal(err)
+	}
+	old := mintLikeProvision(t, store.DisplayNameFor(w.name), false, name)
+	w.mu.Lock()
+	w.secrets = append(w.secrets, old)
+	w.mu.Unlock()
+	if err := os.WriteFile(w.user.TokenFile, []byte(old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, line := policyOf(); got != "old" || !strings.Contains(line, "OLD") || !strings.Contains(line, "provision") {
+		t.Errorf("status with the old policy: %q (%q); want old, and what to do", got, line)
+	}
+	// The old policy on a token without the default policy: Vault refuses
+	// capabilities-self, so nobody can tell.
+	noDefault := mintLikeProvision(t, store.DisplayNameFor(w.name), true, name)
+	w.mu.Lock()
+	w.secrets = append(w.secrets, noDefault)
+	w.mu.Unlock()
+	if err := os.WriteFile(w.user.TokenFile, []byte(noDefault+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := policyOf(); got != "unknown" {
+		t.Errorf("status when Vault refuses capabilities-self: %q; want unknown", got)
+	}
+}
