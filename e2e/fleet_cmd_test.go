@@ -19,6 +19,9 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // The fleet: one user on several workstations, each host's health in the
@@ -524,6 +527,43 @@ func TestFleetUserPolicy(t *testing.T) {
 	}
 	if res := rig.mustRun(true, 0); !strings.Contains(res.stdout, "0 changed") {
 		t.Errorf("the run after that changed something:\n%s", res.stdout)
+	}
+
+	// An upgrade from the escapable glob of earlier versions, with a token
+	// such a version minted (it carries the default policy): the hourly run
+	// without an admin token says which policy needs rewriting, and nothing
+	// about bob's; the run with one rewrites it and the reader's.
+	if err := vsrv.Root().Sys().PutPolicy("workstation-claude-"+alice.name, fmt.Sprintf(oldUserPolicy, mine)); err != nil {
+		t.Fatal(err)
+	}
+	if err := vsrv.Root().Sys().PutPolicy(fleet.ReaderPolicy, fmt.Sprintf(oldReaderPolicy, base)); err != nil {
+		t.Fatal(err)
+	}
+	oldTok := mintLikeProvision(t, store.DisplayNameFor(alice.name), false, "workstation-claude-"+alice.name)
+	rig.secrets = append(rig.secrets, oldTok)
+	if err := os.WriteFile(alice.tokenFile(), []byte(oldTok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = rig.mustRun(false, 0)
+	if l := lineFor(res.stdout, alice.name); !strings.Contains(l, " WARN needs an admin token") || !strings.Contains(l, "a rewrite of policy workstation-claude-"+alice.name+" (it is the old one") {
+		t.Errorf("the hourly run over the old policy: %q", l)
+	}
+	if l := lineFor(res.stdout, bob.name); strings.Contains(l, "rewrite") {
+		t.Errorf("the hourly run, bob (current policy): %q", l)
+	}
+	res = rig.mustRun(true, 0)
+	if l := lineFor(res.stdout, alice.name); !strings.Contains(l, " OK rewrote policy workstation-claude-"+alice.name) {
+		t.Errorf("provision over the old glob: %q", l)
+	}
+	if !strings.Contains(res.stdout, "fleet-reader OK rewrote policy "+fleet.ReaderPolicy) {
+		t.Errorf("provision without --fleet-reader-token did not rewrite the old reader policy:\n%s", res.stdout)
+	}
+	if got, _ := vsrv.Root().Sys().GetPolicy(fleet.ReaderPolicy); got != fleet.ReaderPolicyHCL("secret", base) {
+		t.Errorf("the reader policy after provision:\n%s", got)
+	}
+	res = rig.mustRun(false, 0)
+	if l := lineFor(res.stdout, alice.name); l != "user="+alice.name+" OK unchanged" {
+		t.Errorf("the hourly run after the rewrite: %q", l)
 	}
 }
 
