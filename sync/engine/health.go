@@ -20,7 +20,15 @@ type healthMemory struct {
 	mu       sync.Mutex
 	setupEnd time.Time // the setup token's end, from the last document read
 	refused  string    // the refusal last reported (reported once)
+	// policy is what the last look at the token's policy found, at policyAt.
+	policy   store.PolicyState
+	policyAt time.Time
 }
+
+// policyLookEvery is how often health asks Vault again whether the token's
+// policy is still the old one (provision rewrites it; the answer changes
+// about once in a fleet's life).
+const policyLookEvery = time.Hour
 
 // noteDoc remembers what health needs from a document just read.
 func (h *healthMemory) noteDoc(doc *store.Doc) {
@@ -83,6 +91,9 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	if e.Vault.Place(ctx) == nil {
 		h.Doc, _ = e.Vault.Placement()
 	}
+	if e.tokenPolicy(ctx) == store.PolicyOld {
+		h.Policy = string(store.PolicyOld) // fleet shows it: run provision
+	}
 	err := e.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(e.Cfg.HostID): h.Encode()})
 	msg := ""
 	if err != nil {
@@ -99,4 +110,20 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	default:
 		e.Diag.Warn("cannot write this host's health to Vault", "err", err)
 	}
+}
+
+// tokenPolicy is whether the token still carries the old, escapable policy
+// (asked at most every policyLookEvery; unknown says nothing).
+func (e *Engine) tokenPolicy(ctx context.Context) store.PolicyState {
+	e.health.mu.Lock()
+	state, at := e.health.policy, e.health.policyAt
+	e.health.mu.Unlock()
+	if !at.IsZero() && e.now().Sub(at) < policyLookEvery && e.now().After(at) {
+		return state
+	}
+	state, _ = e.Vault.Policy(ctx)
+	e.health.mu.Lock()
+	e.health.policy, e.health.policyAt = state, e.now()
+	e.health.mu.Unlock()
+	return state
 }

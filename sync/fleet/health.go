@@ -56,6 +56,9 @@ type Health struct {
 	SetupExpires time.Time // the setup token's end (setup-token mode only)
 	Version      string    // the agent's version
 	Doc          string    // DocMain or DocHosts
+	// Policy is "old" when the agent's token still carries the escapable
+	// policy of earlier versions (store.PolicyOld); else left out.
+	Policy string
 }
 
 // Field caps: with them no Health can encode longer than MaxHealthLen.
@@ -89,6 +92,7 @@ func (h Health) Encode() string {
 	unix("setup_expires", h.SetupExpires)
 	str("version", h.Version, maxVersion)
 	str("doc", h.Doc, maxWord)
+	str("policy", h.Policy, maxWord)
 	return strings.Join(parts, ";")
 }
 
@@ -201,7 +205,7 @@ func ParseHealth(s string) (Health, error) {
 		"status_at": &h.StatusAt, "backup_at": &h.BackupAt, "expires_at": &h.ExpiresAt,
 		"deadline": &h.Deadline, "setup_expires": &h.SetupExpires,
 	}
-	strs := map[string]*string{"label": &h.Label, "status": &h.Status, "version": &h.Version, "doc": &h.Doc}
+	strs := map[string]*string{"label": &h.Label, "status": &h.Status, "version": &h.Version, "doc": &h.Doc, "policy": &h.Policy}
 	for _, part := range strings.Split(s, ";") {
 		key, val, ok := strings.Cut(part, "=")
 		key = strings.TrimSpace(key)

@@ -92,9 +92,21 @@ type Report struct {
 	Rows           []ReportRow `json:"rows"`
 }
 
-// SetPolicies puts what CheckPolicies found into the report.
+// SetPolicies puts what CheckPolicies found into the report, with the
+// users whose agents report an old policy in their health (what a reader
+// token, which cannot read policies, learns about the users').
 func (rep *Report) SetPolicies(p Policies) {
-	rep.ReaderPolicy, rep.UserPolicies, rep.OldPolicyUsers = string(p.Reader), string(p.Users), p.OldUsers
+	old := slices.Clone(p.OldUsers)
+	for _, r := range rep.Rows {
+		if r.Policy == string(store.PolicyOld) {
+			old = append(old, r.User)
+		}
+	}
+	slices.Sort(old)
+	rep.ReaderPolicy, rep.UserPolicies, rep.OldPolicyUsers = string(p.Reader), string(p.Users), slices.Compact(old)
+	if len(rep.OldPolicyUsers) > 0 {
+		rep.UserPolicies = string(store.PolicyOld)
+	}
 }
 
 // ReportRow is one row of the report; unknown values are left out.
@@ -112,6 +124,7 @@ type ReportRow struct {
 	DueAt        *time.Time `json:"due_at,omitempty"`
 	AgentVersion string     `json:"agent_version,omitempty"`
 	Doc          string     `json:"doc,omitempty"`
+	Policy       string     `json:"policy,omitempty"`
 	Note         string     `json:"note,omitempty"`
 	Alert        bool       `json:"alert"`
 }
@@ -128,7 +141,7 @@ func NewReport(rows []Row, now time.Time, withinDays int) Report {
 		// Whatever the reader did, nothing printed from Vault carries a
 		// control character or fakes a column.
 		r.User, r.HostID, r.Label = CleanField(r.User), CleanField(r.HostID), CleanField(r.Label)
-		r.Status, r.Version, r.Doc = CleanField(r.Status), CleanField(r.Version), CleanField(r.Doc)
+		r.Status, r.Version, r.Doc, r.Policy = CleanField(r.Status), CleanField(r.Version), CleanField(r.Doc), CleanField(r.Policy)
 		users[r.User] = true
 		if r.HostID != "" {
 			rep.Hosts++
@@ -136,7 +149,7 @@ func NewReport(rows []Row, now time.Time, withinDays int) Report {
 		rep.Counts[r.Status]++
 		rr := ReportRow{User: r.User, HostID: r.HostID, HostLabel: r.Label, Owner: r.Owner, Status: r.Status,
 			StatusAt: ptr(r.StatusAt), BackupAt: ptr(r.BackupAt), ExpiresAt: ptr(r.ExpiresAt), Deadline: ptr(r.Deadline),
-			SetupExpires: ptr(r.SetupExpires), DueAt: ptr(r.DueAt()), AgentVersion: r.Version, Doc: r.Doc, Note: r.Note,
+			SetupExpires: ptr(r.SetupExpires), DueAt: ptr(r.DueAt()), AgentVersion: r.Version, Doc: r.Doc, Policy: r.Policy, Note: r.Note,
 			Alert: r.Alert(now, within)}
 		if rr.Alert {
 			rep.Alerts++

@@ -196,3 +196,21 @@ func TestReportCleansHostileMetadata(t *testing.T) {
 		t.Errorf("CleanField(spaces) = %q; want %q", got, "gpu_box_3")
 	}
 }
+
+// TestReportOldPolicies: users whose agents report policy=old, and those an
+// admin's token found old, are named once each; nothing known is unknown.
+func TestReportOldPolicies(t *testing.T) {
+	h, err := ParseHealth(Health{Status: "OK", Policy: "old"}.Encode())
+	if err != nil || h.Policy != "old" {
+		t.Fatalf("policy=old round trip: %+v, %v", h, err)
+	}
+	rows := []Row{{User: "bob", HostID: "h1", Health: h}, {User: "bob", HostID: "h2", Health: h}, {User: "carol", HostID: "h1", Health: Health{Status: "OK"}}}
+	rep := NewReport(rows, now, 7)
+	if rep.ReaderPolicy != "unknown" || rep.UserPolicies != "unknown" || rep.OldPolicyUsers != nil {
+		t.Errorf("before any check: %q %q %v", rep.ReaderPolicy, rep.UserPolicies, rep.OldPolicyUsers)
+	}
+	rep.SetPolicies(Policies{Reader: "current", Users: "unknown", OldUsers: []string{"alice"}})
+	if rep.UserPolicies != "old" || strings.Join(rep.OldPolicyUsers, ",") != "alice,bob" || rep.ReaderPolicy != "current" {
+		t.Errorf("SetPolicies: %q %v %q", rep.UserPolicies, rep.OldPolicyUsers, rep.ReaderPolicy)
+	}
+}
