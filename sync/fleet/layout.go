@@ -10,6 +10,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
 // DefaultPath is the agents' default CLAUDE_AUTH_VAULT_PATH.
@@ -40,6 +41,15 @@ func SplitPath(path, mount string) (string, string, error) {
 	if !ok || (base != "" && !strings.HasSuffix(rest, "/{user}")) || strings.Contains(base, "{user}") ||
 		strings.Contains("/"+base+"/", "/../") || strings.HasPrefix(base+"/", "data/") || strings.HasPrefix(base+"/", "metadata/") {
 		return "", "", fmt.Errorf("%w: CLAUDE_AUTH_VAULT_PATH=%q: the fleet needs {user} as the last segment of a plain KV path, e.g. %s", config.ErrConfig, path, DefaultPath)
+	}
+	// Every segment goes into the paths fleet reads and the reader policy.
+	if err := store.CheckPath("the Vault mount", mount); err != nil {
+		return "", "", fmt.Errorf("%w: %v", config.ErrConfig, err)
+	}
+	if base != "" {
+		if err := store.CheckPath("CLAUDE_AUTH_VAULT_PATH", base); err != nil {
+			return "", "", fmt.Errorf("%w: %v", config.ErrConfig, err)
+		}
 	}
 	return mount, base, nil
 }

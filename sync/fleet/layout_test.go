@@ -30,6 +30,10 @@ func TestSplitPath(t *testing.T) {
 		{"secret", "", "", "", true},
 		{"secret/data/claude/{user}", "", "", "", true}, // the API path, not the KV path
 		{"secret/a/../b/{user}", "", "", "", true},
+		{"secret/a//b/{user}", "", "", "", true},
+		{"secret/a/%2e%2e/{user}", "", "", "", true},
+		{"secret/a/*/{user}", "", "", "", true},
+		{"secret/a/./{user}", "", "", "", true},
 	} {
 		m, b, err := SplitPath(tc.path, tc.mount)
 		if (err != nil) != tc.wantErr || m != tc.wantMount || b != tc.wantBase {
