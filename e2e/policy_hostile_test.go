@@ -729,3 +729,54 @@ func TestStatusSaysPolicyIsOld(t *testing.T) {
 		t.Errorf("status when Vault refuses capabilities-self: %q; want unknown", got)
 	}
 }
+
+// TestFleetSaysPolicyIsOld: an agent's pass with a token of the old policy
+// says policy=old in its health, and `fleet` names the user in a WARN line
+// and in old_policy_users; users with the current policy are not named.
+func TestFleetSaysPolicyIsOld(t *testing.T) {
+	w, fresh := newWorld(t), newWorld(t)
+	name := store.PolicyFor(w.name)
+	if err := vsrv.Root().Sys().PutPolicy(name, fmt.Sprintf(oldUserPolicy, w.user.Path)); err != nil {
+		t.Fatal(err)
+	}
+	old := mintLikeProvision(t, store.DisplayNameFor(w.name), false, name)
+	w.mu.Lock()
+	w.secrets = append(w.secrets, old)
+	w.mu.Unlock()
+	if err := os.WriteFile(w.user.TokenFile, []byte(old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*world{w, fresh} {
+		x.login()
+		x.mustCode(x.run(nil, "sync"), 0, "sync")
+	}
+	md, err := vsrv.Root().KVv2("secret").GetMetadata(context.Background(), w.user.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyInHealth := false
+	for k, v := range md.CustomMetadata {
+		if strings.HasPrefix(k, "host.") && strings.Contains(fmt.Sprint(v), ";policy=old") {
+			policyInHealth = true
+		}
+	}
+	if !policyInHealth {
+		t.Errorf("the pass with the old policy did not say policy=old in its health: %v", md.CustomMetadata)
+	}
+	env := []string{"VAULT_TOKEN=" + vsrv.RootTokenValue()}
+	res := w.run(env, "fleet", "--json", "--within", "0")
+	var rep struct {
+		UserPolicies   string   `json:"user_policies"`
+		OldPolicyUsers []string `json:"old_policy_users"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+		t.Fatalf("fleet --json: %v\n%s\n%s", err, res.stdout, res.stderr)
+	}
+	if rep.UserPolicies != "old" || !slices.Contains(rep.OldPolicyUsers, w.name) || slices.Contains(rep.OldPolicyUsers, fresh.name) {
+		t.Errorf("fleet --json: user_policies %q, old_policy_users %v; want old, naming %s and not %s", rep.UserPolicies, rep.OldPolicyUsers, w.name, fresh.name)
+	}
+	text := w.run(env, "fleet", "--within", "0")
+	if first, _, _ := strings.Cut(text.stdout, "\n"); !strings.HasPrefix(first, "WARN the policy of") || !strings.Contains(first, w.name) || !strings.Contains(first, "run `claude-auth-sync provision`") {
+		t.Errorf("fleet's first line: %q", first)
+	}
+}

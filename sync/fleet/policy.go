@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 
 	vault "github.com/hashicorp/vault/api"
 
@@ -81,16 +82,19 @@ func (r *Reader) CheckPolicies(ctx context.Context, tokenPolicies, users []strin
 	return out
 }
 
-// comparePolicy reads policy name and compares it with want: ok is false
-// when it cannot be read (refused, unreachable); a missing policy is
-// current (nothing old to rewrite).
+// comparePolicy reads policy name and compares it with want: old is a text
+// that differs and holds a glob rule (what earlier versions wrote; any glob
+// is escapable with dot segments); a text that differs without one is not
+// called old (provision rewrites it all the same). ok is false when it
+// cannot be read (refused, unreachable); a missing policy is current
+// (nothing old to rewrite).
 func (r *Reader) comparePolicy(ctx context.Context, name, want string) (store.PolicyState, bool) {
 	have, err := r.Client.Sys().GetPolicyWithContext(ctx, name)
 	switch {
 	case err != nil:
 		return store.PolicyUnknown, false
-	case have == "" || have == want:
-		return store.PolicyCurrent, true
+	case have != want && strings.Contains(have, `*"`):
+		return store.PolicyOld, true
 	}
-	return store.PolicyOld, true
+	return store.PolicyCurrent, true
 }
