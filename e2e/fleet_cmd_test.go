@@ -720,3 +720,53 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestFleetReaderPolicyOld: the reader token under the reader policy of an
+// earlier version (its glob; the token has no default policy, so Vault
+// refuses it capabilities-self and fleet reads the probe path instead):
+// fleet says so, the hourly provision (no admin token) says the policy needs
+// rewriting, and the run with an admin token rewrites it.
+func TestFleetReaderPolicyOld(t *testing.T) {
+	base := fleetBase(t)
+	rig, readerFile := newFleetRig(t, base)
+	u := newOSUser(t, "cas-f-")
+	rig.writeRoster("users:\n  " + u.name + ": {}\n")
+	rig.mustRun(true, 0, "--fleet-reader-token", readerFile)
+	b, _ := os.ReadFile(readerFile)
+	rig.secrets = append(rig.secrets, strings.TrimSpace(string(b)))
+	readerPolicy := func() string {
+		t.Helper()
+		var rep struct {
+			ReaderPolicy string `json:"reader_policy"`
+		}
+		res := mustFleet(t, rig, 0, nil, "--json", "--token-file", readerFile)
+		if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
+			t.Fatalf("fleet --json: %v\n%s", err, res.stdout)
+		}
+		return rep.ReaderPolicy
+	}
+	if got := readerPolicy(); got != "current" {
+		t.Errorf("fleet with the current reader policy: reader_policy %q", got)
+	}
+	if err := vsrv.Root().Sys().PutPolicy(fleet.ReaderPolicy, fmt.Sprintf(oldReaderPolicy, base)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readerPolicy(); got != "old" {
+		t.Errorf("fleet with the old reader policy: reader_policy %q; want old", got)
+	}
+	text := mustFleet(t, rig, 0, nil, "--token-file", readerFile)
+	if first, _, _ := strings.Cut(text.stdout, "\n"); !strings.HasPrefix(first, "WARN policy "+fleet.ReaderPolicy+" is the old one") {
+		t.Errorf("fleet's first line with the old reader policy: %q", first)
+	}
+	res := rig.mustRun(false, 0, "--fleet-reader-token", readerFile)
+	if l := regexp.MustCompile(`(?m)^fleet-reader .*$`).FindString(res.stdout); !strings.Contains(l, "fleet-reader WARN needs an admin token") || !strings.Contains(l, "a rewrite of policy "+fleet.ReaderPolicy) {
+		t.Errorf("the hourly run over the old reader policy: %q", l)
+	}
+	res = rig.mustRun(true, 0, "--fleet-reader-token", readerFile)
+	if l := regexp.MustCompile(`(?m)^fleet-reader .*$`).FindString(res.stdout); !strings.HasPrefix(l, "fleet-reader OK rewrote policy "+fleet.ReaderPolicy) {
+		t.Errorf("provision over the old reader policy: %q", l)
+	}
+	if got := readerPolicy(); got != "current" {
+		t.Errorf("fleet after provision: reader_policy %q; want current", got)
+	}
+}
