@@ -83,11 +83,6 @@ type rawAnswer struct {
 // that did nothing, and where it points is a request of its own.
 func sendRaw(t *testing.T, token string, req rawRequest) rawAnswer {
 	t.Helper()
-	return sendRawOnce(t, token, req)
-}
-
-func sendRawOnce(t *testing.T, token string, req rawRequest) rawAnswer {
-	t.Helper()
 	host := strings.TrimPrefix(vsrv.Addr, "http://")
 	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
 	if err != nil {
@@ -387,7 +382,7 @@ func treeSnapshot(t *testing.T, prefixes ...string) map[string]string {
 	out := map[string]string{}
 	var walk func(dir string)
 	walk = func(dir string) {
-		ans := sendRawOnce(t, root, rawRequest{"LIST", "secret/metadata/" + dir, ""})
+		ans := sendRaw(t, root, rawRequest{"LIST", "secret/metadata/" + dir, ""})
 		if ans.status == 404 {
 			return
 		}
@@ -404,7 +399,7 @@ func treeSnapshot(t *testing.T, prefixes ...string) map[string]string {
 				continue
 			}
 			for _, kind := range []string{"data", "metadata"} {
-				a := sendRawOnce(t, root, rawRequest{"GET", "secret/" + kind + "/" + dir + k, ""})
+				a := sendRaw(t, root, rawRequest{"GET", "secret/" + kind + "/" + dir + k, ""})
 				var d struct{ Data json.RawMessage }
 				_ = json.Unmarshal(a.body, &d)
 				out[kind+" "+dir+k] = fmt.Sprintf("%d %s", a.status, d.Data)
