@@ -302,13 +302,13 @@ func TestCheckSegment(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", ".", "..", "a/b", "../v", "%2e%2e", "a%2fb", "+", "*", "a*", "a b", "a\tb", "a\nb", "a\x1b[31m", "a\x7f", "a\u0085", "a\\b", "a#b", "a?b"} {
-		if err := CheckSegment("user", bad); !errors.Is(err, ErrMisconfigured) {
-			t.Errorf("CheckSegment(%q) = %v; want ErrMisconfigured", bad, err)
+		if err := CheckSegment("user", bad); !errors.Is(err, ErrPathSegment) {
+			t.Errorf("CheckSegment(%q) = %v; want ErrPathSegment", bad, err)
 		}
 	}
 	for _, bad := range []string{"workstation//claude-users", "workstation/./x", "workstation/../x", "/x", "x/"} {
-		if err := CheckPath("path", bad); !errors.Is(err, ErrMisconfigured) {
-			t.Errorf("CheckPath(%q) = %v; want ErrMisconfigured", bad, err)
+		if err := CheckPath("path", bad); !errors.Is(err, ErrPathSegment) {
+			t.Errorf("CheckPath(%q) = %v; want ErrPathSegment", bad, err)
 		}
 	}
 	if _, err := NewVault(VaultConfig{Address: "http://127.0.0.1:1", Mount: "secret", Path: "workstation/claude-users/alice", HostID: "..", User: "alice"}); !errors.Is(err, ErrMisconfigured) {

@@ -82,15 +82,15 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 	// other paths, fleet's, has neither).
 	if cfg.Mount != "" || cfg.Path != "" {
 		if err := CheckPath("the Vault mount", cfg.Mount); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", ErrMisconfigured, err)
 		}
 		if err := CheckPath("the Vault path", cfg.Path); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", ErrMisconfigured, err)
 		}
 	}
 	if cfg.HostID != "" {
 		if err := CheckSegment("host id (CLAUDE_AUTH_HOST_ID)", cfg.HostID); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %v", ErrMisconfigured, err)
 		}
 	}
 	vc := vault.DefaultConfig()
@@ -746,13 +746,13 @@ path "auth/token/renew-self" {
 path "sys/capabilities-self" {
   capabilities = ["update"]
 }
-`, mount, path, DenyDotSegments(mount+"/data/"+path+"/hosts/", mount+"/metadata/"+path+"/hosts/"))
+`, mount, path, denyDotSegments(mount+"/data/"+path+"/hosts/", mount+"/metadata/"+path+"/hosts/"))
 }
 
-// DenyDotSegments is the HCL that denies "." and ".." (and the empty
+// denyDotSegments is the HCL that denies "." and ".." (and the empty
 // segment a trailing "/" makes) right after each prefix: where a policy has
 // a "+", which matches them too.
-func DenyDotSegments(prefixes ...string) string {
+func denyDotSegments(prefixes ...string) string {
 	var b strings.Builder
 	for _, p := range prefixes {
 		for _, seg := range []string{"", ".", ".."} {
@@ -811,15 +811,18 @@ func (v *Vault) Policy(ctx context.Context) (PolicyState, error) {
 func CheckSegment(what, name string) error {
 	switch name {
 	case "", ".", "..":
-		return fmt.Errorf("%w: %s %q is not a usable Vault path segment: want a name that is not empty, \".\" or \"..\"", ErrMisconfigured, what, name)
+		return fmt.Errorf("%s %q is %w: want a name that is not empty, \".\" or \"..\"", what, name, ErrPathSegment)
 	}
 	for _, r := range name {
 		if r < 0x21 || r == 0x7f || (r >= 0x80 && r < 0xa0) || strings.ContainsRune("/%+*\\#?", r) {
-			return fmt.Errorf("%w: %s %q is not a usable Vault path segment: it may not hold '/', '%%', '+', '*', '\\', '#', '?', a space or a control character", ErrMisconfigured, what, name)
+			return fmt.Errorf("%s %q is %w: it may not hold '/', '%%', '+', '*', '\\', '#', '?', a space or a control character", what, name, ErrPathSegment)
 		}
 	}
 	return nil
 }
+
+// ErrPathSegment marks a name CheckSegment refused.
+var ErrPathSegment = errors.New("not a usable Vault path segment")
 
 // CheckPath refuses a Vault path (inside a mount, or a mount itself) whose
 // segments are not each a safe one (CheckSegment): no "//", no dot segments.
