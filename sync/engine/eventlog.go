@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 )
 
 // Status is the word the fleet's alerting matches on.
