@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 )
 
 // TestUserFlagActsAsAccount: root's `--user NAME` (or CLAUDE_AUTH_USER) works
@@ -19,47 +21,9 @@ import (
 // it makes owned by NAME. Anyone else naming another user, and anyone naming
 // an unknown user, gets a configuration error (78).
 func TestUserFlagActsAsAccount(t *testing.T) {
-	ou := newOSUser(t, "casu")
+	w, ou, rootHome, rootLogin, userLogin := newActForWorld(t, "casu")
 	name, uid, gid := ou.name, ou.uid, ou.gid
 	u := &user.User{HomeDir: ou.home}
-	var err error
-	binDirPublic.Do(func() { os.Chmod(filepath.Dir(binDir), 0o711) })
-
-	w := newWorld(t)
-	// root's own home holds root's own login: it must never be the one used.
-	rootHome := w.home
-	rootLogin := w.login()
-
-	// The user's world: a Vault token for its real name, its login, all its own.
-	w.home, w.name = u.HomeDir, name
-	w.creds = filepath.Join(u.HomeDir, ".claude", ".credentials.json")
-	w.state = filepath.Join(u.HomeDir, ".local", "state", "claude-auth-sync")
-	tokenFile := filepath.Join(u.HomeDir, ".config", "claude-auth-sync", "vault-token")
-	if w.user, err = w.srv.Provision(context.Background(), name, tokenFile); err != nil {
-		t.Fatal(err)
-	}
-	w.secrets = append(w.secrets, w.user.Token)
-	userLogin := w.login()
-	for _, p := range []string{filepath.Join(u.HomeDir, ".config"), filepath.Join(u.HomeDir, ".claude")} {
-		if err := filepath.Walk(p, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, uid, gid)
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// Root's environment: its own HOME and paths; the journal socket is root's.
-	var env []string
-	for _, kv := range w.env {
-		if !strings.HasPrefix(kv, "CLAUDE_AUTH_USER=") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "CLAUDE_AUTH_JOURNAL_SOCKET=") {
-			env = append(env, kv)
-		}
-	}
-	w.env = append(env, "HOME="+rootHome, "XDG_STATE_HOME="+filepath.Join(rootHome, "xdg-state"),
-		"CLAUDE_AUTH_JOURNAL_SOCKET=off", "CAS_TEST_REAL_USERS=1")
 
 	st := w.run(nil, "status", "--json", "--user", name)
 	w.mustCode(st, 0, "status --user as root")
@@ -150,4 +114,52 @@ func TestUserFlagActsAsAccount(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want 78 and %q", tc.what, r.code, r.stderr, tc.want)
 		}
 	}
+}
+
+// newActForWorld is a world whose user is a real OS account (a real home,
+// NSS knows it) that root acts for: the account's Vault token and login in
+// its home, owned by it; w.env is root's environment (root's own HOME and
+// XDG_STATE_HOME, no CLAUDE_AUTH_USER); rootHome holds root's own login.
+func newActForWorld(t *testing.T, prefix string) (w *world, ou osUser, rootHome string, rootLogin, userLogin fakeanthropic.Login) {
+	t.Helper()
+	ou = newOSUser(t, prefix)
+	binDirPublic.Do(func() { os.Chmod(filepath.Dir(binDir), 0o711) })
+
+	w = newWorld(t)
+	// root's own home holds root's own login: it must never be the one used.
+	rootHome = w.home
+	rootLogin = w.login()
+
+	// The user's world: a Vault token for its real name, its login, all its own.
+	w.home, w.name = ou.home, ou.name
+	w.creds = filepath.Join(ou.home, ".claude", ".credentials.json")
+	w.state = filepath.Join(ou.home, ".local", "state", "claude-auth-sync")
+	tokenFile := filepath.Join(ou.home, ".config", "claude-auth-sync", "vault-token")
+	var err error
+	if w.user, err = w.srv.Provision(context.Background(), ou.name, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	w.secrets = append(w.secrets, w.user.Token)
+	userLogin = w.login()
+	for _, p := range []string{filepath.Join(ou.home, ".config"), filepath.Join(ou.home, ".claude")} {
+		if err := filepath.Walk(p, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, ou.uid, ou.gid)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Root's environment: its own HOME and paths; the journal socket is root's.
+	var env []string
+	for _, kv := range w.env {
+		if !strings.HasPrefix(kv, "CLAUDE_AUTH_USER=") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "CLAUDE_AUTH_JOURNAL_SOCKET=") {
+			env = append(env, kv)
+		}
+	}
+	w.env = append(env, "HOME="+rootHome, "XDG_STATE_HOME="+filepath.Join(rootHome, "xdg-state"),
+		"CLAUDE_AUTH_JOURNAL_SOCKET=off", "CAS_TEST_REAL_USERS=1")
+	return w, ou, rootHome, rootLogin, userLogin
 }

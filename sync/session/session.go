@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"syscall"
 
@@ -87,7 +88,11 @@ var ErrTerminal = errors.New("cannot let go of the controlling terminal")
 func DetachTerminal() error {
 	if _, err := unix.Setsid(); err != nil {
 		if tty, err := os.OpenFile("/dev/tty", os.O_RDWR|syscall.O_NOCTTY, 0); err == nil {
+			// A session leader letting go hangs its foreground group up,
+			// which may be this process: not a reason to die.
+			signal.Ignore(syscall.SIGHUP)
 			_ = unix.IoctlSetInt(int(tty.Fd()), unix.TIOCNOTTY, 0)
+			signal.Reset(syscall.SIGHUP)
 			tty.Close()
 		}
 	}
