@@ -5,6 +5,12 @@
 // and trace its parent, and writes what it had (its environment, its open
 // descriptors, its terminal) to $HOME/hostile-<mode>-<pid>.json. Then it
 // prints escape sequences and control characters where root would see them.
+
+// The Go runtime would keep the cgroup's CPU limit files open to follow
+// them, descriptors of its own that the report must not mistake for
+// inherited ones.
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
 package main
 
 import (
@@ -73,6 +79,8 @@ func main() {
 		r.Parent["ptrace"] = errno(err)
 	} else {
 		r.Parent["ptrace"] = "attached"
+		var ws unix.WaitStatus
+		unix.Wait4(ppid, &ws, unix.WALL, nil) // its stop, then let it go
 		unix.PtraceDetach(ppid)
 	}
 	b, _ := json.Marshal(r)
