@@ -1,3 +1,9 @@
+// The Go runtime would keep the cgroup's CPU limit files open to follow
+// them: descriptors of its own that the report must not take for inherited.
+
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+
 // Command hostile-claude is a local user's hostile `claude`, for the tests of
 // root acting for that user (--user): whatever root starts it as (the
 // check, `claude --version`, exec's command), it tries to type into root's
@@ -5,12 +11,6 @@
 // and trace its parent, and writes what it had (its environment, its open
 // descriptors, its terminal) to $HOME/hostile-<mode>-<pid>.json. Then it
 // prints escape sequences and control characters where root would see them.
-
-// The Go runtime would keep the cgroup's CPU limit files open to follow
-// them, descriptors of its own that the report must not mistake for
-// inherited ones.
-//go:debug containermaxprocs=0
-//go:debug updatemaxprocs=0
 package main
 
 import (
