@@ -255,6 +255,26 @@ func assertPrintable(t *testing.T, what, out string) {
 	}
 }
 
+// onRootsTerminal runs the binary as root on a new pseudo-terminal (its
+// stdin, stdout, stderr and controlling terminal), leak left open as fd 3:
+// nothing may be typed into the terminal, nor anything printed that drives
+// it. It returns the exit code and what the terminal showed.
+func onRootsTerminal(t *testing.T, w *world, env []string, leak *os.File, args ...string) (int, string) {
+	t.Helper()
+	p := openTestPTY(t)
+	code, _ := w.runOnPTY(p, env, true, []*os.File{leak}, args...)
+	injected := p.typedIn()
+	out := p.printed()
+	w.mu.Lock()
+	w.outputs = append(w.outputs, out)
+	w.mu.Unlock()
+	if injected != "" {
+		t.Errorf("%s: typed into root's terminal: %q", args[0], injected)
+	}
+	assertPrintable(t, args[0], out)
+	return code, out
+}
+
 func TestHostileUserCodeUnderRoot(t *testing.T) {
 	w, victim, _, _, _ := newActForWorld(t, "cash")
 	// The user's own claude, where the native installer puts it; root's
@@ -318,20 +338,10 @@ func TestHostileUserCodeUnderRoot(t *testing.T) {
 	})
 
 	t.Run("status --user on root's terminal", func(t *testing.T) {
-		p := openTestPTY(t)
-		code, _ := w.runOnPTY(p, env, true, []*os.File{leak}, "status", "--user", victim.name)
-		injected := p.typedIn()
-		out := p.printed()
-		w.mu.Lock()
-		w.outputs = append(w.outputs, out)
-		w.mu.Unlock()
+		code, out := onRootsTerminal(t, w, env, leak, "status", "--user", victim.name)
 		if code != 0 {
 			t.Errorf("status --user: exit %d; want 0\n%s", code, out)
 		}
-		if injected != "" {
-			t.Errorf("typed into root's terminal: %q", injected)
-		}
-		assertPrintable(t, "status --user", out)
 		if !strings.Contains(out, "2.1.332 (Claude Code) RED") || !strings.Contains(out, "HOSTILE-VERSION") {
 			t.Errorf("status does not show the user's claude version, made printable:\n%s", out)
 		}
@@ -343,21 +353,11 @@ func TestHostileUserCodeUnderRoot(t *testing.T) {
 	})
 
 	t.Run("sync --user on root's terminal", func(t *testing.T) {
-		p := openTestPTY(t)
-		code, _ := w.runOnPTY(p, env, true, []*os.File{leak}, "sync", "--user", victim.name)
-		injected := p.typedIn()
-		out := p.printed()
-		w.mu.Lock()
-		w.outputs = append(w.outputs, out)
-		w.mu.Unlock()
+		code, out := onRootsTerminal(t, w, env, leak, "sync", "--user", victim.name)
 		// The check's claude failed with a 529: transient, a WARN, exit 75.
 		if code != 75 {
 			t.Errorf("sync --user: exit %d; want 75 (the check's 529 is transient)\n%s", code, out)
 		}
-		if injected != "" {
-			t.Errorf("typed into root's terminal: %q", injected)
-		}
-		assertPrintable(t, "sync --user", out)
 		if !strings.Contains(out, "HOSTILE-ERROR") {
 			t.Errorf("the check's error text is not shown:\n%s", out)
 		}
