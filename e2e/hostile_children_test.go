@@ -375,6 +375,34 @@ func TestHostileUserCodeUnderRoot(t *testing.T) {
 		}
 	})
 
+	t.Run("the user's links are followed as the user", func(t *testing.T) {
+		// ~/.claude made a link into a directory only root may enter: root
+		// resolving it would work on (and name) root's directory.
+		hidden := filepath.Join(t.TempDir(), "root-only")
+		os.MkdirAll(filepath.Join(hidden, "claude"), 0o700)
+		dot := filepath.Join(victim.home, ".claude")
+		moved := dot + ".moved"
+		if err := os.Rename(dot, moved); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { os.Remove(dot); os.Rename(moved, dot) }()
+		if err := os.Symlink(filepath.Join(hidden, "claude"), dot); err != nil {
+			t.Fatal(err)
+		}
+		os.Lchown(dot, victim.uid, victim.gid)
+		r := w.runWith(nil, func(c *exec.Cmd) { c.Env = env }, 2*time.Minute, "status", "--json", "--user", victim.name)
+		var rep struct {
+			CredentialsFile string `json:"credentials_file"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			t.Fatalf("status --json: %v\n%s%s", err, r.stdout, r.stderr)
+		}
+		if want := filepath.Join(dot, ".credentials.json"); rep.CredentialsFile != want {
+			t.Errorf("credentials file %s; want %s (the link the user cannot follow, left as it is)", rep.CredentialsFile, want)
+		}
+		hostileReports(t, victim.home, "version")
+	})
+
 	t.Run("exec --user on root's terminal is refused", func(t *testing.T) {
 		p := openTestPTY(t)
 		code, _ := w.runOnPTY(p, env, true, nil, "exec", "--user", victim.name, "--", filepath.Join(bin, "claude"))
