@@ -17,6 +17,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
@@ -175,7 +176,7 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 	terminal := isFile && isTerminal(f)
 	journal := isFile && isJournalStream(f)
 	if !journal {
-		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+		fmt.Fprintf(stderr, "claude-auth-sync: %s\n", printable.String(err.Error()))
 	}
 	if terminal {
 		return
