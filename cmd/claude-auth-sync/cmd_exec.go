@@ -91,19 +91,22 @@ func runExec(fs *flagSet, c *commonFlags, wait *time.Duration, args []string, st
 	}
 	env := os.Environ()
 	if code == 0 && eng.Cfg.ActFor != nil {
-		// Now the user: the command is looked up with the user's rights,
-		// and it gets no terminal and only the allow-listed environment.
+		// Now the user: the command gets no terminal and only the
+		// allow-listed environment.
 		if err := session.DetachTerminal(); err != nil {
 			fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
 			fmt.Fprint(stderr, execTerminalRefusal(c, cmdArgs))
 			return exitUsage
 		}
+		env = eng.Cfg.ChildEnviron()
+	}
+	if path == "" {
+		// For another user: looked up with the user's rights, not root's.
 		var err error
 		if path, err = exec.LookPath(cmdArgs[0]); err != nil {
 			fmt.Fprintf(stderr, "claude-auth-sync exec: %s\n", printable.String(err.Error()))
 			return 127
 		}
-		env = eng.Cfg.ChildEnviron()
 	}
 	if code == 0 {
 		env = prepareExec(eng, *wait, env)
