@@ -117,7 +117,7 @@ faults: vault
 # `go test` replays it from then on.
 FUZZTIME ?= 15s
 FUZZ_TARGETS := ./sync/credentials:FuzzParseMerge ./sync/store:FuzzDocDecode ./sync/provision:FuzzRoster \
-	./sync/oauth:FuzzParseToken ./sync/oauth:FuzzRefreshResponse
+	./sync/oauth:FuzzParseToken ./sync/oauth:FuzzRefreshResponse ./sync/printable:FuzzString
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \

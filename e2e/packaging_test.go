@@ -497,11 +497,13 @@ func checkUnitText(t *testing.T, root string) {
 			continue
 		}
 		sc := bufio.NewScanner(f)
+		noCore := false
 		for n := 1; sc.Scan(); n++ {
 			l := strings.TrimSpace(sc.Text())
 			if l == "" || strings.HasPrefix(l, "#") {
 				continue
 			}
+			noCore = noCore || l == "LimitCORE=0"
 			if system && strings.Contains(l, "%h") {
 				t.Errorf("%s:%d: %%h in a system unit is root's home: %s", u, n, l)
 			}
@@ -520,6 +522,11 @@ func checkUnitText(t *testing.T, root string) {
 			}
 		}
 		f.Close()
+		// Every service holds a secret in memory (a login, a Vault token,
+		// provision's admin token): a core dump would write it to disk.
+		if strings.HasSuffix(u, ".service") && !noCore {
+			t.Errorf("%s: no LimitCORE=0; a core dump would hold its secrets", u)
+		}
 	}
 }
 

@@ -130,6 +130,11 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 					t.Errorf("%s: /proc/%s/status lacks %q", c.who, pid, want)
 				}
 			}
+			// LimitCORE=0: a crash leaves no core holding the login.
+			limits, _ := os.ReadFile("/proc/" + pid + "/limits")
+			if !regexp.MustCompile(`(?m)^Max core file size\s+0\s+0\s`).Match(limits) {
+				t.Errorf("%s: core dumps not off:\n%s", c.who, limits)
+			}
 			mounts, _ := os.ReadFile("/proc/" + pid + "/mountinfo")
 			var rootRO, homeRW bool
 			for _, l := range strings.Split(string(mounts), "\n") {

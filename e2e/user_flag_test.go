@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,9 +9,15 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
 // TestUserFlagActsAsAccount: root's `--user NAME` (or CLAUDE_AUTH_USER) works
@@ -19,47 +26,9 @@ import (
 // it makes owned by NAME. Anyone else naming another user, and anyone naming
 // an unknown user, gets a configuration error (78).
 func TestUserFlagActsAsAccount(t *testing.T) {
-	ou := newOSUser(t, "casu")
+	w, ou, rootHome, rootLogin, userLogin := newActForWorld(t, "casu")
 	name, uid, gid := ou.name, ou.uid, ou.gid
 	u := &user.User{HomeDir: ou.home}
-	var err error
-	binDirPublic.Do(func() { os.Chmod(filepath.Dir(binDir), 0o711) })
-
-	w := newWorld(t)
-	// root's own home holds root's own login: it must never be the one used.
-	rootHome := w.home
-	rootLogin := w.login()
-
-	// The user's world: a Vault token for its real name, its login, all its own.
-	w.home, w.name = u.HomeDir, name
-	w.creds = filepath.Join(u.HomeDir, ".claude", ".credentials.json")
-	w.state = filepath.Join(u.HomeDir, ".local", "state", "claude-auth-sync")
-	tokenFile := filepath.Join(u.HomeDir, ".config", "claude-auth-sync", "vault-token")
-	if w.user, err = w.srv.Provision(context.Background(), name, tokenFile); err != nil {
-		t.Fatal(err)
-	}
-	w.secrets = append(w.secrets, w.user.Token)
-	userLogin := w.login()
-	for _, p := range []string{filepath.Join(u.HomeDir, ".config"), filepath.Join(u.HomeDir, ".claude")} {
-		if err := filepath.Walk(p, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, uid, gid)
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// Root's environment: its own HOME and paths; the journal socket is root's.
-	var env []string
-	for _, kv := range w.env {
-		if !strings.HasPrefix(kv, "CLAUDE_AUTH_USER=") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "CLAUDE_AUTH_JOURNAL_SOCKET=") {
-			env = append(env, kv)
-		}
-	}
-	w.env = append(env, "HOME="+rootHome, "XDG_STATE_HOME="+filepath.Join(rootHome, "xdg-state"),
-		"CLAUDE_AUTH_JOURNAL_SOCKET=off", "CAS_TEST_REAL_USERS=1")
 
 	st := w.run(nil, "status", "--json", "--user", name)
 	w.mustCode(st, 0, "status --user as root")
@@ -150,4 +119,166 @@ func TestUserFlagActsAsAccount(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want 78 and %q", tc.what, r.code, r.stderr, tc.want)
 		}
 	}
+}
+
+// newActForWorld is a world whose user is a real OS account (a real home,
+// NSS knows it) that root acts for: the account's Vault token and login in
+// its home, owned by it; w.env is root's environment (root's own HOME and
+// XDG_STATE_HOME, no CLAUDE_AUTH_USER); rootHome holds root's own login.
+func newActForWorld(t *testing.T, prefix string) (w *world, ou osUser, rootHome string, rootLogin, userLogin fakeanthropic.Login) {
+	t.Helper()
+	ou = newOSUser(t, prefix)
+	binDirPublic.Do(func() { os.Chmod(filepath.Dir(binDir), 0o711) })
+
+	w = newWorld(t)
+	// root's own home holds root's own login: it must never be the one used.
+	rootHome = w.home
+	rootLogin = w.login()
+
+	// The user's world: a Vault token for its real name, its login, all its own.
+	w.home, w.name = ou.home, ou.name
+	w.creds = filepath.Join(ou.home, ".claude", ".credentials.json")
+	w.state = filepath.Join(ou.home, ".local", "state", "claude-auth-sync")
+	tokenFile := filepath.Join(ou.home, ".config", "claude-auth-sync", "vault-token")
+	var err error
+	if w.user, err = w.srv.Provision(context.Background(), ou.name, tokenFile); err != nil {
+		t.Fatal(err)
+	}
+	w.secrets = append(w.secrets, w.user.Token)
+	userLogin = w.login()
+	for _, p := range []string{filepath.Join(ou.home, ".config"), filepath.Join(ou.home, ".claude")} {
+		if err := filepath.Walk(p, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, ou.uid, ou.gid)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Root's environment: its own HOME and paths; the journal socket is root's.
+	var env []string
+	for _, kv := range w.env {
+		if !strings.HasPrefix(kv, "CLAUDE_AUTH_USER=") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "CLAUDE_AUTH_JOURNAL_SOCKET=") {
+			env = append(env, kv)
+		}
+	}
+	w.env = append(env, "HOME="+rootHome, "XDG_STATE_HOME="+filepath.Join(rootHome, "xdg-state"),
+		"CLAUDE_AUTH_JOURNAL_SOCKET=off", "CAS_TEST_REAL_USERS=1")
+	return w, ou, rootHome, rootLogin, userLogin
+}
+
+// Root's `run --user`: the agent's token requests run in its refresh child,
+// which is started as the user with the allow-listed environment (root's
+// VAULT_TOKEN and AWS_* stay out) and a session of its own, and still has
+// all it needs: the token endpoint, the user's files, Vault.
+func TestUserFlagAgentRefreshChild(t *testing.T) {
+	w, ou, _, _, _ := newActForWorld(t, "casr")
+	rootSecrets := []string{"hvs.rootAdminInEnvE2ERefreshChild", "awsRootSecretE2ERefreshChild"}
+	w.mu.Lock()
+	w.secrets = append(w.secrets, rootSecrets...)
+	w.mu.Unlock()
+	w.fake.SetExpiresIn(6 * time.Second)
+	w.login()
+	os.Lchown(w.creds, ou.uid, ou.gid)
+	// The child reads the system config again, as the user: a path the user
+	// may look at (root's temp dir is not; /etc/claude-auth-sync/config is).
+	a := w.startAgentProc([]string{"VAULT_TOKEN=" + rootSecrets[0], "AWS_SECRET_ACCESS_KEY=" + rootSecrets[1],
+		"CLAUDE_AUTH_SYSTEM_CONFIG=/nonexistent/cas-config"}, nil, "--user", ou.name)
+	defer func() {
+		if t.Failed() {
+			t.Logf("the agent said:\n%s\nsync.log:\n%s", a.output(), w.syncLog())
+		}
+	}()
+	// Catch the refresh children's environments while they run (root may
+	// read them): a sample, so a child can be missed, never misread.
+	seen := map[string]bool{}
+	var seenMu sync.Mutex
+	stopSampling, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			default:
+			}
+			for _, pid := range processesOf(ou.uid) {
+				cl, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+				env, err := os.ReadFile("/proc/" + pid + "/environ")
+				if err != nil || !bytes.Contains(cl, []byte("refresh\x00--agent-child")) || len(env) == 0 {
+					continue
+				}
+				seenMu.Lock()
+				seen[strings.Join(config.EnvKeys(strings.Split(strings.TrimRight(string(env), "\x00"), "\x00")), ",")] = true
+				for _, sec := range rootSecrets {
+					if bytes.Contains(env, []byte(sec)) {
+						t.Errorf("the refresh child's environment holds one of root's secrets")
+					}
+				}
+				seenMu.Unlock()
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	// Two refreshes done and reported, the newest login in the file and in
+	// Vault.
+	eventually(t, 60*time.Second, "two refreshes by the agent's child, backed up", func() bool {
+		if a.cmd.ProcessState != nil {
+			t.Fatalf("the agent ended:\n%s", a.output())
+		}
+		if strings.Count(w.syncLog(), " OK refreshed the login") < 2 {
+			return false
+		}
+		b, _ := os.ReadFile(w.creds)
+		doc, _ := w.vaultDoc()
+		j, _ := doc["claude_ai_oauth_json"].(string)
+		return j != "" && strings.Contains(string(b), refreshTokenOf(t, j))
+	})
+	a.stop()
+	close(stopSampling)
+	<-sampled
+	seenMu.Lock()
+	for keys := range seen {
+		t.Logf("CHILD-ENV refresh-child: %s", keys)
+	}
+	if len(seen) == 0 {
+		t.Logf("the sampler caught no refresh child while it ran")
+	}
+	seenMu.Unlock()
+	if c := w.fake.Counters(); c.InvalidGrant != 0 {
+		t.Errorf("%d invalid_grant", c.InvalidGrant)
+	}
+	if strings.Contains(a.output(), " FAIL ") {
+		t.Errorf("the agent logged a FAIL:\n%s", a.output())
+	}
+	fi, err := os.Stat(w.creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != ou.uid {
+		t.Errorf("the refreshed credentials file is owned by uid %d; want the user's %d", st.Uid, ou.uid)
+	}
+	t.Logf("%d refreshes through the child as %s", w.fake.Counters().Refreshes, ou.name)
+	// A refresh child outlives the agent's stop until its work is done.
+	eventually(t, 30*time.Second, "the user's processes ended", func() bool { return len(processesOf(ou.uid)) == 0 })
+}
+
+// processesOf lists the pids whose real uid is uid.
+func processesOf(uid int) []string {
+	var pids []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if fs := strings.Fields(l); len(fs) > 1 && fs[0] == "Uid:" && fs[1] == strconv.Itoa(uid) {
+				pids = append(pids, filepath.Base(filepath.Dir(f)))
+			}
+		}
+	}
+	return pids
 }

@@ -4,17 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
 const execHelp = `Usage: claude-auth-sync exec [flags] -- COMMAND [ARG...]
@@ -28,6 +31,17 @@ COMMAND it:
   3. loads the setup-token env file (CLAUDE_CODE_OAUTH_TOKEN) when present.
 Then it replaces itself with COMMAND: same pid, signals and exit status pass
 through. Problems in steps 1-3 are reported on stderr and never stop COMMAND.
+Your own exec keeps your terminal and your whole environment.
+
+Root with --user USER (or CLAUDE_AUTH_USER) runs COMMAND as USER, and never
+with root's terminal: from a terminal (stdin, stdout or stderr) it refuses
+(exit 2) and says how to do it from a session of USER's own (machinectl shell
+USER@, su - USER, runuser --pty). Without one, it lets go of any controlling
+terminal first (COMMAND cannot open /dev/tty) and COMMAND gets only an
+allow-listed environment: PATH, HOME, USER, LOGNAME, LANG, LC_*, TZ, the
+proxies (without credentials) and CA settings, ANTHROPIC_BASE_URL, CLAUDE_*
+and this program's settings; never VAULT_TOKEN, AWS_* or another variable
+named like a secret. No descriptor beyond stdin, stdout and stderr passes.
 `
 
 func execFlags(fs *flagSet) action {
@@ -55,25 +69,74 @@ func runExec(fs *flagSet, c *commonFlags, wait *time.Duration, args []string, st
 		fmt.Fprintln(stderr, "claude-auth-sync exec: no command given (usage: claude-auth-sync exec -- COMMAND [ARG...])")
 		return exitUsage
 	}
-	path, err := exec.LookPath(cmdArgs[0])
-	if err != nil {
-		fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
-		return 127
+	forAnother := rootForAnother(c)
+	if forAnother && onTerminal() {
+		fmt.Fprint(stderr, execTerminalRefusal(c, cmdArgs))
+		return exitUsage
+	}
+	var path string
+	if !forAnother {
+		// The user's own: the command is looked up as it always was, first.
+		var err error
+		if path, err = exec.LookPath(cmdArgs[0]); err != nil {
+			fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
+			return 127
+		}
 	}
 	eng, code := setupQuiet(c, stderr)
-	if code != 0 && rootForAnother(c) {
+	if code != 0 && forAnother {
 		// COMMAND was meant to run as that user: never run it as root instead.
 		fmt.Fprintf(stderr, "claude-auth-sync exec: not running %s as root in place of another user\n", cmdArgs[0])
 		return code
 	}
-	// After setup: acting for another user, the environment is that user's.
 	env := os.Environ()
+	if code == 0 && eng.Cfg.ActFor != nil {
+		// Now the user: the command gets no terminal and only the
+		// allow-listed environment.
+		if err := session.DetachTerminal(); err != nil {
+			fmt.Fprintf(stderr, "claude-auth-sync exec: %v\n", err)
+			fmt.Fprint(stderr, execTerminalRefusal(c, cmdArgs))
+			return exitUsage
+		}
+		env = eng.Cfg.ChildEnviron()
+	}
+	if path == "" {
+		// For another user: looked up with the user's rights, not root's.
+		var err error
+		if path, err = exec.LookPath(cmdArgs[0]); err != nil {
+			fmt.Fprintf(stderr, "claude-auth-sync exec: %s\n", printable.String(err.Error()))
+			return 127
+		}
+	}
 	if code == 0 {
 		env = prepareExec(eng, *wait, env)
 	}
-	err = syscall.Exec(path, cmdArgs, env)
+	err := syscall.Exec(path, cmdArgs, env)
 	fmt.Fprintf(stderr, "claude-auth-sync exec: %s: %v\n", cmdArgs[0], err)
 	return 126
+}
+
+// onTerminal: stdin, stdout or stderr is a terminal.
+func onTerminal() bool {
+	return session.Terminal(0) || session.Terminal(1) || session.Terminal(2)
+}
+
+// execTerminalRefusal says why exec --user does not run COMMAND from a
+// terminal, and how to do it safely.
+func execTerminalRefusal(c *commonFlags, cmdArgs []string) string {
+	u := c.cfg.User
+	if u == "" {
+		u = os.Getenv("CLAUDE_AUTH_USER")
+	}
+	cmd := printable.Short(strings.Join(cmdArgs, " "), 80)
+	return fmt.Sprintf(`claude-auth-sync exec: not handing root's terminal to %[1]s's command (a program on a terminal can type into root's shell).
+Run it in a session of %[1]s's own:
+  machinectl shell %[1]s@ /usr/bin/claude-auth-sync exec -- %[2]s
+  su - %[1]s, then: claude-auth-sync exec -- %[2]s
+  runuser --pty -u %[1]s -- env -i HOME=~%[1]s PATH=/usr/bin:/bin claude-auth-sync exec -- %[2]s
+or without a terminal (no controlling terminal, stdin, stdout and stderr redirected):
+  claude-auth-sync exec --user %[1]s -- %[2]s </dev/null >LOG 2>&1
+`, printable.String(u), cmd)
 }
 
 // rootForAnother: root was asked (--user, CLAUDE_AUTH_USER) to act for

@@ -8,8 +8,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
@@ -61,7 +59,7 @@ func refreshFlags(fs *flagSet) action {
 // The work is bounded (lock wait, request timeout), so stop signals wait.
 func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
 	if f, ok := stdout.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+		if isTerminal(f) {
 			fmt.Fprintln(stderr, "claude-auth-sync refresh: --agent-child is for the agent; its report can hold a login and never goes to a terminal")
 			return exitUsage
 		}

@@ -96,7 +96,7 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 	opt := agent.Options{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
-		eng.RefreshVia = engine.ChildRefresher(exe, c.args())
+		eng.RefreshVia = eng.ChildRefresher(exe, c.args())
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}

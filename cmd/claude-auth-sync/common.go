@@ -17,6 +17,8 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
 const (
@@ -174,7 +176,7 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 	terminal := isFile && isTerminal(f)
 	journal := isFile && isJournalStream(f)
 	if !journal {
-		fmt.Fprintf(stderr, "claude-auth-sync: %v\n", err)
+		fmt.Fprintf(stderr, "claude-auth-sync: %s\n", printable.String(err.Error()))
 	}
 	if terminal {
 		return
@@ -203,10 +205,7 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 	log.Event(engine.FAIL, "%v", err)
 }
 
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+func isTerminal(f *os.File) bool { return session.Terminal(int(f.Fd())) }
 
 // newConsole: on a terminal and on a pipe, "<local time> <STATUS> <message>"
 // (the status word of an event, or the level of a diagnostic, once), in colour

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
 // Expected is the exact reply the check asks for.
@@ -62,7 +65,7 @@ type Runner struct {
 	// the agent runs): its path, or "" and why not (what was tried).
 	Locate  func() (path, notFound string)
 	Timeout time.Duration // whole run
-	Env     []string      // full environment for the child
+	Env     []string      // full environment for the child (config's ChildEnviron)
 	Dir     string
 }
 
@@ -90,8 +93,12 @@ func (r *Runner) Run(ctx context.Context, extraEnv ...string) Result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &limited{b: &stdout, n: 64 << 10}
 	cmd.Stderr = &limited{b: &stderr, n: 64 << 10}
-	// Kill the whole group on timeout: claude may start helpers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A session of its own: no controlling terminal to push keystrokes into
+	// (TIOCSTI), and a group to kill whole on timeout (claude may start
+	// helpers).
+	if err := session.Isolate(cmd); err != nil {
+		return Result{Kind: Transient, Reason: "could not run claude: " + err.Error(), ExitCode: -1, Duration: time.Since(start)}
+	}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	err := cmd.Run()
@@ -147,18 +154,15 @@ func Classify(exitCode int, stdout, stderr string) (Kind, string) {
 	return Transient, fmt.Sprintf("claude exited %d: %s", exitCode, line)
 }
 
-// firstLine is the first non-empty output line, masked and cut short.
+// firstLine is the first non-empty output line, printable (it is the
+// claude CLI's, which the user controls), masked and cut short.
 func firstLine(s string) string {
 	for _, l := range strings.Split(s, "\n") {
-		l = strings.TrimSpace(l)
+		l = strings.TrimSpace(printable.String(l))
 		if l == "" {
 			continue
 		}
-		l = Mask(l)
-		if len(l) > 200 {
-			l = l[:200] + "…"
-		}
-		return l
+		return printable.Short(Mask(l), 200)
 	}
 	return "(no output)"
 }

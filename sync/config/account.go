@@ -11,6 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
 // Account is an OS account as the user databases (NSS: /etc/passwd, LDAP,
@@ -173,10 +177,20 @@ func withoutCallerPaths(getenv func(string) string) func(string) string {
 // the user's uid and checked with the user's rights, never root's, and the
 // claude CLI the user controls never runs as root. A no-op for the caller's
 // own login.
+//
+// The process then runs with the user's uid while it still holds root's
+// environment and descriptors, so it also: marks every inherited descriptor
+// close-on-exec (none reaches a child), makes itself not dumpable (the user
+// may not ptrace it nor read its /proc files, environ included), drops the
+// secret-named variables it has no use for, and resolves the paths in the
+// user's home only now, as the user.
 func (c *Config) TakeIdentity() error {
 	a := c.ActFor
 	if a == nil {
 		return nil
+	}
+	if err := session.CloseOnExec(); err != nil {
+		return fmt.Errorf("%w: act for %s: %v", ErrConfig, a.Name, err)
 	}
 	// Go applies these to every thread of the process.
 	if err := syscall.Setgroups(a.Groups); err != nil {
@@ -188,14 +202,26 @@ func (c *Config) TakeIdentity() error {
 	if err := syscall.Setuid(a.UID); err != nil {
 		return fmt.Errorf("%w: act for %s: setuid %d: %v", ErrConfig, a.Name, a.UID, err)
 	}
+	// The kernel resets dumpable to fs.suid_dumpable on the uid change (0 by
+	// default, 2 on some distributions): say 0 whatever the sysctl holds.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("%w: act for %s: prctl(PR_SET_DUMPABLE): %v", ErrConfig, a.Name, err)
+	}
 	// Children (the check's claude, exec's command, the refresh child) see
-	// the user's environment, not root's.
+	// the user's environment, not root's (and ChildEnv allow-lists it).
 	for _, k := range append(callerPaths, "XDG_RUNTIME_DIR", "XDG_CACHE_HOME", "XDG_DATA_HOME", "DBUS_SESSION_BUS_ADDRESS") {
 		os.Unsetenv(k)
+	}
+	for _, kv := range os.Environ() {
+		// Our own settings stay (VAULT_CLIENT_KEY names a file, the token
+		// URL is no token); every other secret-named one is root's alone.
+		if k, _, _ := strings.Cut(kv, "="); SecretName(k) && !ownSetting(k) {
+			os.Unsetenv(k)
+		}
 	}
 	os.Setenv("HOME", a.Home)
 	os.Setenv("USER", a.Name)
 	os.Setenv("LOGNAME", a.Name)
 	_ = os.Chdir(a.Home)
-	return nil
+	return c.resolveClaudeDir()
 }

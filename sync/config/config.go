@@ -77,6 +77,10 @@ type Config struct {
 
 	// Sources says where each setting came from, for `status` and errors.
 	Sources map[string]string
+
+	// claudeDirSetting and credentialsSetting are CLAUDE_CONFIG_DIR and the
+	// credentials file as set ("" = the default), kept to be resolved again.
+	claudeDirSetting, credentialsSetting string
 }
 
 // VaultClientKeys are the Vault client's own settings (hashicorp/vault/api
@@ -257,12 +261,18 @@ func (c *Config) setUser(s *settings, fl Flags) error {
 // flags or settings say otherwise.
 func (c *Config) setFiles(s *settings, fl Flags) error {
 	getenv, get := s.getenv, s.get
-	dir, err := credentials.ResolveConfigDir(getenv("CLAUDE_CONFIG_DIR"), c.Home)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrConfig, err)
+	c.claudeDirSetting = getenv("CLAUDE_CONFIG_DIR")
+	c.credentialsSetting = firstNonEmpty(fl.CredentialsFile, getenv("CLAUDE_CREDENTIALS_FILE"))
+	if c.ActFor == nil {
+		if err := c.resolveClaudeDir(); err != nil {
+			return err
+		}
+	} else {
+		// Root for a user: the links in the user's home are followed by
+		// TakeIdentity, with the user's rights, never root's.
+		c.ClaudeConfigDir = filepath.Join(c.Home, ".claude")
+		c.CredentialsFile = firstNonEmpty(c.credentialsSetting, filepath.Join(c.ClaudeConfigDir, credentials.FileName))
 	}
-	c.ClaudeConfigDir = dir
-	c.CredentialsFile = firstNonEmpty(fl.CredentialsFile, getenv("CLAUDE_CREDENTIALS_FILE"), filepath.Join(dir, credentials.FileName))
 
 	xdgConfig := firstNonEmpty(getenv("XDG_CONFIG_HOME"), filepath.Join(c.Home, ".config"))
 	xdgState := firstNonEmpty(getenv("XDG_STATE_HOME"), filepath.Join(c.Home, ".local", "state"))
@@ -273,6 +283,18 @@ func (c *Config) setFiles(s *settings, fl Flags) error {
 	c.LogFile = filepath.Join(c.StateDir, "sync.log")
 	c.LocalStoreFile = firstNonEmpty(get("CLAUDE_AUTH_LOCAL_STORE"), filepath.Join(c.StateDir, "backup.json"))
 	c.MetricsDir = get("CLAUDE_AUTH_METRICS_DIR")
+	return nil
+}
+
+// resolveClaudeDir places Claude's config dir (its realpath) and the
+// credentials file in it.
+func (c *Config) resolveClaudeDir() error {
+	dir, err := credentials.ResolveConfigDir(c.claudeDirSetting, c.Home)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c.ClaudeConfigDir = dir
+	c.CredentialsFile = firstNonEmpty(c.credentialsSetting, filepath.Join(dir, credentials.FileName))
 	return nil
 }
 

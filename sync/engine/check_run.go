@@ -15,11 +15,12 @@ type Checker interface {
 	Run(ctx context.Context, extraEnv ...string) check.Result
 }
 
-// checkEnv is the environment for the claude child: ours, minus anything that
-// would make it use another credential than the one we are checking.
+// checkEnv is the environment for the claude child: ours (only its
+// allow-listed part when root acts for a user), minus anything that would
+// make it use another credential than the one we are checking.
 func checkEnv(cfg *config.Config) []string {
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range cfg.ChildEnviron() {
 		k, _, _ := cut(kv, '=')
 		switch k {
 		case "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "VAULT_TOKEN":

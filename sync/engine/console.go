@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 )
 
 // Status events reach the console through slog at these levels, so a handler
@@ -71,7 +73,7 @@ func NewConsoleHandler(w io.Writer, level slog.Leveler, color bool) slog.Handler
 		NoColor:    !color,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key != slog.LevelKey || len(groups) != 0 {
-				return a
+				return printableAttr(a)
 			}
 			l, ok := a.Value.Any().(slog.Level)
 			if !ok {
@@ -81,4 +83,18 @@ func NewConsoleHandler(w io.Writer, level slog.Leveler, color bool) slog.Handler
 			return tint.Attr(c, slog.String(slog.LevelKey, word))
 		},
 	})
+}
+
+// printableAttr is a with its text made printable: messages and values
+// quote paths, errors and output from the user's side.
+func printableAttr(a slog.Attr) slog.Attr {
+	switch v := a.Value.Resolve(); {
+	case v.Kind() == slog.KindString:
+		a.Value = slog.StringValue(printable.String(v.String()))
+	case v.Kind() == slog.KindAny:
+		if err, ok := v.Any().(error); ok {
+			a.Value = slog.StringValue(printable.String(err.Error()))
+		}
+	}
+	return a
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 )
 
 // Status is the word the fleet's alerting matches on.
@@ -68,8 +69,9 @@ func (l *EventLog) SetAfterEvent(f func(Status)) (restore func()) {
 // Event records one status line. The message is masked for token-shaped text as
 // a last line of defence; callers never put secrets in it to begin with.
 func (l *EventLog) Event(st Status, format string, args ...any) {
-	msg := check.Mask(fmt.Sprintf(format, args...))
-	msg = strings.ReplaceAll(msg, "\n", " ")
+	// One line without control characters: messages quote paths, errors
+	// and output from the user's side.
+	msg := printable.String(check.Mask(fmt.Sprintf(format, args...)))
 	now := time.Now
 	if l.Clock != nil {
 		now = l.Clock.Now

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 )
 
 // JournalLineHandler is the console when stderr is the journal (under
@@ -58,7 +59,7 @@ func (h *JournalLineHandler) Handle(_ context.Context, r slog.Record) error {
 		writeAttr(&b, h.group, a)
 		return true
 	})
-	line := strings.ReplaceAll(check.Mask(b.String()), "\n", " ") + "\n"
+	line := printable.String(check.Mask(b.String())) + "\n"
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, err := io.WriteString(h.w, line)

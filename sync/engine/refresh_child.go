@@ -11,6 +11,8 @@ import (
 	"os/exec"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
 // The agent's refreshes run in a child process (`refresh --agent-child`).
@@ -162,8 +164,11 @@ func decodeChildReport(b []byte) (RefreshResult, error) {
 
 // ChildRefresher returns a refresher for AgentOptions that runs
 // `<exe> refresh --agent-child <args...>` (args select the same config as the
-// agent's: flags only, never a secret). The child's stderr is the agent's.
-func ChildRefresher(exe string, args []string) func(context.Context, bool, string) (RefreshResult, error) {
+// agent's: flags only, never a secret). For the user's own agent the child's
+// stderr is the agent's. When root acts for a user, the child (which runs
+// as the user, who may ptrace it) gets the allow-listed environment, a
+// session of its own, and its stderr reaches ours line by line, printable.
+func (e *Engine) ChildRefresher(exe string, args []string) func(context.Context, bool, string) (RefreshResult, error) {
 	return func(ctx context.Context, force bool, sawFP string) (RefreshResult, error) {
 		req, err := json.Marshal(childRequest{Force: force, SawFP: sawFP})
 		if err != nil {
@@ -172,6 +177,15 @@ func ChildRefresher(exe string, args []string) func(context.Context, bool, strin
 		cmd := exec.Command(exe, append([]string{"refresh", "--agent-child"}, args...)...)
 		cmd.Stdin = bytes.NewReader(req)
 		cmd.Stderr = os.Stderr
+		var lines *printable.LineWriter
+		if e.Cfg.ActFor != nil {
+			cmd.Env = e.Cfg.ChildEnviron()
+			lines = printable.NewLineWriter(os.Stderr)
+			cmd.Stderr = lines
+			if err := session.Isolate(cmd); err != nil {
+				return RefreshResult{}, fmt.Errorf("start the refresh child: %w", err)
+			}
+		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return RefreshResult{}, err
@@ -187,6 +201,9 @@ func ChildRefresher(exe string, args []string) func(context.Context, bool, strin
 		go func() {
 			b, rerr := io.ReadAll(io.LimitReader(out, 1<<20))
 			werr := cmd.Wait()
+			if lines != nil {
+				lines.Close() // an unfinished last line
+			}
 			if len(b) == 0 {
 				if werr == nil {
 					werr = rerr

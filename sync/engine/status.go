@@ -1,16 +1,21 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
+	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -143,11 +148,44 @@ func (e *Engine) Status(ctx context.Context) Report {
 	if found.Path == "" {
 		r.Claude.Tried = found.Tried
 	} else {
-		r.Claude.Version = claudeVersion(ctx, found.Path)
+		r.Claude.Version = claudeVersion(ctx, found.Path, e.Cfg.ChildEnviron())
 	}
 	r.agent(e.Cfg.StateDir)
 	r.Usable, r.Unusable, r.ExitCode = r.usability(local, setupEnd, e.now())
+	// Much of it is the user's (their file's link target and errors, their
+	// state.json and agent.json, their CLI's answers), and root reads it
+	// (status --user): nothing in it may drive a terminal.
+	printableStrings(reflect.ValueOf(&r).Elem())
 	return r
+}
+
+// printableStrings makes every string reachable from v printable.
+func printableStrings(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		if v.CanSet() {
+			v.SetString(printable.String(v.String()))
+		}
+	case reflect.Pointer:
+		if !v.IsNil() {
+			printableStrings(v.Elem())
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			printableStrings(v.Field(i))
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			printableStrings(v.Index(i))
+		}
+	case reflect.Map:
+		if v.Type().Elem().Kind() != reflect.String {
+			return
+		}
+		for _, k := range v.MapKeys() {
+			v.SetMapIndex(k, reflect.ValueOf(printable.String(v.MapIndex(k).String())).Convert(v.Type().Elem()))
+		}
+	}
 }
 
 // fileLogin is what the credentials file holds (err: it could not be read).
@@ -290,12 +328,25 @@ func (r *Report) usability(local *credentials.Local, setupEnd, now time.Time) (b
 	return true, "", StatusUsable
 }
 
-func claudeVersion(ctx context.Context, bin string) string {
+// claudeVersion is the first line of `bin --version`, printable: the CLI is
+// the user's, and so is what it prints. It runs as the check does: a session
+// of its own, output through pipes, env the allow-listed one when root acts
+// for the user.
+func claudeVersion(ctx context.Context, bin string, env []string) string {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "--version").Output()
-	if err != nil {
+	cmd := exec.CommandContext(ctx, bin, "--version")
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if session.Isolate(cmd) != nil {
 		return ""
 	}
-	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	if cmd.Run() != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(out.String(), "\n")
+	return printable.Short(line, 200)
 }

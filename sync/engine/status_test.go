@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -221,5 +222,18 @@ func TestStatusAgent(t *testing.T) {
 				t.Errorf("agent.next_refresh present = %v; want %v", ok, tc.wantRefresh)
 			}
 		})
+	}
+}
+
+// TestStatusPrintable: what status reports from the user's side (state.json,
+// agent.json) reaches root's terminal without an escape sequence.
+func TestStatusPrintableStrings(t *testing.T) {
+	r := Report{LoginProblem: "bad \x1b]0;owned\x07file", Claude: ClaudeCLI{Tried: []string{"/x\x1b[2J"}},
+		LastCheck: &CheckRecord{Reason: "claude said \x1b[31mred\nline"}, OutOfRange: map[string]string{"k": "\x07v"},
+		Agent: AgentReport{AgentState: &AgentState{NextCheckWhy: "\u009b31m why"}}}
+	printableStrings(reflect.ValueOf(&r).Elem())
+	if r.LoginProblem != "bad file" || r.Claude.Tried[0] != "/x" || r.LastCheck.Reason != "claude said red line" ||
+		r.OutOfRange["k"] != "v" || r.Agent.NextCheckWhy != " why" {
+		t.Errorf("printableStrings left %+v %+v %+v %v", r, r.LastCheck, r.Agent.AgentState, r.OutOfRange)
 	}
 }
