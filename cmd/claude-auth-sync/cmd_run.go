@@ -21,7 +21,7 @@ import (
 const runHelp = `Usage: claude-auth-sync run [flags]
 
 The long-lived per-user agent (systemd --user service, or the system template
-claude-auth-sync@<user>.service). One per user: a second one exits saying which
+claude-auth-sync-agent@<user>.service). One per user: a second one exits saying which
 pid holds the agent lock.
 
   - watches the credentials file (inotify on its directory, no polling) and backs
@@ -106,7 +106,7 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.
-		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
+		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
 		return engine.ExitAgentRunning
 	case err != nil:
 		eng.Log.Event(engine.FAIL, "the agent stopped: %v", err)
