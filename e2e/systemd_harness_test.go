@@ -200,8 +200,8 @@ func (h *sdHost) configure(vaultAddr string) {
 	h.writeFile("/etc/claude-auth-sync/config", cfg, 0o644)
 	dropIn := "[Service]\nEnvironment=ANTHROPIC_BASE_URL=" + h.api.URL + "\n"
 	for _, d := range []string{
+		"/etc/systemd/system/claude-auth-sync-agent@.service.d",
 		"/etc/systemd/system/claude-auth-sync@.service.d",
-		"/etc/systemd/system/claude-auth-sync-pass@.service.d",
 		"/etc/systemd/user/claude-auth-sync.service.d",
 	} {
 		h.writeFile(d+"/e2e.conf", dropIn, 0o644)
