@@ -30,8 +30,11 @@ pid holds the agent lock.
   - while Vault is away the newest login waits in the state dir
     (pending-backup.json, 0600) and is written when Vault returns, with capped
     exponential backoff; one WARN per outage;
-  - runs the full sync pass every --check-interval (default 6h) and on SIGHUP
-    (systemctl reload = a manual resync). A start does not check again a login
+  - runs the full sync pass every --check-interval (default 6h), on SIGHUP
+    (systemctl reload) and when asked by "sync" (systemctl start
+    claude-auth-sync@<user>.service) over agent.sock in the state dir, which
+    answers only this user; the six-hourly timer's pass runs no second check
+    while the agent's own is fresh. A start does not check again a login
     whose last check passed within the interval when nothing changed since
     (the login, the backup's login or setup token): the next check is when it
     is due. A start that must check waits a random delay up to --check-spread
