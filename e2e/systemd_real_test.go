@@ -99,6 +99,26 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		})
 	}
 
+	// The reference's "sync now" reaches either agent: the user unit's
+	// (PrivateUsers=yes: its uid is mapped into its own user namespace, and
+	// SO_PEERCRED still says alice on both ends) and the template's.
+	t.Run("sync now asks the running agent", func(t *testing.T) {
+		for _, c := range []struct {
+			u   sdUser
+			pid func() string
+		}{
+			{alice, func() string { return h.props(&alice, "claude-auth-sync.service", "MainPID")["MainPID"] }},
+			{bob, func() string { return h.props(nil, "claude-auth-sync-agent@bob.service", "MainPID")["MainPID"] }},
+		} {
+			h.sh("systemctl start claude-auth-sync@" + c.u.name + ".service")
+			want := "user=" + c.u.name + " OK inference check passed; backup up to date"
+			log := h.sh("journalctl --no-pager -u claude-auth-sync@" + c.u.name + ".service -o cat")
+			if !strings.Contains(log, want) || !strings.Contains(log, "(the agent's pass, pid "+c.pid()+")") {
+				t.Errorf("systemctl start claude-auth-sync@%s.service: not the agent's pass (pid %s):\n%s", c.u.name, c.pid(), log)
+			}
+		}
+	})
+
 	t.Run("exposure of the live units", func(t *testing.T) {
 		re := regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+) (\S+)`)
 		sys, _ := h.try("systemd-analyze security --no-pager claude-auth-sync-agent@bob.service | tail -1")
