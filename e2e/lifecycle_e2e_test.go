@@ -36,21 +36,23 @@ func previousDeb(t *testing.T) string {
 	return filepath.Join(src, "dist", "claude-auth-sync_1.2.1.e2e_amd64.deb")
 }
 
+// Each test has users of its own: one Vault serves every test of the run, and
+// a user's main document belongs to the first host that wrote it.
 func TestSystemdUpgradeFromTheAgentNamedBuild(t *testing.T) {
 	_, newDeb := debs(t)
 	prev := previousDeb(t)
 	h := bootHost(t, "cas-upgrade")
 	h.install(prev)
 	h.configure(vsrv.Addr)
-	alice, bob := h.addUser("alice"), h.addUser("bob")
-	for _, u := range []sdUser{alice, bob} {
+	ugo, uma := h.addUser("ugo"), h.addUser("uma")
+	for _, u := range []sdUser{ugo, uma} {
 		h.vaultToken(u)
 		h.login(u)
 	}
-	// alice's agent as the previous provision left it (enabled), bob's
+	// ugo's agent as the previous provision left it (enabled), uma's
 	// started by hand.
-	h.sh("systemctl enable --now claude-auth-sync@alice.service && systemctl start claude-auth-sync@bob.service")
-	for _, u := range []sdUser{alice, bob} {
+	h.sh("systemctl enable --now claude-auth-sync@ugo.service && systemctl start claude-auth-sync@uma.service")
+	for _, u := range []sdUser{ugo, uma} {
 		eventually(t, 60*time.Second, u.name+"'s old agent backs up", func() bool {
 			rt, _ := vaultRefreshToken(t, u.name)
 			return rt != ""
@@ -62,8 +64,8 @@ func TestSystemdUpgradeFromTheAgentNamedBuild(t *testing.T) {
 		u    sdUser
 		want map[string][]string
 	}{
-		{alice, map[string][]string{"claude-auth-sync-agent@alice.service": {"enabled", "active"}, "claude-auth-sync@alice.timer": {"enabled", "active"}}},
-		{bob, map[string][]string{"claude-auth-sync-agent@bob.service": {"disabled", "active"}, "claude-auth-sync@bob.timer": {"disabled", "inactive"}}},
+		{ugo, map[string][]string{"claude-auth-sync-agent@ugo.service": {"enabled", "active"}, "claude-auth-sync@ugo.timer": {"enabled", "active"}}},
+		{uma, map[string][]string{"claude-auth-sync-agent@uma.service": {"disabled", "active"}, "claude-auth-sync@uma.timer": {"disabled", "inactive"}}},
 	} {
 		for unit, want := range c.want {
 			if got := strings.Fields(h.sh("systemctl is-enabled " + unit + " || true; systemctl is-active " + unit + " || true")); !slices.Equal(got, want) {
@@ -142,44 +144,44 @@ func TestSystemdRPMLifecycle(t *testing.T) {
 		t.Errorf("the zsh completion where rpm distributions look: %v", err)
 	}
 	h.configure(vsrv.Addr)
-	alice := h.addUser("alice")
-	h.vaultToken(alice)
-	l := h.login(alice)
-	h.sh("systemctl enable --now claude-auth-sync-agent@alice.service claude-auth-sync@alice.timer")
-	eventually(t, 60*time.Second, "alice's agent backs up", func() bool {
-		rt, _ := vaultRefreshToken(t, "alice")
+	rita := h.addUser("rita")
+	h.vaultToken(rita)
+	l := h.login(rita)
+	h.sh("systemctl enable --now claude-auth-sync-agent@rita.service claude-auth-sync@rita.timer")
+	eventually(t, 60*time.Second, "rita's agent backs up", func() bool {
+		rt, _ := vaultRefreshToken(t, "rita")
 		return rt == l.RefreshToken
 	})
-	before := h.props(nil, "claude-auth-sync-agent@alice.service", "MainPID")["MainPID"]
+	before := h.props(nil, "claude-auth-sync-agent@rita.service", "MainPID")["MainPID"]
 
 	h.sh("rpm -U --nodeps " + h.copyIn(newRPM))
-	eventually(t, 60*time.Second, "alice's agent restarted on the new binary", func() bool {
-		p := h.props(nil, "claude-auth-sync-agent@alice.service", "MainPID", "ActiveState")
+	eventually(t, 60*time.Second, "rita's agent restarted on the new binary", func() bool {
+		p := h.props(nil, "claude-auth-sync-agent@rita.service", "MainPID", "ActiveState")
 		return p["ActiveState"] == "active" && p["MainPID"] != before && p["MainPID"] != "0"
 	})
 	if v := h.sh("claude-auth-sync version"); !strings.Contains(v, newVersion) {
 		t.Errorf("after rpm -U: %s", v)
 	}
-	if p := h.props(nil, "claude-auth-sync@alice.timer", "ActiveState"); p["ActiveState"] != "active" {
-		t.Errorf("alice's timer after rpm -U: %v", p)
+	if p := h.props(nil, "claude-auth-sync@rita.timer", "ActiveState"); p["ActiveState"] != "active" {
+		t.Errorf("rita's timer after rpm -U: %v", p)
 	}
-	if out, err := h.try("systemctl start claude-auth-sync@alice.service && journalctl --no-pager -u claude-auth-sync@alice.service -o cat"); err != nil || !strings.Contains(out, "(the agent's pass, pid ") {
+	if out, err := h.try("systemctl start claude-auth-sync@rita.service && journalctl --no-pager -u claude-auth-sync@rita.service -o cat"); err != nil || !strings.Contains(out, "(the agent's pass, pid ") {
 		t.Errorf("sync now after rpm -U: %v\n%s", err, out)
 	}
 
 	h.sh("rpm -e --nodeps claude-auth-sync")
-	for _, unit := range []string{"claude-auth-sync-agent@alice.service", "claude-auth-sync@alice.timer"} {
+	for _, unit := range []string{"claude-auth-sync-agent@rita.service", "claude-auth-sync@rita.timer"} {
 		if p := h.props(nil, unit, "ActiveState"); p["ActiveState"] == "active" {
 			t.Errorf("%s still active after rpm -e", unit)
 		}
 	}
-	if agentsOf(h, alice) != 0 {
+	if agentsOf(h, rita) != 0 {
 		t.Errorf("an agent runs after rpm -e")
 	}
 	if _, err := os.Stat(filepath.Join(h.c.Root, "usr/bin/claude-auth-sync")); !os.IsNotExist(err) {
 		t.Errorf("the binary after rpm -e: %v", err)
 	}
-	if _, err := os.Stat(alice.hostHome + "/.config/claude-auth-sync/vault-token"); err != nil {
-		t.Errorf("rpm -e took alice's token file: %v", err)
+	if _, err := os.Stat(rita.hostHome + "/.config/claude-auth-sync/vault-token"); err != nil {
+		t.Errorf("rpm -e took rita's token file: %v", err)
 	}
 }

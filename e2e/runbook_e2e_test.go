@@ -92,8 +92,8 @@ func TestRunbookWordForWord(t *testing.T) {
 		}
 	})
 
-	alice, bob := h.addUser("alice"), h.addUser("bob")
-	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  ref: {}\n  alice: {}\n  bob: {}\n", 0o644)
+	ana, ben := h.addUser("ana"), h.addUser("ben")
+	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  ref: {}\n  ana: {}\n  ben: {}\n", 0o644)
 	h.writeFile("/root/.vault-token", vsrv.RootTokenValue()+"\n", 0o600)
 
 	// Normal lifecycle 1-2 (the roster, the root provisioner with the admin
@@ -103,7 +103,7 @@ func TestRunbookWordForWord(t *testing.T) {
 		if leaked := findSecrets([]string{out}, []string{vsrv.RootTokenValue()}); len(leaked) > 0 {
 			t.Errorf("the admin token in provision's output")
 		}
-		for _, u := range []sdUser{ref, alice, bob} {
+		for _, u := range []sdUser{ref, ana, ben} {
 			h.collectToken(u)
 			for _, unit := range []string{"claude-auth-sync-agent@" + u.name + ".service", "claude-auth-sync@" + u.name + ".timer"} {
 				if st := strings.Fields(h.sh("systemctl is-enabled " + unit + "; systemctl is-active " + unit + " || true")); !slices.Equal(st, []string{"enabled", "active"}) {
@@ -129,13 +129,13 @@ func TestRunbookWordForWord(t *testing.T) {
 		}
 	})
 
-	// bob has no agent: his passes are the unit's own.
-	h.sh("systemctl disable --now claude-auth-sync-agent@bob.service")
+	// ben has no agent: his passes are the unit's own.
+	h.sh("systemctl disable --now claude-auth-sync-agent@ben.service")
 	var times = map[string][]time.Duration{}
 	for _, c := range []struct {
 		u     sdUser
 		agent bool
-	}{{alice, true}, {bob, false}} {
+	}{{ana, true}, {ben, false}} {
 		name := "without an agent"
 		if c.agent {
 			name = "with the agent running"
@@ -145,17 +145,17 @@ func TestRunbookWordForWord(t *testing.T) {
 
 	t.Run("a timer's pass beside the agent runs no second check", func(t *testing.T) {
 		before := h.fake.Counters()
-		h.writeFile("/etc/systemd/system/claude-auth-sync@alice.timer.d/soon.conf", "[Timer]\nOnActiveSec=1s\nRandomizedDelaySec=0\n", 0o644)
-		h.sh("systemctl daemon-reload && systemctl restart claude-auth-sync@alice.timer")
+		h.writeFile("/etc/systemd/system/claude-auth-sync@ana.timer.d/soon.conf", "[Timer]\nOnActiveSec=1s\nRandomizedDelaySec=0\n", 0o644)
+		h.sh("systemctl daemon-reload && systemctl restart claude-auth-sync@ana.timer")
 		eventually(t, 60*time.Second, "the timer's pass", func() bool {
-			out, _ := h.try("journalctl --no-pager -u claude-auth-sync@alice.service -o cat")
+			out, _ := h.try("journalctl --no-pager -u claude-auth-sync@ana.service -o cat")
 			return strings.Contains(out, "no second inference check")
 		})
 		after := h.fake.Counters()
 		if after.Messages != before.Messages {
 			t.Errorf("a timer's pass while the agent's check is fresh ran %d inference calls; want none", after.Messages-before.Messages)
 		}
-		h.sh("rm -r /etc/systemd/system/claude-auth-sync@alice.timer.d && systemctl daemon-reload")
+		h.sh("rm -r /etc/systemd/system/claude-auth-sync@ana.timer.d && systemctl daemon-reload")
 	})
 
 	for name, ds := range times {
