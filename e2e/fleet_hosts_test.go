@@ -665,7 +665,7 @@ func sameJSON(a, b map[string]any) bool {
 // containers booted with systemd as PID 1, each with its own
 // /etc/machine-id and hostname (the default host id and label), the package
 // installed, the same OS user on each running the template unit
-// claude-auth-sync@<user> against the one Vault on the host, each with its
+// claude-auth-sync-agent@<user> against the one Vault on the host, each with its
 // own login (its own fake Anthropic). The first workstation's agent owns the
 // main document; the second's backs up to hosts/<its machine-id> and
 // restores its own login after a clobber; the health of both, named by
@@ -675,7 +675,7 @@ func TestFleetTwoContainers(t *testing.T) {
 	var rnd [3]byte
 	rand.Read(rnd[:])
 	name := "casfl" + hex.EncodeToString(rnd[:]) // one Vault path for both
-	unit := "claude-auth-sync@" + name + ".service"
+	unit := "claude-auth-sync-agent@" + name + ".service"
 	type station struct {
 		h *sdHost
 		u sdUser

@@ -72,7 +72,7 @@ func TestAgentUsesReprovisionedTokenAtOnce(t *testing.T) {
 	})
 	for _, line := range strings.Split(w.syncLog(), "\n") {
 		if strings.Contains(line, " FAIL ") && strings.Contains(line, "403") &&
-			!strings.Contains(line, "systemctl reload claude-auth-sync@"+w.name) {
+			!strings.Contains(line, "systemctl start claude-auth-sync@"+w.name+".service") {
 			t.Errorf("FAIL about the refused token does not say what to do: %q", line)
 		}
 	}

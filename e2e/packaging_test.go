@@ -29,9 +29,9 @@ const pkgVersion = "1.2.3.e2e" // what the Makefile makes of VERSION=1.2.3-e2e
 var packaged = map[string]string{
 	"/usr/bin/claude-auth-sync":                                    "-rwxr-xr-x",
 	"/usr/lib/systemd/user/claude-auth-sync.service":               "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync-agent@.service":      "-rw-r--r--",
 	"/usr/lib/systemd/system/claude-auth-sync@.service":            "-rw-r--r--",
-	"/usr/lib/systemd/system/claude-auth-sync-pass@.service":       "-rw-r--r--",
-	"/usr/lib/systemd/system/claude-auth-sync-pass@.timer":         "-rw-r--r--",
+	"/usr/lib/systemd/system/claude-auth-sync@.timer":              "-rw-r--r--",
 	"/usr/lib/systemd/system/claude-auth-sync-provision.service":   "-rw-r--r--",
 	"/usr/lib/systemd/system/claude-auth-sync-provision.timer":     "-rw-r--r--",
 	"/etc/claude-auth-sync":                                        "drwxr-xr-x",
@@ -50,11 +50,12 @@ var packaged = map[string]string{
 	"/usr/share/man/man1/claude-auth-sync.1.gz":                    "-rw-r--r--",
 	"/usr/share/bash-completion/completions/claude-auth-sync":      "-rw-r--r--",
 	"/usr/share/zsh/vendor-completions/_claude-auth-sync":          "-rw-r--r--",
+	"/usr/share/zsh/site-functions/_claude-auth-sync":              "-rw-r--r--",
 	"/usr/share/fish/vendor_completions.d/claude-auth-sync.fish":   "-rw-r--r--",
 }
 
 var systemUnits = []string{
-	"claude-auth-sync@.service", "claude-auth-sync-pass@.service", "claude-auth-sync-pass@.timer",
+	"claude-auth-sync-agent@.service", "claude-auth-sync@.service", "claude-auth-sync@.timer",
 	"claude-auth-sync-provision.service", "claude-auth-sync-provision.timer",
 }
 
@@ -190,7 +191,8 @@ func TestPackages(t *testing.T) {
 		for _, s := range []string{"postinstall.sh", "preremove.sh", "postremove.sh"} {
 			data, _ := os.ReadFile(filepath.Join(root, "packaging", "scripts", s))
 			guarded := false
-			heredoc := "" // inside text that cat prints: words, not commands
+			heredoc := ""      // inside text that cat prints: words, not commands
+			migrating := false // the upgrade from a build where claude-auth-sync@ was the agent
 			for i, l := range strings.Split(string(data), "\n") {
 				if heredoc != "" {
 					if strings.TrimSpace(l) == heredoc {
@@ -207,6 +209,17 @@ func TestPackages(t *testing.T) {
 				}
 				if code == "fi" {
 					guarded = false
+				}
+				switch {
+				case strings.HasPrefix(code, "migrate_agents() {"):
+					migrating = true
+				case migrating && code == "}":
+					migrating = false
+				}
+				// The migration moves what was enabled to its new names, only
+				// those (the chroot test below runs it).
+				if migrating && regexp.MustCompile(`^\*\.(service|timer)\) systemctl enable --now "claude-auth-sync(-agent@\$user\.service" "claude-auth-sync)?@\$user\.timer"|^systemctl start "claude-auth-sync-agent@\$user\.service"`).MatchString(code) {
+					continue
 				}
 				if regexp.MustCompile(`systemctl\s+(enable|start|restart|reenable|preset)\b|--now`).MatchString(code) {
 					t.Errorf("%s:%d enables or starts units: %s", s, i+1, code)
@@ -248,8 +261,27 @@ func TestPackages(t *testing.T) {
 		if out := mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb); strings.Contains(out, "no agent runs yet") {
 			t.Errorf("an upgrade repeats the first install's next steps:\n%s", out)
 		}
-		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload", "daemon-reload", "try-restart claude-auth-sync@*.service"}) {
+		listRunning := "list-units --plain --no-legend --state=running claude-auth-sync@*.service"
+		if got := r.calls(); !slices.Equal(got, []string{"daemon-reload", "daemon-reload", "try-restart claude-auth-sync-agent@*.service", listRunning}) {
 			t.Errorf("upgrade ran systemctl %q", got)
+		}
+		// An upgrade from a build where claude-auth-sync@<user>.service was
+		// the agent: the enabled agent and pass timer move to their new names.
+		for _, l := range []string{"multi-user.target.wants/claude-auth-sync@alice.service", "timers.target.wants/claude-auth-sync-pass@bob.timer"} {
+			p := filepath.Join(r.dir, "etc/systemd/system", l)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.Symlink("/usr/lib/systemd/system/"+strings.Replace(filepath.Base(l), "alice", "", 1), p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustCmd(t, "", nil, "dpkg", "--root="+r.dir, "-i", deb)
+		if got, want := r.calls(), []string{"daemon-reload", "daemon-reload", "try-restart claude-auth-sync-agent@*.service", listRunning,
+			"stop claude-auth-sync@alice.service", "enable --now claude-auth-sync-agent@alice.service claude-auth-sync@alice.timer",
+			"stop claude-auth-sync-pass@bob.timer", "enable --now claude-auth-sync@bob.timer"}; !slices.Equal(got, want) {
+			t.Errorf("upgrade from the agent-named build ran systemctl %q; want %q", got, want)
+		}
+		if left, _ := filepath.Glob(filepath.Join(r.dir, "etc/systemd/system/*/claude-auth-sync*")); len(left) > 0 {
+			t.Errorf("old enablement links left: %v", left)
 		}
 		// An admin's roster, provision's state, a user's home: remove and
 		// purge must take only what the package owns.
@@ -329,7 +361,7 @@ func TestPackages(t *testing.T) {
 		kill, _ := os.ReadFile("/usr/bin/kill")
 		os.WriteFile(filepath.Join(r, "usr/bin/kill"), kill, 0o755)
 		os.Symlink("usr/bin", filepath.Join(r, "bin"))
-		for _, u := range []string{"claude-auth-sync@alice.service", "claude-auth-sync-pass@alice.service", "claude-auth-sync-pass@alice.timer",
+		for _, u := range []string{"claude-auth-sync-agent@alice.service", "claude-auth-sync@alice.service", "claude-auth-sync@alice.timer",
 			"claude-auth-sync-provision.service", "claude-auth-sync-provision.timer"} {
 			out, err := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+r, u).CombinedOutput()
 			if err != nil || len(bytes.TrimSpace(out)) > 0 {
@@ -360,8 +392,8 @@ func TestPackages(t *testing.T) {
 			max  float64
 			user bool
 		}{
+			{"claude-auth-sync-agent@alice.service", 3.0, false},
 			{"claude-auth-sync@alice.service", 3.0, false},
-			{"claude-auth-sync-pass@alice.service", 3.0, false},
 			{"claude-auth-sync-provision.service", 4.0, false},
 			{userUnit, 5.0, true},
 		} {

@@ -100,8 +100,8 @@ echo "$*" >> "$d/calls"
 case "$1" in
 is-enabled) if [ -e "$d/enabled/$2" ]; then echo enabled; exit 0; fi; echo disabled; exit 1 ;;
 is-active) if [ -e "$d/active/$2" ]; then echo active; exit 0; fi; echo inactive; exit 3 ;;
-enable) [ "$2" = --now ] || exit 9; touch "$d/enabled/$3" "$d/active/$3" ;;
-disable) [ "$2" = --now ] || exit 9; rm -f "$d/enabled/$3" "$d/active/$3" ;;
+enable) [ "$2" = --now ] || exit 9; shift 2; for u; do touch "$d/enabled/$u" "$d/active/$u"; done ;;
+disable) [ "$2" = --now ] || exit 9; shift 2; for u; do rm -f "$d/enabled/$u" "$d/active/$u"; done ;;
 *) echo "unexpected systemctl $*" >&2; exit 9 ;;
 esac
 `
@@ -381,7 +381,7 @@ func TestProvisionRoster(t *testing.T) {
     claude_auth: false
 `, alice.name, bob.name, carol.name))
 	// bob's agent was running before he was parked.
-	rig.setUnit("claude-auth-sync@"+bob.name+".service", true)
+	rig.setUnit("claude-auth-sync-agent@"+bob.name+".service", true)
 	ctx := context.Background()
 
 	// A dry run with the admin token says what it would do and does nothing.
@@ -404,8 +404,8 @@ func TestProvisionRoster(t *testing.T) {
 	res = rig.mustRun(true, 0)
 	t.Logf("first run:\n%s", res.stdout)
 	if got, want := rig.changes(), []string{
-		"disable --now claude-auth-sync@" + bob.name + ".service",
-		"enable --now claude-auth-sync@" + alice.name + ".service",
+		"disable --now claude-auth-sync-agent@" + bob.name + ".service claude-auth-sync@" + bob.name + ".timer",
+		"enable --now claude-auth-sync-agent@" + alice.name + ".service claude-auth-sync@" + alice.name + ".timer",
 	}; !slices.Equal(got, want) {
 		t.Errorf("systemctl changes = %q; want %q", got, want)
 	}
@@ -424,7 +424,7 @@ func TestProvisionRoster(t *testing.T) {
 	aliceTok := rig.readToken(alice)
 	checkToken(t, alice, aliceTok)
 	if !strings.Contains(lineFor(res.stdout, bob.name), "SKIP parked: stopped and disabled") ||
-		!strings.Contains(lineFor(res.stdout, carol.name), "SKIP claude_auth is false: claude-auth-sync@"+carol.name+".service is off") {
+		!strings.Contains(lineFor(res.stdout, carol.name), "SKIP claude_auth is false: claude-auth-sync-agent@"+carol.name+".service and claude-auth-sync@"+carol.name+".timer are off") {
 		t.Errorf("parked/off lines wrong:\n%s", res.stdout)
 	}
 	if accessorCount(t) != before+1 {
@@ -482,7 +482,7 @@ func TestProvisionRoster(t *testing.T) {
 	if l := lineFor(res.stdout, alice.name); !strings.Contains(l, " WARN needs an admin token (VAULT_TOKEN or --admin-token-file) for a new Vault token (the token is expired or revoked)") {
 		t.Errorf("no-admin run, alice: %q", l)
 	}
-	if l := lineFor(res.stdout, dave.name); !strings.Contains(l, " WARN needs an admin token") || !strings.Contains(l, "(no token file)") || !strings.Contains(l, "enable and start claude-auth-sync@"+dave.name) {
+	if l := lineFor(res.stdout, dave.name); !strings.Contains(l, " WARN needs an admin token") || !strings.Contains(l, "(no token file)") || !strings.Contains(l, "enable and start claude-auth-sync-agent@"+dave.name+".service and claude-auth-sync@"+dave.name+".timer") {
 		t.Errorf("no-admin run, dave: %q", l)
 	}
 	if !strings.Contains(res.stdout, "nothing was changed") {
@@ -504,7 +504,7 @@ func TestProvisionRoster(t *testing.T) {
 	// With the admin token: alice's revoked token is replaced, dave is set up.
 	res = rig.mustRun(true, 0)
 	t.Logf("after revoke, admin:\n%s", res.stdout)
-	if got, want := rig.changes(), []string{"enable --now claude-auth-sync@" + dave.name + ".service"}; !slices.Equal(got, want) {
+	if got, want := rig.changes(), []string{"enable --now claude-auth-sync-agent@" + dave.name + ".service claude-auth-sync@" + dave.name + ".timer"}; !slices.Equal(got, want) {
 		t.Errorf("systemctl changes = %q; want %q", got, want)
 	}
 	newTok := rig.readToken(alice)
@@ -528,10 +528,10 @@ func TestProvisionRoster(t *testing.T) {
 	// alice leaves the roster: her unit goes off, her Vault data and policy stay.
 	rig.writeRoster(fmt.Sprintf("users:\n  %s: {parked: true}\n  %s: {claude_auth: false}\n  %s: {}\n", bob.name, carol.name, dave.name))
 	res = rig.mustRun(true, 0)
-	if got, want := rig.changes(), []string{"disable --now claude-auth-sync@" + alice.name + ".service"}; !slices.Equal(got, want) {
+	if got, want := rig.changes(), []string{"disable --now claude-auth-sync-agent@" + alice.name + ".service claude-auth-sync@" + alice.name + ".timer"}; !slices.Equal(got, want) {
 		t.Errorf("systemctl changes after removing alice = %q; want %q", got, want)
 	}
-	if !strings.Contains(lineFor(res.stdout, alice.name), "SKIP removed from the roster: stopped and disabled claude-auth-sync@"+alice.name+".service (Vault data kept)") {
+	if !strings.Contains(lineFor(res.stdout, alice.name), "SKIP removed from the roster: stopped and disabled claude-auth-sync-agent@"+alice.name+".service and claude-auth-sync@"+alice.name+".timer (Vault data kept)") {
 		t.Errorf("removed line: %q", lineFor(res.stdout, alice.name))
 	}
 	if s, err := vsrv.Root().KVv2("secret").Get(ctx, "workstation/claude-users/"+alice.name); err != nil || s.Data["probe"] != "1" {

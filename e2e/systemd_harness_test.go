@@ -34,6 +34,7 @@ const (
 var debBuild struct {
 	once     sync.Once
 	old, new string
+	rpms     [2]string // the same two versions as .rpm
 	err      error
 }
 
@@ -61,6 +62,11 @@ func debs(t *testing.T) (old, new string) {
 				debBuild.err = fmt.Errorf("cp %s: %v: %s", src, err, b)
 				return ""
 			}
+			rpm := filepath.Join(root, "dist", "claude-auth-sync-"+pv+"-1.x86_64.rpm")
+			if b, err := exec.Command("cp", rpm, out).CombinedOutput(); err != nil {
+				debBuild.err = fmt.Errorf("cp %s: %v: %s", rpm, err, b)
+				return ""
+			}
 			return dst
 		}
 		if debBuild.old = build(oldVersion); debBuild.err != nil {
@@ -72,6 +78,17 @@ func debs(t *testing.T) (old, new string) {
 		t.Fatal(debBuild.err)
 	}
 	return debBuild.old, debBuild.new
+}
+
+// rpms is the .rpm of the same two builds as debs.
+func rpms(t *testing.T) (old, new string) {
+	t.Helper()
+	debs(t)
+	dir := filepath.Join(filepath.Dir(binDir), "debs")
+	v := func(s string) string {
+		return filepath.Join(dir, "claude-auth-sync-"+strings.ReplaceAll(s, "-", ".")+"-1.x86_64.rpm")
+	}
+	return v(oldVersion), v(newVersion)
 }
 
 // needContainers: a loud failure under CI=true, a skip elsewhere.
@@ -200,8 +217,8 @@ func (h *sdHost) configure(vaultAddr string) {
 	h.writeFile("/etc/claude-auth-sync/config", cfg, 0o644)
 	dropIn := "[Service]\nEnvironment=ANTHROPIC_BASE_URL=" + h.api.URL + "\n"
 	for _, d := range []string{
+		"/etc/systemd/system/claude-auth-sync-agent@.service.d",
 		"/etc/systemd/system/claude-auth-sync@.service.d",
-		"/etc/systemd/system/claude-auth-sync-pass@.service.d",
 		"/etc/systemd/user/claude-auth-sync.service.d",
 	} {
 		h.writeFile(d+"/e2e.conf", dropIn, 0o644)

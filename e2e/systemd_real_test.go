@@ -71,9 +71,9 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 	// 3. The system template for a second user.
 	t.Run("template unit starts", func(t *testing.T) {
 		start := time.Now()
-		h.sh("systemctl enable --now claude-auth-sync@bob.service")
+		h.sh("systemctl enable --now claude-auth-sync-agent@bob.service")
 		t.Logf("SYSTEMD-REPORT template unit: enable --now returned (READY) in %s", time.Since(start).Round(time.Millisecond))
-		p := h.props(nil, "claude-auth-sync@bob.service", "ActiveState", "SubState", "Type", "StatusText", "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+		p := h.props(nil, "claude-auth-sync-agent@bob.service", "ActiveState", "SubState", "Type", "StatusText", "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
 		if p["ActiveState"] != "active" || p["SubState"] != "running" || p["Type"] != "notify" {
 			t.Fatalf("template unit: %v", p)
 		}
@@ -93,15 +93,35 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 			if u.name == "alice" {
 				h.mustAsUser(u, "systemctl --user reload claude-auth-sync.service")
 			} else {
-				h.sh("systemctl reload claude-auth-sync@bob.service")
+				h.sh("systemctl reload claude-auth-sync-agent@bob.service")
 			}
 			eventually(t, 60*time.Second, "a pass after reload", func() bool { return h.journalCount(passed) > before })
 		})
 	}
 
+	// The reference's "sync now" reaches either agent: the user unit's
+	// (PrivateUsers=yes: its uid is mapped into its own user namespace, and
+	// SO_PEERCRED still says alice on both ends) and the template's.
+	t.Run("sync now asks the running agent", func(t *testing.T) {
+		for _, c := range []struct {
+			u   sdUser
+			pid func() string
+		}{
+			{alice, func() string { return h.props(&alice, "claude-auth-sync.service", "MainPID")["MainPID"] }},
+			{bob, func() string { return h.props(nil, "claude-auth-sync-agent@bob.service", "MainPID")["MainPID"] }},
+		} {
+			h.sh("systemctl start claude-auth-sync@" + c.u.name + ".service")
+			want := "user=" + c.u.name + " OK inference check passed; backup up to date"
+			log := h.sh("journalctl --no-pager -u claude-auth-sync@" + c.u.name + ".service -o cat")
+			if !strings.Contains(log, want) || !strings.Contains(log, "(the agent's pass, pid "+c.pid()+")") {
+				t.Errorf("systemctl start claude-auth-sync@%s.service: not the agent's pass (pid %s):\n%s", c.u.name, c.pid(), log)
+			}
+		}
+	})
+
 	t.Run("exposure of the live units", func(t *testing.T) {
 		re := regexp.MustCompile(`Overall exposure level for (\S+): ([0-9.]+) (\S+)`)
-		sys, _ := h.try("systemd-analyze security --no-pager claude-auth-sync@bob.service | tail -1")
+		sys, _ := h.try("systemd-analyze security --no-pager claude-auth-sync-agent@bob.service | tail -1")
 		usr, _ := h.asUser(alice, "systemd-analyze --user security --no-pager claude-auth-sync.service | tail -1")
 		for _, out := range []string{sys, usr} {
 			m := re.FindStringSubmatch(out)
@@ -121,7 +141,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 			rw  string
 		}{
 			{"user unit", h.props(&alice, "claude-auth-sync.service", "MainPID")["MainPID"], "/home/alice"},
-			{"template unit", h.props(nil, "claude-auth-sync@bob.service", "MainPID")["MainPID"], "/home"},
+			{"template unit", h.props(nil, "claude-auth-sync-agent@bob.service", "MainPID")["MainPID"], "/home"},
 		} {
 			pid := hostPID(t, h, c.pid)
 			status, _ := os.ReadFile("/proc/" + pid + "/status")
@@ -162,7 +182,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 	t.Run("upgrade restarts running agents", func(t *testing.T) {
 		props := []string{"MainPID", "ActiveState", "ActiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"}
 		beforeA := h.props(&alice, "claude-auth-sync.service", props...)
-		beforeB := h.props(nil, "claude-auth-sync@bob.service", props...)
+		beforeB := h.props(nil, "claude-auth-sync-agent@bob.service", props...)
 		h.install(newDeb)
 		for _, c := range []struct {
 			u      sdUser
@@ -170,7 +190,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 			after  func() map[string]string
 		}{
 			{alice, beforeA, func() map[string]string { return h.props(&alice, "claude-auth-sync.service", props...) }},
-			{bob, beforeB, func() map[string]string { return h.props(nil, "claude-auth-sync@bob.service", props...) }},
+			{bob, beforeB, func() map[string]string { return h.props(nil, "claude-auth-sync-agent@bob.service", props...) }},
 		} {
 			var after map[string]string
 			eventually(t, 60*time.Second, c.u.name+"'s agent restarted", func() bool {
@@ -193,22 +213,22 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 
 	// 5. The watchdog: a main loop that stops is killed and restarted.
 	t.Run("watchdog restarts a stuck agent", func(t *testing.T) {
-		h.writeFile("/etc/systemd/system/claude-auth-sync@bob.service.d/watchdog.conf", "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=3s\n", 0o644)
-		h.sh("systemctl daemon-reload && systemctl restart claude-auth-sync@bob.service")
-		p := h.props(nil, "claude-auth-sync@bob.service", "MainPID", "NRestarts", "WatchdogUSec")
+		h.writeFile("/etc/systemd/system/claude-auth-sync-agent@bob.service.d/watchdog.conf", "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=3s\n", 0o644)
+		h.sh("systemctl daemon-reload && systemctl restart claude-auth-sync-agent@bob.service")
+		p := h.props(nil, "claude-auth-sync-agent@bob.service", "MainPID", "NRestarts", "WatchdogUSec")
 		if p["WatchdogUSec"] != "3s" {
 			t.Fatalf("drop-in not applied: %v", p)
 		}
 		h.sh("kill -STOP " + p["MainPID"])
 		var after map[string]string
 		eventually(t, 90*time.Second, "systemd restarts the stopped agent", func() bool {
-			after = h.props(nil, "claude-auth-sync@bob.service", "MainPID", "NRestarts", "ActiveState")
+			after = h.props(nil, "claude-auth-sync-agent@bob.service", "MainPID", "NRestarts", "ActiveState")
 			return after["ActiveState"] == "active" && after["MainPID"] != p["MainPID"] && after["MainPID"] != "0"
 		})
 		if after["NRestarts"] == p["NRestarts"] {
 			t.Errorf("NRestarts %s -> %s; want a restart counted", p["NRestarts"], after["NRestarts"])
 		}
-		if log := h.sh("journalctl --no-pager -u claude-auth-sync@bob.service -o cat"); !strings.Contains(log, "Watchdog timeout") {
+		if log := h.sh("journalctl --no-pager -u claude-auth-sync-agent@bob.service -o cat"); !strings.Contains(log, "Watchdog timeout") {
 			t.Errorf("no watchdog timeout in bob's unit journal:\n%s", log)
 		}
 		if n := h.journalCount(`^user=bob WARN the agent stopped answering systemd's watchdog`); n != 1 {
@@ -220,18 +240,18 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		}
 		lag := h.rotateAndWait(bob)
 		t.Logf("SYSTEMD-REPORT watchdog: restarted agent backs up (%s)", lag.Round(time.Millisecond))
-		h.sh("rm /etc/systemd/system/claude-auth-sync@bob.service.d/watchdog.conf && systemctl daemon-reload")
+		h.sh("rm /etc/systemd/system/claude-auth-sync-agent@bob.service.d/watchdog.conf && systemctl daemon-reload")
 	})
 
 	// 5. Errors that a restart cannot mend are not restarted every 10 s.
 	t.Run("configuration error is not restarted", func(t *testing.T) {
 		erin := h.addUser("erin")
-		h.writeFile("/etc/systemd/system/claude-auth-sync@erin.service.d/bad.conf", "[Service]\nEnvironment=CLAUDE_AUTH_STORE=bogus\n", 0o644)
+		h.writeFile("/etc/systemd/system/claude-auth-sync-agent@erin.service.d/bad.conf", "[Service]\nEnvironment=CLAUDE_AUTH_STORE=bogus\n", 0o644)
 		h.sh("systemctl daemon-reload")
-		if out, err := h.try("systemctl start claude-auth-sync@erin.service"); err == nil {
+		if out, err := h.try("systemctl start claude-auth-sync-agent@erin.service"); err == nil {
 			t.Fatalf("a unit with a configuration error started: %s", out)
 		}
-		p := h.props(nil, "claude-auth-sync@erin.service", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts")
+		p := h.props(nil, "claude-auth-sync-agent@erin.service", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts")
 		if p["ActiveState"] != "failed" || p["SubState"] != "failed" || p["ExecMainStatus"] != "78" || p["NRestarts"] != "0" {
 			t.Errorf("after a configuration error: %v; want failed, status 78, no restart (an auto-restart shows as activating/auto-restart)", p)
 		}
@@ -242,10 +262,10 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 	})
 
 	t.Run("second agent for a user is not restarted", func(t *testing.T) {
-		if out, err := h.try("systemctl start claude-auth-sync@alice.service"); err == nil {
+		if out, err := h.try("systemctl start claude-auth-sync-agent@alice.service"); err == nil {
 			t.Fatalf("a second agent for alice started: %s", out)
 		}
-		p := h.props(nil, "claude-auth-sync@alice.service", "ActiveState", "SubState", "ExecMainStatus", "NRestarts")
+		p := h.props(nil, "claude-auth-sync-agent@alice.service", "ActiveState", "SubState", "ExecMainStatus", "NRestarts")
 		if p["ActiveState"] != "failed" || p["ExecMainStatus"] != "4" || p["NRestarts"] != "0" {
 			t.Errorf("second agent: %v; want failed, status 4, no restart", p)
 		}
@@ -255,7 +275,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		if a := h.props(&alice, "claude-auth-sync.service", "ActiveState"); a["ActiveState"] != "active" {
 			t.Errorf("alice's own agent: %v", a)
 		}
-		h.sh("systemctl reset-failed 'claude-auth-sync@*'")
+		h.sh("systemctl reset-failed 'claude-auth-sync-agent@*'")
 	})
 
 	// 7. The real Claude CLI runs the check inside the hardened template unit.
@@ -263,14 +283,14 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		carol := h.addUser("carol")
 		h.vaultToken(carol)
 		h.login(carol)
-		h.useRealClaude(carol, "/etc/systemd/system/claude-auth-sync@carol.service.d/real-claude.conf")
+		h.useRealClaude(carol, "/etc/systemd/system/claude-auth-sync-agent@carol.service.d/real-claude.conf")
 		before := h.fake.Counters()
-		h.sh("systemctl daemon-reload && systemctl start claude-auth-sync@carol.service")
+		h.sh("systemctl daemon-reload && systemctl start claude-auth-sync-agent@carol.service")
 		eventually(t, 120*time.Second, "carol's check with the real CLI", func() bool {
 			return h.journalCount(`^user=carol (OK inference check passed|WARN|FAIL)`) >= 1
 		})
 		if n := h.journalCount(`^user=carol OK inference check passed`); n != 1 {
-			out, _ := h.try("journalctl --no-pager -u claude-auth-sync@carol.service -o cat")
+			out, _ := h.try("journalctl --no-pager -u claude-auth-sync-agent@carol.service -o cat")
 			t.Fatalf("the real CLI's check in the hardened unit did not pass:\n%s", out)
 		}
 		after := h.fake.Counters()
@@ -302,7 +322,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 				units[e.str("_SYSTEMD_UNIT")]++
 			}
 		}
-		for _, want := range []string{"user:claude-auth-sync.service", "claude-auth-sync@bob.service", "claude-auth-sync@erin.service"} {
+		for _, want := range []string{"user:claude-auth-sync.service", "claude-auth-sync-agent@bob.service", "claude-auth-sync-agent@erin.service"} {
 			if units[want] == 0 {
 				t.Errorf("no journal lines from %s (have %v)", want, units)
 			}
@@ -359,8 +379,10 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		}{
 			{alice, func() { h.mustAsUser(alice, "systemctl --user stop claude-auth-sync.service") },
 				func() map[string]string { return h.props(&alice, "claude-auth-sync.service", "ActiveState", "Result") }},
-			{bob, func() { h.sh("systemctl stop claude-auth-sync@bob.service") },
-				func() map[string]string { return h.props(nil, "claude-auth-sync@bob.service", "ActiveState", "Result") }},
+			{bob, func() { h.sh("systemctl stop claude-auth-sync-agent@bob.service") },
+				func() map[string]string {
+					return h.props(nil, "claude-auth-sync-agent@bob.service", "ActiveState", "Result")
+				}},
 		} {
 			l := h.fake.Issue()
 			h.writeLogin(c.u, l)
@@ -383,7 +405,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		}
 		h.vault.failEvery.Store(0)
 		h.mustAsUser(alice, "systemctl --user start claude-auth-sync.service")
-		h.sh("systemctl start claude-auth-sync@bob.service")
+		h.sh("systemctl start claude-auth-sync-agent@bob.service")
 		for _, u := range []sdUser{alice, bob} {
 			b, _ := os.ReadFile(u.creds())
 			eventually(t, 30*time.Second, u.name+"'s kept login reaches Vault after the start", func() bool {
@@ -401,7 +423,7 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 		if ps, _ := h.try("pgrep -a claude-auth"); strings.TrimSpace(ps) != "" {
 			t.Errorf("agents still run after dpkg -r: %s", ps)
 		}
-		if p := h.props(nil, "claude-auth-sync@bob.service", "ActiveState"); p["ActiveState"] == "active" {
+		if p := h.props(nil, "claude-auth-sync-agent@bob.service", "ActiveState"); p["ActiveState"] == "active" {
 			t.Errorf("bob's agent after remove: %v", p)
 		}
 		h.sh("DEBIAN_FRONTEND=noninteractive dpkg -P claude-auth-sync")
@@ -476,7 +498,7 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 	}
 	pe := sdUser{name: "dirsvc", uid: 5001, gid: 5001, home: "/home/dirsvc", hostHome: filepath.Join(h.c.Root, "home", "dirsvc")}
 	// Agents an earlier roster left enabled for the users now parked or off.
-	h.sh("systemctl enable --now claude-auth-sync@pparked.service claude-auth-sync@poff.service || true")
+	h.sh("systemctl enable --now claude-auth-sync-agent@pparked.service claude-auth-sync-agent@poff.service || true")
 	for _, u := range []sdUser{pa, pd, pe} {
 		h.login(u)
 	}
@@ -497,7 +519,7 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 		return string(out)
 	}
 	state := func(u sdUser) string {
-		out, _ := h.try("systemctl is-enabled claude-auth-sync@" + u.name + ".service; systemctl is-active claude-auth-sync@" + u.name + ".service")
+		out, _ := h.try("systemctl is-enabled claude-auth-sync-agent@" + u.name + ".service; systemctl is-active claude-auth-sync-agent@" + u.name + ".service")
 		return strings.Join(strings.Fields(out), " ")
 	}
 	out := provision()
@@ -546,9 +568,9 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 	}
 
 	// The timers are listed, and their services run to OK.
-	h.sh("systemctl enable --now claude-auth-sync-provision.timer claude-auth-sync-pass@pgone.timer")
+	h.sh("systemctl enable --now claude-auth-sync-provision.timer claude-auth-sync@pgone.timer")
 	timers := h.sh("systemctl list-timers --all --no-legend --no-pager")
-	for _, tm := range []string{"claude-auth-sync-provision.timer", "claude-auth-sync-pass@pgone.timer"} {
+	for _, tm := range []string{"claude-auth-sync-provision.timer", "claude-auth-sync@pgone.timer"} {
 		if !strings.Contains(timers, tm) {
 			t.Errorf("list-timers lacks %s:\n%s", tm, timers)
 		}
@@ -564,9 +586,9 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 		t.Errorf("no user=pnormal OK line from the provision service:\n%s", log)
 	}
 	// pgone's agent is disabled: the pass is this user's only job now.
-	h.sh("systemctl start claude-auth-sync-pass@pgone.service")
-	p = h.props(nil, "claude-auth-sync-pass@pgone.service", "Result", "ExecMainStatus")
-	log := h.sh("journalctl --no-pager -u claude-auth-sync-pass@pgone.service -o cat")
+	h.sh("systemctl start claude-auth-sync@pgone.service")
+	p = h.props(nil, "claude-auth-sync@pgone.service", "Result", "ExecMainStatus")
+	log := h.sh("journalctl --no-pager -u claude-auth-sync@pgone.service -o cat")
 	if p["Result"] != "success" || !regexp.MustCompile(`(?m)^user=pgone OK inference check passed`).MatchString(log) {
 		t.Errorf("pass service: %v\n%s", p, log)
 	}

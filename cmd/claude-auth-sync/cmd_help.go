@@ -127,6 +127,8 @@ refresher of the login.
 With no command, claude-auth-sync runs "sync". Flags may come before the
 command or after it. -v and --version print the version. No command ever
 prints a token.`)
+	fmt.Fprintln(w, ".SH \"THE RUNBOOK'S UNITS\"")
+	roffText(w, unitsText)
 	fmt.Fprintln(w, ".SH COMMANDS")
 	for _, c := range commands() {
 		if c.hidden {
@@ -170,6 +172,25 @@ prints a token.`)
 	fmt.Fprintln(w, ".PP")
 	fmt.Fprintln(w, roff("/usr/share/doc/claude-auth-sync/README.md, runbook.md (the admin's side: install, alerts, restore, setup-token mode) and provisioning.md (the roster)."))
 }
+
+// unitsText is the man page's word on the systemd units: the reference
+// runbook's commands first, as its admins type them.
+const unitsText = `systemctl start claude-auth-sync@<user>.service runs one full pass for
+<user> now (the reference runbook's "sync now") and returns when it ended; its
+exit status, systemctl status claude-auth-sync@<user>.service and journalctl -t
+claude-auth-sync say how (OK, RECOVERED, SKIP, WARN, FAIL). When the user's agent
+runs, the agent runs that pass (the unit asks it and waits). After vault kv patch
+-method=rw ... setup_token=..., the same start writes claude-oauth.env before it
+returns; setup_token="" and a start remove it.
+
+claude-auth-sync@<user>.timer starts that pass every six hours; systemctl
+list-timers 'claude-auth-sync@*' lists every provisioned user. A timer's pass
+runs no second inference check when the agent's own passed within the interval.
+
+The agent: claude-auth-sync-agent@<user>.service (system manager, no lingering;
+provision enables it with the timer) or the user unit claude-auth-sync.service.
+systemctl reload on it runs a full pass too; claude-auth-sync status shows its
+live state, claude-auth-sync fleet every user's health.`
 
 var listItem = regexp.MustCompile(`^\s+(-|\d+\.)\s+`)
 

@@ -37,9 +37,9 @@ periodic (768h) orphan token with only that policy (no default policy) and
 display name devvm-claude-auth-<user> when the token file is missing,
 empty, expired, revoked or someone else's; install ~/.config/claude-auth-sync
 (0700) and the token file (0600) owned by the user, never following a symlink;
-enable and start claude-auth-sync@<user>.service. Parked, claude_auth: false and
-users gone from the roster get their unit stopped and disabled; their Vault data
-stays. A second run changes nothing.
+enable and start the agent claude-auth-sync-agent@<user>.service and the
+six-hourly claude-auth-sync@<user>.timer. Parked, claude_auth: false and users
+gone from the roster get both stopped and disabled; their Vault data stays. A second run changes nothing.
 
 --fleet-reader-token FILE also writes the policy claude-auth-sync-fleet-reader
 (list of the users, read of each user's metadata, one segment per user;

@@ -21,7 +21,7 @@ import (
 const runHelp = `Usage: claude-auth-sync run [flags]
 
 The long-lived per-user agent (systemd --user service, or the system template
-claude-auth-sync@<user>.service). One per user: a second one exits saying which
+claude-auth-sync-agent@<user>.service). One per user: a second one exits saying which
 pid holds the agent lock.
 
   - watches the credentials file (inotify on its directory, no polling) and backs
@@ -30,8 +30,11 @@ pid holds the agent lock.
   - while Vault is away the newest login waits in the state dir
     (pending-backup.json, 0600) and is written when Vault returns, with capped
     exponential backoff; one WARN per outage;
-  - runs the full sync pass every --check-interval (default 6h) and on SIGHUP
-    (systemctl reload = a manual resync). A start does not check again a login
+  - runs the full sync pass every --check-interval (default 6h), on SIGHUP
+    (systemctl reload) and when asked by "sync" (systemctl start
+    claude-auth-sync@<user>.service) over agent.sock in the state dir, which
+    answers only this user; the six-hourly timer's pass runs no second check
+    while the agent's own is fresh. A start does not check again a login
     whose last check passed within the interval when nothing changed since
     (the login, the backup's login or setup token): the next check is when it
     is due. A start that must check waits a random delay up to --check-spread
@@ -106,7 +109,7 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.
-		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync@%s.service)", err, eng.Cfg.User)
+		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
 		return engine.ExitAgentRunning
 	case err != nil:
 		eng.Log.Event(engine.FAIL, "the agent stopped: %v", err)

@@ -12,8 +12,8 @@ esac
 
 if [ "$removing" = yes ] && [ -d /run/systemd/system ]; then
 	systemctl stop claude-auth-sync-provision.timer claude-auth-sync-provision.service \
-		'claude-auth-sync-pass@*.timer' 'claude-auth-sync-pass@*.service' \
-		'claude-auth-sync@*.service' >/dev/null 2>&1 || :
+		'claude-auth-sync@*.timer' 'claude-auth-sync@*.service' \
+		'claude-auth-sync-agent@*.service' >/dev/null 2>&1 || :
 	# And the user units, in every running user manager.
 	for rundir in /run/user/[0-9]*; do
 		[ -S "$rundir/systemd/private" ] || continue

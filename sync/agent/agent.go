@@ -6,7 +6,9 @@
 //     until the store holds it, and restores a clobbered login at once;
 //   - the refresher refreshes the login ahead of Claude, under Claude's locks;
 //   - the token renewer checks and renews the Vault token;
-//   - the pass scheduler runs the full pass (the inference check) when due;
+//   - the pass scheduler runs the full pass (the inference check) when due,
+//     on SIGHUP, and when the request server hands it a request from the unit
+//     claude-auth-sync@<user>.service (sync/passrequest);
 //   - the metrics writer and the live state (agent.json, systemd) publish.
 //
 // They talk through typed channels and run in one errgroup: the first to fail
@@ -113,6 +115,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	rf := newRefresher(e, lin, pol, live, bw)
 	rn := newRenewer(e, opt, pol, live, out, bw)
 	ps := newPassScheduler(e, opt, live, bw, rn)
+	rs := newRequestServer(e)
 	bw.renewKick = rn.kick
 
 	bw.start(ctx)
@@ -123,7 +126,8 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	g.Go(func() error { return bw.Run(gctx) })
 	g.Go(func() error { return rf.Run(gctx) })
 	g.Go(func() error { return rn.Run(gctx) })
-	g.Go(func() error { return ps.Run(gctx, opt.Reload) })
+	g.Go(func() error { return ps.Run(gctx, opt.Reload, rs.requests) })
+	g.Go(func() error { return rs.Run(gctx) })
 	g.Go(func() error { return metrics.Run(gctx) })
 	g.Go(func() error { return live.Run(gctx) })
 	if rn.tokenFile != nil {

@@ -28,8 +28,9 @@ func newPassScheduler(e *engine.Engine, opt Options, live *liveState, bw *backup
 	return &passScheduler{e: e, clk: e.Clock, opt: opt, live: live, bw: bw, rn: rn}
 }
 
-// Run schedules passes until ctx ends; reload asks for one now.
-func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal) error {
+// Run schedules passes until ctx ends; reload and requests (the unit
+// claude-auth-sync@<user>.service) ask for one now.
+func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, requests <-chan passRequest) error {
 	first, why := ps.firstCheck(ctx)
 	if ctx.Err() != nil {
 		return nil
@@ -41,15 +42,28 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal) error
 	t := ps.clk.NewTimer(first)
 	defer t.Stop()
 	for {
+		var req *passRequest
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
 		case <-reload:
 			ps.e.Diag.Info("reload: running a full pass")
+		case r := <-requests:
+			req = &r
+			ps.e.Diag.Info("a pass was asked for", "kind", string(r.kind))
 		}
-		ps.setNextCheck(-1, "running now")
-		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore})
+		skip := ""
+		if req != nil {
+			skip = ps.skipCheck(req.kind)
+		}
+		if skip == "" {
+			ps.setNextCheck(-1, "running now")
+		}
+		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
+		if req != nil {
+			req.reply <- o
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -59,6 +73,9 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal) error
 		})
 		ps.live.status.poke()
 		ps.bw.kick.poke() // the pass may have written the file or the store
+		if skip != "" {
+			continue // the schedule stands: this pass did not check
+		}
 		t.Reset(ps.opt.CheckInterval)
 		ps.setNextCheck(ps.opt.CheckInterval, "every "+ps.opt.CheckInterval.String())
 	}

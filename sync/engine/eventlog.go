@@ -100,6 +100,23 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 	}
 }
 
+// Echo repeats a status line another process of this user already recorded
+// (the agent's pass, asked for by the unit claude-auth-sync@<user>.service):
+// to the journal from this process, so `systemctl status` of the unit that
+// asked shows how it ended, and to the console; not to sync.log or the
+// metrics a second time.
+func (l *EventLog) Echo(st Status, msg string) {
+	msg = strings.ReplaceAll(check.Mask(msg), "\n", " ")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.JournalSocket != "" {
+		_ = sendJournal(l.JournalSocket, fmt.Sprintf("user=%s %s %s", l.User, st, msg), st, l.User)
+	}
+	if l.Console != nil && !l.ConsoleIsJournal {
+		l.Console.Log(context.Background(), st.Level(), msg)
+	}
+}
+
 func appendLine(path, line string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err

@@ -569,18 +569,20 @@ func (u *activeUser) clearMetrics() error {
 	return nil
 }
 
-// startUnit gets the agent unit enabled and running. Without a usable token
-// it would only FAIL, so it waits for the run that installs one.
+// startUnit gets the agent and the six-hourly timer enabled and running.
+// Without a usable token they would only FAIL, so it waits for the run that
+// installs one.
 func (u *activeUser) startUnit(ctx context.Context) error {
 	p := u.p
-	unit := UnitFor(u.name)
-	us, err := p.opt.Systemctl.State(ctx, unit)
+	units := UnitsFor(u.name)
+	unit := strings.Join(units, " and ")
+	all, _, err := p.opt.Systemctl.States(ctx, units)
 	if err != nil {
 		return err
 	}
-	if !us.Enabled || !us.Active {
+	if !all {
 		if p.apply {
-			if err := p.opt.Systemctl.Enable(ctx, unit); err != nil {
+			if err := p.opt.Systemctl.Enable(ctx, units...); err != nil {
 				return err
 			}
 		}
@@ -692,16 +694,17 @@ func (p *provisioner) removed(ctx context.Context, name string) Result {
 }
 
 func (p *provisioner) disable(ctx context.Context, name, why, kept string) Result {
-	unit := UnitFor(name)
-	us, err := p.opt.Systemctl.State(ctx, unit)
+	units := UnitsFor(name)
+	unit := strings.Join(units, " and ")
+	_, any, err := p.opt.Systemctl.States(ctx, units)
 	if err != nil {
 		return p.fail(name, err)
 	}
-	if !us.Enabled && !us.Active {
-		return Result{User: name, Status: "SKIP", Message: why + ": " + unit + " is off"}
+	if !any {
+		return Result{User: name, Status: "SKIP", Message: why + ": " + unit + " are off"}
 	}
 	if p.apply {
-		if err := p.opt.Systemctl.Disable(ctx, unit); err != nil {
+		if err := p.opt.Systemctl.Disable(ctx, units...); err != nil {
 			return p.fail(name, err)
 		}
 	}

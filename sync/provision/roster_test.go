@@ -281,9 +281,9 @@ func TestRunRefusesSystemAccounts(t *testing.T) {
 		{name: "system account claude_auth off", entry: "svc: {claude_auth: false}", user: "svc", uid: 500, unitOn: true,
 			loginDef: "UID_MIN 1000\n", want: "user=svc FAIL refused: svc has uid 500", refused: true},
 		{name: "at UID_MIN", entry: "erin: {parked: true}", user: "erin", uid: 2000, unitOn: true,
-			loginDef: "UID_MIN 2000\n", want: "user=erin SKIP parked: stopped and disabled claude-auth-sync@erin.service"},
+			loginDef: "UID_MIN 2000\n", want: "user=erin SKIP parked: stopped and disabled claude-auth-sync-agent@erin.service and claude-auth-sync@erin.timer"},
 		{name: "gone from the OS, parked", entry: "frank: {parked: true}", user: "frank", uid: -1, unitOn: true,
-			loginDef: "UID_MIN 1000\n", want: "user=frank SKIP parked: stopped and disabled claude-auth-sync@frank.service"},
+			loginDef: "UID_MIN 1000\n", want: "user=frank SKIP parked: stopped and disabled claude-auth-sync-agent@frank.service and claude-auth-sync@frank.timer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -377,7 +377,7 @@ func TestRunRefusesSystemAccounts(t *testing.T) {
 			if !strings.Contains(out.String(), "user=carol SKIP parked: stopped and disabled") {
 				t.Errorf("carol was not reconciled:\n%s", out.String())
 			}
-			if unitOn(units, "carol") {
+			if unitOn(t, units, "carol") {
 				t.Errorf("carol's unit is still on")
 			}
 			if !strings.Contains(out.String(), "user=dave FAIL") || strings.Contains(out.String(), "user=dave FAIL refused") {
@@ -407,12 +407,12 @@ func TestRunRefusesSystemAccounts(t *testing.T) {
 					t.Errorf("Vault was asked about %s: %s", tc.user, p)
 				}
 			}
-			if unitOn(units, tc.user) != tc.unitOn {
+			if unitOn(t, units, tc.user) != tc.unitOn {
 				t.Errorf("%s's unit changed from on=%v", tc.user, tc.unitOn)
 			}
 			calls, _ := os.ReadFile(filepath.Join(units, "calls"))
 			for _, c := range strings.Split(string(calls), "\n") {
-				if strings.Contains(c, UnitFor(tc.user)) {
+				if strings.Contains(c, "@"+tc.user+".") {
 					t.Errorf("systemctl %s: not even asked about a refused user's unit", c)
 				}
 			}
@@ -440,8 +440,8 @@ echo "$*" >> "$d/calls"
 case "$1" in
 is-enabled) if [ -e "$d/enabled/$2" ]; then echo enabled; exit 0; fi; echo disabled; exit 1 ;;
 is-active) if [ -e "$d/active/$2" ]; then echo active; exit 0; fi; echo inactive; exit 3 ;;
-enable) touch "$d/enabled/$3" "$d/active/$3" ;;
-disable) rm -f "$d/enabled/$3" "$d/active/$3" ;;
+enable) shift 2; for u; do touch "$d/enabled/$u" "$d/active/$u"; done ;;
+disable) shift 2; for u; do rm -f "$d/enabled/$u" "$d/active/$u"; done ;;
 *) exit 9 ;;
 esac
 `
@@ -454,18 +454,31 @@ esac
 func setUnit(t *testing.T, dir, user string, on bool) {
 	t.Helper()
 	for _, d := range []string{"enabled", "active"} {
-		p := filepath.Join(dir, d, UnitFor(user))
-		if on {
-			if err := os.WriteFile(p, nil, 0o644); err != nil {
-				t.Fatal(err)
+		for _, u := range UnitsFor(user) {
+			p := filepath.Join(dir, d, u)
+			if on {
+				if err := os.WriteFile(p, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				os.Remove(p)
 			}
-		} else {
-			os.Remove(p)
 		}
 	}
 }
 
-func unitOn(dir, user string) bool {
-	_, err := os.Stat(filepath.Join(dir, "enabled", UnitFor(user)))
-	return err == nil
+// unitOn: the agent and the timer both enabled (and a half-enabled pair fails
+// the test: provision always moves them together).
+func unitOn(t *testing.T, dir, user string) bool {
+	t.Helper()
+	n := 0
+	for _, u := range UnitsFor(user) {
+		if _, err := os.Stat(filepath.Join(dir, "enabled", u)); err == nil {
+			n++
+		}
+	}
+	if n == 1 {
+		t.Errorf("%s: only one of %v is enabled", user, UnitsFor(user))
+	}
+	return n == len(UnitsFor(user))
 }

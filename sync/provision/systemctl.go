@@ -16,8 +16,12 @@ type Systemctl struct {
 	Path string
 }
 
-// UnitFor is the per-user agent unit provision enables.
-func UnitFor(user string) string { return "claude-auth-sync@" + user + ".service" }
+// UnitsFor are the per-user units provision enables: the agent, and the
+// reference runbook's six-hourly timer (its pass asks the agent, so it adds
+// no second check), which `systemctl list-timers 'claude-auth-sync@*'` lists.
+func UnitsFor(user string) []string {
+	return []string{"claude-auth-sync-agent@" + user + ".service", "claude-auth-sync@" + user + ".timer"}
+}
 
 func (s Systemctl) run(ctx context.Context, args ...string) (string, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -62,14 +66,29 @@ func (s Systemctl) State(ctx context.Context, unit string) (UnitState, error) {
 	return st, nil
 }
 
-// Enable enables and starts unit.
-func (s Systemctl) Enable(ctx context.Context, unit string) error {
-	_, _, err := s.run(ctx, "enable", "--now", unit)
+// States asks systemd about each of units: all says every one is enabled
+// and running, any that one of them is enabled or running.
+func (s Systemctl) States(ctx context.Context, units []string) (all, any bool, err error) {
+	all = true
+	for _, u := range units {
+		st, err := s.State(ctx, u)
+		if err != nil {
+			return false, false, err
+		}
+		all = all && st.Enabled && st.Active
+		any = any || st.Enabled || st.Active
+	}
+	return all, any, nil
+}
+
+// Enable enables and starts units.
+func (s Systemctl) Enable(ctx context.Context, units ...string) error {
+	_, _, err := s.run(ctx, append([]string{"enable", "--now"}, units...)...)
 	return err
 }
 
-// Disable stops and disables unit.
-func (s Systemctl) Disable(ctx context.Context, unit string) error {
-	_, _, err := s.run(ctx, "disable", "--now", unit)
+// Disable stops and disables units.
+func (s Systemctl) Disable(ctx context.Context, units ...string) error {
+	_, _, err := s.run(ctx, append([]string{"disable", "--now"}, units...)...)
 	return err
 }

@@ -643,7 +643,7 @@ func (v *Vault) classify(op string, err error) error {
 
 // ReprovisionHint is what to do about a Vault token that was refused.
 func ReprovisionHint(user string) string {
-	return fmt.Sprintf("ask your admin to run `claude-auth-sync provision` (it installs a new token), then `systemctl reload claude-auth-sync@%s` (or `systemctl --user restart claude-auth-sync`); a running agent also picks the new token up by itself", user)
+	return fmt.Sprintf("ask your admin to run `claude-auth-sync provision` (it installs a new token), then `systemctl start claude-auth-sync@%s.service` (a pass now); a running agent also picks the new token up by itself", user)
 }
 
 // misconfigured says what to fix when err is a mistake in the settings rather

@@ -55,7 +55,7 @@ func TestVaultErrorsOneLineWithFix(t *testing.T) {
 		sentinel error
 		want     []string
 	}{
-		{"revoked token", denied.URL, ErrForbidden, []string{"permission denied; invalid token", "claude-auth-sync provision", "systemctl reload claude-auth-sync@alice"}},
+		{"revoked token", denied.URL, ErrForbidden, []string{"permission denied; invalid token", "claude-auth-sync provision", "systemctl start claude-auth-sync@alice.service"}},
 		{"https to an http listener", strings.Replace(plain.URL, "http://", "https://", 1), ErrMisconfigured, []string{"plain http", "http://127.0.0.1"}},
 		{"http to an https listener", strings.Replace(tlsSrv.URL, "https://", "http://", 1), ErrMisconfigured, []string{"https listener", "VAULT_ADDR=https://127.0.0.1"}},
 		{"unknown CA", tlsSrv.URL, ErrMisconfigured, []string{"VAULT_CACERT"}},
