@@ -36,7 +36,8 @@ Every event goes to ~/.local/state/claude-auth-sync/sync.log and the journal
 
 A timer's pass (--trigger names a .timer) runs no second inference check when
 the agent's own check passed within the interval; it still reads Vault and
-applies setup-token changes. A person's sync always checks.
+applies setup-token changes. A person's sync gets a check that ended after it
+asked: when many ask at once, the agent's running check answers them all.
 
 Exit codes: 0 OK/SKIP/RECOVERED, 1 FAIL, 2 usage, 3 not logged in,
 75 backup pending or check could not run, 78 configuration error.

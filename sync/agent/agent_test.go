@@ -70,6 +70,7 @@ type rig struct {
 	st     *switchStore
 	events chan string // "STATUS message" of each event
 	opt    Options
+	rs     *requestServer // set by startScheduler
 }
 
 func newRig(t *testing.T) *rig {

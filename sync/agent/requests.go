@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
@@ -16,6 +17,9 @@ import (
 type passRequest struct {
 	kind  passrequest.Kind
 	reply chan engine.Outcome
+	// at is when the request reached the agent: a check that passed after
+	// it answers it (see skipCheck).
+	at time.Time
 }
 
 // requestServer answers pass requests on the socket in the state dir by
@@ -26,6 +30,8 @@ type requestServer struct {
 	ln *passrequest.Listener
 	// requests goes to the pass scheduler.
 	requests chan passRequest
+	// arrived counts the requests taken (tests wait on it).
+	arrived atomic.Int64
 }
 
 // newRequestServer listens in the state dir. Without a socket the agent still
@@ -55,7 +61,8 @@ func (rs *requestServer) Run(ctx context.Context) error {
 
 // run hands one request to the scheduler and waits for its outcome.
 func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passrequest.Answer {
-	req := passRequest{kind: kind, reply: make(chan engine.Outcome, 1)}
+	rs.arrived.Add(1)
+	req := passRequest{kind: kind, reply: make(chan engine.Outcome, 1), at: rs.e.Clock.Now()}
 	select {
 	case rs.requests <- req:
 	case <-ctx.Done():
@@ -69,25 +76,56 @@ func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passreq
 	}
 }
 
-// skipCheck says why a scheduled pass needs no inference check: the last one
-// passed within the interval (the agent checks on its own schedule). "" means
-// check.
-func (ps *passScheduler) skipCheck(kind passrequest.Kind) string {
-	if kind != passrequest.Scheduled {
-		return ""
-	}
+// skipCheck says why the pass for a batch of requests needs no inference
+// check ("" means check). A person's request (Full) is answered by a check
+// that passed after it reached the agent: when many ask at once (a script
+// over `systemctl start`, 20 processes running `sync`), the pass that was
+// running then checked for all of them, and a second check of the same login
+// moments later would only cost a claude run (and, when that login's access
+// token ends meanwhile, a second refresh). The six-hourly timer's request
+// (Scheduled) is answered by any check that passed within the interval. The
+// pass itself still runs: it reads the store and applies setup-token changes.
+func (ps *passScheduler) skipCheck(kind passrequest.Kind, asked time.Time) string {
 	lc := ps.e.LoadRecord().LastCheck
 	if lc == nil || lc.Result != check.OK.String() {
 		return ""
 	}
-	age := ps.clk.Now().Sub(lc.At)
+	now := ps.clk.Now()
+	age := now.Sub(lc.At)
+	if kind != passrequest.Scheduled {
+		if asked.IsZero() || lc.At.Before(asked) || age < 0 {
+			return ""
+		}
+		return fmt.Sprintf("no second inference check: the agent's check passed %s ago, after this pass was asked for", age.Round(time.Millisecond))
+	}
 	if age < 0 || age >= ps.opt.CheckInterval {
 		return ""
 	}
 	next := ps.live.snapshot().NextCheck
 	msg := fmt.Sprintf("no second inference check: the agent's check passed %s ago", age.Round(time.Second))
 	if next != nil {
-		msg += fmt.Sprintf(", its next is in %s", next.Sub(ps.clk.Now()).Round(time.Second))
+		msg += fmt.Sprintf(", its next is in %s", next.Sub(now).Round(time.Second))
 	}
 	return msg
+}
+
+// batch takes every request waiting besides first: one pass answers them all.
+// Its kind is Full when any is (a person's request is never answered by the
+// timer's rule), its time the earliest.
+func batch(first passRequest, requests <-chan passRequest) (all []passRequest, kind passrequest.Kind, asked time.Time) {
+	all, kind, asked = []passRequest{first}, first.kind, first.at
+	for {
+		select {
+		case r := <-requests:
+			all = append(all, r)
+			if r.kind != passrequest.Scheduled {
+				kind = r.kind
+			}
+			if r.at.Before(asked) {
+				asked = r.at
+			}
+		default:
+			return all, kind, asked
+		}
+	}
 }

@@ -11,11 +11,20 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 )
 
-// countingChecker passes every check and counts them.
-type countingChecker struct{ n atomic.Int32 }
+// countingChecker passes every check and counts them. With gate set, a check
+// first says it started (on started) and then waits for gate.
+type countingChecker struct {
+	n       atomic.Int32
+	gate    atomic.Pointer[chan struct{}]
+	started chan struct{}
+}
 
 func (c *countingChecker) Run(context.Context, ...string) check.Result {
 	c.n.Add(1)
+	if g := c.gate.Load(); g != nil {
+		c.started <- struct{}{}
+		<-*g
+	}
 	return check.Result{Kind: check.OK}
 }
 
@@ -24,7 +33,7 @@ func (c *countingChecker) Run(context.Context, ...string) check.Result {
 // at once).
 func (r *rig) startScheduler() (*countingChecker, *liveState) {
 	r.t.Helper()
-	cc := &countingChecker{}
+	cc := &countingChecker{started: make(chan struct{}, 1)}
 	r.e.Checker = cc
 	r.opt.CheckSpread = 0
 	l := r.newLogin(30 * 24 * time.Hour)
@@ -34,6 +43,7 @@ func (r *rig) startScheduler() (*countingChecker, *liveState) {
 	if rs.ln == nil {
 		r.t.Fatal("the agent's request socket was not made")
 	}
+	r.rs = rs
 	r.run("renewer", rn.Run)
 	r.run("request server", rs.Run)
 	r.run("pass scheduler", func(ctx context.Context) error { return ps.Run(ctx, nil, rs.requests) })
@@ -125,5 +135,57 @@ func TestRequestedPasses(t *testing.T) {
 	}
 	if a := r.ask(passrequest.Scheduled); !strings.Contains(a.Message, "inference check passed") || cc.n.Load() != 3 {
 		t.Errorf("timer pass after a stale check = %+v, %d checks; want a check (3)", a, cc.n.Load())
+	}
+}
+
+// Many people (or a script) ask at once while a pass checks: the pass that was
+// running answers the first, and one more pass answers all the others, with
+// no second check, because the running check passed after they asked. A
+// person asking after that check gets a check of their own.
+func TestRequestsAtOnceShareOneCheck(t *testing.T) {
+	r := newRig(t)
+	cc, _ := r.startScheduler()
+	r.clk.Set(t0.Add(time.Hour))
+	gate := make(chan struct{})
+	cc.gate.Store(&gate)
+
+	answers := make(chan passrequest.Answer, 20)
+	go func() { answers <- r.ask(passrequest.Full) }()
+	<-cc.started // the first request's pass is checking
+	for range 19 {
+		go func() { answers <- r.ask(passrequest.Full) }()
+	}
+	// Let the 19 reach the agent (they wait for the scheduler) before the
+	// check ends: the fake clock moves on so their time is before its end.
+	for deadline := time.Now().Add(bound); r.rs.arrived.Load() < 20; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 20 requests reached the agent within %s", r.rs.arrived.Load(), bound)
+		}
+	}
+	r.clk.Set(t0.Add(time.Hour + time.Second))
+	cc.gate.Store(nil)
+	close(gate)
+
+	checked, shared := 0, 0
+	for range 20 {
+		a := <-answers
+		switch {
+		case a.Status != "OK" || a.Code != 0:
+			t.Errorf("answer %+v; want OK", a)
+		case strings.Contains(a.Message, "after this pass was asked for"):
+			shared++
+		case strings.Contains(a.Message, "inference check passed"):
+			checked++
+		default:
+			t.Errorf("answer %+v: neither a check nor a shared one", a)
+		}
+	}
+	if checked != 1 || shared != 19 || cc.n.Load() != 2 {
+		t.Errorf("20 requests at once: %d checked, %d answered by that check, %d checks in all; want 1, 19, 2", checked, shared, cc.n.Load())
+	}
+
+	r.clk.Set(t0.Add(2 * time.Hour))
+	if a := r.ask(passrequest.Full); !strings.Contains(a.Message, "inference check passed") || cc.n.Load() != 3 {
+		t.Errorf("a request after that check = %+v, %d checks; want a check of its own (3)", a, cc.n.Load())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 )
 
 // passScheduler runs the full pass (a pass runs claude and may take a
@@ -42,7 +43,8 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 	t := ps.clk.NewTimer(first)
 	defer t.Stop()
 	for {
-		var req *passRequest
+		var reqs []passRequest
+		skip := ""
 		select {
 		case <-ctx.Done():
 			return nil
@@ -50,19 +52,18 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 		case <-reload:
 			ps.e.Diag.Info("reload: running a full pass")
 		case r := <-requests:
-			req = &r
-			ps.e.Diag.Info("a pass was asked for", "kind", string(r.kind))
-		}
-		skip := ""
-		if req != nil {
-			skip = ps.skipCheck(req.kind)
+			var kind passrequest.Kind
+			var asked time.Time
+			reqs, kind, asked = batch(r, requests)
+			ps.e.Diag.Info("a pass was asked for", "kind", string(kind), "requests", len(reqs))
+			skip = ps.skipCheck(kind, asked)
 		}
 		if skip == "" {
 			ps.setNextCheck(-1, "running now")
 		}
 		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
-		if req != nil {
-			req.reply <- o
+		for _, r := range reqs {
+			r.reply <- o
 		}
 		if ctx.Err() != nil {
 			return nil

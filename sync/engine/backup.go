@@ -121,6 +121,11 @@ func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, 
 	switch {
 	case errors.Is(err, store.ErrUnreachable):
 		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
+	case err != nil && ctx.Err() != nil:
+		// This process is stopping (SIGTERM, the unit's stop): the backup
+		// was cut short, not refused. Not a FAIL: nothing is wrong with the
+		// login or the store, and the next start or pass backs it up.
+		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: stopped before the store answered"}
 	case err != nil:
 		return fail("%s, but the backup failed: %v", what, err)
 	}
