@@ -146,7 +146,7 @@ func (c *Container) Log() string {
 }
 
 func (c *Container) waitBoot(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 180*time.Second) // a loaded 2-core machine has taken over 90 s
 	defer cancel()
 	for c.pid1 == 0 {
 		select {
