@@ -74,7 +74,7 @@ var settings = []struct{ name, meaning string }{
 	{"CLAUDE_AUTH_OAUTH_CLIENT_ID", "the OAuth client id (default: Claude's)"},
 	{"CLAUDE_AUTH_OAUTH_USER_AGENT", "the user agent of a refresh (default: Claude's)"},
 	{"CLAUDE_AUTH_OAUTH_SCOPES", "scopes asked for in every refresh, replacing the login's own"},
-	{"CLAUDE_AUTH_METRICS_DIR", "a node-exporter textfile dir for claude_auth_sync_<user>.prom (default: none)"},
+	{"CLAUDE_AUTH_METRICS_DIR", "root's metrics dir: each agent writes <dir>/<user>/claude_auth_sync.prom, publish-metrics publishes them (default: none)"},
 	{"CLAUDE_AUTH_HOST_ID", "this workstation's identity in Vault, so one user's logins on several hosts never cross (default: /etc/machine-id)"},
 	{"CLAUDE_AUTH_HOST_LABEL", "this workstation's readable name in fleet and status (default: the hostname)"},
 	{"CLAUDE_AUTH_JOURNAL_SOCKET", "the journal's socket (default: /run/systemd/journal/socket; off = none)"},
