@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
@@ -48,7 +47,7 @@ func ensureMetricsDirs(base string, acct Account, apply bool) ([]string, error) 
 	case !fi.IsDir():
 		return nil, fmt.Errorf("metrics dir %s is not a directory (a symlink?); remove it or fix CLAUDE_AUTH_METRICS_DIR", base)
 	default:
-		st := fi.Sys().(*unix.Stat_t)
+		st := fi.Sys().(*syscall.Stat_t)
 		if st.Uid != 0 || fi.Mode().Perm()&0o022 != 0 || fi.Mode()&os.ModeSticky != 0 {
 			did = append(did, fmt.Sprintf("%s %s root's, mode 0755 (it was uid %d's, %04o: users may no longer write into it, each agent writes into a directory of its own)",
 				verb("made", "make"), base, st.Uid, uint32(fi.Mode().Perm())|sticky(fi.Mode())))
@@ -66,7 +65,7 @@ func ensureMetricsDirs(base string, acct Account, apply bool) ([]string, error) 
 	dir := promfile.UserDir(base, acct.Name)
 	fi, err = os.Lstat(dir)
 	if err == nil {
-		st := fi.Sys().(*unix.Stat_t)
+		st := fi.Sys().(*syscall.Stat_t)
 		if fi.IsDir() && int(st.Uid) == acct.UID {
 			if fi.Mode().Perm() != 0o700 {
 				did = append(did, fmt.Sprintf("%s mode %04o of %s to 0700", verb("changed", "change"), fi.Mode().Perm(), dir))
