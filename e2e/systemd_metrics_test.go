@@ -12,7 +12,8 @@ import (
 // Metrics under a real systemd, from the package: an upgrade from the shared
 // 1777 metrics dir (a user's own file in it, another user's forged file and
 // directory in a third user's name) makes the dir root's and the first user's
-// directory theirs, drops the forgeries and starts the publisher unit; a user
+// directory theirs, drops the forgeries, keeps the counters (state dir) and
+// starts the publisher unit; a user
 // unit agent (systemd --user, PrivateUsers=yes, ProtectSystem=strict) and a
 // template agent both write into their own directories; the hardened
 // publisher unit publishes both within a fraction of a second of a write; the
@@ -36,6 +37,10 @@ func TestSystemdMetrics(t *testing.T) {
 	h.mustAsUser(alice, "printf 'claude_auth_sync_failures_total{user=\"mtalice\"} 4\\n' > "+dir+"/claude_auth_sync_mtalice.prom")
 	h.mustAsUser(mallory, "printf 'claude_auth_sync_login_deadline_timestamp_seconds{user=\"mtbob\"} 9999999999\\n' > "+dir+
 		"/claude_auth_sync_mtbob.prom && mkdir -m 0777 "+dir+"/mtbob && cp "+dir+"/claude_auth_sync_mtbob.prom "+dir+"/mtbob/claude_auth_sync.prom")
+
+	// alice's counters, kept in her state dir (never in the .prom), from
+	// before the upgrade.
+	h.mustAsUser(alice, `umask 077; mkdir -p ~/.local/state/claude-auth-sync && echo '{"failures_total":4}' > ~/.local/state/claude-auth-sync/metrics.json`)
 
 	out := h.install(newDeb)
 	t.Run("upgrade migrates the shared dir", func(t *testing.T) {
@@ -77,6 +82,9 @@ func TestSystemdMetrics(t *testing.T) {
 		b, _ := os.ReadFile(published)
 		if strings.Contains(string(b), "9999999999") || strings.Contains(string(b), "mtmallory") {
 			t.Errorf("the forgery was published:\n%s", b)
+		}
+		if !strings.Contains(string(b), `claude_auth_sync_failures_total{user="mtalice"} 4`+"\n") {
+			t.Errorf("alice's 4 failures from before the upgrade were lost:\n%s", b)
 		}
 		for _, u := range []sdUser{alice, bob} {
 			if !strings.Contains(string(b), `claude_auth_sync_metrics_publish_error{user="`+u.name+`"} 0`) {

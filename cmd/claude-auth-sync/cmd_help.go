@@ -86,6 +86,8 @@ var files = []struct{ path, meaning string }{
 	{"/etc/claude-auth-sync/config", "the fleet's settings, KEY=value lines (the keys of ENVIRONMENT); unknown keys are errors"},
 	{"/etc/claude-auth-sync/roster.yaml", "the users provision reconciles"},
 	{"/var/lib/claude-auth-sync/", "which users provision manages"},
+	{"/var/lib/claude-auth-sync/metrics/<user>/claude_auth_sync.prom", "a user's metrics, written by the user's agent into the user's own directory (with CLAUDE_AUTH_METRICS_DIR set so)"},
+	{"/var/lib/prometheus/node-exporter/claude_auth_sync.prom", "every user's metrics, published by publish-metrics for the node exporter"},
 	{"~/.claude/.credentials.json", "Claude Code's login (claudeAiOauth), the file that is backed up and restored"},
 	{"~/.config/claude-auth-sync/vault-token", "the user's scoped Vault token, mode 0600"},
 	{"~/.config/claude-auth-sync/claude-oauth.env", "the setup-token env file, mode 0600"},
