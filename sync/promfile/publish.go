@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 )
 
 // FileName is an agent's file in its own directory, and the published file
@@ -36,8 +39,60 @@ type Publisher struct {
 	Target string    // the node exporter's textfile directory
 	Log    io.Writer // WARN lines, "user=<u> WARN …"; nil = none
 
+	// LookupUID resolves a user name to its uid (default: NSS through
+	// getent, so directory accounts count, then /etc/passwd); answers are
+	// kept for a minute.
+	LookupUID func(name string) (int, error)
+
 	mu       sync.Mutex
 	reported map[string]string // what was last said for each user (or "" for the dir)
+	uids     map[string]cachedUID
+}
+
+type cachedUID struct {
+	uid int
+	err error
+	at  time.Time
+}
+
+// uidOf is name's uid, from the cache when it is under a minute old.
+func (p *Publisher) uidOf(name string) (int, error) {
+	p.mu.Lock()
+	c, ok := p.uids[name]
+	p.mu.Unlock()
+	if ok && time.Since(c.at) < time.Minute {
+		return c.uid, c.err
+	}
+	lookup := p.LookupUID
+	if lookup == nil {
+		lookup = lookupUID
+	}
+	uid, err := lookup(name)
+	p.mu.Lock()
+	if p.uids == nil {
+		p.uids = map[string]cachedUID{}
+	}
+	p.uids[name] = cachedUID{uid, err, time.Now()}
+	p.mu.Unlock()
+	return uid, err
+}
+
+// lookupUID asks NSS (a static binary's os/user reads only /etc/passwd,
+// which lacks LDAP and SSSD accounts), and os/user where getent cannot run.
+func lookupUID(name string) (int, error) {
+	a, err := config.LookupNSS(name)
+	if err == nil {
+		return a.UID, nil
+	}
+	var ee *exec.Error
+	if !errors.As(err, &ee) {
+		return 0, err
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(u.Uid)
 }
 
 // UserResult is what one user's directory gave.
@@ -136,17 +191,18 @@ func (p *Publisher) read() ([]UserResult, error) {
 		if err := unix.Fstatat(base, name, &ds, unix.AT_SYMLINK_NOFOLLOW); err != nil || ds.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue // not a user's directory (provision makes only those)
 		}
-		users = append(users, readUser(base, p.Source, name, ds.Uid))
+		users = append(users, p.readUser(base, name, ds.Uid))
 	}
 	return users, nil
 }
 
-// readUser reads name's file, if name's directory is name's own.
-func readUser(base int, source, name string, dirUID uint32) UserResult {
+// readUser reads name's file, if name's directory is name's own: its owner
+// is the user of that name, so the file's series are that user's.
+func (p *Publisher) readUser(base int, name string, dirUID uint32) UserResult {
 	r := UserResult{User: name}
-	owner, err := user.LookupId(strconv.Itoa(int(dirUID)))
-	if err != nil || owner.Username != name {
-		r.Err = fmt.Errorf("%s belongs to uid %d, not to user %s", filepath.Join(source, name), dirUID, name)
+	source := p.Source
+	if uid, err := p.uidOf(name); err != nil || uid != int(dirUID) {
+		r.Err = fmt.Errorf("%s belongs to uid %d, not to a user %s", filepath.Join(source, name), dirUID, name)
 		return r
 	}
 	path := filepath.Join(source, name, FileName)
