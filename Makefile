@@ -33,8 +33,9 @@ tree: tools
 
 # Debian tools the packaging and real-systemd tests use (rpm to inspect the
 # .rpm, systemd-analyze to verify units, systemd-nspawn and debootstrap to boot
-# a real systemd, man-db and groff to render the man page); installed only
-# when missing, and only as root.
+# a real systemd, man-db and groff to render the man page, prometheus (with
+# promtool) and prometheus-node-exporter to check the alert rules and read the
+# published metrics); installed only when missing, and only as root.
 tools:
 	@missing=""; command -v rpm >/dev/null 2>&1 || missing="$$missing rpm"; \
 	command -v man >/dev/null 2>&1 || missing="$$missing man-db"; \
@@ -42,6 +43,8 @@ tools:
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v systemd-nspawn >/dev/null 2>&1 || missing="$$missing systemd-container"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-node-exporter >/dev/null 2>&1 || missing="$$missing prometheus-node-exporter"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "make test needs:$$missing (apt-get install$$missing)"; exit 1; fi; \
 		echo "installing$$missing"; \

@@ -37,11 +37,13 @@ func hostileRun(t *testing.T, u faultUser, name string, args ...string) ([]byte,
 	return cmd.CombinedOutput()
 }
 
-// A hostile user squats the victim's metrics file name in a shared metrics
-// dir: a FIFO (the open of which blocked the victim's agent forever, backups
-// and stop included), then a forged regular file (which silenced alerts).
-// The victim's agent refuses both with one WARN each, keeps backing up within
-// its usual lag and stops at once on SIGTERM; nothing forged is read back.
+// A metrics dir left shared (1777, the layout of earlier versions, not yet
+// made root's by provision): a hostile user takes the victim's directory name
+// first, with a FIFO, then with a directory of its own holding a forged file.
+// The victim's agent never makes or writes into a directory not its own: one
+// WARN each, backups within their usual lag, a stop at once on SIGTERM,
+// nothing forged read back. (The publisher refuses such a dir too, see
+// TestMetricsPublishedToNodeExporter; provision makes the dir root's.)
 func TestHostileMetricsFile(t *testing.T) {
 	victim, mallory := newFaultUser(t), newFaultUser(t)
 	w := newWorld(t)
@@ -49,20 +51,21 @@ func TestHostileMetricsFile(t *testing.T) {
 	victim.adopt(t, w)
 	dir := sharedDir(t)
 	w.setEnvVar("CLAUDE_AUTH_METRICS_DIR", dir)
-	prom := filepath.Join(dir, "claude_auth_sync_"+w.name+".prom")
+	own := filepath.Join(dir, w.name)
+	prom := filepath.Join(own, "claude_auth_sync.prom")
 
 	for _, squat := range []struct {
 		what string
 		make func() error
 	}{
-		{"FIFO", func() error { _, err := hostileRun(t, mallory, "mkfifo", "-m", "0666", prom); return err }},
-		{"forged file", func() error {
-			_, err := hostileRun(t, mallory, "sh", "-c", `umask 022; printf 'claude_auth_sync_last_success_timestamp_seconds{user="`+w.name+`"} 9999999999\n' > "$0"`, prom)
+		{"FIFO", func() error { _, err := hostileRun(t, mallory, "mkfifo", "-m", "0666", own); return err }},
+		{"directory with a forged file", func() error {
+			_, err := hostileRun(t, mallory, "sh", "-c", `umask 022; mkdir -m 0777 "$0" && printf 'claude_auth_sync_last_success_timestamp_seconds{user="`+w.name+`"} 9999999999\n' > "$0/claude_auth_sync.prom"`, own)
 			return err
 		}},
 	} {
 		t.Run(squat.what, func(t *testing.T) {
-			os.Remove(prom)
+			os.RemoveAll(own)
 			if err := squat.make(); err != nil {
 				t.Fatalf("the hostile user could not make the %s: %v", squat.what, err)
 			}
@@ -83,7 +86,7 @@ func TestHostileMetricsFile(t *testing.T) {
 				j, _ := d["claude_ai_oauth_json"].(string)
 				return j != "" && refreshTokenOf(t, j) == l.RefreshToken
 			})
-			t.Logf("with a %s squatting the metrics file: backup %s after the rename", squat.what, time.Since(start).Round(time.Millisecond))
+			t.Logf("with a %s squatting the metrics dir: backup %s after the rename", squat.what, time.Since(start).Round(time.Millisecond))
 			stopAt := time.Now()
 			a.cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -93,21 +96,27 @@ func TestHostileMetricsFile(t *testing.T) {
 			}
 			t.Logf("stopped %s after SIGTERM", time.Since(stopAt).Round(time.Millisecond))
 			if got := strings.Count(w.syncLog(), " WARN not writing metrics: ") - warnsBefore; got != 1 {
-				t.Errorf("%d WARN lines about the refused metrics file; want 1\n%s", got, w.syncLog())
+				t.Errorf("%d WARN lines about the refused metrics dir; want 1\n%s", got, w.syncLog())
 			}
-			fi, err := os.Lstat(prom)
+			fi, err := os.Lstat(own)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != mallory.uid {
-				t.Errorf("the squatted name now belongs to uid %d; the victim must not have written through it", st.Uid)
+				t.Errorf("the squatted name now belongs to uid %d; the victim must not have replaced it", st.Uid)
+			}
+			if fi, err := os.Lstat(prom); err == nil && fi.Sys().(*syscall.Stat_t).Uid == uint32(victim.uid) {
+				t.Errorf("the victim's agent wrote into the hostile user's directory")
 			}
 		})
 	}
 
-	// An admin removes the squatter: the victim's next agent writes real
-	// values (its counters come from its state dir, never from the file).
-	os.Remove(prom)
+	// An admin makes the directory the victim's (as provision does): the
+	// victim's next agent writes real values (its counters come from its
+	// state dir, never from a file).
+	os.RemoveAll(own)
+	os.Mkdir(own, 0o700)
+	os.Chown(own, victim.uid, victim.gid)
 	a := w.startAgentProc(nil, victim.as)
 	eventually(t, 30*time.Second, "metrics written", func() bool {
 		b, err := os.ReadFile(prom)

@@ -100,6 +100,13 @@ func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 	if len(name) > 40 {
 		name = fmt.Sprintf("u%d-%s", userSeq, name[len(name)-30:])
 	}
+	return newWorldNamed(t, srv, name)
+}
+
+// newWorldNamed is a world whose user is name (an OS user's, when what the
+// test checks goes by the owner of a file).
+func newWorldNamed(t *testing.T, srv *vaultserver.Server, name string) *world {
+	t.Helper()
 	home := t.TempDir()
 	w := &world{t: t, srv: srv, name: name, home: home,
 		creds: filepath.Join(home, ".claude", ".credentials.json"),

@@ -874,36 +874,55 @@ func TestProvisionReplacesExposedToken(t *testing.T) {
 	}
 }
 
-// Another user's FIFO (or forged file) in a user's metrics file name, in a
-// shared metrics dir, is removed by provision with a WARN; the user's own
-// file is left alone.
-func TestProvisionClearsSquattedMetrics(t *testing.T) {
+// provision turns a shared 1777 metrics dir (the layout of earlier versions)
+// into root's 0755 and gives each roster user a directory of their own
+// (0700): another user's directory holding a forged file in a user's name is
+// removed with a WARN, a user's own directory is left alone, and the root
+// publisher is enabled. A second run changes nothing.
+func TestProvisionMakesMetricsDirs(t *testing.T) {
 	rig := newProvisionRig(t)
 	victim, owner, mallory := newOSUser(t, "cas-v-"), newOSUser(t, "cas-o-"), newFaultUser(t)
 	dir := sharedDir(t)
 	cfg, _ := os.ReadFile(rig.config)
 	os.WriteFile(rig.config, append(cfg, []byte("CLAUDE_AUTH_METRICS_DIR="+dir+"\n")...), 0o644)
 	rig.writeRoster("users:\n  " + victim.name + ": {}\n  " + owner.name + ": {}\n")
-	squat := filepath.Join(dir, "claude_auth_sync_"+victim.name+".prom")
-	if out, err := hostileRun(t, mallory, "mkfifo", squat); err != nil {
-		t.Fatalf("mkfifo as the hostile user: %v %s", err, out)
+	squat := filepath.Join(dir, victim.name)
+	if out, err := hostileRun(t, mallory, "sh", "-c", `mkdir "$0" && echo 'claude_auth_sync_failures_total 0' > "$0/claude_auth_sync.prom"`, squat); err != nil {
+		t.Fatalf("the hostile user's squat: %v %s", err, out)
 	}
-	own := filepath.Join(dir, "claude_auth_sync_"+owner.name+".prom")
-	os.WriteFile(own, []byte("# the user's own\n"), 0o644)
+	own := filepath.Join(dir, owner.name)
+	os.Mkdir(own, 0o700)
 	os.Chown(own, owner.uid, owner.gid)
+	os.WriteFile(filepath.Join(own, "claude_auth_sync.prom"), []byte("# the user's own\n"), 0o644)
 
 	res := rig.mustRun(true, 0)
-	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, " WARN ") || !strings.Contains(l, fmt.Sprintf("removed the FIFO of uid %d in place of %s's metrics file", mallory.uid, victim.name)) {
+	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, " WARN ") || !strings.Contains(l, fmt.Sprintf("removed the directory of uid %d in place of %s's metrics dir", mallory.uid, victim.name)) ||
+		!strings.Contains(l, "created "+squat+" ("+victim.name+"'s, 0700)") {
 		t.Errorf("provision's line: %s", l)
 	}
-	if _, err := os.Lstat(squat); !os.IsNotExist(err) {
-		t.Errorf("the squatting FIFO is still there (%v)", err)
+	fi, err := os.Lstat(squat)
+	if err != nil || !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(victim.uid) || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the victim's metrics dir: %v %v; want the victim's, 0700", fi, err)
 	}
-	if l := lineFor(res.stdout, owner.name); strings.Contains(l, "metrics") {
-		t.Errorf("the user's own metrics file was reported: %s", l)
+	if ents, _ := os.ReadDir(squat); len(ents) != 0 {
+		t.Errorf("the squatter's file survived: %v", ents)
 	}
-	if _, err := os.Stat(own); err != nil {
+	if fi, _ := os.Lstat(dir); fi.Mode().Perm() != 0o755 || fi.Mode()&os.ModeSticky != 0 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("the metrics dir: %v; want root's, 0755", fi.Mode())
+	}
+	if l := lineFor(res.stdout, owner.name); strings.Contains(l, "removed") {
+		t.Errorf("the user's own metrics dir was reported: %s", l)
+	}
+	if _, err := os.Stat(filepath.Join(own, "claude_auth_sync.prom")); err != nil {
 		t.Errorf("the user's own metrics file: %v", err)
+	}
+	if !strings.Contains(res.stdout, "metrics-publisher OK enabled and started claude-auth-sync-metrics.service") ||
+		!slices.Contains(rig.changes(), "enable --now claude-auth-sync-metrics.service") {
+		t.Errorf("the publisher was not enabled:\n%s", res.stdout)
+	}
+	res = rig.mustRun(true, 0)
+	if strings.Contains(res.stdout, "metrics") {
+		t.Errorf("a second run changed metrics again:\n%s", res.stdout)
 	}
 }
 

@@ -41,6 +41,7 @@ func commands() []command {
 		{name: "status", summary: "show mode, store, expiry, last backup and check, Vault token TTL (never a secret)", help: statusHelp, flags: statusFlags},
 		{name: "fleet", summary: "admins: every user's agents on every workstation, worst first (Vault metadata, never a secret)", help: fleetHelp, flags: fleetFlags},
 		{name: "provision", summary: "root: reconcile the roster (Vault policies and tokens, token files, per-user units)", help: provisionHelp, flags: provisionFlags},
+		{name: "publish-metrics", summary: "root: publish every user's metrics into the node exporter's textfile dir, labelled by each file's owner", help: publishMetricsHelp, flags: publishMetricsFlags},
 		{name: "version", summary: "print the version (also --version, -v)", help: versionHelp, flags: versionFlags},
 		{name: "help", summary: "show the help of the program or of a command; --man prints the man page", help: helpHelp, hidden: true, flags: helpFlags},
 		{name: "completion", summary: "print a shell completion script (bash, zsh or fish)", help: completionHelp, hidden: true, flags: completionFlags},

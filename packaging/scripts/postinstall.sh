@@ -25,6 +25,51 @@ See claude-auth-sync(1) and /usr/share/doc/claude-auth-sync/runbook.md.
 NEXT
 fi
 
+# From a build where every agent wrote claude_auth_sync_<user>.prom into one
+# shared, sticky (1777) CLAUDE_AUTH_METRICS_DIR: the dir becomes root's (0755)
+# first, so nobody can add to it meanwhile; each user whose own file was there
+# gets a directory of their own (theirs, 0700) where the new agent writes; the
+# old files, and anything in the dir that is not a directory of the user it is
+# named after, go (another user's could be a forgery). The counters live in
+# each user's state dir, so nothing counted is lost. The node exporter now
+# reads the publisher's one file (see migrated_metrics below and the runbook).
+metrics_dir=""
+if [ -r /etc/claude-auth-sync/config ]; then
+	while IFS= read -r line; do
+		case "$line" in CLAUDE_AUTH_METRICS_DIR=*) metrics_dir=${line#CLAUDE_AUTH_METRICS_DIR=} ;; esac
+	done </etc/claude-auth-sync/config
+fi
+migrated_metrics=no
+if [ -n "$metrics_dir" ] && [ -d "$metrics_dir" ] && [ ! -L "$metrics_dir" ] && [ -k "$metrics_dir" ]; then
+	chown root:root "$metrics_dir"
+	chmod 0755 "$metrics_dir"
+	users=""
+	for entry in "$metrics_dir"/* "$metrics_dir"/.[!.]*; do
+		[ -e "$entry" ] || [ -L "$entry" ] || continue
+		name=${entry##*/}
+		case "$name" in
+		claude_auth_sync_*.prom)
+			name=${name#claude_auth_sync_}
+			name=${name%.prom}
+			if [ -f "$entry" ] && [ ! -L "$entry" ] && [ "$(stat -c %U "$entry")" = "$name" ]; then
+				users="$users $name"
+			fi
+			rm -f "$entry"
+			;;
+		*)
+			if [ ! -d "$entry" ] || [ -L "$entry" ] || [ "$(stat -c %U "$entry")" != "$name" ]; then
+				rm -rf "$entry"
+			fi
+			;;
+		esac
+	done
+	for name in $users; do
+		[ -e "$metrics_dir/$name" ] || install -d -o "$name" -g "$(id -gn "$name")" -m 0700 "$metrics_dir/$name"
+	done
+	migrated_metrics=yes
+	echo "claude-auth-sync: $metrics_dir is root's now (0755), each agent writes into <dir>/<user>/; claude-auth-sync-metrics.service publishes them to /var/lib/prometheus/node-exporter/claude_auth_sync.prom: point the node exporter's --collector.textfile.directory there (Debian's default). See the runbook, Metrics."
+fi
+
 # Only where systemd is the running init (not in containers, chroots, images).
 if [ -d /run/systemd/system ]; then
 	# From a build where claude-auth-sync@<user>.service was the agent (it is the
@@ -62,7 +107,15 @@ if [ -d /run/systemd/system ]; then
 		done
 	}
 
+	# The metrics the agents wrote into the shared dir keep reaching the node
+	# exporter: through the publisher now.
+	migrate_metrics_unit() {
+		[ "$migrated_metrics" = yes ] || return 0
+		systemctl enable --now claude-auth-sync-metrics.service >/dev/null 2>&1 || :
+	}
+
 	systemctl daemon-reload >/dev/null 2>&1 || :
+	migrate_metrics_unit
 	if [ "$upgrade" = yes ]; then
 		# Agents that were running pick up the new binary; stopped ones stay
 		# stopped. An agent left on the old one would run a deleted file until

@@ -523,6 +523,9 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 	r := newRig(t)
 	r.e.Cfg.MetricsDir = t.TempDir()
 	prom := engine.MetricsFile(r.e.Cfg.MetricsDir, "alice")
+	if err := os.Mkdir(filepath.Dir(prom), 0o700); err != nil { // provision's part
+		t.Fatal(err)
+	}
 	// Something forged in the name beforehand is replaced, never read.
 	if err := os.WriteFile(prom, []byte("claude_auth_sync_failures_total{user=\"alice\"} 999\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -15,12 +15,16 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
 // Metrics for the node exporter's textfile collector: one file per user,
-// claude_auth_sync_<user>.prom in CLAUDE_AUTH_METRICS_DIR, rewritten
-// atomically after each status event. The fleet alerts on them
-// (packaging/alerts/prometheus-rules.yaml) next to the Loki rule on FAIL lines.
+// <CLAUDE_AUTH_METRICS_DIR>/<user>/claude_auth_sync.prom in a directory of the
+// user's own, rewritten atomically after each status event; the root-side
+// publisher (sync/promfile, claude-auth-sync publish-metrics) puts every
+// user's into the node exporter's directory, labelled by the file's owner.
+// The fleet alerts on them (packaging/alerts/prometheus-rules.yaml) next to
+// the Loki rule on FAIL lines.
 type Metrics struct {
 	User string
 	// LastSuccess is the last OK or RECOVERED event; zero = none seen yet.
@@ -37,60 +41,56 @@ type Metrics struct {
 	FailuresTotal uint64
 }
 
-// MetricsFile is the user's file in dir.
-func MetricsFile(dir, user string) string {
-	return filepath.Join(dir, "claude_auth_sync_"+user+".prom")
-}
+// MetricsFile is the user's file under the metrics dir.
+func MetricsFile(dir, user string) string { return promfile.UserFile(dir, user) }
 
-const (
-	mLastSuccess = "claude_auth_sync_last_success_timestamp_seconds"
-	mExpiry      = "claude_auth_sync_credential_expiry_timestamp_seconds"
-	mDeadline    = "claude_auth_sync_login_deadline_timestamp_seconds"
-	mLastBackup  = "claude_auth_sync_last_backup_timestamp_seconds"
-	mBackupLag   = "claude_auth_sync_last_backup_lag_seconds"
-	mFailures    = "claude_auth_sync_failures_total"
-)
-
-// ErrMetricsRefused: the metrics file's name is taken by something this user
-// does not own, or that is not a regular file (another user's forgery in a
-// shared directory, a FIFO, a link): nothing is written over it.
+// ErrMetricsRefused: the user's metrics directory is not the user's own, or
+// the file's name holds something that is not a regular file of the user's:
+// nothing is written there.
 var ErrMetricsRefused = errors.New("metrics file refused")
 
-// WriteMetrics writes m as Prometheus text to the user's file in dir: a temp
-// file of ours in the same dir (O_EXCL: never an existing name, never through
-// a link; the collector ignores names not ending in .prom), mode 0644 for the
-// exporter, synced, renamed into place. The file in place is never opened (a
-// FIFO there cannot block us); if its name holds anything but a regular file
-// of ours, it is left alone and ErrMetricsRefused says why. In a sticky shared
-// directory another user's file cannot be renamed over anyway. Unknown values
+// WriteMetrics writes m as Prometheus text to the user's file in the user's
+// own directory under dir (provision makes it): a temp file of ours beside it
+// (O_EXCL: never an existing name, never through a link; names not ending in
+// .prom are never published), mode 0644, synced, renamed into place. A
+// directory that is missing, a link or not the user's own is refused: the
+// agent never makes it (in a directory others can write to, another user
+// could have made it first). Labels in the file are only for a reader's
+// eyes: the publisher labels every series by the file's owner. Unknown values
 // are left out rather than written as zero, so an alert on "expiry < now"
 // never fires on a host that has no login yet.
 func WriteMetrics(dir string, m Metrics) error {
 	var b strings.Builder
 	label := fmt.Sprintf(`{user="%s"}`, escapeLabel(m.User))
-	gauge := func(name, help string, v float64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s%s %s\n", name, help, name, name, label, formatFloat(v))
-	}
-	stamp := func(name, help string, t time.Time) {
+	values := map[string]float64{}
+	stamp := func(name string, t time.Time) {
 		if !t.IsZero() {
-			gauge(name, help, float64(t.UnixMilli())/1000)
+			values[name] = float64(t.UnixMilli()) / 1000
 		}
 	}
-	stamp(mLastSuccess, "Unix time of the last OK or RECOVERED event for this user.", m.LastSuccess)
-	stamp(mExpiry, "Unix time the access token in the credentials file expires.", m.CredentialExpiry)
-	stamp(mDeadline, "Unix time the login itself ends (refresh token expiry); an interactive login is needed after it.", m.LoginDeadline)
-	stamp(mLastBackup, "Unix time of this host's last backup of the login.", m.LastBackup)
+	stamp(promfile.LastSuccess, m.LastSuccess)
+	stamp(promfile.Expiry, m.CredentialExpiry)
+	stamp(promfile.Deadline, m.LoginDeadline)
+	stamp(promfile.LastBackup, m.LastBackup)
 	if m.LastBackupLag >= 0 {
-		gauge(mBackupLag, "Seconds between the credentials file changing and its backup reaching the store (last backup).", m.LastBackupLag.Seconds())
+		values[promfile.BackupLag] = m.LastBackupLag.Seconds()
 	}
-	fmt.Fprintf(&b, "# HELP %s FAIL events (unusable login, foreign Vault token, 403, failed restore).\n# TYPE %s counter\n%s%s %d\n",
-		mFailures, mFailures, mFailures, label, m.FailuresTotal)
+	values[promfile.Failures] = float64(m.FailuresTotal)
+	for _, f := range promfile.AgentFamilies {
+		if v, ok := values[f.Name]; ok {
+			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %s\n", f.Name, f.Help, f.Name, f.Type, f.Name, label, formatFloat(v))
+		}
+	}
 
+	own := promfile.UserDir(dir, m.User)
+	if err := ownDir(own); err != nil {
+		return err
+	}
 	target := MetricsFile(dir, m.User)
 	if err := ownRegularOrAbsent(target); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".claude_auth_sync_"+m.User+".prom.tmp*")
+	f, err := os.CreateTemp(own, "."+promfile.FileName+".tmp*")
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -112,11 +112,26 @@ func WriteMetrics(dir string, m Metrics) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	if err := os.Rename(tmp, target); err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			// Another user's file took the name after the look (sticky dir).
-			return fmt.Errorf("%w: %s: %v", ErrMetricsRefused, target, err)
-		}
 		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}
+
+// ownDir: path is a directory (not a link) owned by this uid.
+func ownDir(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("metrics: %s does not exist; claude-auth-sync provision makes it (or, as root: install -d -o $USER -m 0700 %s)", path, path)
+	}
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("%w: %s is a %s, not this user's directory; an admin should remove it", ErrMetricsRefused, path, kindOf(fi.Mode()))
+	case st != nil && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%w: %s belongs to uid %d, not to this user (uid %d); an admin should remove it", ErrMetricsRefused, path, st.Uid, os.Geteuid())
 	}
 	return nil
 }

@@ -15,7 +15,18 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
+
+// userDirs makes each user's own metrics directory, as provision does.
+func userDirs(t *testing.T, dir string, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if err := os.MkdirAll(promfile.UserDir(dir, u), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // Every sample line of the text format: name{user="…"} value.
 var sampleLine = regexp.MustCompile(`^claude_auth_sync_[a-z_]+\{user="[^"\\]*"\} -?[0-9]+(\.[0-9]+)?$`)
@@ -74,17 +85,17 @@ func ReadMetrics(dir, user string) (Metrics, error) {
 		}
 		at := time.UnixMilli(int64(math.Round(v * 1000)))
 		switch name {
-		case mLastSuccess:
+		case promfile.LastSuccess:
 			m.LastSuccess = at
-		case mExpiry:
+		case promfile.Expiry:
 			m.CredentialExpiry = at
-		case mDeadline:
+		case promfile.Deadline:
 			m.LoginDeadline = at
-		case mLastBackup:
+		case promfile.LastBackup:
 			m.LastBackup = at
-		case mBackupLag:
+		case promfile.BackupLag:
 			m.LastBackupLag = time.Duration(v * float64(time.Second))
-		case mFailures:
+		case promfile.Failures:
 			if v >= 0 {
 				m.FailuresTotal = uint64(v)
 			}
@@ -95,6 +106,7 @@ func ReadMetrics(dir, user string) (Metrics, error) {
 
 func TestWriteMetrics(t *testing.T) {
 	dir := t.TempDir()
+	userDirs(t, dir, "alice")
 	m := Metrics{
 		User:             "alice",
 		LastSuccess:      time.UnixMilli(1_760_000_000_500),
@@ -107,7 +119,7 @@ func TestWriteMetrics(t *testing.T) {
 	if err := WriteMetrics(dir, m); err != nil {
 		t.Fatalf("WriteMetrics: %v", err)
 	}
-	path := filepath.Join(dir, "claude_auth_sync_alice.prom")
+	path := filepath.Join(dir, "alice", "claude_auth_sync.prom")
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +127,7 @@ func TestWriteMetrics(t *testing.T) {
 	if fi.Mode() != 0o644 {
 		t.Errorf("mode = %v; want 0644 (the node exporter reads it)", fi.Mode())
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
 		t.Errorf("dir holds %d entries; want only the .prom file (no temp left)", len(ents))
 	}
 	data, _ := os.ReadFile(path)
@@ -144,6 +156,7 @@ func TestWriteMetrics(t *testing.T) {
 
 func TestWriteMetricsOmitsUnknown(t *testing.T) {
 	dir := t.TempDir()
+	userDirs(t, dir, "bob")
 	if err := WriteMetrics(dir, Metrics{User: "bob", LastBackupLag: -1}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +175,7 @@ func TestWriteMetricsOmitsUnknown(t *testing.T) {
 func TestMetricsEvents(t *testing.T) {
 	home := t.TempDir()
 	dir := filepath.Join(home, "metrics")
-	os.Mkdir(dir, 0o755)
+	userDirs(t, dir, "alice")
 	creds := filepath.Join(home, ".credentials.json")
 	expires := time.UnixMilli(1_760_028_800_000)
 	oauth := strings.Replace(oauthJSON("sk-ant-oat01-aaaa", "sk-ant-ort01-bbbb", expires), `"scopes"`, `"refreshTokenExpiresAt":1767000000000,"scopes"`, 1)
@@ -227,6 +240,7 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
+			userDirs(t, dir, "bob")
 			target := MetricsFile(dir, "bob")
 			if err := c.make(target); err != nil {
 				t.Fatal(err)
@@ -242,7 +256,7 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 			if !errors.Is(err, ErrMetricsRefused) {
 				t.Fatalf("WriteMetrics over a %s = %v; want ErrMetricsRefused", c.name, err)
 			}
-			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			if ents, _ := os.ReadDir(filepath.Dir(target)); len(ents) != 1 {
 				t.Errorf("dir holds %d entries; want only the squatter (no temp left)", len(ents))
 			}
 		})
@@ -254,6 +268,7 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 // with the real values.
 func TestMetricsNeverReadBack(t *testing.T) {
 	state, dir := t.TempDir(), t.TempDir()
+	userDirs(t, dir, "bob")
 	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
 	e.Log = &EventLog{User: "bob", AfterEvent: e.MetricsEvent}
 	forged := "claude_auth_sync_last_success_timestamp_seconds{user=\"bob\"} 9999999999\nclaude_auth_sync_failures_total{user=\"bob\"} 0\n"
@@ -264,5 +279,35 @@ func TestMetricsNeverReadBack(t *testing.T) {
 	m, _ := ReadMetrics(dir, "bob")
 	if !m.LastSuccess.IsZero() || m.FailuresTotal != 1 {
 		t.Errorf("after one FAIL: last success %v, failures %d; want none and 1 (the forged values ignored)", m.LastSuccess, m.FailuresTotal)
+	}
+}
+
+// The agent writes only into a directory of the user's own: one that is
+// missing (never made by the agent: others could have made it first), a
+// link, or another uid's is refused, and nothing is written.
+func TestWriteMetricsNeedsOwnDir(t *testing.T) {
+	dir := t.TempDir()
+	err := WriteMetrics(dir, Metrics{User: "bob", LastBackupLag: -1})
+	if err == nil || errors.Is(err, ErrMetricsRefused) || !strings.Contains(err.Error(), "provision makes it") {
+		t.Errorf("no user dir: %v; want an error that says provision makes it", err)
+	}
+	if _, err := os.Stat(promfile.UserDir(dir, "bob")); !os.IsNotExist(err) {
+		t.Errorf("the agent made its own metrics dir")
+	}
+	if err := os.Symlink(t.TempDir(), promfile.UserDir(dir, "bob")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMetrics(dir, Metrics{User: "bob", LastBackupLag: -1}); !errors.Is(err, ErrMetricsRefused) {
+		t.Errorf("a symlink for the user dir: %v; want ErrMetricsRefused", err)
+	}
+	if os.Geteuid() != 0 {
+		return // chown needs root; the e2e covers real users
+	}
+	userDirs(t, dir, "carol")
+	if err := os.Chown(promfile.UserDir(dir, "carol"), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMetrics(dir, Metrics{User: "carol", LastBackupLag: -1}); !errors.Is(err, ErrMetricsRefused) {
+		t.Errorf("another uid's user dir: %v; want ErrMetricsRefused", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -104,6 +105,8 @@ type provisioner struct {
 	base  *vault.Client // no token; cloned per user for lookup-self
 
 	uidMin int // accounts below it are refused
+
+	metrics atomic.Bool // some user's agent writes metrics: the publisher runs
 }
 
 // Run reconciles the roster. A setup problem (no Vault address, state dir
@@ -136,6 +139,14 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	}
 	jobs, inRoster := plan(opt.Roster, prev, &sum)
 	failedRemoved := p.reconcileAll(ctx, jobs, &sum)
+	if p.metrics.Load() && (p.apply || opt.DryRun) {
+		if msg, err := p.ensurePublisher(ctx); err != nil {
+			fmt.Fprintf(opt.Out, "%s FAIL %v\n", metricsPublisherLine, err)
+			sum.count(&Result{Status: "FAIL"})
+		} else if msg != "" {
+			fmt.Fprintf(opt.Out, "%s OK %s\n", metricsPublisherLine, msg)
+		}
+	}
 	if opt.FleetReaderToken != "" {
 		r := p.fleetReader(ctx, vs.mount, vs.base)
 		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
@@ -479,7 +490,7 @@ func (p *provisioner) active(ctx context.Context, e Entry) Result {
 	if err := u.placeFiles(ctx, minted, exposed); err != nil {
 		return p.fail(e.Name, err)
 	}
-	if err := u.clearMetrics(); err != nil {
+	if err := u.metricsDirs(); err != nil {
 		return p.fail(e.Name, err)
 	}
 	if err := u.startUnit(ctx); err != nil {
@@ -552,21 +563,21 @@ func (u *activeUser) placeFiles(ctx context.Context, minted *vault.SecretAuth, e
 	return nil
 }
 
-// clearMetrics: in a shared metrics dir, nobody else's file may sit in this
-// user's name.
-func (u *activeUser) clearMetrics() error {
+// metricsDirs gives the user a metrics directory of their own (see
+// ensureMetricsDirs) when a metrics dir is configured.
+func (u *activeUser) metricsDirs() error {
 	if u.cfg.MetricsDir == "" {
 		return nil
 	}
-	found, err := clearSquattedMetrics(u.cfg.MetricsDir, u.acct, u.p.apply)
-	switch {
-	case err != nil:
-		return err
-	case found != "":
-		u.l.warn = true
-		u.l.did("%s the %s (another user's; the agent would not write over it)", u.p.verb("removed", "remove"), found)
+	u.p.metrics.Store(true)
+	did, err := ensureMetricsDirs(u.cfg.MetricsDir, u.acct, u.p.apply)
+	for _, d := range did {
+		if strings.Contains(d, " in place of ") {
+			u.l.warn = true
+		}
+		u.l.did("%s", d)
 	}
-	return nil
+	return err
 }
 
 // startUnit gets the agent and the six-hourly timer enabled and running.
