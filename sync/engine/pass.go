@@ -19,8 +19,9 @@ type PassOptions struct {
 	AwaitRestore func(ctx context.Context) *credentials.Local
 	// SkipCheck, when set, says why this pass runs no inference check (the
 	// six-hourly timer's pass while the agent's own check is fresh): the
-	// pass still reads the store, applies setup-token changes and repairs a
-	// broken file, and ends OK with this message once the login is usable.
+	// pass still reads the store, applies setup-token changes, repairs a
+	// broken file and backs a usable login up; its outcome is the backup's
+	// (OK, or WARN 75 while the store is down), with this message.
 	SkipCheck string
 }
 
@@ -83,7 +84,9 @@ func (p *pass) run(ctx context.Context) Outcome {
 		}
 	}
 	if p.opt.SkipCheck != "" && p.at.file == fileUsable {
-		return Outcome{Status: OK, Code: ExitOK, Message: p.opt.SkipCheck}
+		// No check, but the backup is the pass's as always: a store that
+		// answers 500 or cannot be reached ends it WARN pending (75), not OK.
+		return p.e.afterGoodCheck(ctx, p.rec, p.lin, p.login, p.vs, p.opt.SkipCheck)
 	}
 	return *p.follow(ctx, actEnd)
 }

@@ -108,3 +108,36 @@ func TestPassStoreFailures(t *testing.T) {
 		})
 	}
 }
+
+// A pass that runs no check (the agent's answer to a request its own check
+// already answered) still backs the login up: with the store down it ends
+// WARN pending (75), never OK; with the store up the backup is written.
+func TestSkipCheckPassBacksUp(t *testing.T) {
+	const why = "no second inference check: test"
+	for _, down := range []bool{true, false} {
+		t.Run(fmt.Sprintf("store down %v", down), func(t *testing.T) {
+			h := newHarness(t)
+			h.writeCreds(credsFile(login1))
+			fs := &flakyStore{File: h.store}
+			if down {
+				fs.readErr, fs.updateErr = errDown, errDown
+			}
+			h.eng.Store = fs
+			o := h.eng.PassWith(context.Background(), PassOptions{SkipCheck: why})
+			if down {
+				wantOutcome(t, o, WARN, ExitTempFail, "backup pending")
+			} else {
+				wantOutcome(t, o, OK, ExitOK, why)
+				if got, _ := h.doc().OAuth(); got == nil || string(got.Compact()) != login1 {
+					t.Errorf("backup after a pass without a check = %v; want the file's login", got)
+				}
+			}
+			h.claude.mu.Lock()
+			calls := len(h.claude.calls)
+			h.claude.mu.Unlock()
+			if calls != 0 {
+				t.Errorf("a pass told to skip the check ran claude %d times", calls)
+			}
+		})
+	}
+}
