@@ -253,7 +253,7 @@ func hostDocs(t *testing.T, path string) []string {
 }
 
 // backupPaths lists the documents the host's backup lines name.
-var backupLine = regexp.MustCompile(`(?m)^\S+ OK backed up the changed login to vault \S+ secret/(\S+) \(v`)
+var backupLine = regexp.MustCompile(`(?m)^\S+ OK backed up the (?:changed )?login to vault \S+ secret/(\S+) \(v`)
 
 func (h *fleetHost) backupPaths() map[string]int {
 	out := map[string]int{}

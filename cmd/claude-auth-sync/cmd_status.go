@@ -78,6 +78,9 @@ func printJSON(stdout, stderr io.Writer, r engine.Report) int {
 // printStatus writes r for a person, its times relative to now.
 func printStatus(w io.Writer, r engine.Report, now time.Time) {
 	p := statusPrinter{w: w, r: r, now: now}
+	// One verdict, first, and one step: the lines below are its evidence.
+	p.line("verdict", r.Verdict)
+	p.line("next step", r.NextStep)
 	p.overview()
 	p.credentials()
 	p.history()
@@ -109,8 +112,7 @@ func (p *statusPrinter) reportTime(key string, t time.Time) string {
 	return when(t, p.now)
 }
 
-// overview: whose login, the mode, the setup token's end and whether the
-// login is usable.
+// overview: whose login, the mode and the setup token's end.
 func (p *statusPrinter) overview() {
 	r := p.r
 	p.line("user", r.User)
@@ -124,11 +126,6 @@ func (p *statusPrinter) overview() {
 		default:
 			p.line("setup token", "expires "+p.reportTime("setup_token.expires_at", *st.ExpiresAt))
 		}
-	}
-	if r.Usable {
-		p.line("usable", "yes")
-	} else {
-		p.line("usable", "no: "+r.Unusable)
 	}
 }
 
