@@ -41,7 +41,12 @@ func (h *healthVerdict) line(st engine.Status, msg string) {
 			h.problem = &verdict{status: string(st), reason: msg}
 		}
 	case engine.RECOVERED:
+		// Mended (a clobbered file restored): the verdict until the next
+		// check, once there has been one.
 		h.problem = nil
+		if h.check != nil {
+			h.check = &verdict{status: string(st), reason: msg}
+		}
 	}
 }
 
