@@ -15,13 +15,16 @@ import (
 
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
 
-Show, without changing anything and without printing any secret: the mode
+Show, without changing anything and without printing any secret: first one
+verdict line (usable, or why not) and the one next step that can work (none
+when nothing needs doing; never restore without a backup), then the mode
 (rotating login or setup token) and the setup token's end, whether the login is
 usable, the store, the credentials file and its state, when the access token
 expires, the login's own deadline, the store's backup (version, when, whether it
 matches the file), the last backup, check and pass this host made, the Vault
 token's TTL, the claude CLI (path and version, or where it was looked for) and
-the agent's live state. --json prints the same as one JSON document, described
+the agent's live state (its last journal line, updated on every backup,
+restore, refresh and check). Relative times are computed as it prints. --json prints the same as one JSON document, described
 field by field in docs/status-json.md.
 
 Exit status, like "systemctl is-active" (scripts can test the login):
