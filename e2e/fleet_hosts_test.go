@@ -341,6 +341,9 @@ func (s *healthSampler) checkFrom(t *testing.T, h *fleetHost, first, doc string,
 		if got.Label != h.label || (got.Doc != doc && (settled || got.Doc != first)) || !slices.Contains(statuses, got.Status) {
 			t.Errorf("%s wrote health %q; want label %s, doc %s, status one of %v", h.label, v, h.label, doc, statuses)
 		}
+		if got.Status != "OK" && got.Reason == "" {
+			t.Errorf("%s wrote health %q: %s without a reason", h.label, v, got.Status)
+		}
 	}
 	return len(s.seen[h.id])
 }
