@@ -253,7 +253,7 @@ func hostDocs(t *testing.T, path string) []string {
 }
 
 // backupPaths lists the documents the host's backup lines name.
-var backupLine = regexp.MustCompile(`(?m)^\S+ OK backed up the changed login to vault \S+ secret/(\S+) \(v`)
+var backupLine = regexp.MustCompile(`(?m)^\S+ OK backed up the (?:changed )?login to vault \S+ secret/(\S+) \(v`)
 
 func (h *fleetHost) backupPaths() map[string]int {
 	out := map[string]int{}
@@ -340,6 +340,9 @@ func (s *healthSampler) checkFrom(t *testing.T, h *fleetHost, first, doc string,
 		settled = settled || got.Doc == doc
 		if got.Label != h.label || (got.Doc != doc && (settled || got.Doc != first)) || !slices.Contains(statuses, got.Status) {
 			t.Errorf("%s wrote health %q; want label %s, doc %s, status one of %v", h.label, v, h.label, doc, statuses)
+		}
+		if got.Status != "OK" && got.Reason == "" {
+			t.Errorf("%s wrote health %q: %s without a reason", h.label, v, got.Status)
 		}
 	}
 	return len(s.seen[h.id])
@@ -524,8 +527,10 @@ func TestFleetTwoHostsOneUser(t *testing.T) {
 		t.Errorf("host 2's document's custom_metadata = %v; want none (fleet information lives in the main document's only)", cm)
 	}
 	// Every health value either host wrote named its own document.
-	n1 := health.check(t, h1, fleet.DocMain, "OK", "RECOVERED")
-	n2 := health.check(t, h2, fleet.DocHosts, "OK", "RECOVERED")
+	// UNKNOWN until an agent's first check, STOPPED once it stops: never
+	// an OK it does not know (issue 23).
+	n1 := health.check(t, h1, fleet.DocMain, "OK", "RECOVERED", fleet.StatusUnknown, "STOPPED")
+	n2 := health.check(t, h2, fleet.DocHosts, "OK", "RECOVERED", fleet.StatusUnknown, "STOPPED")
 	c1, c2 := h1.fake.Counters(), h2.fake.Counters()
 	t.Logf("FLEET-REPORT two hosts, one user: %s refreshed %d times (%d access tokens of %s, each refreshed at half its life), %s %d; invalid_grant %d and %d; one clobber restored on each, each agent restarted once; %d versions of the main document, %d of hosts/<id>, each only its host's chain; %d and %d distinct health values sampled, each naming its host's document",
 		h1.label, c1.Refreshes, c1.Refreshes, life, h2.label, c2.Refreshes, c1.InvalidGrant, c2.InvalidGrant, v1, v2, n1, n2)
@@ -936,8 +941,8 @@ func TestFleetTwoHostsStartTogether(t *testing.T) {
 			t.Errorf("%s restored a login", h.label)
 		}
 	}
-	health.check(t, owner, fleet.DocMain, "OK")
-	health.checkFrom(t, other, fleet.DocMain, fleet.DocHosts, "OK")
+	health.check(t, owner, fleet.DocMain, "OK", fleet.StatusUnknown, "STOPPED")
+	health.checkFrom(t, other, fleet.DocMain, fleet.DocHosts, "OK", fleet.StatusUnknown, "STOPPED")
 	for h, path := range map[*fleetHost]string{owner: main, other: main + "/hosts/" + other.id} {
 		if paths := h.backupPaths(); len(paths) != 1 || paths[path] == 0 {
 			t.Errorf("%s's backup lines name %v; want only %s", h.label, paths, path)

@@ -320,8 +320,13 @@ func TestFleetViewOfManyUsers(t *testing.T) {
 		if h.id != ws[0].id {
 			doc = "hosts"
 		}
+		// Every non-OK row says why: the FAIL line its pass wrote.
+		reason := ""
+		if h.wantStatus != "OK" {
+			reason = ` +\S.*`
+		}
 		re := regexp.MustCompile(`^` + h.wantStatus + ` +` + h.user + ` +` + h.label + ` \(` + h.id[:8] + `\) +` + ago + ` +` + backup +
-			` +in \d+ (s|min|h) +in \d+ d +dev +` + doc + `$`)
+			` +in \d+ (s|min|h) +in \d+ d +dev +` + doc + reason + `$`)
 		if !re.MatchString(lines[i+1]) {
 			t.Errorf("fleet line %d = %q; want it to match %s", i+1, lines[i+1], re)
 		}

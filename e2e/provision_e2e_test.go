@@ -862,12 +862,13 @@ func TestProvisionReplacesExposedToken(t *testing.T) {
 		t.Errorf("the stolen copy reads the victim's document: %v; want 403", err)
 	}
 	// Modes that never let anyone else in are not an exposure: a 0644 file
-	// under a 0700 dir stays, with its mode fixed.
+	// under a 0700 dir stays, with its mode fixed and said as WARN (issue 23:
+	// not silently).
 	os.Chmod(filepath.Dir(victim.tokenFile()), 0o700)
 	os.Chmod(victim.tokenFile(), 0o644)
 	res = rig.mustRun(true, 0)
-	if l := lineFor(res.stdout, victim.name); strings.Contains(l, "WARN") || !strings.Contains(l, "to 0600") {
-		t.Errorf("a 0644 token under a 0700 dir: %s; want OK and the mode fixed", l)
+	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, "WARN") || !strings.Contains(l, "to 0600") || strings.Contains(l, "minted") {
+		t.Errorf("a 0644 token under a 0700 dir: %s; want WARN and the mode fixed, the token kept", l)
 	}
 	if rig.readToken(victim) != fresh {
 		t.Errorf("a token nobody else could read was replaced")

@@ -133,7 +133,7 @@ func realClaudeScenario(t *testing.T, version string, early bool) {
 	// Refresh-to-Vault: the agent's own measure, from the file change to the
 	// Vault write.
 	var lags []time.Duration
-	for _, m := range regexp.MustCompile(`backed up the changed login to vault \S+ \S+ \(v\d+, ([0-9.]+[µm]?s) after the change\)`).FindAllStringSubmatch(w.syncLog(), -1) {
+	for _, m := range regexp.MustCompile(`backed up the (?:changed )?login to vault \S+ \S+ \(v\d+, ([0-9.]+[µm]?s) after the change\)`).FindAllStringSubmatch(w.syncLog(), -1) {
 		if d, err := time.ParseDuration(strings.Replace(m[1], "µ", "u", 1)); err == nil {
 			lags = append(lags, d)
 		}

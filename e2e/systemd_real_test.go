@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,6 +99,44 @@ func TestSystemdUnitsAndPackage(t *testing.T) {
 			eventually(t, 60*time.Second, "a pass after reload", func() bool { return h.journalCount(passed) > before })
 		})
 	}
+
+	// systemd's Status: says what the journal says, at once: each backup
+	// (not only a full pass) updates STATUS= (issue 23). Measured from the
+	// journal's "OK backed up … (vN," line to StatusText showing vN.
+	t.Run("Status: follows each backup", func(t *testing.T) {
+		backedUp := regexp.MustCompile(`^(\d+\.\d+) .*user=bob OK backed up the (?:changed )?login .*\(v(\d+),`)
+		var lags []string
+		for i := 0; i < 3; i++ {
+			before := h.journalCount(`^user=bob OK backed up `)
+			h.writeLogin(bob, h.fake.Issue())
+			eventually(t, 30*time.Second, "bob's backup in the journal", func() bool { return h.journalCount(`^user=bob OK backed up `) > before })
+			var at, version string
+			for _, l := range strings.Split(h.sh("journalctl --no-pager -t claude-auth-sync -o short-unix | grep 'user=bob OK backed up' | tail -1"), "\n") {
+				if m := backedUp.FindStringSubmatch(l); m != nil {
+					at, version = m[1], m[2]
+				}
+			}
+			if version == "" {
+				t.Fatalf("no backup line with a version in bob's journal")
+			}
+			// Polled inside the container: each look is one systemctl show.
+			out, err := h.try(`for i in $(seq 1 1500); do s=$(systemctl show claude-auth-sync-agent@bob.service -p StatusText --value); case "$s" in *"backed up"*"(v` + version + `,"*) date +%s.%N; echo "$s"; exit 0;; esac; sleep 0.02; done; echo "$s"; exit 1`)
+			if err != nil {
+				t.Fatalf("StatusText never showed the backup v%s the journal has: %s", version, out)
+			}
+			seen, status, _ := strings.Cut(strings.TrimSpace(out), "\n")
+			a, _ := strconv.ParseFloat(at, 64)
+			b, _ := strconv.ParseFloat(seen, 64)
+			lags = append(lags, fmt.Sprintf("%.0f ms", (b-a)*1000))
+			if strings.Contains(status, "backup pending") {
+				t.Errorf("StatusText %q still says a backup is pending after the journal's backup v%s", status, version)
+			}
+			if i == 2 {
+				t.Logf("SYSTEMD-REPORT StatusText after a backup: %q", status)
+			}
+		}
+		t.Logf("SYSTEMD-REPORT seconds from the journal's OK backed up line to Status: showing it (3 backups, polled every 20 ms in the container): %s", strings.Join(lags, ", "))
+	})
 
 	// The reference's "sync now" reaches either agent: the user unit's
 	// (PrivateUsers=yes: its uid is mapped into its own user namespace, and

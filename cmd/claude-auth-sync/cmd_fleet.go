@@ -36,8 +36,12 @@ reported, its last backup, when the access token expires, the login's
 deadline (after it only an interactive login helps; in setup-token mode the
 setup token's end), the agent's version and the document the host backs up
 to (main, or its own hosts/<host id>; * marks the main document's owner).
-Worst first: FAIL, WARN, UNKNOWN (a user no agent of this version reports
-for yet), then the nearest deadline. --json prints one JSON document instead,
+Every row that is not OK ends with its reason (REASON; "reason" in --json).
+UNKNOWN: no agent of this version reports for the user, or its agent has
+not run its first check yet; STOPPED: the agent stopped (nothing has
+reported since: a restart that cannot reach Vault looks like this). A FAIL
+or WARN stays until a check passes or the agent says it is over. Worst
+first: FAIL, WARN, UNKNOWN and STOPPED, then the nearest deadline. --json prints one JSON document instead,
 described in docs/fleet.md.
 
 It lists <mount>/metadata/<base> and reads each user's metadata, never a data
@@ -197,7 +201,7 @@ func printFleet(w io.Writer, rep fleet.Report) {
 	}
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STATUS\tUSER\tHOST\tREPORTED\tBACKUP\tACCESS TOKEN\tDEADLINE\tVERSION\tDOC\tNOTE")
+	fmt.Fprintln(tw, "STATUS\tUSER\tHOST\tREPORTED\tBACKUP\tACCESS TOKEN\tDEADLINE\tVERSION\tDOC\tREASON")
 	for _, r := range rep.Rows {
 		host := "-"
 		if r.HostID != "" {
@@ -212,7 +216,7 @@ func printFleet(w io.Writer, rep fleet.Report) {
 			deadline += " (setup token)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Status, r.User, host, relTime(r.StatusAt, now),
-			relTime(r.BackupAt, now), relTime(r.ExpiresAt, now), deadline, cmp.Or(r.AgentVersion, "-"), doc, r.Note)
+			relTime(r.BackupAt, now), relTime(r.ExpiresAt, now), deadline, cmp.Or(r.AgentVersion, "-"), doc, cmp.Or(r.Reason, r.Note))
 	}
 	tw.Flush()
 	for _, line := range strings.SplitAfter(table.String(), "\n") {

@@ -55,7 +55,7 @@ func sampleReport(now time.Time) fleet.Report {
 		{User: "alice", HostID: "0a1b2c3d4e5f", Owner: true, Health: fleet.Health{Label: "ws-01", Status: "OK", StatusAt: d(-0.01),
 			BackupAt: d(-0.01), ExpiresAt: d(0.2), Deadline: d(27.5), Version: "1.4.0", Doc: fleet.DocMain}},
 		{User: "bob", HostID: "f9e8", Health: fleet.Health{Label: "gpu box", Status: "FAIL", StatusAt: d(-0.1), ExpiresAt: d(-2),
-			Deadline: d(25), Version: "1.4.0", Doc: fleet.DocHosts}},
+			Deadline: d(25), Version: "1.4.0", Doc: fleet.DocHosts, Reason: "vault token: the token file is exposed"}},
 		{User: "carol", HostID: "77", Health: fleet.Health{Status: "OK", SetupExpires: d(3.5), Doc: fleet.DocMain}},
 		{User: "dave", Health: fleet.Health{Status: fleet.StatusUnknown}, Note: "no health yet"},
 		{User: "erin", HostID: "99", Health: fleet.Health{Status: "DEGRADED"}},
@@ -67,10 +67,10 @@ func TestPrintFleet(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var buf bytes.Buffer
 	printFleet(&buf, sampleReport(now))
-	want := `STATUS    USER   HOST                   REPORTED   BACKUP     ACCESS TOKEN  DEADLINE             VERSION  DOC    NOTE
-FAIL      bob    gpu_box (f9e8)         2 h ago    -          2 d ago       in 25 d              1.4.0    hosts
+	want := `STATUS    USER   HOST                   REPORTED   BACKUP     ACCESS TOKEN  DEADLINE             VERSION  DOC    REASON
+FAIL      bob    gpu_box (f9e8)         2 h ago    -          2 d ago       in 25 d              1.4.0    hosts  vault token: the token file is exposed
 UNKNOWN   dave   -                      -          -          -             -                    -        -      no health yet
-DEGRADED  erin   ? (99)                 -          -          -             -                    -        -
+DEGRADED  erin   ? (99)                 -          -          -             -                    -        -      the agent gave no reason
 OK        carol  ? (77)                 -          -          -             in 3 d (setup token)  -        main
 OK        alice  ws-01 (0a1b2c3d)       14 min ago  14 min ago  in 4 h        in 27 d              1.4.0    main*
 5 users, 4 hosts: 1 FAIL, 1 UNKNOWN, 2 OK, 1 DEGRADED; 2 to act on (FAIL, or a login ending within 7 d)

@@ -15,13 +15,16 @@ import (
 
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
 
-Show, without changing anything and without printing any secret: the mode
+Show, without changing anything and without printing any secret: first one
+verdict line (usable, or why not) and the one next step that can work (none
+when nothing needs doing; never restore without a backup), then the mode
 (rotating login or setup token) and the setup token's end, whether the login is
 usable, the store, the credentials file and its state, when the access token
 expires, the login's own deadline, the store's backup (version, when, whether it
 matches the file), the last backup, check and pass this host made, the Vault
 token's TTL, the claude CLI (path and version, or where it was looked for) and
-the agent's live state. --json prints the same as one JSON document, described
+the agent's live state (its last journal line, updated on every backup,
+restore, refresh and check). Relative times are computed as it prints. --json prints the same as one JSON document, described
 field by field in docs/status-json.md.
 
 Exit status, like "systemctl is-active" (scripts can test the login):
@@ -78,6 +81,9 @@ func printJSON(stdout, stderr io.Writer, r engine.Report) int {
 // printStatus writes r for a person, its times relative to now.
 func printStatus(w io.Writer, r engine.Report, now time.Time) {
 	p := statusPrinter{w: w, r: r, now: now}
+	// One verdict, first, and one step: the lines below are its evidence.
+	p.line("verdict", r.Verdict)
+	p.line("next step", r.NextStep)
 	p.overview()
 	p.credentials()
 	p.history()
@@ -109,8 +115,7 @@ func (p *statusPrinter) reportTime(key string, t time.Time) string {
 	return when(t, p.now)
 }
 
-// overview: whose login, the mode, the setup token's end and whether the
-// login is usable.
+// overview: whose login, the mode and the setup token's end.
 func (p *statusPrinter) overview() {
 	r := p.r
 	p.line("user", r.User)
@@ -124,11 +129,6 @@ func (p *statusPrinter) overview() {
 		default:
 			p.line("setup token", "expires "+p.reportTime("setup_token.expires_at", *st.ExpiresAt))
 		}
-	}
-	if r.Usable {
-		p.line("usable", "yes")
-	} else {
-		p.line("usable", "no: "+r.Unusable)
 	}
 }
 

@@ -234,15 +234,15 @@ func TestPrintStatus(t *testing.T) {
 		r         engine.Report
 		want, not []string
 	}{
-		{"setup-token mode", engine.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable",
+		{"setup-token mode", engine.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable", Verdict: "usable (on the admin's setup token)",
 			SetupToken:    &engine.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
 			VaultTokenTTL: &ttl, Claude: engine.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
-			[]string{"setup token:      expires ", "(in 40d)", "usable:           yes", "vault token ttl:  31d\n",
+			[]string{"setup token:      expires ", "(in 40d)", "verdict:          usable (on the admin's setup token)\nuser:", "vault token ttl:  31d\n",
 				"claude:           /home/alice/.local/bin/claude 2.1.332 (Claude Code)\n"},
-			[]string{"767h"}},
+			[]string{"767h", "next step", "usable:"}},
 		{"first-seen end", engine.Report{Mode: "setup-token", SetupToken: &engine.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
-			Unusable: "the setup token expired; ask your admin for a new one"},
-			[]string{"(1h ago), one year after this host first saw it", "usable:           no: the setup token expired"}, nil},
+			Unusable: "the setup token expired; ask your admin for a new one", Verdict: "not usable: the setup token expired", NextStep: "ask your admin for a new one"},
+			[]string{"(1h ago), one year after this host first saw it", "verdict:          not usable: the setup token expired\nnext step:        ask your admin for a new one\n"}, nil},
 		{"logged out, agent running", engine.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
 			Claude: engine.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
 			Agent: engine.AgentReport{Running: true, PID: 4242, AgentState: &engine.AgentState{Watch: "inotify",
@@ -254,6 +254,15 @@ func TestPrintStatus(t *testing.T) {
 			Backup:     &engine.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
 			LastBackup: &engine.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
 			[]string{"backup:           v5, backed up ", "(1m ago)", "last backup:      v3, ", "(3h ago), by this host"}, nil},
+		// Relative times are computed as printed, from absolute ones: the
+		// next check's reason carries none of its own.
+		{"next check as printed", engine.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
+			LastCheck: &engine.CheckRecord{At: now.Add(-77 * time.Second), Result: "ok", Reason: "inference check answered AUTH_OK"},
+			Agent: engine.AgentReport{Running: true, PID: 7, AgentState: &engine.AgentState{Watch: "inotify",
+				NextCheck: at(5 * time.Hour), NextCheckWhy: "the last check passed and nothing changed since"}}},
+			[]string{"last check:       ", "(1m17s ago) ok: inference check answered AUTH_OK",
+				"next check:       ", "(in 5h); the last check passed and nothing changed since\n"},
+			[]string{"57s ago", "next step"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer

@@ -106,8 +106,15 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	// commands count and write in the process that logs).
 	restoreObserver := e.Log.SetAfterEvent(metrics.event)
 	defer restoreObserver()
+	// Every line the journal gets is at once in agent.json, systemd's
+	// STATUS= and the fleet's health: they say what the journal says.
+	restoreOnEvent := e.Log.SetOnEvent(func(st engine.Status, msg string) {
+		live.event(st, msg)
+		metrics.line(st, msg)
+	})
+	defer restoreOnEvent()
 
-	out := &outage{e: e, live: live, clk: clk}
+	out := &outage{e: e, live: live, clk: clk, metrics: metrics}
 	pol := backoffPolicy{min: opt.RetryMin, max: opt.RetryMax}
 	w := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan,
 		OnError: live.watchError, OnRecover: live.watchRecovered})
@@ -146,6 +153,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	}
 	err = g.Wait()
 	live.save()
+	metrics.stopping() // never a fresh OK on the way down
 	if err != nil && ctx.Err() == nil {
 		metrics.flush()
 		return fmt.Errorf("agent: %w", err)

@@ -358,7 +358,9 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 		}
 		return true
 	}
-	bw.backupFail.clear()
+	if bw.backupFail.clear() != "" {
+		bw.metrics.resolved("backup failed")
+	}
 	bw.out.up()
 	now := bw.clk.Now()
 	lag := now.Sub(p.seenAt)
@@ -373,7 +375,11 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 		s.Backups++
 	})
 	bw.metrics.backup(now, lag)
-	bw.e.Log.Event(engine.OK, "backed up the changed login to %s (v%d, %s after the change)", bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+	what := "the changed login"
+	if res.Version == 1 {
+		what = "the login" // the document's first: nothing in the store changed
+	}
+	bw.e.Log.Event(engine.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
 	bw.live.recordBackup(bw.e.BackupRecord(res, p.oauth))
 	return false
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,11 +37,21 @@ func newLiveState(e *engine.Engine, opt Options) *liveState {
 		s: engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
 }
 
-// update changes the state under its lock.
+// update changes the state under its lock, and has agent.json and the
+// STATUS= line brought up to date soon, by Run (off the caller's path).
 func (l *liveState) update(f func(*engine.AgentState)) {
 	l.mu.Lock()
 	f(&l.s)
 	l.mu.Unlock()
+	l.status.poke()
+	l.dirty.poke()
+}
+
+// event notes a status line as the journal got it (the agent's
+// EventLog.OnEvent): agent.json and STATUS= show it at once.
+func (l *liveState) event(st engine.Status, msg string) {
+	at := l.e.Clock.Now()
+	l.update(func(s *engine.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
 }
 
 // snapshot is a copy of the state.
@@ -111,19 +122,30 @@ func (l *liveState) Run(ctx context.Context) error {
 	}
 }
 
+// statusLine is systemd's STATUS=: the last line the journal got, then
+// the last backup and pass, a pending backup and what is watched. Times are
+// clock times (systemctl shows the line as it was sent, long after).
 func (l *liveState) statusLine() string {
 	s := l.snapshot()
-	line := "watching " + l.e.Cfg.CredentialsFile
+	clk := func(t time.Time) string { return t.Local().Format(time.TimeOnly) }
+	var parts []string
+	if s.LastStatusAt != nil {
+		parts = append(parts, fmt.Sprintf("%s at %s: %s", s.LastStatus, clk(*s.LastStatusAt), s.LastMessage))
+	}
 	if s.LastBackup != nil {
-		line += fmt.Sprintf("; last backup v%d at %s", s.LastBackupVer, s.LastBackup.Format(time.TimeOnly))
+		parts = append(parts, fmt.Sprintf("last backup v%d at %s", s.LastBackupVer, clk(*s.LastBackup)))
 	}
 	if s.LastPass != nil {
-		line += fmt.Sprintf("; last pass %s at %s", s.LastPass.Status, s.LastPass.At.Format(time.TimeOnly))
+		parts = append(parts, fmt.Sprintf("last pass %s at %s", s.LastPass.Status, clk(s.LastPass.At)))
 	}
 	if s.Pending {
-		line += "; backup pending"
+		pending := "backup pending"
+		if s.PendingSince != nil {
+			pending += " since " + clk(*s.PendingSince)
+		}
+		parts = append(parts, pending)
 	}
-	return line
+	return strings.Join(append(parts, "watching "+l.e.Cfg.CredentialsFile), "; ")
 }
 
 // watchError: the watcher degraded (an inotify limit); said once per kind.

@@ -31,9 +31,9 @@ type metricsWriter struct {
 
 	mu         sync.Mutex
 	m          engine.Metrics
-	status     engine.Status
-	statusAt   time.Time
-	published  engine.Status // the status of the last health write
+	verdict    healthVerdict // what the health says (health.go)
+	statusAt   time.Time     // the last line's time; zero: none yet
+	published  verdict       // the verdict of the last health write
 	lastHealth time.Time
 	// tokenOK: the renewer's last verdict accepted the Vault token. Health
 	// is written only then: before the first check the client holds no
@@ -74,9 +74,6 @@ func (mw *metricsWriter) set(f func(*engine.Metrics)) {
 // event notes a status event; it is the agent's EventLog.AfterEvent, so it
 // never blocks on the metrics file or on Vault.
 func (mw *metricsWriter) event(st engine.Status) {
-	mw.mu.Lock()
-	mw.status, mw.statusAt = st, mw.clk.Now()
-	mw.mu.Unlock()
 	if mw.prom && (st == engine.OK || st == engine.RECOVERED || st == engine.FAIL) {
 		c := mw.e.CountEvent(st)
 		mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
@@ -161,10 +158,10 @@ func (mw *metricsWriter) healthDue() time.Duration {
 	}
 	mw.mu.Lock()
 	defer mw.mu.Unlock()
-	if mw.status == "" || !mw.tokenOK {
+	if mw.statusAt.IsZero() || !mw.tokenOK {
 		return -1 // nothing happened yet, or nothing to write with
 	}
-	if mw.status != mw.published || mw.lastHealth.IsZero() {
+	if mw.verdict.current() != mw.published || mw.lastHealth.IsZero() {
 		return 0
 	}
 	return max(healthEvery-mw.clk.Now().Sub(mw.lastHealth), 0)
@@ -172,9 +169,10 @@ func (mw *metricsWriter) healthDue() time.Duration {
 
 func (mw *metricsWriter) writeHealth(ctx context.Context) {
 	mw.mu.Lock()
-	h := fleet.Health{Status: string(mw.status), StatusAt: mw.statusAt, BackupAt: mw.m.LastBackup,
+	v := mw.verdict.current()
+	h := fleet.Health{Status: v.status, Reason: v.reason, StatusAt: mw.statusAt, BackupAt: mw.m.LastBackup,
 		ExpiresAt: mw.m.CredentialExpiry, Deadline: mw.m.LoginDeadline}
-	mw.published, mw.lastHealth = mw.status, mw.clk.Now()
+	mw.published, mw.lastHealth = v, mw.clk.Now()
 	mw.mu.Unlock()
 	mw.e.PublishHealth(ctx, h)
 }

@@ -14,6 +14,8 @@ type outage struct {
 	e    *engine.Engine
 	live *liveState
 	clk  clock.Clock
+	// metrics hears that the outage is over (nil in tests that have none).
+	metrics *metricsWriter
 
 	mu    sync.Mutex
 	since time.Time
@@ -41,5 +43,8 @@ func (o *outage) up() {
 	if !since.IsZero() {
 		o.live.update(func(s *engine.AgentState) { s.VaultDownSince = nil })
 		o.e.Log.Event(engine.OK, "vault reachable again after %s", clock.Since(o.clk, since).Round(time.Second))
+		if o.metrics != nil {
+			o.metrics.resolved("vault unreachable")
+		}
 	}
 }

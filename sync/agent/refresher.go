@@ -159,12 +159,14 @@ func (r *refresher) refreshed(res engine.RefreshResult) {
 	switch {
 	case r.reported.clear() != "":
 		r.e.Log.Event(engine.OK, "refreshing works again: %s", res.Message)
+		r.bw.metrics.resolved("refresh failed", "not refreshing", "refreshed the login, but")
 	case res.OAuth != nil:
 		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
 	default:
 		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude")
 	}
-	r.live.update(func(s *engine.AgentState) { s.Refreshes++ })
+	at := r.clk.Now()
+	r.live.update(func(s *engine.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
 	r.bw.kick.poke() // back it up at once
 }
 

@@ -85,6 +85,7 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 		b.reset()
 		if r.failed.clear() != "" {
 			r.e.Log.Event(engine.OK, "vault token accepted again")
+			r.bw.metrics.resolved("vault token: ", "vault: ")
 		}
 		r.live.update(func(s *engine.AgentState) { s.VaultTokenTTL = info.TTL.String() })
 		if info.TTL == 0 {

@@ -72,11 +72,11 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 		ps.live.update(func(s *engine.AgentState) {
 			s.LastPass = &engine.PassRecord{At: at, Status: o.Status, Message: check.Mask(o.Message)}
 		})
-		ps.live.status.poke()
 		ps.bw.kick.poke() // the pass may have written the file or the store
 		if skip != "" {
 			continue // the schedule stands: this pass did not check
 		}
+		ps.bw.metrics.checked(o.Status, check.Mask(o.Message))
 		t.Reset(ps.opt.CheckInterval)
 		ps.setNextCheck(ps.opt.CheckInterval, "every "+ps.opt.CheckInterval.String())
 	}
@@ -115,7 +115,7 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 	}
 	age := ps.clk.Now().Sub(lc.At)
 	if age < 0 || age >= ps.opt.CheckInterval {
-		return ps.spread("the last check is " + age.Round(time.Second).String() + " old")
+		return ps.spread("the last check is older than " + ps.opt.CheckInterval.String())
 	}
 	// The store's side: wait (bounded) for the token renewer's first try.
 	ready := false
@@ -139,7 +139,10 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 	case sub.DocLogin != lc.Subject.DocLogin || sub.SetupToken != lc.Subject.SetupToken:
 		return ps.spread("the backup changed since the last check")
 	}
-	return ps.opt.CheckInterval - age, "the last check passed " + age.Round(time.Second).String() + " ago and nothing changed"
+	// No relative time in it: `status` prints the next check's own time,
+	// and the last check's, each as of when it prints.
+	ps.bw.metrics.checked(engine.OK, "") // the fleet's verdict stands on it too
+	return ps.opt.CheckInterval - age, "the last check passed and nothing changed since"
 }
 
 // spread is a random delay within CheckSpread, and why.

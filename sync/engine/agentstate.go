@@ -29,6 +29,13 @@ type AgentState struct {
 	NextCheck       *time.Time  `json:"next_check,omitempty"`
 	NextCheckWhy    string      `json:"next_check_why,omitempty"`
 	Refreshes       int         `json:"refreshes"`
+	// The last status line this agent wrote to the journal (and sync.log):
+	// its status, when, and its message.
+	LastStatus   string     `json:"last_status,omitempty"`
+	LastStatusAt *time.Time `json:"last_status_at,omitempty"`
+	LastMessage  string     `json:"last_message,omitempty"`
+	// LastRefresh: this agent's last refresh of the login.
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
 }
 
 // AgentStatePath is agent.json in the state dir.

@@ -47,23 +47,39 @@ type EventLog struct {
 	// AfterEvent, when set, runs after each event is recorded (outside the
 	// log's lock): the metrics file counts events through it.
 	AfterEvent func(Status)
+	// OnEvent, when set, runs after AfterEvent with the line's status and
+	// message as written: the agent's live state (agent.json, systemd's
+	// STATUS=) and its health for the fleet say what the journal says.
+	OnEvent func(Status, string)
 
 	mu sync.Mutex
+}
+
+// SetOnEvent makes f the OnEvent function and returns a function that puts
+// the previous one back.
+func (l *EventLog) SetOnEvent(f func(Status, string)) (restore func()) {
+	return swapHook(&l.mu, &l.OnEvent, f)
+}
+
+// swapHook sets *p to f under mu and returns a function that puts the
+// previous value back.
+func swapHook[T any](mu *sync.Mutex, p *T, f T) (restore func()) {
+	mu.Lock()
+	prev := *p
+	*p = f
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		*p = prev
+		mu.Unlock()
+	}
 }
 
 // SetAfterEvent makes f the function run after each event (the agent's
 // metrics writer counts events through it) and returns a function that puts
 // the previous one back.
 func (l *EventLog) SetAfterEvent(f func(Status)) (restore func()) {
-	l.mu.Lock()
-	prev := l.AfterEvent
-	l.AfterEvent = f
-	l.mu.Unlock()
-	return func() {
-		l.mu.Lock()
-		l.AfterEvent = prev
-		l.mu.Unlock()
-	}
+	return swapHook(&l.mu, &l.AfterEvent, f)
 }
 
 // Event records one status line. The message is masked for token-shaped text as
@@ -77,14 +93,18 @@ func (l *EventLog) Event(st Status, format string, args ...any) {
 		now = l.Clock.Now
 	}
 	var after func(Status)
+	var onEvent func(Status, string)
 	defer func() {
 		if after != nil {
 			after(st) // deferred first, so it runs after the unlock
 		}
+		if onEvent != nil {
+			onEvent(st, msg)
+		}
 	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	after = l.AfterEvent
+	after, onEvent = l.AfterEvent, l.OnEvent
 	if l.LogFile != "" {
 		if err := appendLine(l.LogFile, fmt.Sprintf("%s %s %s\n", now().Format(time.RFC3339), st, msg)); err != nil && l.Console != nil {
 			l.Console.Warn("cannot write sync.log", "path", l.LogFile, "err", err)

@@ -95,6 +95,12 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 		h.Policy = string(store.PolicyOld) // fleet shows it: run provision
 	}
 	err := e.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(e.Cfg.HostID): h.Encode()})
+	if errors.Is(err, store.ErrNoDocument) {
+		// A new user before the first backup: nothing to hang the health
+		// on yet, and nothing wrong. The write after the backup makes it.
+		e.Diag.Debug("no document to write this host's health to yet", "err", err)
+		return
+	}
 	msg := ""
 	if err != nil {
 		msg = err.Error()

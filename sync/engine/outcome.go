@@ -49,7 +49,11 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 		if err := mergeRecord(e.recordPath(), rec); err != nil {
 			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
 		}
-		e.PublishHealth(context.Background(), e.HealthNow(o.Status))
+		h := e.HealthNow(o.Status)
+		if o.Status != OK {
+			h.Reason = check.Mask(o.Message) // fleet shows why
+		}
+		e.PublishHealth(context.Background(), h)
 	}
 	return o
 }

@@ -27,8 +27,12 @@ type Report struct {
 	Mode string `json:"mode"` // rotating | setup-token | unknown
 	// Usable says whether the login works as far as this host can tell
 	// (ExitCode: 0 usable, 3 not logged in, 1 unusable); Unusable says why not.
-	Usable          bool              `json:"usable"`
-	Unusable        string            `json:"unusable,omitempty"`
+	Usable   bool   `json:"usable"`
+	Unusable string `json:"unusable,omitempty"`
+	// Verdict is one line on the login, and NextStep the one thing to do
+	// next ("" when nothing needs doing): never a step that cannot work.
+	Verdict         string            `json:"verdict"`
+	NextStep        string            `json:"next_step,omitempty"`
 	ExitCode        int               `json:"exit_code"`
 	Store           string            `json:"store"`
 	CredentialsFile string            `json:"credentials_file"`
@@ -151,7 +155,13 @@ func (e *Engine) Status(ctx context.Context) Report {
 		r.Claude.Version = claudeVersion(ctx, found.Path, e.Cfg.ChildEnviron())
 	}
 	r.agent(e.Cfg.StateDir)
-	r.Usable, r.Unusable, r.ExitCode = r.usability(local, setupEnd, e.now())
+	var why, step string
+	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, e.now())
+	if r.Usable {
+		r.Verdict, r.NextStep = r.verdict()
+	} else {
+		r.Verdict, r.NextStep, r.Unusable = "not usable: "+why, step, why+"; "+step
+	}
 	// Much of it is the user's (their file's link target and errors, their
 	// state.json and agent.json, their CLI's answers), and root reads it
 	// (status --user): nothing in it may drive a terminal.
@@ -282,8 +292,8 @@ func (r *Report) agent(stateDir string) {
 	if a := LoadAgentState(stateDir); a != nil {
 		st := *a
 		st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
-		if r.Login != credentials.Usable.String() {
-			st.NextRefresh = nil // nothing to refresh while logged out
+		if r.Login != credentials.Usable.String() || r.Mode == "setup-token" {
+			st.NextRefresh = nil // nothing to refresh while logged out, or on a setup token
 		}
 		r.Agent.AgentState = &st
 	}
@@ -297,35 +307,59 @@ const (
 	StatusNotLoggedIn = 3 // no login in the file (a logout, or a new home)
 )
 
-// usability decides the exit code from what the report found.
-func (r *Report) usability(local *credentials.Local, setupEnd, now time.Time) (bool, string, int) {
+// usability decides the exit code from what the report found, and says
+// why the login is not usable and the one step that can mend it.
+func (r *Report) usability(local *credentials.Local, setupEnd, now time.Time) (ok bool, why, step string, code int) {
 	if r.Mode == "setup-token" {
 		// Claude runs on the admin's token, whatever the file holds.
 		if !setupEnd.IsZero() && !setupEnd.After(now) {
-			return false, "the setup token expired; ask your admin for a new one", StatusUnusable
+			return false, "the setup token expired", "ask your admin for a new one", StatusUnusable
 		}
-		return true, "", StatusUsable
+		return true, "", "", StatusUsable
+	}
+	login := "run `claude auth login`"
+	restore := login + " (the store holds no backup to restore)"
+	if r.Backup != nil {
+		restore = "run `claude-auth-sync restore` (the store holds a backup), or `claude auth login`"
 	}
 	switch r.Login {
 	case credentials.Missing.String(), credentials.NoLogin.String():
-		return false, "not logged in: run `claude auth login` (or `claude-auth-sync restore`)", StatusNotLoggedIn
+		return false, "not logged in", restore, StatusNotLoggedIn
 	case credentials.Usable.String():
 	default:
 		why := "the login in the credentials file is " + r.Login
 		if r.LoginProblem != "" {
 			why += " (" + r.LoginProblem + ")"
 		}
-		return false, why, StatusUnusable
+		return false, why, restore, StatusUnusable
 	}
 	if r.LoginDeadline != nil && !r.LoginDeadline.After(now) {
-		return false, "the login passed its deadline; run `claude auth login`", StatusUnusable
+		return false, "the login passed its deadline", login, StatusUnusable
 	}
 	// A check that refused this very login (not one before it) says it is dead.
 	if c := r.LastCheck; c != nil && (c.Result == check.Dead.String() || c.Result == check.Auth.String()) &&
 		c.Subject != nil && local != nil && local.OAuth != nil && c.Subject.Login == local.OAuth.RefreshToken().Short() {
-		return false, "the last check refused this login: " + c.Reason, StatusUnusable
+		return false, "the last check refused this login: " + c.Reason, login, StatusUnusable
 	}
-	return true, "", StatusUsable
+	return true, "", "", StatusUsable
+}
+
+// verdict is the report's one line and its one next step, for a usable
+// login (an unusable one's come from usability).
+func (r *Report) verdict() (string, string) {
+	v := "usable"
+	if r.Mode == "setup-token" {
+		v = "usable (on the admin's setup token)"
+	}
+	switch {
+	case r.VaultError != "":
+		return v + ", but the store cannot be asked", "fix what `vault error` says; backups wait until then"
+	case r.LastCheck != nil && r.LastCheck.Result != check.OK.String():
+		return v + ", but the last check did not pass: " + r.LastCheck.Reason, "run `claude-auth-sync sync` to check again"
+	case !r.Agent.Running:
+		return v + ", but no agent looks after it", "start it: `systemctl start claude-auth-sync-agent@" + r.User + "` (or run `claude-auth-sync run`)"
+	}
+	return v, ""
 }
 
 // claudeVersion is the first line of `bin --version`, printable: the CLI is

@@ -102,12 +102,16 @@ func TestStatusUsability(t *testing.T) {
 		setupSeen time.Time // SetupTokenFirstSeen for setupTok
 		code      int
 		why       string // in Unusable
+		step      string // in NextStep; "" = none
 		setupEnd  time.Time
 		setupFrom string
 	}{
 		{name: "usable", creds: credsFile(good), code: StatusUsable},
 		{name: "access token expired, refreshable", creds: credsFile(oauthJSON(access1, refresh1, testNow.Add(-time.Hour))), code: StatusUsable},
-		{name: "no file", code: StatusNotLoggedIn, why: "not logged in"},
+		// No backup: restore cannot work, so it is not the step.
+		{name: "no file", code: StatusNotLoggedIn, why: "not logged in", step: "run `claude auth login` (the store holds no backup to restore)"},
+		{name: "no file, a backup", doc: map[string]any{"claudeAiOauth": map[string]any{"accessToken": access1, "refreshToken": refresh1, "expiresAt": testNow.Add(8 * time.Hour).UnixMilli()}},
+			code: StatusNotLoggedIn, why: "not logged in", step: "run `claude-auth-sync restore`"},
 		{name: "no claudeAiOauth", creds: `{"mcpOAuth":{}}`, code: StatusNotLoggedIn, why: "not logged in"},
 		{name: "clobbered", creds: credsFile(`{"accessToken":"` + access1 + `","refreshToken":"","expiresAt":1}`), code: StatusUnusable, why: "clobbered"},
 		{name: "broken JSON", creds: `{"claudeAiOauth":`, code: StatusUnusable, why: "clobbered"},
@@ -150,6 +154,16 @@ func TestStatusUsability(t *testing.T) {
 			if r.Usable && r.Unusable != "" {
 				t.Errorf("a usable login with a reason: %q", r.Unusable)
 			}
+			// One verdict, and a next step exactly when something needs doing.
+			if r.Usable != strings.HasPrefix(r.Verdict, "usable") || (!r.Usable && r.NextStep == "") {
+				t.Errorf("verdict %q, next step %q for usable=%v", r.Verdict, r.NextStep, r.Usable)
+			}
+			if tc.step != "" && !strings.HasPrefix(r.NextStep, tc.step) {
+				t.Errorf("next step %q; want %q", r.NextStep, tc.step)
+			}
+			if tc.code == StatusNotLoggedIn && r.Backup == nil && strings.Contains(r.NextStep+r.Unusable, "restore`") {
+				t.Errorf("no backup, yet the step is restore: %q", r.NextStep)
+			}
 			switch {
 			case tc.setupEnd.IsZero() && r.SetupToken != nil:
 				t.Errorf("SetupToken = %+v; want none in rotating mode", r.SetupToken)
@@ -170,16 +184,22 @@ func TestStatusAgent(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		creds       string
+		doc         map[string]any
 		wantRefresh bool
 	}{
-		{"logged in", credsFile(oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))), true},
-		{"logged out", "", false},
-		{"clobbered", credsFile(`{"accessToken":"` + access1 + `","refreshToken":"","expiresAt":1}`), false},
+		{"logged in", credsFile(oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))), nil, true},
+		{"logged out", "", nil, false},
+		{"clobbered", credsFile(`{"accessToken":"` + access1 + `","refreshToken":"","expiresAt":1}`), nil, false},
+		// Nothing to refresh on an admin's setup token (issue 23).
+		{"setup-token mode", credsFile(oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))), map[string]any{"setup_token": setupTok}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			if tc.creds != "" {
 				h.writeCreds(tc.creds)
+			}
+			if tc.doc != nil {
+				h.setDoc(tc.doc)
 			}
 			next := testNow.Add(7 * time.Hour)
 			st := AgentState{PID: 1, Started: testNow, Watch: "inotify", NextRefresh: &next, VaultTokenTTL: "767h59m59s"}

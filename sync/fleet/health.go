@@ -48,8 +48,8 @@ func HostOfKey(key string) (hostID string, ok bool) {
 // the encoding.
 type Health struct {
 	Label        string    // the host's readable name
-	Status       string    // OK, WARN, FAIL, RECOVERED or SKIP: the last event's
-	StatusAt     time.Time // when that status was reached
+	Status       string    // FAIL, WARN, UNKNOWN (no check yet), STOPPED, RECOVERED, SKIP or OK: the agent's verdict
+	StatusAt     time.Time // when the agent last reported (its last line)
 	BackupAt     time.Time // this host's last backup
 	ExpiresAt    time.Time // the access token's expiry
 	Deadline     time.Time // the login's refreshTokenExpiresAt
@@ -59,6 +59,9 @@ type Health struct {
 	// Policy is "old" when the agent's token still carries the escapable
 	// policy of earlier versions (store.PolicyOld); else left out.
 	Policy string
+	// Reason says why Status is not OK: the line the agent's journal got
+	// ("no check yet …" for UNKNOWN, "the agent stopped …" for STOPPED).
+	Reason string
 }
 
 // Field caps: with them no Health can encode longer than MaxHealthLen.
@@ -66,6 +69,7 @@ const (
 	maxLabel   = 64
 	maxVersion = 64
 	maxWord    = 16 // status and doc
+	maxReason  = 160
 )
 
 // Encode is the custom_metadata value: "key=value" pairs joined by ";", in
@@ -93,6 +97,7 @@ func (h Health) Encode() string {
 	str("version", h.Version, maxVersion)
 	str("doc", h.Doc, maxWord)
 	str("policy", h.Policy, maxWord)
+	str("reason", h.Reason, maxReason)
 	return strings.Join(parts, ";")
 }
 
@@ -205,7 +210,8 @@ func ParseHealth(s string) (Health, error) {
 		"status_at": &h.StatusAt, "backup_at": &h.BackupAt, "expires_at": &h.ExpiresAt,
 		"deadline": &h.Deadline, "setup_expires": &h.SetupExpires,
 	}
-	strs := map[string]*string{"label": &h.Label, "status": &h.Status, "version": &h.Version, "doc": &h.Doc, "policy": &h.Policy}
+	strs := map[string]*string{"label": &h.Label, "status": &h.Status, "version": &h.Version, "doc": &h.Doc, "policy": &h.Policy,
+		"reason": &h.Reason}
 	for _, part := range strings.Split(s, ";") {
 		key, val, ok := strings.Cut(part, "=")
 		key = strings.TrimSpace(key)

@@ -49,7 +49,8 @@ func TestHealthEncodeFormat(t *testing.T) {
 func TestHealthSizeBound(t *testing.T) {
 	far := at(253402300799)
 	h := Health{Label: strings.Repeat("é", 200), Status: strings.Repeat("S", 100), StatusAt: far, BackupAt: far, ExpiresAt: far,
-		Deadline: far, SetupExpires: far, Version: strings.Repeat("v", 300), Doc: strings.Repeat("d", 100)}
+		Deadline: far, SetupExpires: far, Version: strings.Repeat("v", 300), Doc: strings.Repeat("d", 100),
+		Policy: strings.Repeat("p", 100), Reason: strings.Repeat("r", 1000)}
 	enc := h.Encode()
 	if len(enc) > MaxHealthLen {
 		t.Fatalf("the largest Health encodes to %d bytes; want at most %d", len(enc), MaxHealthLen)
@@ -58,8 +59,8 @@ func TestHealthSizeBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Label != strings.Repeat("é", 32) || len(got.Version) != 64 || got.SetupExpires != far {
-		t.Errorf("cut values: label %q (%d bytes), version %d bytes", got.Label, len(got.Label), len(got.Version))
+	if got.Label != strings.Repeat("é", 32) || len(got.Version) != 64 || got.SetupExpires != far || len(got.Reason) != maxReason {
+		t.Errorf("cut values: label %q (%d bytes), version %d bytes, reason %d bytes", got.Label, len(got.Label), len(got.Version), len(got.Reason))
 	}
 	if _, err := ParseHealth("status=OK;" + strings.Repeat("x", MaxHealthLen)); !errors.Is(err, ErrHealth) {
 		t.Errorf("ParseHealth of %d bytes: %v; want ErrHealth", MaxHealthLen+10, err)

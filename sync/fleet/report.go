@@ -3,6 +3,7 @@ package fleet
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -126,7 +127,11 @@ type ReportRow struct {
 	Doc          string     `json:"doc,omitempty"`
 	Policy       string     `json:"policy,omitempty"`
 	Note         string     `json:"note,omitempty"`
-	Alert        bool       `json:"alert"`
+	// Reason says why a row is not OK: the agent's own words (its last
+	// FAIL or WARN line, "no check yet …", "the agent stopped …"), or for
+	// a row no agent reports, the note.
+	Reason string `json:"reason,omitempty"`
+	Alert  bool   `json:"alert"`
 }
 
 // NewReport sorts rows and builds the report of them as of now.
@@ -151,6 +156,9 @@ func NewReport(rows []Row, now time.Time, withinDays int) Report {
 			StatusAt: ptr(r.StatusAt), BackupAt: ptr(r.BackupAt), ExpiresAt: ptr(r.ExpiresAt), Deadline: ptr(r.Deadline),
 			SetupExpires: ptr(r.SetupExpires), DueAt: ptr(r.DueAt()), AgentVersion: r.Version, Doc: r.Doc, Policy: r.Policy, Note: r.Note,
 			Alert: r.Alert(now, within)}
+		if r.Status != "OK" {
+			rr.Reason = cleanReason(cmp.Or(r.Reason, r.Note, "the agent gave no reason"))
+		}
 		if rr.Alert {
 			rep.Alerts++
 		}
@@ -158,6 +166,16 @@ func NewReport(rows []Row, now time.Time, withinDays int) Report {
 	}
 	rep.Users = len(users)
 	return rep
+}
+
+// cleanReason makes a reason read from Vault safe to print: CleanField's
+// rules word by word (spaces kept), at most maxReason bytes.
+func cleanReason(v string) string {
+	words := strings.Fields(v)
+	for i, w := range words {
+		words[i] = CleanField(w)
+	}
+	return clean(strings.Join(words, " "), maxReason)
 }
 
 func ptr(t time.Time) *time.Time {

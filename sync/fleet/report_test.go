@@ -81,7 +81,8 @@ func TestReportJSON(t *testing.T) {
 	rows := []Row{
 		{User: "alice", HostID: "h1", Owner: true, Health: Health{Label: "ws-01", Status: "OK", StatusAt: days(-0.01), BackupAt: days(-0.01),
 			ExpiresAt: days(0.2), Deadline: days(27), Version: "1.4.0", Doc: DocMain}},
-		{User: "bob", HostID: "h2", Health: Health{Label: "ws-02", Status: "FAIL", StatusAt: days(-0.1), SetupExpires: days(100), Version: "1.4.0", Doc: DocHosts}},
+		{User: "bob", HostID: "h2", Health: Health{Label: "ws-02", Status: "FAIL", StatusAt: days(-0.1), SetupExpires: days(100), Version: "1.4.0", Doc: DocHosts,
+			Reason: "check failed:\x1b[31m refused"}},
 		{User: "carol", Health: Health{Status: StatusUnknown}, Note: "no health yet"},
 	}
 	rep := NewReport(rows, now.Add(500*time.Millisecond), 7)
@@ -119,6 +120,7 @@ func TestReportJSON(t *testing.T) {
       "due_at": "2026-06-09T12:00:00Z",
       "agent_version": "1.4.0",
       "doc": "hosts",
+      "reason": "check failed: refused",
       "alert": true
     },
     {
@@ -126,6 +128,7 @@ func TestReportJSON(t *testing.T) {
       "owner": false,
       "status": "UNKNOWN",
       "note": "no health yet",
+      "reason": "no health yet",
       "alert": false
     },
     {

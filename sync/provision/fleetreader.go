@@ -58,6 +58,9 @@ func (p *provisioner) fleetReader(ctx context.Context, mount, base string) Resul
 	}
 	if minted == nil && st.tokenFixMode {
 		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
+		if st.tokenMode&0o077 != 0 {
+			l.warn = true // said, not silent: nobody else could read it, but it was not private
+		}
 	}
 	if p.apply && (minted != nil || st.tokenFixMode) {
 		if err := p.installToken(ctx, l, tree, minted, exposed, st.tokenFixMode); err != nil {

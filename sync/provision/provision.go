@@ -556,6 +556,9 @@ func (u *activeUser) placeFiles(ctx context.Context, minted *vault.SecretAuth, e
 	}
 	if minted == nil && st.tokenFixMode {
 		u.l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
+		if st.tokenMode&0o077 != 0 {
+			u.l.warn = true // said, not silent: nobody else could read it, but it was not private
+		}
 	}
 	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || st.tokenFixMode) {
 		return p.installToken(ctx, u.l, tree, minted, exposed, st.tokenFixMode)

@@ -39,6 +39,9 @@ var (
 	// not change that (an https address on an http listener or the reverse, a
 	// certificate nobody told us to trust, an address that is not one).
 	ErrMisconfigured = errors.New("vault configuration error")
+	// ErrNoDocument: the metadata to patch does not exist yet (a new user
+	// before the first backup).
+	ErrNoDocument = errors.New("no document yet")
 	// ErrSkip, returned by an Update function, ends the update without a write.
 	ErrSkip = errors.New("nothing to write")
 )

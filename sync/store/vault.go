@@ -592,9 +592,14 @@ func (v *Vault) Owner(ctx context.Context) (string, error) {
 // PatchMetadata merges keys into the main document's custom_metadata
 // (non-secret: host health, the owner). A nil value removes the key.
 func (v *Vault) PatchMetadata(ctx context.Context, keys map[string]any) error {
+	op := "write metadata of " + v.cfg.Mount + "/" + v.cfg.Path
 	_, err := v.client.Logical().JSONMergePatch(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path, map[string]any{"custom_metadata": keys})
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == 404 {
+		return fmt.Errorf("%s: %w", op, ErrNoDocument)
+	}
 	if err != nil {
-		return v.classify("write metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
+		return v.classify(op, err)
 	}
 	if owner, ok := keys[MetaOwnerKey].(string); ok {
 		v.mu.Lock()
