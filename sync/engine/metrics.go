@@ -229,6 +229,15 @@ func (e *Engine) MetricsEvent(st Status) {
 	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
 		return
 	}
+	// Count and write as one step among every process of the user: a write
+	// that read the counters before another's count would otherwise land
+	// last, and the file would stay one event behind.
+	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err == nil {
+		lk := flock.New(e.countersPath()+".write.lock", flock.SetPermissions(0o600))
+		if lk.Lock() == nil {
+			defer lk.Unlock()
+		}
+	}
 	e.CountEvent(st)
 	e.WriteMetricsNow()
 }
