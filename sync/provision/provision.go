@@ -89,7 +89,7 @@ type Summary struct {
 	// Unchanged: users (and the fleet reader) the run found as they should
 	// be, which get no line of their own.
 	Unchanged int
-	Mode                                string // apply | dry-run | report-only
+	Mode      string // apply | dry-run | report-only
 }
 
 // Result is one user's line.
