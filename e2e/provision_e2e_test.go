@@ -424,7 +424,7 @@ func TestProvisionRoster(t *testing.T) {
 	aliceTok := rig.readToken(alice)
 	checkToken(t, alice, aliceTok)
 	if !strings.Contains(lineFor(res.stdout, bob.name), "SKIP parked: stopped and disabled") ||
-		!strings.Contains(lineFor(res.stdout, carol.name), "SKIP claude_auth is false: claude-auth-sync-agent@"+carol.name+".service and claude-auth-sync@"+carol.name+".timer are off") {
+		lineFor(res.stdout, carol.name) != "" { // carol's units were off already: nothing to say
 		t.Errorf("parked/off lines wrong:\n%s", res.stdout)
 	}
 	if accessorCount(t) != before+1 {
@@ -461,10 +461,10 @@ func TestProvisionRoster(t *testing.T) {
 	if accessorCount(t) != before || identify(t, alice.tokenFile()) != id {
 		t.Errorf("second run minted a token or rewrote the file")
 	}
-	if l := lineFor(res.stdout, alice.name); l != "user="+alice.name+" OK unchanged" {
+	if l := lineFor(res.stdout, alice.name); l != "" { // unchanged: no line
 		t.Errorf("second run, alice: %q", l)
 	}
-	if !strings.Contains(res.stdout, "0 changed") {
+	if !strings.Contains(res.stdout, "0 changed, 3 unchanged, ") {
 		t.Errorf("second run summary: %s", res.stdout)
 	}
 

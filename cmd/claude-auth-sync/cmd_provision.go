@@ -46,7 +46,7 @@ gone from the roster get both stopped and disabled; their Vault data stays. A se
 nothing on any data path) and keeps a periodic token with only that policy in
 FILE (root's, 0600, in a directory only root writes, never written through a
 link), for claude-auth-sync fleet. A live reader token already there is kept.
-One more line says what was done: "fleet-reader <STATUS> <message>". Without
+One more line says what was done, when something was: "fleet-reader <STATUS> <message>". Without
 the flag, an existing reader policy is still rewritten when it differs.
 
 Writing policies and minting tokens need an admin Vault token: VAULT_TOKEN or
@@ -55,8 +55,10 @@ what it needs), like --dry-run; a user whose live token still carries the
 old policy gets a WARN line saying the policy needs rewriting. VAULT_ADDR and the Vault path come from the
 environment or the system config file.
 
-One line per user, "user=<name> <STATUS> <message>" (OK, SKIP, WARN, FAIL), then
-a summary. Exit codes: 0 no FAIL, 1 some user FAILed, 2 usage, 78 bad roster or
+One line per user that changed, would change, needs something or failed,
+"user=<name> <STATUS> <message>" (OK, SKIP, WARN, FAIL), then a summary that
+also counts the unchanged users (they get no line: the hourly run of a
+converged fleet writes the summary only). Exit codes: 0 no FAIL, 1 some user FAILed, 2 usage, 78 bad roster or
 configuration, 75 another provision run holds the lock.
 `
 
@@ -134,8 +136,8 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 		}
 		return engine.ExitFail
 	}
-	fmt.Fprintf(stdout, "provision: %s; %d users (%d active, %d parked, %d claude_auth off), %d removed; %d changed, %d need an admin token, %d failed\n",
-		sum.Mode, sum.Users, sum.Active, sum.Parked, sum.Off, sum.Removed, sum.Changed, sum.NeedAdmin, sum.Failed)
+	fmt.Fprintf(stdout, "provision: %s; %d users (%d active, %d parked, %d claude_auth off), %d removed; %d changed, %d unchanged, %d need an admin token, %d failed\n",
+		sum.Mode, sum.Users, sum.Active, sum.Parked, sum.Off, sum.Removed, sum.Changed, sum.Unchanged, sum.NeedAdmin, sum.Failed)
 	if sum.Mode == "report-only" {
 		fmt.Fprintln(stdout, "provision: no admin token (VAULT_TOKEN or --admin-token-file): nothing was changed and policies were not checked")
 	}

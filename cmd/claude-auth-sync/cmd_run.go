@@ -57,6 +57,7 @@ this user (the units do not restart on it), 78 configuration error.
 
 func runFlags(fs *flagSet) action {
 	var c commonFlags
+	c.unitEvents = true
 	c.register(fs)
 	c.registerClaude(fs)
 	c.registerCheckTimeout(fs)

@@ -44,7 +44,7 @@ Exit codes: 0 OK/SKIP/RECOVERED, 1 FAIL, 2 usage, 3 not logged in,
 `
 
 func syncFlags(fs *flagSet) action {
-	var c commonFlags
+	c := commonFlags{unitEvents: true}
 	c.register(fs)
 	c.registerClaude(fs)
 	c.registerCheckTimeout(fs)

@@ -32,6 +32,9 @@ type commonFlags struct {
 	cfg     config.Flags
 	verbose bool
 	quiet   bool // warnings and errors only
+	// unitEvents: the command is the agent (run) or the pass (sync), whose
+	// configuration error under its unit is a FAIL event in the journal.
+	unitEvents bool
 }
 
 // register adds the flags every login command takes: where the files are,
@@ -168,25 +171,25 @@ func setup(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 	return eng, 0
 }
 
-// reportConfigError tells the person at the terminal, and, when no one is
-// (a unit, a timer, cron), leaves a FAIL event in the journal that the fleet's
-// alert sees: an agent that cannot start is a login nobody looks after.
+// reportConfigError says what is wrong with the settings on stderr, with
+// exit 78 from the caller. It is a journal FAIL line (which the fleet's alert
+// sees: an agent that cannot start is a login nobody looks after) only for the
+// agent and the pass run by their units (stderr is the journal, the command
+// is one that writes journal events for its user), and only for the caller's
+// own account or by root: a person's typo, a wrong --user or a read-only
+// command is never another user's alert, nor this user's.
 func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 	f, isFile := stderr.(*os.File)
-	terminal := isFile && isTerminal(f)
-	journal := isFile && isJournalStream(f)
-	if !journal {
-		fmt.Fprintf(stderr, "claude-auth-sync: %s\n", printable.String(err.Error()))
-	}
-	if terminal {
-		return
-	}
 	user := c.cfg.User
 	if user == "" {
 		user = os.Getenv("CLAUDE_AUTH_USER")
 	}
 	if user == "" {
 		user, _ = config.CurrentAccount()
+	}
+	if !c.unitEvents || !isFile || !isJournalStream(f) || !mayName(user) {
+		fmt.Fprintf(stderr, "claude-auth-sync: %s\n", printable.String(err.Error()))
+		return
 	}
 	socket := os.Getenv("CLAUDE_AUTH_JOURNAL_SOCKET")
 	if socket == "" {
@@ -196,13 +199,26 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 		socket = ""
 	}
 	if _, serr := os.Stat(socket); socket == "" || serr != nil {
-		if journal { // the journal is there but its socket is not: say it on stderr
-			fmt.Fprintf(stderr, "<3>user=%s FAIL %v\n", user, err)
-		}
+		// The journal is there but its socket is not: say it on stderr.
+		fmt.Fprintf(stderr, "<3>user=%s FAIL %s\n", user, printable.String(err.Error()))
 		return
 	}
 	log := &engine.EventLog{User: user, JournalSocket: socket}
 	log.Event(engine.FAIL, "%v", err)
+}
+
+// mayName: a line that names user may come from this process, root or
+// user's own account (any of its names).
+func mayName(user string) bool {
+	euid := os.Geteuid()
+	if euid == 0 {
+		return true
+	}
+	if user == "" {
+		return false
+	}
+	a, err := config.LookupAccount(user)
+	return err == nil && a.UID == euid
 }
 
 func isTerminal(f *os.File) bool { return session.Terminal(int(f.Fd())) }

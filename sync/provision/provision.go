@@ -76,8 +76,10 @@ type Options struct {
 	// token with only that policy in this file. "" = none; the policy is
 	// then only brought up to date where it exists.
 	FleetReaderToken string
-	// Out gets one line per user: "user=<name> <STATUS> <message>", then
-	// one for the fleet reader: "fleet-reader <STATUS> <message>".
+	// Out gets one line per user that changed, would change, needs
+	// something or failed: "user=<name> <STATUS> <message>", then one for
+	// the fleet reader: "fleet-reader <STATUS> <message>" (when it changed).
+	// Users found as they should be get none: the summary counts them.
 	Out io.Writer
 }
 
@@ -85,7 +87,10 @@ type Options struct {
 type Summary struct {
 	Users, Active, Parked, Off, Removed int
 	Changed, Failed, NeedAdmin          int
-	Mode                                string // apply | dry-run | report-only
+	// Unchanged: users (and the fleet reader) the run found as they should
+	// be, which get no line of their own.
+	Unchanged int
+	Mode      string // apply | dry-run | report-only
 }
 
 // Result is one user's line.
@@ -96,6 +101,17 @@ type Result struct {
 	Changed bool
 	// NeedAdmin: something needs an admin token (a token to mint, policy to write).
 	NeedAdmin bool
+	// Unchanged: nothing was, or would be, done; no line is printed for it
+	// (the hourly run would otherwise say "unchanged" for every user every
+	// hour): the summary counts it.
+	Unchanged bool
+}
+
+// print writes r's line to w, unless nothing changed.
+func (r *Result) print(w io.Writer, prefix string) {
+	if !r.Unchanged {
+		fmt.Fprintf(w, "%s%s %s\n", prefix, r.Status, r.Message)
+	}
 }
 
 type provisioner struct {
@@ -149,10 +165,10 @@ func Run(ctx context.Context, opt Options) (Summary, error) {
 	}
 	if opt.FleetReaderToken != "" {
 		r := p.fleetReader(ctx, vs.mount, vs.base)
-		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		r.print(opt.Out, ReaderLine+" ")
 		sum.count(&r)
 	} else if r, ok := p.readerPolicyOnly(ctx, vs); ok {
-		fmt.Fprintf(opt.Out, "%s %s %s\n", ReaderLine, r.Status, r.Message)
+		r.print(opt.Out, ReaderLine+" ")
 		sum.count(&r)
 	}
 	if p.apply {
@@ -333,7 +349,7 @@ func (p *provisioner) reconcileAll(ctx context.Context, jobs []userJob, sum *Sum
 		results[f.i] = &f.r
 		for next < len(jobs) && results[next] != nil {
 			r := results[next]
-			fmt.Fprintf(p.opt.Out, "user=%s %s %s\n", r.User, r.Status, r.Message)
+			r.print(p.opt.Out, "user="+r.User+" ")
 			sum.count(r)
 			if r.Status == "FAIL" && jobs[next].removed {
 				failedRemoved = append(failedRemoved, r.User)
@@ -365,6 +381,9 @@ func (s *Summary) count(r *Result) {
 	}
 	if r.NeedAdmin {
 		s.NeedAdmin++
+	}
+	if r.Unchanged {
+		s.Unchanged++
 	}
 }
 
@@ -641,7 +660,7 @@ func (p *provisioner) result(l *line) Result {
 		return r
 	}
 	if len(l.changes) == 0 {
-		r.Message = "unchanged"
+		r.Message, r.Unchanged = "unchanged", true
 		return r
 	}
 	if l.warn {
@@ -715,7 +734,7 @@ func (p *provisioner) disable(ctx context.Context, name, why, kept string) Resul
 		return p.fail(name, err)
 	}
 	if !any {
-		return Result{User: name, Status: "SKIP", Message: why + ": " + unit + " are off"}
+		return Result{User: name, Status: "SKIP", Message: why + ": " + unit + " are off", Unchanged: true}
 	}
 	if p.apply {
 		if err := p.opt.Systemctl.Disable(ctx, units...); err != nil {
