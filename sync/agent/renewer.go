@@ -104,6 +104,8 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 	case errors.Is(err, store.ErrUnreachable):
 		r.out.down(err)
 		return false, false, b.next()
+	case ctx.Err() != nil:
+		return false, false, b.next() // stopping: the lookup was cut short, not refused
 	default:
 		// Token file, foreign token or 403: stop writing with it.
 		if r.failed.first(err.Error()) {

@@ -30,6 +30,8 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 		case errors.Is(err, store.ErrMisconfigured):
 			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
 			return vs, &o
+		case ctx.Err() != nil:
+			return vs, stopped()
 		default:
 			o := fail("vault token: %v", err)
 			return vs, &o
@@ -41,11 +43,20 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 		vs.doc = doc
 	case errors.Is(err, store.ErrUnreachable):
 		vs.down = err
+	case ctx.Err() != nil:
+		return vs, stopped()
 	default:
 		o := fail("read backup: %v", err)
 		return vs, &o
 	}
 	return vs, nil
+}
+
+// stopped is the outcome of a pass whose process is stopping (SIGTERM, the
+// unit's stop) while Vault was asked: nothing is known about the token or the
+// store, so no FAIL; the next start or pass asks again.
+func stopped() *Outcome {
+	return &Outcome{Status: WARN, Code: ExitTempFail, Message: "stopped before vault answered; the next pass asks again"}
 }
 
 // openState loads this user's lineage and prepares the store: how every

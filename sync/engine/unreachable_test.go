@@ -3,10 +3,13 @@ package engine
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
@@ -140,4 +143,34 @@ func TestSkipCheckPassBacksUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A pass whose context ends while Vault is being asked (the agent stopping
+// mid-lookup) is a WARN pending, never a FAIL: nothing was refused.
+func TestPrepareCutShortIsNoFail(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // never answers before the pass is stopped
+	}))
+	defer srv.Close()
+	defer close(release)
+	v, err := store.NewVault(store.VaultConfig{Address: srv.URL, TokenFile: writeToken(t), Mount: "secret", Path: "workstation/claude-users/alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }() // the stop lands while the lookup waits: fault timing
+	_, o := prepare(ctx, v, v)
+	if o == nil || o.Status != WARN || o.Code != ExitTempFail {
+		t.Fatalf("prepare cut short by a stop = %+v; want WARN %d", o, ExitTempFail)
+	}
+}
+
+func writeToken(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(p, []byte("hvs.testtokenTESTtoken0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
