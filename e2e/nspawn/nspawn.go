@@ -163,11 +163,12 @@ func (c *Container) waitBoot(ctx context.Context) error {
 		switch s := strings.TrimSpace(string(out)); s {
 		case "running", "degraded":
 			return nil
-		case "stopping", "offline", "maintenance":
+		case "stopping", "maintenance":
 			return fmt.Errorf("system state %q", s)
 		default:
 			// starting, initializing, or no manager to ask yet ("Failed to
-			// connect to bus": PID 1 has not made its socket).
+			// connect to bus", or "offline": systemctl could not reach
+			// PID 1, which on a loaded machine has not made its socket).
 		}
 		select {
 		case <-ctx.Done():
