@@ -95,10 +95,10 @@ func TestFleetSeesFailAndMisconfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	hf.agent.cmd.Process.Signal(syscall.SIGHUP)
-	exposed := regexp.MustCompile(`(?m)^\S+ FAIL vault token: .*readable by others: consider the token exposed`)
+	exposed := regexp.MustCompile(`(?m)^\S+ FAIL vault token: .*readable by others \(mode 0644\), consider the token exposed`)
 	eventually(t, 30*time.Second, "the agent's FAIL about the exposed token", func() bool { return exposed.MatchString(hf.syncLog()) })
 	got := waitHealth(t, hf.user.Path, hf.id, hf.label, "FAIL", fleet.DocMain)
-	if !strings.Contains(got.Reason, "readable by others") {
+	if !strings.Contains(got.Reason, "readable by others (mode 0644), consider the token exposed") {
 		t.Errorf("the FAIL health's reason: %q; want the token file's mode", got.Reason)
 	}
 	l := hf.fake.Issue()

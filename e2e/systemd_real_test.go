@@ -620,7 +620,7 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 	t.Logf("SYSTEMD-REPORT provision service ran in %s", time.Since(start).Round(time.Millisecond))
 	// Every user is as the runs above left them: the hourly run writes its
 	// summary and no line per user.
-	if log := h.sh("journalctl --no-pager -u claude-auth-sync-provision.service -o cat"); !regexp.MustCompile(`(?m)^provision: apply; 4 users .*; 0 changed, 4 unchanged, 0 need an admin token, 0 failed$`).MatchString(log) ||
+	if log := h.sh("journalctl --no-pager -u claude-auth-sync-provision.service -o cat"); !regexp.MustCompile(`(?m)^provision: (apply|report-only); 4 users .*; 0 changed, 4 unchanged, 0 need an admin token, 0 failed$`).MatchString(log) ||
 		regexp.MustCompile(`(?m)^user=`).MatchString(log) {
 		t.Errorf("the provision service's lines: want its summary only:\n%s", log)
 	}
@@ -672,7 +672,9 @@ func typoSession(t *testing.T, h *sdHost, u1, u2 sdUser) {
 		{&u1, "claude-auth-sync fleet", 78},
 		{&u1, "claude-auth-sync provision --roster /etc/claude-auth-sync/roster.yaml", -1},
 		{&u2, "claude-auth-sync status --user " + u1.name, 78},
-		{&u2, "claude-auth-sync exec --user " + u1.name + " -- true", -1},
+		// exec is a launcher: its own settings failing, it still runs the
+		// command as the caller (never as the named user), and says why.
+		{&u2, "claude-auth-sync exec --user " + u1.name + " -- true", -2},
 		{&u2, "claude-auth-sync refresh --bogus", 2},
 		{&u2, "claude-auth-sync statsu", 2},
 		{&u2, "CLAUDE_AUTH_USER=" + u1.name + " claude-auth-sync status", 78},

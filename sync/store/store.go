@@ -36,7 +36,7 @@ var (
 	// ErrTokenExposed (with ErrTokenFile): the token file's mode let other
 	// users in. The token must be taken as known to them: only a new one
 	// mends it (provision mints it and revokes this one).
-	ErrTokenExposed = errors.New("the token file was open to other users")
+	ErrTokenExposed = errors.New("readable by others")
 	// ErrForeignToken: the token is not this user's scoped token.
 	ErrForeignToken = errors.New("vault token is not this user's")
 	// ErrMisconfigured: Vault cannot be reached as configured and waiting will

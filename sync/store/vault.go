@@ -165,7 +165,8 @@ func readTokenFile(path string) (credentials.Secret, error) {
 	// returned with it only when the file is otherwise the user's own.
 	var exposed error
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		exposed = fmt.Errorf("%w: %w: %s has mode %04o, readable by others: consider the token exposed; ask your workstation admin to run `claude-auth-sync provision`, which installs a new token and revokes this one (a chmod does not make it private again)", ErrTokenFile, ErrTokenExposed, path, perm)
+		// The words that matter first: the fleet's reason keeps 160 bytes.
+		exposed = fmt.Errorf("%w: %w (mode %04o), consider the token exposed: %s; ask your workstation admin to run `claude-auth-sync provision`, which installs a new token and revokes this one (a chmod does not make it private again)", ErrTokenFile, ErrTokenExposed, perm, path)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
 		if exposed != nil {
