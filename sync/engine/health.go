@@ -88,8 +88,13 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Where this host backs up, decided now if no read or write has yet
-	// (an agent reports before its first backup): never a guess.
-	if e.Vault.Place(ctx) == nil {
+	// (an agent reports before its first backup): never a guess. A token
+	// refused as exposed reads nothing: only what is known already.
+	if !e.Vault.Accepted() {
+		if e.Vault.Placed() {
+			h.Doc, _ = e.Vault.Placement()
+		}
+	} else if e.Vault.Place(ctx) == nil {
 		h.Doc, _ = e.Vault.Placement()
 	}
 	if e.tokenPolicy(ctx) == store.PolicyOld {

@@ -617,6 +617,14 @@ func (v *Vault) unplace() {
 	v.mu.Unlock()
 }
 
+// Placed says whether this host's document is decided (Placement is then
+// its answer), without asking Vault.
+func (v *Vault) Placed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.placed
+}
+
 // Placement says which document this host uses ("main" or "hosts") and
 // whether the main document names an owner yet.
 func (v *Vault) Placement() (doc string, claimed bool) {
