@@ -118,8 +118,13 @@ func TestFleetSeesFailAndMisconfiguration(t *testing.T) {
 	stopped := waitHealth(t, hm.user.Path, hm.id, hm.label, "STOPPED", fleet.DocMain)
 	hm.withVaultAddr(strings.Replace(vsrv.Addr, "http://", "https://", 1))
 	hm.agent = hm.startAgent(nil)
-	misconf := regexp.MustCompile(`(?m)^\S+ FAIL vault: vault configuration error: .*plain http`)
-	eventually(t, 30*time.Second, "the misconfigured agent's FAIL", func() bool { return misconf.MatchString(hm.syncLog()) })
+	misconf := regexp.MustCompile(`(?m)^\S+ FAIL vault: .*vault configuration error: .*plain http`)
+	eventuallyWhy(t, 30*time.Second, "the misconfigured agent's FAIL", func() string {
+		if misconf.MatchString(hm.syncLog()) {
+			return ""
+		}
+		return "sync.log:\n" + hm.syncLog() + "\nagent:\n" + hm.agent.output()
+	})
 	hm.waitRetries(t, 3, "the misconfigured agent's backups")
 	select {
 	case <-hm.agent.done:
