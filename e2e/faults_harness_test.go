@@ -189,6 +189,15 @@ type faultProxy struct {
 	delay     atomic.Int64 // ns before forwarding
 	requests  atomic.Int64
 	failed    atomic.Int64
+	mu        sync.Mutex
+	seen      []string // "METHOD /path" of every request, in order
+}
+
+// requestsSeen is "METHOD /path" of every request so far.
+func (p *faultProxy) requestsSeen() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.seen...)
 }
 
 func newFaultProxy(t *testing.T, target string) *faultProxy {
@@ -202,6 +211,9 @@ func newFaultProxy(t *testing.T, target string) *faultProxy {
 	rp.ErrorLog = nil
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
+		p.mu.Lock()
+		p.seen = append(p.seen, r.Method+" "+r.URL.Path)
+		p.mu.Unlock()
 		if d := time.Duration(p.delay.Load()); d > 0 {
 			select {
 			case <-time.After(d):

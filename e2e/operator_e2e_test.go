@@ -12,8 +12,11 @@ import (
 )
 
 // An https VAULT_ADDR against Vault's plain-http listener is a mistake in the
-// settings: `sync` exits 78 with what to fix, and the agent stops with 78
-// (units do not restart on it) instead of retrying "unreachable" forever.
+// settings: `sync` exits 78 with what to fix, and the agent says so once as
+// FAIL and keeps running (it is still the single refresher) instead of
+// retrying "unreachable" forever. An address the agent cannot even build a
+// client for stops it at start with 78 (the units do not restart on it). The
+// runbook's alert table says each of these, for the line each one writes.
 func TestVaultSchemeMismatchIsConfigError(t *testing.T) {
 	w := newWorld(t)
 	w.login()
@@ -46,6 +49,71 @@ func TestVaultSchemeMismatchIsConfigError(t *testing.T) {
 	if n := len(failLine.FindAllString(w.syncLog(), -1)); n != 1 {
 		t.Errorf("%d FAIL lines for the misconfigured address; want 1:\n%s", n, w.syncLog())
 	}
+	row := runbookRowFor(t, failLine.FindString(w.syncLog()))
+	if !strings.Contains(row, "keeps running (`active`)") || strings.Contains(row, "exited 78") {
+		t.Errorf("the runbook's row for the line the running agent wrote does not say it keeps running:\n%s", row)
+	}
+	a.stop()
+
+	// A VAULT_ADDR that is no address at all: the agent cannot start.
+	w.withVaultAddr("vault.example.internal:8200")
+	b := w.startAgentProc(nil, nil)
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the agent runs with a VAULT_ADDR that is no address:\n%s", b.output())
+	}
+	if code := b.cmd.ProcessState.ExitCode(); code != 78 {
+		t.Errorf("agent with a VAULT_ADDR that is no address exited %d; want 78:\n%s", code, b.output())
+	}
+	line := strings.TrimSpace(b.output())
+	if !strings.Contains(line, "is not an address") {
+		t.Fatalf("the agent does not say what is wrong:\n%s", line)
+	}
+	row = runbookRowFor(t, line)
+	if !strings.Contains(row, "exited 78") || !strings.Contains(row, "not restarted") {
+		t.Errorf("the runbook's row for the line the stopped agent wrote does not say it stopped with 78, not restarted:\n%s", row)
+	}
+}
+
+// runbookRowFor is the row of the runbook's alert table ("the FAIL says")
+// that quotes line: its first quoted fragment and one more are in line. It
+// fails the test unless exactly one row does.
+func runbookRowFor(t *testing.T, line string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "runbook.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := string(b)
+	i := strings.Index(rb, "| the FAIL says |")
+	if i < 0 {
+		t.Fatal("the runbook has no alert table")
+	}
+	table := rb[i:]
+	table = table[:strings.Index(table, "\n\n")]
+	quoted := regexp.MustCompile("`([^`]+)`")
+	var rows []string
+	for _, r := range strings.Split(table, "\n")[2:] {
+		cells := strings.Split(r, "|")
+		if len(cells) < 4 {
+			continue
+		}
+		qs := quoted.FindAllStringSubmatch(cells[1], -1)
+		if len(qs) < 2 || !strings.Contains(line, qs[0][1]) {
+			continue
+		}
+		for _, q := range qs[1:] {
+			if strings.Contains(line, q[1]) {
+				rows = append(rows, r)
+				break
+			}
+		}
+	}
+	if len(rows) != 1 {
+		t.Fatalf("%d rows of the runbook's alert table quote %q; want 1:\n%s", len(rows), line, strings.Join(rows, "\n"))
+	}
+	return rows[0]
 }
 
 // A re-provisioned Vault token is used within a second of being installed,

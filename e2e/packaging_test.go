@@ -482,7 +482,7 @@ func TestPackages(t *testing.T) {
 			t.Fatalf("loki rules: %+v; want the one WorkstationClaudeAuthInvalid", loki)
 		}
 		expr := loki.Groups[0].Rules[0].Expr
-		for _, s := range []string{`{SYSLOG_IDENTIFIER="claude-auth-sync"}`, `|= " FAIL "`, "by (host, user)"} {
+		for _, s := range []string{`identifier="claude-auth-sync"`, `unit=~`, `|= " FAIL "`, "by (host, user)"} {
 			if !strings.Contains(expr, s) {
 				t.Errorf("WorkstationClaudeAuthInvalid expr lacks %s:\n%s", s, expr)
 			}

@@ -861,17 +861,30 @@ func TestProvisionReplacesExposedToken(t *testing.T) {
 	if _, err := clientWith(old).KVv2("secret").Get(context.Background(), "workstation/claude-users/"+victim.name); !forbidden(err) {
 		t.Errorf("the stolen copy reads the victim's document: %v; want 403", err)
 	}
-	// Modes that never let anyone else in are not an exposure: a 0644 file
-	// under a 0700 dir stays, with its mode fixed and said as WARN (issue 23:
-	// not silently).
+	// One rule with the agent's (issue 23): a file open to others is an
+	// exposed token whatever the dirs above it say (they may have been open
+	// before; a group may hold others). Without an admin token provision
+	// leaves it as it is and says it needs one for a new token (a chmod
+	// would let the agent go on with it); with one it replaces it.
 	os.Chmod(filepath.Dir(victim.tokenFile()), 0o700)
 	os.Chmod(victim.tokenFile(), 0o644)
-	res = rig.mustRun(true, 0)
-	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, "WARN") || !strings.Contains(l, "to 0600") || strings.Contains(l, "minted") {
-		t.Errorf("a 0644 token under a 0700 dir: %s; want WARN and the mode fixed, the token kept", l)
+	res = rig.mustRun(false, 0)
+	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, "WARN needs an admin token") || !strings.Contains(l, "consider the token exposed") || strings.Contains(l, "to 0600") {
+		t.Errorf("a 0644 token under a 0700 dir, no admin token: %s; want WARN naming the exposed token, the mode left", l)
 	}
-	if rig.readToken(victim) != fresh {
-		t.Errorf("a token nobody else could read was replaced")
+	if fi, err := os.Stat(victim.tokenFile()); err != nil || fi.Mode().Perm() != 0o644 || rig.readToken(victim) != fresh {
+		t.Errorf("provision without an admin token changed the exposed token file: %v %v", fi, err)
+	}
+	res = rig.mustRun(true, 0)
+	if l := lineFor(res.stdout, victim.name); !strings.Contains(l, "WARN") || !strings.Contains(l, "consider the token exposed") || !strings.Contains(l, "revoked the exposed token") {
+		t.Errorf("a 0644 token under a 0700 dir: %s; want WARN, a new token, the old one revoked", l)
+	}
+	if rig.readToken(victim) == fresh {
+		t.Errorf("the exposed token was kept")
+	}
+	checkTokenFiles(t, victim)
+	if _, err := clientWith(fresh).Auth().Token().LookupSelf(); !forbidden(err) {
+		t.Errorf("the exposed token after provision: %v; want 403 (revoked)", err)
 	}
 }
 

@@ -158,8 +158,8 @@ func TestBadInput(t *testing.T) {
 		os.Chmod(w.user.TokenFile, 0o644)
 		r := w.run(nil, "sync")
 		w.mustCode(r, 1, "sync")
-		if !strings.Contains(r.stderr, "chmod 600") {
-			t.Errorf("want a chmod hint; got %s", r.stderr)
+		if !strings.Contains(r.stderr, "consider the token exposed") || !strings.Contains(r.stderr, "claude-auth-sync provision") {
+			t.Errorf("want the token called exposed and provision named; got %s", r.stderr)
 		}
 		if _, v := w.vaultDoc(); v != 0 {
 			t.Errorf("vault written despite a bad token file")

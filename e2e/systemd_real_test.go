@@ -585,6 +585,7 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 	if out := h.sh("setpriv --reuid=5001 --regid=5001 --clear-groups env -i PATH=/usr/bin:/bin claude-auth-sync status"); !strings.Contains(out, "/home/dirsvc/.claude/.credentials.json") {
 		t.Errorf("status as dirsvc with a bare environment:\n%s", out)
 	}
+	typoSession(t, h, pa, pd)
 	_, gonever := vaultRefreshToken(t, "pgone")
 
 	h.writeFile("/etc/claude-auth-sync/roster.yaml", "users:\n  pnormal: {}\n  pparked:\n    parked: true\n  poff:\n    claude_auth: false\n  dirsvc: {}\n", 0o644)
@@ -633,5 +634,163 @@ chown 5001:5001 /home/dirsvc && chmod 0750 /home/dirsvc`)
 	}
 	if leaked := findSecrets([]string{h.sh("journalctl --no-pager -o json")}, append(h.fake.Issued(), append(h.secrets, vsrv.RootTokenValue())...)); len(leaked) > 0 {
 		t.Errorf("%d secrets in the journal", len(leaked))
+	}
+
+	purgeLeavesNothing(t, h, []sdUser{pa, pe})
+}
+
+// typoSession: an admin and two users mistype commands and name the wrong
+// user, as people do; none of it is a FAIL line in the journal (which the
+// alert reads), whatever the command's exit status says (issue 23).
+func typoSession(t *testing.T, h *sdHost, u1, u2 sdUser) {
+	t.Helper()
+	cursor := strings.TrimSpace(h.sh("journalctl --no-pager -n 0 --show-cursor | sed -n 's/^-- cursor: //p'"))
+	if cursor == "" {
+		t.Fatal("no journal cursor")
+	}
+	type typo struct {
+		who  *sdUser // nil: root
+		cmd  string
+		want int // the exit status; -1: not 0, -2: any
+	}
+	typos := []typo{
+		{nil, "claude-auth-sync status --user nosuch", 78},
+		{nil, "claude-auth-sync sync --user nosuch", 78},
+		{nil, "claude-auth-sync restore --user nosuch", 78},
+		{nil, "claude-auth-sync stauts", 2},
+		{nil, "claude-auth-sync sync --bogus", 2},
+		{nil, "claude-auth-sync provision --roster /etc/claude-auth-sync/nosuch.yaml", -1},
+		{nil, "systemctl start claude-auth-sync@nosuch.service", -1},
+		{nil, "VAULT_ADDR=https://127.0.0.1:9 claude-auth-sync status --user " + u1.name, -2},
+		{&u1, "claude-auth-sync status --user " + u2.name, 78},
+		{&u1, "claude-auth-sync sync --user " + u2.name, 78},
+		{&u1, "claude-auth-sync run --user " + u2.name, 78},
+		{&u1, "claude-auth-sync restore --user " + u2.name, 78},
+		{&u1, "claude-auth-sync sync --bogus", 2},
+		{&u1, "VAULT_ADDR=vault.example.internal:8200 claude-auth-sync status", 78},
+		{&u1, "VAULT_ADDR=https://127.0.0.1:9 claude-auth-sync status", -2},
+		{&u1, "VAULT_ADDR=https://127.0.0.1:9 claude-auth-sync sync", -2}, // the agent's pass, or WARN 75
+		{&u1, "claude-auth-sync fleet", 78},
+		{&u1, "claude-auth-sync provision --roster /etc/claude-auth-sync/roster.yaml", -1},
+		{&u2, "claude-auth-sync status --user " + u1.name, 78},
+		// exec is a launcher: its own settings failing, it still runs the
+		// command as the caller (never as the named user), and says why.
+		{&u2, "claude-auth-sync exec --user " + u1.name + " -- true", -2},
+		{&u2, "claude-auth-sync refresh --bogus", 2},
+		{&u2, "claude-auth-sync statsu", 2},
+		{&u2, "CLAUDE_AUTH_USER=" + u1.name + " claude-auth-sync status", 78},
+	}
+	for _, ty := range typos {
+		script := ty.cmd + "; echo \"rc=$?\""
+		var out string
+		who := "root"
+		if ty.who != nil {
+			who = ty.who.name
+			out, _ = h.asUser(*ty.who, "export HOME="+ty.who.home+"; "+script)
+		} else {
+			out, _ = h.try(script)
+		}
+		m := regexp.MustCompile(`rc=(\d+)\s*$`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: %s: no exit status:\n%s", who, ty.cmd, out)
+		}
+		rc, _ := strconv.Atoi(m[1])
+		if (ty.want >= 0 && rc != ty.want) || (ty.want == -1 && rc == 0) {
+			t.Errorf("%s: %s exited %d; want %d (-1: not 0):\n%s", who, ty.cmd, rc, ty.want, out)
+		}
+	}
+	fails := regexp.MustCompile(`(?m)(^|\s)FAIL(\s|$)`)
+	journal := h.sh("journalctl --no-pager -o short-iso --after-cursor='" + cursor + "'")
+	var failLines []string
+	for _, l := range strings.Split(journal, "\n") {
+		if fails.MatchString(l) {
+			failLines = append(failLines, l)
+		}
+	}
+	t.Logf("SYSTEMD-REPORT typo session: %d commands (root, %s, %s), %d FAIL lines in the journal", len(typos), u1.name, u2.name, len(failLines))
+	if len(failLines) != 0 {
+		t.Errorf("the typo session wrote %d FAIL lines; want 0:\n%s", len(failLines), strings.Join(failLines, "\n"))
+	}
+}
+
+// purgeLeavesNothing: dpkg -P after a provisioned life (agents, timers, the
+// provision timer, the publisher, a global enable of the user unit, a fleet
+// reader) leaves no enablement link, no fleet-reader token, no published
+// metrics, and prints the command that revokes the reader token; users' homes
+// and Vault stay (issue 23).
+func purgeLeavesNothing(t *testing.T, h *sdHost, users []sdUser) {
+	t.Helper()
+	const reader = "/etc/claude-auth-sync/fleet-reader-token"
+	out, err := h.c.Command(context.Background(), nil, "claude-auth-sync", "provision", "--roster", "/etc/claude-auth-sync/roster.yaml",
+		"--admin-token-file", "/root/admin-token", "--fleet-reader-token", reader).CombinedOutput()
+	if err != nil {
+		t.Fatalf("provision --fleet-reader-token: %v\n%s", err, out)
+	}
+	tokB, err := os.ReadFile(filepath.Join(h.c.Root, reader))
+	if err != nil {
+		t.Fatalf("no fleet-reader token after provision: %v\n%s", err, out)
+	}
+	tok := strings.TrimSpace(string(tokB))
+	h.mu.Lock()
+	h.secrets = append(h.secrets, tok)
+	h.mu.Unlock()
+	ctx := context.Background()
+	look, err := vsrv.Root().Auth().Token().LookupWithContext(ctx, tok)
+	if err != nil {
+		t.Fatalf("look the reader token up: %v", err)
+	}
+	accessor, _ := look.Data["accessor"].(string)
+	rec, _ := os.ReadFile(filepath.Join(h.c.Root, "var/lib/claude-auth-sync/fleet-reader"))
+	if want := "token_file=" + reader + "\naccessor=" + accessor + "\n"; accessor == "" || string(rec) != want {
+		t.Errorf("provision's record of the reader token: %q; want %q", rec, want)
+	}
+	// What else an admin enables: the publisher, the user unit for everyone;
+	// and what the publisher leaves for the node exporter.
+	h.sh("systemctl enable claude-auth-sync-metrics.service && systemctl --global enable claude-auth-sync.service")
+	h.sh("mkdir -p /var/lib/prometheus/node-exporter && echo '# claude-auth-sync' > /var/lib/prometheus/node-exporter/claude_auth_sync.prom")
+	links := h.sh("find /etc/systemd -type l -name 'claude-auth-sync*' | sort")
+	if n := len(strings.Fields(links)); n < 6 {
+		t.Fatalf("only %d enablement links before the purge; the test proves little:\n%s", n, links)
+	}
+	h.sh("DEBIAN_FRONTEND=noninteractive dpkg -r claude-auth-sync")
+	dangling := h.sh("find /etc/systemd -xtype l")
+	t.Logf("SYSTEMD-REPORT purge: %d enablement links before; %d dangling after dpkg -r (kept for a reinstall)", len(strings.Fields(links)), len(strings.Fields(dangling)))
+	if _, err := os.Stat(filepath.Join(h.c.Root, "var/lib/prometheus/node-exporter/claude_auth_sync.prom")); err == nil {
+		t.Errorf("dpkg -r left the published metrics for the node exporter")
+	}
+	purge, err := h.try("DEBIAN_FRONTEND=noninteractive dpkg -P claude-auth-sync")
+	if err != nil {
+		t.Fatalf("dpkg -P: %v\n%s", err, purge)
+	}
+	t.Logf("dpkg -P:\n%s", purge)
+	if d := strings.TrimSpace(h.sh("find /etc/systemd -xtype l")); d != "" {
+		t.Errorf("dangling links after purge:\n%s", d)
+	}
+	if l := strings.TrimSpace(h.sh("find /etc/systemd -name 'claude-auth-sync*' -type l")); l != "" {
+		t.Errorf("enablement links after purge:\n%s", l)
+	}
+	for _, f := range []string{reader, "var/lib/claude-auth-sync"} {
+		if _, err := os.Lstat(filepath.Join(h.c.Root, f)); err == nil {
+			t.Errorf("%s is still there after purge", f)
+		}
+	}
+	cmd := "vault token revoke -accessor " + accessor
+	if !strings.Contains(purge, cmd) {
+		t.Fatalf("purge does not say how to revoke the reader token (%q):\n%s", cmd, purge)
+	}
+	if leaked := findSecrets([]string{purge}, []string{tok}); len(leaked) > 0 {
+		t.Errorf("the reader token in dpkg's output")
+	}
+	// The command it printed is the one that revokes that token.
+	if err := vsrv.Root().Auth().Token().RevokeAccessorWithContext(ctx, accessor); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	if _, err := vsrv.Root().Auth().Token().LookupWithContext(ctx, tok); err == nil {
+		t.Errorf("the reader token is still valid after %s", cmd)
+	}
+	for _, u := range users {
+		if _, err := os.Stat(filepath.Join(u.hostHome, ".config", "claude-auth-sync", "vault-token")); err != nil {
+			t.Errorf("purge removed %s's token file: %v", u.name, err)
+		}
 	}
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # claude-auth-sync preremove (deb prerm / rpm %preun).
 # On removal (not on upgrade) stop what runs the binary that is about to go.
-# Enablement symlinks and every user's files and Vault data are left alone.
+# Enablement links go at purge (postremove); every user's files and Vault
+# data are left alone.
 set -e
 
 removing=no
@@ -13,7 +14,7 @@ esac
 if [ "$removing" = yes ] && [ -d /run/systemd/system ]; then
 	systemctl stop claude-auth-sync-provision.timer claude-auth-sync-provision.service \
 		'claude-auth-sync@*.timer' 'claude-auth-sync@*.service' \
-		'claude-auth-sync-agent@*.service' >/dev/null 2>&1 || :
+		'claude-auth-sync-agent@*.service' claude-auth-sync-metrics.service >/dev/null 2>&1 || :
 	# And the user units, in every running user manager.
 	for rundir in /run/user/[0-9]*; do
 		[ -S "$rundir/systemd/private" ] || continue

@@ -325,7 +325,13 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	if bw.pending == nil {
 		return false
 	}
-	if !bw.ready {
+	if !bw.ready || (bw.e.Vault != nil && !bw.e.Vault.Accepted()) {
+		// No token to write with: the renewer's verdict, or a pass that
+		// since refused the token file (an exposed token: `systemctl
+		// reload` after a chmod) and the renewer is told to look again.
+		if bw.ready {
+			bw.renewKick.poke()
+		}
 		bw.persistPending()
 		return true
 	}
@@ -403,7 +409,8 @@ func fileKey(path string) string {
 	if err := syscall.Stat(path, &st); err != nil {
 		return "missing"
 	}
-	return fmt.Sprintf("%d:%d:%d.%d", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
+	// The mode too: a chmod that opens the token file to others is news.
+	return fmt.Sprintf("%d:%d:%d.%d:%o", st.Ino, st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Mode)
 }
 
 func (bw *backupWriter) clearPending() {

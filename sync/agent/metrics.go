@@ -38,7 +38,8 @@ type metricsWriter struct {
 	// tokenOK: the renewer's last verdict accepted the Vault token. Health
 	// is written only then: before the first check the client holds no
 	// token (Vault answers 403, which would read as a policy from before
-	// the fleet), and a refused token can write nothing.
+	// the fleet), and a refused token can write nothing, except one refused
+	// only as exposed that is still this user's (store.Vault.MayReport).
 	tokenOK bool
 }
 

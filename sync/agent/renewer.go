@@ -62,7 +62,9 @@ func (r *renewer) Run(ctx context.Context) error {
 			// Only news wakes the writer: a refused backup kicks this
 			// loop, and a token that checks out must not kick back.
 			r.bw.tokenOK.put(ok)
-			r.bw.metrics.token(ok)
+			// The health may go out with a token refused only as exposed
+			// (still this user's): how the fleet learns of that FAIL.
+			r.bw.metrics.token(ok || r.e.Vault.MayReport())
 		}
 		if !told {
 			r.first.put(ok)

@@ -71,11 +71,12 @@ func (e *Engine) HealthNow(st Status) fleet.Health {
 
 // PublishHealth writes h (with this host's label, the version, where its
 // login lives and the setup token's end) to the user's Vault metadata,
-// with a token the last Prepare accepted. A policy that does not allow it
+// with a token the last Prepare accepted (or refused only as exposed, when
+// it is still this user's: the fleet sees that FAIL). A policy that does not allow it
 // (from before the fleet: provision rewrites it) is said once, as WARN;
 // nothing else depends on it.
 func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
-	if e.Vault == nil || e.Cfg.HostID == "" || !e.Vault.Accepted() {
+	if e.Vault == nil || e.Cfg.HostID == "" || !e.Vault.MayReport() {
 		return // no health with a token that was refused (or never checked)
 	}
 	h.Label, h.Version = e.Cfg.HostLabel, e.Version
@@ -87,8 +88,13 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Where this host backs up, decided now if no read or write has yet
-	// (an agent reports before its first backup): never a guess.
-	if e.Vault.Place(ctx) == nil {
+	// (an agent reports before its first backup): never a guess. A token
+	// refused as exposed reads nothing: only what is known already.
+	if !e.Vault.Accepted() {
+		if e.Vault.Placed() {
+			h.Doc, _ = e.Vault.Placement()
+		}
+	} else if e.Vault.Place(ctx) == nil {
 		h.Doc, _ = e.Vault.Placement()
 	}
 	if e.tokenPolicy(ctx) == store.PolicyOld {

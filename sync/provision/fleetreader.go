@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
 	vault "github.com/hashicorp/vault/api"
 	"golang.org/x/sys/unix"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -56,18 +58,57 @@ func (p *provisioner) fleetReader(ctx context.Context, mount, base string) Resul
 	if err != nil {
 		return p.fail(ReaderLine, err)
 	}
-	if minted == nil && st.tokenFixMode {
+	fixMode := st.tokenFixMode && (minted != nil || !st.exposed()) // as placeFiles
+	if minted == nil && fixMode {
 		l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
-		if st.tokenMode&0o077 != 0 {
-			l.warn = true // said, not silent: nobody else could read it, but it was not private
-		}
 	}
-	if p.apply && (minted != nil || st.tokenFixMode) {
-		if err := p.installToken(ctx, l, tree, minted, exposed, st.tokenFixMode); err != nil {
+	if p.apply && (minted != nil || fixMode) {
+		if err := p.installToken(ctx, l, tree, minted, exposed, fixMode); err != nil {
 			return p.fail(ReaderLine, err)
 		}
 	}
+	if p.apply && len(l.needs) == 0 {
+		p.rememberReader(ctx, path, minted, st.token)
+	}
 	return p.result(l)
+}
+
+// ReaderRecord, in the state dir, says where the fleet reader's token file
+// is and the token's accessor ("token_file=…" and "accessor=…" lines, root's,
+// 0600): a purge of the package, which runs when the binary is gone, removes
+// that file and prints the command that revokes the token.
+const ReaderRecord = "fleet-reader"
+
+// rememberReader keeps ReaderRecord up to date with the token now in path:
+// the minted one's accessor, or the one Vault gives for the token the file
+// held. Best effort: without it a purge says less.
+func (p *provisioner) rememberReader(ctx context.Context, path string, minted *vault.SecretAuth, tok credentials.Secret) {
+	acc := ""
+	if minted != nil {
+		acc = minted.Accessor
+	} else if tok != "" {
+		c, err := p.base.Clone()
+		if err != nil {
+			return
+		}
+		c.SetToken(tok.Reveal())
+		s, err := c.Auth().Token().LookupSelfWithContext(ctx)
+		if err != nil || s == nil || s.Data == nil {
+			return
+		}
+		acc, _ = s.Data["accessor"].(string)
+	}
+	// Both go into a shell's hands: one line each, no quoting needed.
+	plain := regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	if !plain.MatchString(acc) || strings.ContainsAny(path, "\n\x00'\"$`\\") {
+		return
+	}
+	body := "token_file=" + path + "\naccessor=" + acc + "\n"
+	rec := filepath.Join(p.opt.StateDir, ReaderRecord)
+	if b, err := os.ReadFile(rec); err == nil && string(b) == body {
+		return
+	}
+	_, _ = atomicfile.Write(rec, []byte(body), 0o600)
 }
 
 // readerPolicyOnly brings an existing reader policy up to date in a run

@@ -565,6 +565,9 @@ func (u *activeUser) readTree() error {
 
 // placeFiles makes the files right: dirs 0700, token 0600, all the user's;
 // only by descriptor. It installs minted, if any, and then revokes exposed.
+// An exposed token with nothing to replace it (no admin token) keeps its
+// mode: a chmod would let the agent go on with a token others may hold,
+// while the agent's FAIL, the fleet and this run's WARN say to rotate it.
 func (u *activeUser) placeFiles(ctx context.Context, minted *vault.SecretAuth, exposed credentials.Secret) error {
 	p, st, tree := u.p, &u.st, u.tree
 	for _, d := range st.missing {
@@ -573,14 +576,12 @@ func (u *activeUser) placeFiles(ctx context.Context, minted *vault.SecretAuth, e
 	if len(st.missing) == 0 && st.dirMode != 0o700 {
 		u.l.did("%s mode %04o of %s to 0700", p.verb("changed", "change"), st.dirMode, tree.path(len(tree.dirs)))
 	}
-	if minted == nil && st.tokenFixMode {
+	fixMode := st.tokenFixMode && (minted != nil || !st.exposed())
+	if minted == nil && fixMode {
 		u.l.did("%s mode %04o of %s to 0600", p.verb("changed", "change"), st.tokenMode, tree.tokenPath())
-		if st.tokenMode&0o077 != 0 {
-			u.l.warn = true // said, not silent: nobody else could read it, but it was not private
-		}
 	}
-	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || st.tokenFixMode) {
-		return p.installToken(ctx, u.l, tree, minted, exposed, st.tokenFixMode)
+	if p.apply && (minted != nil || len(st.missing) > 0 || st.dirMode != 0o700 || fixMode) {
+		return p.installToken(ctx, u.l, tree, minted, exposed, fixMode)
 	}
 	return nil
 }

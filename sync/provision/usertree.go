@@ -111,19 +111,14 @@ type treeStatus struct {
 	token        credentials.Secret
 	tokenMode    uint32
 	tokenFixMode bool // exists, ours to fix, but not 0600
-	// traverse: the group (0o010) and other (0o001) search bits every dir
-	// from the home down to the token's dir had, as found.
-	traverse uint32
 }
 
-// exposed: the token file as found could be read by users other than its
-// owner: its read bit for a class, and every dir above it searchable by that
-// class (the dirs outside the home are the system's and let everyone in).
+// exposed: the token file as found was open to users other than its owner
+// (any group or other bit), the agent's rule (store.ReadTokenFile). The dirs
+// above it do not make it private: they may have been open before, and a
+// group may hold others. Only a new token mends it.
 func (st *treeStatus) exposed() bool {
-	if !st.tokenExists {
-		return false
-	}
-	return st.traverse&0o001 != 0 && st.tokenMode&0o004 != 0 || st.traverse&0o010 != 0 && st.tokenMode&0o040 != 0
+	return st.tokenExists && st.tokenMode&0o077 != 0
 }
 
 // walk opens each dir below the home without following symlinks and checks it
@@ -134,11 +129,6 @@ func (t *userTree) walk(create bool, st *treeStatus) (int, error) {
 	fd, err := t.openHome()
 	if err != nil {
 		return -1, err
-	}
-	st.traverse = 0o011
-	var hs unix.Stat_t
-	if err := unix.Fstat(fd, &hs); err == nil {
-		st.traverse &= hs.Mode & 0o011
 	}
 	for i, name := range t.dirs {
 		next, err := t.openDir(fd, name, i == len(t.dirs)-1, create, st, t.path(i+1))
@@ -203,7 +193,6 @@ func (t *userTree) openDir(parent int, name string, last, create bool, st *treeS
 		unix.Close(fd)
 		return -1, fmt.Errorf("%w: %s is owned by uid %d, not by %s (uid %d)", ErrUnsafe, full, s.Uid, t.acct.Name, t.acct.UID)
 	}
-	st.traverse &= s.Mode & 0o011
 	if last {
 		st.dirMode = s.Mode & 0o7777
 		if create && st.dirMode != 0o700 {

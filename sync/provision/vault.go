@@ -58,7 +58,7 @@ func (p *provisioner) ensureToken(ctx context.Context, l *line, st *treeStatus, 
 			return nil, "", err
 		}
 		if why == "" && st.exposed() {
-			why = fmt.Sprintf("the token file was readable by other users (mode %04o, the directories above it open to them)", st.tokenMode)
+			why = fmt.Sprintf("the token file was readable by other users (mode %04o): consider the token exposed", st.tokenMode)
 			exposed = st.token
 			l.warn = true
 		}

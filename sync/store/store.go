@@ -33,6 +33,10 @@ var (
 	ErrConflict = errors.New("check-and-set conflict")
 	// ErrTokenFile: the scoped Vault token file is missing, empty or not private.
 	ErrTokenFile = errors.New("vault token file unusable")
+	// ErrTokenExposed (with ErrTokenFile): the token file's mode let other
+	// users in. The token must be taken as known to them: only a new one
+	// mends it (provision mints it and revokes this one).
+	ErrTokenExposed = errors.New("readable by others")
 	// ErrForeignToken: the token is not this user's scoped token.
 	ErrForeignToken = errors.New("vault token is not this user's")
 	// ErrMisconfigured: Vault cannot be reached as configured and waiting will

@@ -54,6 +54,9 @@ type Vault struct {
 	last       *Doc // the document this process wrote last
 	// accepted: the last Prepare accepted the token (drift check, renew).
 	accepted bool
+	// reportOnly: the last Prepare refused the token as exposed, but it is
+	// this user's (drift check): it may still write this host's health.
+	reportOnly bool
 	// wroteMain is the version of the main document this process wrote
 	// last: its login is this host's, whatever the disk (lineage, a file
 	// since logged out) says yet.
@@ -132,6 +135,16 @@ func (v *Vault) LoadToken() error {
 // ReadTokenFile reads the scoped token: the file must exist, belong to us, be
 // non-empty and be readable by its owner only.
 func ReadTokenFile(path string) (credentials.Secret, error) {
+	tok, err := readTokenFile(path)
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// readTokenFile is ReadTokenFile that also returns the token beside
+// ErrTokenExposed when the file is otherwise the user's own.
+func readTokenFile(path string) (credentials.Secret, error) {
 	hint := "ask your workstation admin to run `claude-auth-sync provision`, or write your scoped token to " + path + " with mode 0600"
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -148,10 +161,17 @@ func ReadTokenFile(path string) (credentials.Secret, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%w: %s is not a regular file", ErrTokenFile, path)
 	}
+	// A mode open to others is said after the checks below: the token is
+	// returned with it only when the file is otherwise the user's own.
+	var exposed error
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%w: %s has mode %04o, readable by others; run `chmod 600 %s` (and consider the token exposed: ask for a new one)", ErrTokenFile, path, perm, path)
+		// The words that matter first: the fleet's reason keeps 160 bytes.
+		exposed = fmt.Errorf("%w: %w (mode %04o), consider the token exposed: %s; ask your workstation admin to run `claude-auth-sync provision`, which installs a new token and revokes this one (a chmod does not make it private again)", ErrTokenFile, ErrTokenExposed, perm, path)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		if exposed != nil {
+			return "", exposed
+		}
 		return "", fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", ErrTokenFile, path, st.Uid, os.Geteuid())
 	}
 	buf := make([]byte, 4097)
@@ -165,6 +185,12 @@ func ReadTokenFile(path string) (credentials.Secret, error) {
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
 		return "", fmt.Errorf("%w: %s holds more than one line; it must hold only the token", ErrTokenFile, path)
+	}
+	if exposed != nil {
+		if lfi, err := os.Lstat(path); err != nil || !lfi.Mode().IsRegular() {
+			return "", exposed // through a link: nothing to report with
+		}
+		return credentials.Secret(tok), exposed
 	}
 	return credentials.Secret(tok), nil
 }
@@ -265,6 +291,18 @@ func (v *Vault) Prepare(ctx context.Context) (TokenInfo, error) {
 }
 
 func (v *Vault) prepare(ctx context.Context) (TokenInfo, error) {
+	v.setReportOnly(false)
+	if tok, err := readTokenFile(v.cfg.TokenFile); errors.Is(err, ErrTokenExposed) && tok != "" {
+		// Refused for all work. But the fleet must see why this host
+		// stopped backing up, and only this user's token can tell it: one
+		// that passes the drift check may still write this host's health
+		// (MayReport), which reveals nothing its holders could not write.
+		v.client.SetToken(tok.Reveal())
+		if info, lerr := v.LookupSelf(ctx); lerr == nil && CheckDrift(info, v.cfg.User) == nil {
+			v.setReportOnly(true)
+		}
+		return TokenInfo{}, err
+	}
 	if err := v.LoadToken(); err != nil {
 		return TokenInfo{}, err
 	}
@@ -291,6 +329,21 @@ func (v *Vault) setAccepted(ok bool) {
 	v.mu.Lock()
 	v.accepted = ok
 	v.mu.Unlock()
+}
+
+func (v *Vault) setReportOnly(ok bool) {
+	v.mu.Lock()
+	v.reportOnly = ok
+	v.mu.Unlock()
+}
+
+// MayReport says whether this host's health may be written: the last
+// Prepare accepted the token, or refused it only as exposed (its file's
+// mode), when it is still this user's own. Nothing else uses such a token.
+func (v *Vault) MayReport() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.accepted || v.reportOnly
 }
 
 // Accepted says whether the last Prepare accepted the token: only then is
@@ -562,6 +615,14 @@ func (v *Vault) unplace() {
 	v.mu.Lock()
 	v.placed, v.claimTried, v.last = false, false, nil
 	v.mu.Unlock()
+}
+
+// Placed says whether this host's document is decided (Placement is then
+// its answer), without asking Vault.
+func (v *Vault) Placed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.placed
 }
 
 // Placement says which document this host uses ("main" or "hosts") and
