@@ -20,9 +20,8 @@ func TestSecondAgentRefusedWithoutStateDir(t *testing.T) {
 	l := w.login()
 	a := w.startAgent(nil)
 	eventually(t, 45*time.Second, "initial backup", w.vaultHolds(l))
-	if err := os.RemoveAll(w.state); err != nil {
-		t.Fatal(err)
-	}
+	// The agent may be writing into it meanwhile: remove until it is gone.
+	eventually(t, 10*time.Second, "state dir removed", func() bool { return os.RemoveAll(w.state) == nil })
 	r := w.run(nil, "run")
 	w.mustCode(r, 4, "second run with the state dir deleted (exit 4: another agent runs)")
 	if want := "pid " + strconv.Itoa(a.cmd.Process.Pid); !strings.Contains(r.stderr, "already running") || !strings.Contains(r.stderr, want) {
@@ -70,9 +69,8 @@ func TestSecondAgentNotBlockedBySquatter(t *testing.T) {
 
 	second := w.startAgentProc(nil, victim.as)
 	started(second, "the victim's agent started beside the squatter")
-	if err := os.RemoveAll(w.state); err != nil {
-		t.Fatal(err)
-	}
+	// The agent may be writing into it meanwhile: remove until it is gone.
+	eventually(t, 10*time.Second, "state dir removed", func() bool { return os.RemoveAll(w.state) == nil })
 	r := w.runWith(nil, victim.as, 30*time.Second, "run")
 	w.mustCode(r, 4, "a third run, squatter listening and state dir deleted")
 	if want := "pid " + strconv.Itoa(second.cmd.Process.Pid); !strings.Contains(r.stderr, want) {
