@@ -3,6 +3,7 @@ module github.com/claude-auth-sync/claude-auth-sync
 go 1.26.8
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/gofrs/flock v0.13.2
 	github.com/hashicorp/vault/api v1.23.0

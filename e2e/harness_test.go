@@ -45,7 +45,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binDir = filepath.Join(dir, "bin")
-	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude", "inotify-hog": "./cmd/inotify-hog", "hostile-claude": "./cmd/hostile-claude"} {
+	for name, pkg := range map[string]string{"claude-auth-sync": "../cmd/claude-auth-sync", "claude": "./cmd/claude-standin", "racy-claude": "./cmd/racy-claude", "inotify-hog": "./cmd/inotify-hog", "name-squatter": "./cmd/name-squatter", "hostile-claude": "./cmd/hostile-claude"} {
 		// casfakeusers: the worlds name made-up users (see sync/config/testaccounts.go).
 		cmd := exec.Command("go", "build", "-tags", "casfakeusers", "-o", filepath.Join(binDir, name), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

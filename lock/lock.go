@@ -1,6 +1,8 @@
 // Package lock holds the locks our processes take: flocks in the state dir that
 // order the agent, `sync`, `exec` and `refresh` against each other. A flock is
 // released by the kernel when its holder dies, so a crash never blocks anyone.
+// The agent adds a socket no path names (AgentLock), so that deleting the
+// state dir does not let a second agent start beside it.
 package lock
 
 import (

@@ -1,36 +1,37 @@
 // Package watcher reports "the credentials file may have changed" without
-// polling, through inotify on the file's parent directory (Claude and editors
-// replace the file by rename, which a watch on the file itself would lose),
-// filtered to the file's name.
+// polling, through inotify (by way of fsnotify) on the file's parent directory
+// (Claude and editors replace the file by rename, which a watch on the file
+// itself would lose), filtered to the file's name.
 //
 // A Change is sent at once, with no debounce, when the new content is complete:
-// a file renamed onto the name (IN_MOVED_TO) or created under it (IN_CREATE),
-// the file removed or renamed away, its directory removed, renamed or come
-// back, a change of its mode or owner, and an in-place writer closing the file
-// after writing it (IN_CLOSE_WRITE). Only an in-place write the writer has not
-// closed yet (IN_MODIFY) is waited for: until the writer closes the file, or
-// until the writes have been quiet for Debounce, and never longer than MaxDelay
-// after the first of them, so a file rewritten non-stop is still reported.
+// a file renamed onto the name or created under it, the file removed or
+// renamed away, its directory removed, renamed or come back, and a change of
+// its mode or owner. Only an in-place write is waited for: until the writes
+// have been quiet for Debounce, and never longer than MaxDelay after the first
+// of them, so a file rewritten non-stop is still reported. (fsnotify v1.10
+// keeps inotify's close-after-write event unexported, so the end of an
+// in-place write is known by its quiet; Claude itself writes by rename.)
 // A file created and then written (O_CREAT|O_TRUNC on a new name) is reported
-// at the creation and again when its writer closes it.
+// at the creation and again once its writes are quiet.
 //
 // The watcher survives the directory disappearing and coming back (it watches
 // the nearest existing ancestor meanwhile), turns an event-queue overflow into
 // a full rescan, adds a slow safety-net rescan for file systems that deliver no
-// events, and falls back to that rescan alone while no inotify instance can be
-// had. The channel holds at most one pending Change: never a backlog.
-//
-// fsnotify (v1.10.1) keeps its close-write operation unexported, so the
-// watcher reads inotify itself (inotify_linux.go): one instance, one watch,
-// every event in the kernel's order.
+// events (which also takes anew a watch the kernel dropped), and falls back to
+// that rescan alone while no inotify instance can be had. The channel holds at
+// most one pending Change: never a backlog.
 package watcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 // Reason says why a Change was sent.
@@ -50,9 +51,9 @@ type Change struct {
 
 // Options tune the watcher; zero values take the defaults.
 type Options struct {
-	// Debounce is how long in-place writes (the file written and not yet
-	// closed) must be quiet before a Change is sent (default 10ms). Renames,
-	// removals and a writer closing the file are reported at once.
+	// Debounce is how long in-place writes must be quiet before a Change is
+	// sent (default 10ms). Renames, creations, removals and changes of mode
+	// are reported at once.
 	Debounce time.Duration
 	// MaxDelay bounds how long a stream of in-place writes can hold a Change
 	// back, counted from the first of them (default 10× Debounce), so a file
@@ -92,7 +93,7 @@ func New(path string, opts Options) *Watcher {
 	if opts.MaxDelay <= 0 {
 		opts.MaxDelay = 10 * opts.Debounce
 	}
-	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1), open: openInotify}
+	return &Watcher{path: filepath.Clean(path), opts: opts, c: make(chan Change, 1), open: openFsnotify}
 }
 
 // C delivers changes. It holds at most one pending Change: a reader that falls
@@ -107,37 +108,37 @@ func (w *Watcher) send(r Reason) {
 	}
 }
 
-// op is what an event says happened, whatever the source.
-type op uint16
-
-const (
-	opCreate     op = 1 << iota // a new file under the name (IN_CREATE)
-	opMovedTo                   // a file renamed onto the name (IN_MOVED_TO)
-	opModify                    // written, maybe not finished (IN_MODIFY)
-	opCloseWrite                // a writer closed it (IN_CLOSE_WRITE)
-	opAttrib                    // mode, owner, times (IN_ATTRIB)
-	opDelete                    // removed (IN_DELETE)
-	opMovedFrom                 // renamed away (IN_MOVED_FROM)
-	opSelfGone                  // the watched directory itself removed, moved or its watch dropped
-	opOverflow                  // the kernel's queue overflowed: events were lost
-)
-
-// event is one event of a source: name is the child of the watched directory
-// it is about, "" when it is about the directory itself.
-type event struct {
-	wd   int32
-	op   op
-	name string
-}
-
-// source is an inotify instance, or what a test makes of one.
+// source is an fsnotify watcher, or what a test makes of one.
 type source interface {
-	add(path string) (wd int32, err error)
-	remove(wd int32)
-	events() <-chan []event // closed when reading stops: err says why
-	err() error
+	add(path string) error
+	remove(path string)
+	events() <-chan fsnotify.Event
+	errors() <-chan error
 	close()
 }
+
+// fsSource is the real source: one fsnotify watcher, one watch at a time.
+type fsSource struct{ w *fsnotify.Watcher }
+
+// openFsnotify gives a new inotify instance through fsnotify. Its error says
+// which call failed and why, as inotify_init1's own would.
+func openFsnotify() (source, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return nil, os.NewSyscallError("inotify_init1", errno)
+		}
+		return nil, err
+	}
+	return fsSource{w}, nil
+}
+
+func (s fsSource) add(path string) error         { return s.w.Add(path) }
+func (s fsSource) remove(path string)            { _ = s.w.Remove(path) }
+func (s fsSource) events() <-chan fsnotify.Event { return s.w.Events }
+func (s fsSource) errors() <-chan error          { return s.w.Errors }
+func (s fsSource) close()                        { _ = s.w.Close() }
 
 // Run watches until ctx ends. If inotify cannot be had at all (the per-user
 // instance limit is reached) it falls back to the rescan timer alone, says so
@@ -183,36 +184,46 @@ func (w *Watcher) watch(ctx context.Context, src source) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case batch, ok := <-src.events():
+		case ev, ok := <-src.events():
 			if !ok {
-				return src.err()
+				return errStreamEnded
 			}
-			for _, ev := range batch {
-				d.handle(ev)
+			d.handle(ev)
+		case err, ok := <-src.errors():
+			switch {
+			case !ok:
+				return errStreamEnded
+			case errors.Is(err, fsnotify.ErrEventOverflow):
+				// Events were lost, the directory's own among them maybe.
+				d.attach(true)
+				d.now(Overflow)
+			default:
+				return err
 			}
 		case <-d.quiet.C:
 			if d.pending {
 				d.now(Changed)
 			}
 		case <-rescan.C:
-			if d.watched != d.dir {
-				d.attach(false)
-			}
+			// Asked again even for the path watched: a watch the kernel
+			// dropped without a word (an unmount) is taken anew.
+			d.attach(true)
 			w.send(Rescan)
 		}
 	}
 }
 
-// dirWatch is what watch keeps for one source: the one inotify watch (on the
-// file's directory, or an ancestor while it is missing) and the Change an
-// in-place write holds back. Only watch's goroutine touches it.
+var errStreamEnded = errors.New("event stream ended")
+
+// dirWatch is what watch keeps for one source: the one watch (on the file's
+// directory, or an ancestor while it is missing) and the Change an in-place
+// write holds back. Only watch's goroutine touches it.
 type dirWatch struct {
 	w         *Watcher
 	src       source
 	dir, base string   // the file's directory and name
 	chain     []string // the directory and its ancestors, nearest first
-	wd        int32    // the one watch, -1 for none
-	watched   string   // the path it watches
+	watched   string   // the path the one watch is on, "" for none
 	failed    bool     // the last add failed (a watch limit): said through OnError
 
 	// In-place writes wait on quiet: pending is set from the first write
@@ -223,7 +234,7 @@ type dirWatch struct {
 }
 
 func (w *Watcher) newDirWatch(src source) *dirWatch {
-	d := &dirWatch{w: w, src: src, dir: filepath.Dir(w.path), base: filepath.Base(w.path), wd: -1}
+	d := &dirWatch{w: w, src: src, dir: filepath.Dir(w.path), base: filepath.Base(w.path)}
 	d.chain = []string{d.dir}
 	for p := d.dir; filepath.Dir(p) != p; {
 		p = filepath.Dir(p)
@@ -236,21 +247,20 @@ func (w *Watcher) newDirWatch(src source) *dirWatch {
 
 // attach watches the file's directory, or the nearest existing ancestor
 // while the directory is missing (it is re-attached when it comes back).
-// Forced, it asks the kernel again even for the path it watches: the same
-// directory gives the same wd, a new directory under that path a new one.
+// Forced, it asks the kernel again even for the path it watches: a new
+// directory under that path is then watched instead of the old one.
 func (d *dirWatch) attach(force bool) {
 	for range d.chain { // bounded, should directories come and go meanwhile
 		i := d.nearestExisting()
 		target := d.chain[i]
-		if !force && d.wd >= 0 && target == d.watched {
+		if !force && target == d.watched {
 			return
 		}
-		nwd, err := d.src.add(target)
-		if err != nil {
+		if err := d.src.add(target); err != nil {
 			d.drop(target, err)
 			return
 		}
-		d.moveTo(target, nwd)
+		d.moveTo(target)
 		// The next directory down may have been made between its Stat
 		// and this watch, unseen by it: then go on down.
 		if i == 0 {
@@ -278,21 +288,21 @@ func (d *dirWatch) nearestExisting() int {
 // drop gives the watch up after target could not be watched: the rescan
 // timer is all that is left until an attach succeeds.
 func (d *dirWatch) drop(target string, err error) {
-	if d.wd >= 0 {
-		d.src.remove(d.wd)
+	if d.watched != "" {
+		d.src.remove(d.watched)
 	}
-	d.wd, d.watched = -1, ""
+	d.watched = ""
 	d.w.report(fmt.Errorf("watch %s: %w; relying on the rescan every %s", target, err, d.w.opts.Rescan))
 	d.failed = true
 }
 
-// moveTo makes nwd, just added for target, the one watch.
-func (d *dirWatch) moveTo(target string, nwd int32) {
-	if d.wd >= 0 && d.wd != nwd {
-		d.src.remove(d.wd)
+// moveTo makes the watch just added on target the one watch.
+func (d *dirWatch) moveTo(target string) {
+	moved := target != d.watched
+	if moved && d.watched != "" {
+		d.src.remove(d.watched)
 	}
-	moved := nwd != d.wd || target != d.watched
-	d.wd, d.watched = nwd, target
+	d.watched = target
 	if d.failed {
 		d.failed = false
 		d.w.recovered()
@@ -324,44 +334,43 @@ func (d *dirWatch) later() {
 }
 
 // handle acts on one event: re-attach, send now, wait for quiet, or nothing.
-func (d *dirWatch) handle(ev event) {
-	at := "" // the path the event names, for the trace
-	if ev.wd == d.wd && d.wd >= 0 {
-		at = filepath.Join(d.watched, ev.name)
+// An event names the watched directory itself or one of its children.
+func (d *dirWatch) handle(ev fsnotify.Event) {
+	name := filepath.Clean(ev.Name)
+	self := d.watched != "" && name == d.watched
+	child := d.watched != "" && !self && filepath.Dir(name) == d.watched
+	// The watched directory removed or renamed: fsnotify has given its
+	// watch up.
+	gone := self && ev.Op&(fsnotify.Remove|fsnotify.Rename) != 0
+	if gone {
+		d.watched = ""
 	}
 	switch {
-	case ev.op&opOverflow != 0:
-		// Events were lost, the directory's own among them maybe.
-		d.attach(true)
-		d.now(Overflow)
 	case d.watched != d.dir:
-		// Watching an ancestor: anything may be the directory coming back.
+		// Watching an ancestor, or the directory just went: anything may be
+		// the directory coming back.
+		wasDir := gone && name == d.dir
 		d.attach(false)
-		if d.watched == d.dir {
+		if wasDir || d.watched == d.dir {
 			d.now(Changed)
 		}
-	case ev.wd != d.wd:
+	case !child:
 		// Left over from a watch given up.
-	case ev.name == "":
-		// The directory itself: gone, moved, or its watch dropped.
-		if ev.op&opSelfGone != 0 {
-			d.attach(true)
-			d.now(Changed)
-		}
-	case ev.name != d.base:
-	case ev.op&(opMovedTo|opCreate|opDelete|opMovedFrom|opCloseWrite) != 0:
+	case filepath.Base(name) != d.base:
+	case ev.Op&(fsnotify.Create|fsnotify.Remove|fsnotify.Rename) != 0:
+		// Made, renamed onto the name, removed or renamed away: complete.
 		d.now(Changed)
-	case ev.op&opModify != 0:
+	case ev.Op&fsnotify.Write != 0:
 		d.later()
-	case ev.op&opAttrib != 0:
+	case ev.Op&fsnotify.Chmod != 0:
 		if d.pending {
-			d.later() // a writer still at it: its close or quiet will tell
+			d.later() // a writer still at it: its quiet will tell
 		} else {
 			d.now(Changed)
 		}
 	}
-	if at != "" {
-		d.w.tell("event", at)
+	if self || child {
+		d.w.tell("event", name)
 	}
 }
 

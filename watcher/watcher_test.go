@@ -1,6 +1,7 @@
 package watcher
 
-// These tests run the watcher on a real inotify instance in a temp dir. None
+// These tests run the watcher on a real inotify instance (through fsnotify)
+// in a temp dir. None
 // sleeps and none measures time: a test waits (bounded, 5 s) for what it
 // expects, and a claim that nothing was sent is checked only after a point the
 // watcher is known to have passed: it has handled the event of a sentinel file
@@ -159,16 +160,20 @@ func (h *harness) sync(t *testing.T, dir string) {
 	h.tr.wait(t, "event", name)
 }
 
-// notBeforeClose checks that what was written to f (open, in dir) has sent
-// nothing yet, and that closing f sends a Change.
-func (h *harness) notBeforeClose(t *testing.T, dir string, f *os.File, what string) {
+// waitsForQuiet checks that what was written to f (open, in dir) has sent
+// nothing, and that closing f sends nothing either: only the quiet time does.
+func (h *harness) waitsForQuiet(t *testing.T, dir string, f *os.File, what string) {
 	t.Helper()
 	h.sync(t, dir)
 	h.none(t, what+", not closed")
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	h.expectChanged(t, what+", then closed")
+	h.sync(t, dir)
+	h.none(t, what+", then closed")
+	if !h.tr.took("wait") {
+		t.Errorf("%s: no wait for quiet", what)
+	}
 }
 
 // drain syncs, then empties the channel: what comes after is caused by what
@@ -204,16 +209,6 @@ func TestWatcherSeesEveryWayOfWriting(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := os.Rename(tmp, path); err != nil {
-				t.Fatal(err)
-			}
-		}},
-		{"in place, closed", func(t *testing.T, dir, path string) {
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteString(`{"a":3}`)
-			if err := f.Close(); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -253,9 +248,9 @@ func TestWatcherRenameOverAtOnce(t *testing.T) {
 	h.expectChanged(t, "rename over")
 }
 
-// An in-place writer is waited for until it closes the file: nothing while it
-// has written and not closed (the quiet time is an hour), a Change at close.
-func TestWatcherInPlaceWriteReportedOnClose(t *testing.T) {
+// An in-place writer is waited for until its writes are quiet: nothing while
+// it writes nor when it closes the file (the quiet time is an hour).
+func TestWatcherInPlaceWriteWaitsForQuiet(t *testing.T) {
 	dir, path := credsIn(t)
 	h := start(t, path, Options{Debounce: time.Hour})
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
@@ -274,11 +269,11 @@ func TestWatcherInPlaceWriteReportedOnClose(t *testing.T) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.notBeforeClose(t, dir, f, "chmod while written")
+	h.waitsForQuiet(t, dir, f, "chmod while written")
 }
 
-// An editor's O_CREAT|O_TRUNC on a new file: the creation is reported, and the
-// content again once the writer closes it.
+// An editor's O_CREAT|O_TRUNC on a new file: the creation is reported at once,
+// and the writes that follow are waited for.
 func TestWatcherCreateThenWriteReportedAfterWrites(t *testing.T) {
 	dir, path := credsIn(t)
 	h := start(t, path, Options{Debounce: time.Hour})
@@ -296,24 +291,34 @@ func TestWatcherCreateThenWriteReportedAfterWrites(t *testing.T) {
 	if _, err := f.WriteString(`{"a":5}`); err != nil {
 		t.Fatal(err)
 	}
-	h.notBeforeClose(t, dir, f, "written after the creation")
+	h.waitsForQuiet(t, dir, f, "written after the creation")
 }
 
-// A writer that writes and never closes is reported once it has been quiet.
-func TestWatcherInPlaceWriteWithoutCloseAfterQuiet(t *testing.T) {
-	_, path := credsIn(t)
-	h := start(t, path, Options{Debounce: 20 * time.Millisecond})
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString(`{"a":6}`); err != nil {
-		t.Fatal(err)
-	}
-	h.expectChanged(t, "written, never closed")
-	if !h.tr.took("wait") {
-		t.Error("the Change did not come from the quiet time")
+// An in-place writer that writes and closes is reported once it has been
+// quiet, as is one that never closes.
+func TestWatcherInPlaceWriteAfterQuiet(t *testing.T) {
+	for _, closed := range []bool{true, false} {
+		t.Run(fmt.Sprint("closed=", closed), func(t *testing.T) {
+			_, path := credsIn(t)
+			h := start(t, path, Options{Debounce: 20 * time.Millisecond})
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString(`{"a":6}`); err != nil {
+				t.Fatal(err)
+			}
+			if closed {
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.expectChanged(t, "written in place")
+			if !h.tr.took("wait") {
+				t.Error("the Change did not come from the quiet time")
+			}
+		})
 	}
 }
 
@@ -431,16 +436,19 @@ func startInHome(t *testing.T) (home, dir, path string, h *harness) {
 	return home, dir, path, start(t, path, Options{Debounce: time.Hour})
 }
 
-// watchesAnew waits for a new watch of dir, then checks that a file written
-// at path there is reported.
+// watchesAnew waits for a new watch of dir, then checks that a file renamed
+// onto path there is reported.
 func (h *harness) watchesAnew(t *testing.T, dir, path string) {
 	t.Helper()
 	h.tr.wait(t, "watch", dir)
 	h.drain(t, dir)
-	if err := os.WriteFile(path, []byte(`{"b":1}`), 0o600); err != nil {
+	if err := os.WriteFile(path+".tmp", []byte(`{"b":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.expectChanged(t, "file written in the new "+dir)
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+	h.expectChanged(t, "file renamed over in the new "+dir)
 }
 
 // The directory renamed away and another put in its place.
@@ -532,35 +540,32 @@ func TestWatcherOverflowIsAFullRescan(t *testing.T) {
 	h.expectChanged(t, "chmod after the overflow")
 }
 
-// injected wraps a real inotify source: a test can end its stream with an
+// injected wraps a real fsnotify source: a test can end its stream with an
 // error, as a failed read would.
 type injected struct {
 	source
-	out     chan []event
-	stop    chan error
-	quit    chan struct{}
-	failure error // written before out is closed
+	errs chan error
+	stop chan error
+	quit chan struct{}
 }
 
 func inject(s source) *injected {
-	in := &injected{source: s, out: make(chan []event), stop: make(chan error, 1), quit: make(chan struct{})}
+	in := &injected{source: s, errs: make(chan error), stop: make(chan error, 1), quit: make(chan struct{})}
 	go func() {
-		defer close(in.out)
 		for {
+			var err error
+			var ok bool
 			select {
-			case err := <-in.stop:
-				in.failure = err
-				return
-			case b, ok := <-s.events():
+			case err = <-in.stop:
+			case err, ok = <-s.errors():
 				if !ok {
-					in.failure = s.err()
 					return
 				}
-				select {
-				case in.out <- b:
-				case <-in.quit:
-					return
-				}
+			case <-in.quit:
+				return
+			}
+			select {
+			case in.errs <- err:
 			case <-in.quit:
 				return
 			}
@@ -569,9 +574,8 @@ func inject(s source) *injected {
 	return in
 }
 
-func (in *injected) events() <-chan []event { return in.out }
-func (in *injected) err() error             { return in.failure }
-func (in *injected) close()                 { close(in.quit); in.source.close() }
+func (in *injected) errors() <-chan error { return in.errs }
+func (in *injected) close()               { close(in.quit); in.source.close() }
 
 // No inotify instance at the start (the per-user limit reached): the watcher
 // rescans on its timer, says so once through OnError, and goes back to inotify,
@@ -594,7 +598,7 @@ func TestWatcherFallsBackWithoutInotify(t *testing.T) {
 		default:
 			return nil, errors.New("too many open files")
 		}
-		s, err := openInotify()
+		s, err := openFsnotify()
 		if err != nil {
 			return nil, err
 		}

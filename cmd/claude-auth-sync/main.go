@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
@@ -14,8 +15,45 @@ import (
 
 func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
 
-// version is set by the build (-ldflags "-X main.version=…").
+// version is set by the build (-ldflags "-X main.version=…"); a build
+// without it says what the Go toolchain recorded (buildVersion).
 var version = "dev"
+
+func init() {
+	info, ok := debug.ReadBuildInfo()
+	version = buildVersion(version, info, ok)
+}
+
+// buildVersion is set when the build set it; else the main module's version
+// from the build info (a release tag, or the pseudo-version the toolchain
+// makes from the VCS commit), else its VCS revision; else set.
+func buildVersion(set string, info *debug.BuildInfo, ok bool) string {
+	if set != "dev" || !ok || info == nil {
+		return set
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return set
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "+dirty"
+	}
+	return "dev-" + rev
+}
 
 // action runs a command once its flags are registered.
 type action func(args []string, stdout, stderr io.Writer) int

@@ -85,7 +85,7 @@ var ErrAgentRunning = errors.New("another claude-auth-sync agent is already runn
 // when a component fails (its error).
 func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	opt.defaults(e)
-	lk, err := lock.Try(e.Cfg.StateDir, lock.Agent)
+	lk, err := lock.TryAgent(e.Cfg.StateDir, e.Cfg.User+"@"+e.Cfg.HostID)
 	if err != nil {
 		if errors.Is(err, lock.ErrHeld) {
 			return fmt.Errorf("%w for %s: %w", ErrAgentRunning, e.Cfg.User, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/journald"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 )
 
@@ -152,33 +152,15 @@ func appendLine(path, line string) error {
 	return err
 }
 
-// sendJournal speaks journald's native protocol: one datagram of KEY=value lines.
+// sendJournal sends one status line to the journal with its fields.
 func sendJournal(socket, message string, st Status, user string) error {
-	prio := "6"
+	prio := journald.Info
 	switch st {
 	case FAIL:
-		prio = "3"
+		prio = journald.Err
 	case WARN:
-		prio = "4"
+		prio = journald.Warning
 	}
-	var b strings.Builder
-	field := func(k, v string) {
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(v)
-		b.WriteByte('\n')
-	}
-	field("MESSAGE", message)
-	field("SYSLOG_IDENTIFIER", JournalIdentifier)
-	field("PRIORITY", prio)
-	field("CLAUDE_AUTH_STATUS", string(st))
-	field("CLAUDE_AUTH_USER", user)
-	conn, err := net.DialTimeout("unixgram", socket, time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err = conn.Write([]byte(b.String()))
-	return err
+	return journald.Send(socket, message, prio, map[string]string{
+		"SYSLOG_IDENTIFIER": JournalIdentifier, "CLAUDE_AUTH_STATUS": string(st), "CLAUDE_AUTH_USER": user})
 }

@@ -1,59 +1,43 @@
-// Package sdnotify speaks systemd's notify protocol (READY=1, WATCHDOG=1,
-// STATUS=…, STOPPING=1) over $NOTIFY_SOCKET, without a library.
+// Package sdnotify tells systemd how the service is (READY=1, WATCHDOG=1,
+// STATUS=…, STOPPING=1), through go-systemd's daemon package, over
+// $NOTIFY_SOCKET.
 package sdnotify
 
 import (
-	"net"
 	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // Notifier sends to the socket systemd gave us; with none, every call is a no-op.
 type Notifier struct {
-	addr *net.UnixAddr
+	enabled bool
 }
 
 // FromEnv reads $NOTIFY_SOCKET.
 func FromEnv() *Notifier {
-	s := os.Getenv("NOTIFY_SOCKET")
-	if s == "" {
-		return &Notifier{}
-	}
-	if strings.HasPrefix(s, "@") {
-		s = "\x00" + s[1:] // abstract namespace
-	}
-	return &Notifier{addr: &net.UnixAddr{Name: s, Net: "unixgram"}}
+	return &Notifier{enabled: os.Getenv("NOTIFY_SOCKET") != ""}
 }
 
 // Enabled says whether systemd listens.
-func (n *Notifier) Enabled() bool { return n != nil && n.addr != nil }
+func (n *Notifier) Enabled() bool { return n != nil && n.enabled }
 
 // Send sends one notification ("READY=1", "STATUS=…"); newlines separate fields.
 func (n *Notifier) Send(state string) error {
 	if !n.Enabled() {
 		return nil
 	}
-	conn, err := net.DialUnix("unixgram", nil, n.addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err = conn.Write([]byte(state))
+	_, err := daemon.SdNotify(false, state)
 	return err
 }
 
 // WatchdogInterval is how often to ping: half of $WATCHDOG_USEC, or 0 when
 // systemd set no watchdog for this process.
 func WatchdogInterval() time.Duration {
-	us, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
-	if err != nil || us <= 0 {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || d <= 0 {
 		return 0
 	}
-	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
-		return 0
-	}
-	return time.Duration(us) * time.Microsecond / 2
+	return d / 2
 }
