@@ -15,6 +15,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -110,10 +111,10 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.
-		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
+		eng.Log.Event(eventlog.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
 		return engine.ExitAgentRunning
 	case err != nil:
-		eng.Log.Event(engine.FAIL, "the agent stopped: %v", err)
+		eng.Log.Event(eventlog.FAIL, "the agent stopped: %v", err)
 		return engine.ExitFail
 	}
 	return 0
@@ -139,7 +140,7 @@ func onWatchdogAbort(eng *engine.Engine) {
 			if _, err := atomicfile.Write(path, dump.Bytes(), 0o600); err != nil {
 				path = "(not written: " + err.Error() + ")"
 			}
-			eng.Log.Event(engine.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
+			eng.Log.Event(eventlog.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
 		}()
 		select {
 		case <-done:

@@ -20,6 +20,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -97,9 +98,9 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, clk: clk, st: st, events: make(chan string, 64),
 		opt: Options{RetryMin: time.Second, RetryMax: time.Minute, Settle: time.Second, Rescan: time.Hour, CheckInterval: 6 * time.Hour}}
 	r.e = &engine.Engine{Cfg: cfg, Store: st, Clock: clk,
-		Log:  &engine.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
+		Log:  &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
 		Diag: slog.New(slog.NewTextHandler(io.Discard, nil)), Checker: passingChecker{}}
-	r.e.Log.AfterEvent = func(engine.Status) {}
+	r.e.Log.AfterEvent = func(eventlog.Status) {}
 	r.watchEvents()
 	return r
 }
@@ -108,7 +109,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) watchEvents() {
 	seen := 0
 	var mu sync.Mutex
-	r.e.Log.AfterEvent = func(engine.Status) {
+	r.e.Log.AfterEvent = func(eventlog.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		data, _ := os.ReadFile(r.e.Cfg.LogFile)
@@ -542,8 +543,8 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	mw.login(o)
-	mw.event(engine.FAIL)
-	mw.event(engine.WARN) // counts nothing
+	mw.event(eventlog.FAIL)
+	mw.event(eventlog.WARN) // counts nothing
 	mw.backup(t0, 3*time.Millisecond)
 	mw.flush()
 	data, err := os.ReadFile(prom)

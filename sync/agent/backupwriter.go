@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -61,12 +62,12 @@ func (bw *backupWriter) start(ctx context.Context) {
 	bw.loadPending()
 	switch res, err := bw.e.ApplyPendingRefresh(ctx, bw.lin); {
 	case errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
-		bw.e.Log.Event(engine.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+		bw.e.Log.Event(eventlog.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
 		bw.setPending(res.OAuth)
 	case err != nil:
-		bw.e.Log.Event(engine.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+		bw.e.Log.Event(eventlog.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
 	case res.Refreshed:
-		bw.e.Log.Event(engine.RECOVERED, "applied the refresh response saved before the last stop")
+		bw.e.Log.Event(eventlog.RECOVERED, "applied the refresh response saved before the last stop")
 	}
 }
 
@@ -182,7 +183,7 @@ func (bw *backupWriter) scan(ctx context.Context) bool {
 	case credentials.Missing, credentials.NoLogin:
 		bw.clobber.clear()
 		if prev == credentials.Usable || prev == credentials.Clobbered {
-			bw.e.Log.Event(engine.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+			bw.e.Log.Event(eventlog.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
 				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
 		}
 	}
@@ -239,7 +240,7 @@ func (bw *backupWriter) markBacked(o *credentials.OAuth) {
 // reportClobber logs a FAIL for a broken login once, not on every rescan.
 func (bw *backupWriter) reportClobber(msg string) {
 	if bw.clobber.first(msg) {
-		bw.e.Log.Event(engine.FAIL, "%s", msg)
+		bw.e.Log.Event(eventlog.FAIL, "%s", msg)
 	}
 }
 
@@ -274,7 +275,7 @@ func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials
 		return false
 	}
 	bw.markBacked(vo)
-	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
 	return false
 }
 
@@ -302,13 +303,13 @@ func (bw *backupWriter) restorePending(ctx context.Context, local *credentials.L
 	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, engine.ErrChanged) {
 		return false
 	} else if err != nil {
-		bw.e.Log.Event(engine.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+		bw.e.Log.Event(eventlog.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
 		return false
 	}
 	if bw.pending == nil {
 		bw.markBacked(src)
 	}
-	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
+	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
 	return false
 }
 
@@ -349,7 +350,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 			key = "forbidden"
 		}
 		if bw.backupFail.first(key) {
-			bw.e.Log.Event(engine.FAIL, "backup failed, will retry: %v", err)
+			bw.e.Log.Event(eventlog.FAIL, "backup failed, will retry: %v", err)
 		}
 		if errors.Is(err, store.ErrForbidden) {
 			// Revoked or expired, or re-provisioned since: the token
@@ -379,7 +380,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	if res.Version == 1 {
 		what = "the login" // the document's first: nothing in the store changed
 	}
-	bw.e.Log.Event(engine.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+	bw.e.Log.Event(eventlog.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
 	bw.live.recordBackup(bw.e.BackupRecord(res, p.oauth))
 	return false
 }
@@ -393,7 +394,7 @@ func (bw *backupWriter) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if bw.flush(ctx) {
-		bw.e.Log.Event(engine.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
+		bw.e.Log.Event(eventlog.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
 	}
 }
 

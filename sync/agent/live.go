@@ -11,6 +11,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -49,7 +50,7 @@ func (l *liveState) update(f func(*engine.AgentState)) {
 
 // event notes a status line as the journal got it (the agent's
 // EventLog.OnEvent): agent.json and STATUS= show it at once.
-func (l *liveState) event(st engine.Status, msg string) {
+func (l *liveState) event(st eventlog.Status, msg string) {
 	at := l.e.Clock.Now()
 	l.update(func(s *engine.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
 }
@@ -156,7 +157,7 @@ func (l *liveState) watchError(err error) {
 	l.s.Watch = "rescan every " + l.rescan.String() + " (" + err.Error() + ")"
 	l.mu.Unlock()
 	if !seen {
-		l.e.Log.Event(engine.WARN, "file watch degraded: %v", err)
+		l.e.Log.Event(eventlog.WARN, "file watch degraded: %v", err)
 	}
 }
 
@@ -169,6 +170,6 @@ func (l *liveState) watchRecovered() {
 	l.s.Watch = "inotify"
 	l.mu.Unlock()
 	if was {
-		l.e.Log.Event(engine.OK, "file watch restored: inotify again")
+		l.e.Log.Event(eventlog.OK, "file watch restored: inotify again")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 )
 
@@ -73,8 +74,8 @@ func (mw *metricsWriter) set(f func(*engine.Metrics)) {
 
 // event notes a status event; it is the agent's EventLog.AfterEvent, so it
 // never blocks on the metrics file or on Vault.
-func (mw *metricsWriter) event(st engine.Status) {
-	if mw.prom && (st == engine.OK || st == engine.RECOVERED || st == engine.FAIL) {
+func (mw *metricsWriter) event(st eventlog.Status) {
+	if mw.prom && (st == eventlog.OK || st == eventlog.RECOVERED || st == eventlog.FAIL) {
 		c := mw.e.CountEvent(st)
 		mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
 	}

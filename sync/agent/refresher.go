@@ -10,6 +10,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // refresher is the single refresher: it sleeps until the login in the file
@@ -131,13 +132,13 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 			r.refreshed(res)
 		}
 	case errors.Is(err, engine.ErrNotWritten):
-		r.report(engine.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
+		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 		if res.OAuth != nil {
 			r.bw.refreshed.put(res.OAuth)
 		}
 		r.retryAt = r.clk.Now().Add(b.next())
 	case errors.Is(err, engine.ErrLoginDead):
-		r.report(engine.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
+		r.report(eventlog.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
 		r.retryAt = time.Time{}
 		// Nothing to do until the file changes (a new login, a restore).
 		select {
@@ -146,7 +147,7 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 		case <-r.kick:
 		}
 	case errors.Is(err, lock.ErrClaudeLocksUnavailable):
-		r.report(engine.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
+		r.report(eventlog.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
 		r.retryAt = r.clk.Now().Add(b.patient())
 	default:
 		r.e.Diag.Warn("refresh failed; retrying with backoff", "err", err)
@@ -158,19 +159,19 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 func (r *refresher) refreshed(res engine.RefreshResult) {
 	switch {
 	case r.reported.clear() != "":
-		r.e.Log.Event(engine.OK, "refreshing works again: %s", res.Message)
+		r.e.Log.Event(eventlog.OK, "refreshing works again: %s", res.Message)
 		r.bw.metrics.resolved("refresh failed", "not refreshing", "refreshed the login, but")
 	case res.OAuth != nil:
-		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
 	default:
-		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude")
+		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude")
 	}
 	at := r.clk.Now()
 	r.live.update(func(s *engine.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
 	r.bw.kick.poke() // back it up at once
 }
 
-func (r *refresher) report(st engine.Status, msg string) {
+func (r *refresher) report(st eventlog.Status, msg string) {
 	if r.reported.first(msg) {
 		r.e.Log.Event(st, "%s", msg)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 )
 
@@ -141,7 +142,7 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 	}
 	// No relative time in it: `status` prints the next check's own time,
 	// and the last check's, each as of when it prints.
-	ps.bw.metrics.checked(engine.OK, "") // the fleet's verdict stands on it too
+	ps.bw.metrics.checked(eventlog.OK, "") // the fleet's verdict stands on it too
 	return ps.opt.CheckInterval - age, "the last check passed and nothing changed since"
 }
 

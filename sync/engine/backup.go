@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -120,17 +121,17 @@ func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, 
 	}
 	switch {
 	case errors.Is(err, store.ErrUnreachable):
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
 	case err != nil && ctx.Err() != nil:
 		// This process is stopping (SIGTERM, the unit's stop): the backup
 		// was cut short, not refused. Not a FAIL: nothing is wrong with the
 		// login or the store, and the next start or pass backs it up.
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: stopped before the store answered"}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: what + "; backup pending: stopped before the store answered"}
 	case err != nil:
 		return fail("%s, but the backup failed: %v", what, err)
 	}
 	if b := e.BackupRecord(res, oauth); b != nil {
 		rec.LastBackup = b
 	}
-	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
+	return Outcome{Status: eventlog.OK, Code: ExitOK, Message: what + "; " + res.Message}
 }

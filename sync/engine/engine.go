@@ -23,6 +23,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
@@ -32,7 +33,7 @@ type Engine struct {
 	Cfg     *config.Config
 	Store   store.Store
 	Vault   *store.Vault // nil with the local store
-	Log     *EventLog
+	Log     *eventlog.EventLog
 	Checker Checker
 	Diag    *slog.Logger
 	// Clock is the one clock of the engine, its event log and the agent.
@@ -75,7 +76,7 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 		Cfg:   cfg,
 		Diag:  console,
 		Clock: clock.Real,
-		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
+		Log: &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
 			Console: console, ConsoleIsJournal: consoleIsJournal, Clock: clock.Real},
 		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
 			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},

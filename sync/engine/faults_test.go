@@ -17,6 +17,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"golang.org/x/sys/unix"
@@ -68,7 +69,7 @@ func TestPassRestoreRacedByAnotherRestorer(t *testing.T) {
 	held.Unlock()
 
 	o := <-done
-	wantOutcome(t, o, OK, ExitOK, "inference check passed")
+	wantOutcome(t, o, eventlog.OK, ExitOK, "inference check passed")
 	if strings.Contains(h.syncLog(), " FAIL ") {
 		t.Errorf("sync.log has a FAIL for a restore someone else did:\n%s", h.syncLog())
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
@@ -58,7 +59,7 @@ func (e *Engine) knows(o *credentials.OAuth) bool {
 
 // HealthNow is this host's health as a one-shot command knows it: st now,
 // the login in the file, the last backup on record.
-func (e *Engine) HealthNow(st Status) fleet.Health {
+func (e *Engine) HealthNow(st eventlog.Status) fleet.Health {
 	h := fleet.Health{Status: string(st), StatusAt: e.now()}
 	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil {
 		h.ExpiresAt, h.Deadline = l.OAuth.ExpiresAt(), l.OAuth.RefreshTokenExpiresAt()
@@ -112,7 +113,7 @@ func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
 	switch {
 	case !report:
 	case errors.Is(err, store.ErrForbidden):
-		e.Log.Event(WARN, "this host's health cannot be written to the Vault metadata: %v; backups go on (a policy from before the fleet view is rewritten by `claude-auth-sync provision`)", err)
+		e.Log.Event(eventlog.WARN, "this host's health cannot be written to the Vault metadata: %v; backups go on (a policy from before the fleet view is rewritten by `claude-auth-sync provision`)", err)
 	default:
 		e.Diag.Warn("cannot write this host's health to Vault", "err", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
@@ -190,8 +191,8 @@ func (e *Engine) countersPath() string { return filepath.Join(e.Cfg.StateDir, "m
 // CountEvent adds a status event to the counters (OK/RECOVERED set the last
 // success, FAIL adds a failure; others count nothing) under a flock, since a
 // pass and the agent may count at once, and returns the counters after it.
-func (e *Engine) CountEvent(st Status) Counters {
-	if st != OK && st != RECOVERED && st != FAIL {
+func (e *Engine) CountEvent(st eventlog.Status) Counters {
+	if st != eventlog.OK && st != eventlog.RECOVERED && st != eventlog.FAIL {
 		return e.LoadCounters()
 	}
 	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
@@ -203,7 +204,7 @@ func (e *Engine) CountEvent(st Status) Counters {
 	}
 	defer lk.Unlock()
 	c := e.LoadCounters()
-	if st == FAIL {
+	if st == eventlog.FAIL {
 		c.FailuresTotal++
 	} else {
 		c.LastSuccess = e.Clock.Now()
@@ -225,7 +226,7 @@ func (e *Engine) LoadCounters() Counters {
 // MetricsEvent is the one-shot commands' EventLog.AfterEvent: it counts a
 // status event and rewrites the metrics file at once. (The agent counts
 // through its own metrics writer.) A no-op without CLAUDE_AUTH_METRICS_DIR.
-func (e *Engine) MetricsEvent(st Status) {
+func (e *Engine) MetricsEvent(st eventlog.Status) {
 	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
 		return
 	}
@@ -281,7 +282,7 @@ func (e *Engine) PublishMetrics(m Metrics) {
 	e.metricsMu.Unlock()
 	if report {
 		if errors.Is(err, ErrMetricsRefused) {
-			e.Log.Event(WARN, "not writing metrics: %v", err)
+			e.Log.Event(eventlog.WARN, "not writing metrics: %v", err)
 		} else if e.Diag != nil {
 			e.Diag.Warn("cannot write metrics", "dir", e.Cfg.MetricsDir, "err", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // Exit codes, decided here once.
@@ -23,13 +24,13 @@ const (
 
 // Outcome is the end of a command: the status word, the exit code, one line.
 type Outcome struct {
-	Status  Status
+	Status  eventlog.Status
 	Code    int
 	Message string
 }
 
 func fail(format string, args ...any) Outcome {
-	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
+	return Outcome{Status: eventlog.FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
 }
 
 // LoginHint is the way back from a dead login, for the end of a FAIL line.
@@ -50,7 +51,7 @@ func (e *Engine) finish(rec *Record, o Outcome) Outcome {
 			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
 		}
 		h := e.HealthNow(o.Status)
-		if o.Status != OK {
+		if o.Status != eventlog.OK {
 			h.Reason = check.Mask(o.Message) // fleet shows why
 		}
 		e.PublishHealth(context.Background(), h)

@@ -7,6 +7,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // PassOptions change how a pass meets a clobbered file.
@@ -40,7 +41,7 @@ func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
 func (e *Engine) runPass(ctx context.Context, opt PassOptions) (Outcome, []passCase) {
 	lk, err := lock.Try(e.Cfg.StateDir, lock.Sync)
 	if errors.Is(err, lock.ErrHeld) {
-		return e.finish(nil, Outcome{Status: SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()}), nil
+		return e.finish(nil, Outcome{Status: eventlog.SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()}), nil
 	}
 	if err != nil {
 		return e.finish(nil, fail("sync lock: %v", err)), nil

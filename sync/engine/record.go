@@ -10,6 +10,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // Record is what this host remembers between passes (state.json in the state
@@ -28,9 +29,9 @@ type Record struct {
 }
 
 type PassRecord struct {
-	At      time.Time `json:"at"`
-	Status  Status    `json:"status"`
-	Message string    `json:"message"`
+	At      time.Time       `json:"at"`
+	Status  eventlog.Status `json:"status"`
+	Message string          `json:"message"`
 }
 
 type CheckRecord struct {

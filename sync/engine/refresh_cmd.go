@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
@@ -33,7 +34,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 			return e.finish(nil, *o)
 		}
 	case cur.State == credentials.Missing || cur.State == credentials.NoLogin:
-		return e.finish(nil, Outcome{Status: WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
+		return e.finish(nil, Outcome{Status: eventlog.WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
 			" (a logout, or a new home). To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
 	}
 	res, err := e.Refresh(ctx, lin, true, saw)
@@ -45,7 +46,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	case errors.Is(err, ErrLoginDead):
 		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
 	case tryLater(err):
-		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
+		return e.finish(nil, Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
 	case err != nil:
 		return e.finish(nil, fail("refresh: %v", err))
 	}
@@ -53,5 +54,5 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	if res.OAuth != nil {
 		return e.finish(nil, e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, msg))
 	}
-	return e.finish(nil, Outcome{Status: OK, Code: ExitOK, Message: msg})
+	return e.finish(nil, Outcome{Status: eventlog.OK, Code: ExitOK, Message: msg})
 }

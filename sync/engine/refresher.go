@@ -13,6 +13,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
@@ -64,7 +65,7 @@ type refresher struct {
 	cfg      *config.Config
 	clock    clock.Clock
 	diag     *slog.Logger
-	log      *EventLog
+	log      *eventlog.EventLog
 	client   *oauth.Client
 	lockWait time.Duration
 	// via runs the token request in the agent's refresh child (Engine.RefreshVia).
@@ -205,7 +206,7 @@ func (r *refresher) post(ctx context.Context, claude *lock.ClaudeRefresh, lin *L
 	}
 	scopes, _ := o.Scopes()
 	if lost := client.Narrowed(scopes); len(lost) > 0 {
-		r.log.Event(WARN, "CLAUDE_AUTH_OAUTH_SCOPES leaves out scopes this login holds (%s): the refresh narrows the login", strings.Join(lost, " "))
+		r.log.Event(eventlog.WARN, "CLAUDE_AUTH_OAUTH_SCOPES leaves out scopes this login holds (%s): the refresh narrows the login", strings.Join(lost, " "))
 	}
 	tok, err := client.Refresh(ctx, o.RefreshToken(), scopes)
 	if errors.Is(err, oauth.ErrInvalidGrant) {

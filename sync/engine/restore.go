@@ -8,6 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -29,7 +30,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(rec, *hard)
 	}
 	if vs.doc == nil {
-		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
+		return e.finish(rec, Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
 	}
 	return e.finish(rec, e.restoreOnRequest(ctx, lin, vs.doc, force))
 }
@@ -43,7 +44,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 	case backupAbsent:
 		// Nothing to restore is not a dead login (a new user, a host whose
 		// agent never backed up): WARN, which does not page, with exit 3.
-		return Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
+		return Outcome{Status: eventlog.WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
 			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())}
 	case backupUnusable:
 		return fail("restore: the backup is not usable (%v); %s", err, LoginHint())
@@ -55,7 +56,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 		return fail("restore: %v", err)
 	}
 	if local.OAuth != nil && local.OAuth.Equal(vo) {
-		return Outcome{Status: OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", doc.Version)}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", doc.Version)}
 	}
 	if local.State == credentials.Usable && !force && !Newer(lin, vo, local.OAuth) {
 		why := "the file holds a working login that is not known to be older than the backup"
@@ -75,7 +76,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 	if doc.SetupToken() != "" {
 		msg += "; note: setup-token mode is on, so Claude uses the setup token"
 	}
-	return Outcome{Status: RECOVERED, Code: ExitOK, Message: msg}
+	return Outcome{Status: eventlog.RECOVERED, Code: ExitOK, Message: msg}
 }
 
 // backupProblem says why the backup's login cannot be restored at all.

@@ -14,6 +14,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -51,12 +52,12 @@ func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
 		}
 		o := p.setupTokenPass(ctx, nil, tok)
 		if o.Code == ExitOK {
-			o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
+			o = Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
 		}
 		return &o
 	}
 	if prob := doc.SetupTokenProblem(); prob != "" {
-		e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
+		e.Log.Event(eventlog.WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
 	}
 	if tok := doc.SetupToken(); tok != "" {
 		o := p.setupTokenPass(ctx, doc, tok)
@@ -96,21 +97,21 @@ func (p *pass) setupTokenPass(ctx context.Context, doc *store.Doc, tok credentia
 	if left := end.Sub(now); left <= 0 {
 		return fail("setup-token mode: the setup token expired on %s; ask your admin for a new one (`claude setup-token`)", end.Format(time.DateOnly))
 	} else if left <= 30*24*time.Hour {
-		e.Log.Event(WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
+		e.Log.Event(eventlog.WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
 	}
 
 	if err := p.backfill(ctx, tok, now); err != nil {
-		e.Log.Event(WARN, "setup-token mode: could not backfill the credentials file: %v", err)
+		e.Log.Event(eventlog.WARN, "setup-token mode: could not backfill the credentials file: %v", err)
 	}
 	if p.opt.SkipCheck != "" {
-		return Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode: " + e.Cfg.TokenEnvFile + " in place; " + p.opt.SkipCheck}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode: " + e.Cfg.TokenEnvFile + " in place; " + p.opt.SkipCheck}
 	}
 	res := e.runCheck(ctx, rec, envKey+"="+tok.Reveal())
 	switch res.Kind {
 	case check.OK:
-		return Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode: inference check passed (no backups in this mode)"}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode: inference check passed (no backups in this mode)"}
 	case check.Transient, check.Unexpected:
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: "setup-token mode: " + res.Reason + "; the next pass retries"}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "setup-token mode: " + res.Reason + "; the next pass retries"}
 	}
 	return fail("setup-token mode: the setup token was refused: %s; ask your admin for a new setup token (no restore in this mode)", res.Reason)
 }
@@ -178,11 +179,11 @@ func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old cred
 	}
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil || local.OAuth == nil || !IsBackfill(local.OAuth, old, e.now()) {
-		return &Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode ended; removed " + e.Cfg.TokenEnvFile}
+		return &Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode ended; removed " + e.Cfg.TokenEnvFile}
 	}
 	vo, err := doc.OAuth()
 	if err != nil || vo == nil || vo.Usable() != nil {
-		return &Outcome{Status: WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + LoginHint()}
+		return &Outcome{Status: eventlog.WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + LoginHint()}
 	}
 	expect := func(cur *credentials.Local) error {
 		if cur.OAuth != nil && !IsBackfill(cur.OAuth, old, e.now()) {
@@ -194,7 +195,7 @@ func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old cred
 		o := fail("setup-token mode ended, but putting the rotating login back failed: %v", err)
 		return &o
 	}
-	return &Outcome{Status: RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
+	return &Outcome{Status: eventlog.RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
 }
 
 // SetupToken is the setup token from the env file ("" when not in that mode).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -28,7 +29,7 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 			vs.down = err
 			return vs, nil
 		case errors.Is(err, store.ErrMisconfigured):
-			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
+			o := Outcome{Status: eventlog.FAIL, Code: ExitConfig, Message: err.Error()}
 			return vs, &o
 		default:
 			o := fail("vault token: %v", err)
