@@ -16,6 +16,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -101,7 +102,11 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 	opt := agent.Options{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
-		eng.RefreshVia = eng.ChildRefresher(exe, c.args())
+		child := refresh.ChildCommand{Exe: exe, Args: c.args(), ActFor: eng.Cfg.ActFor != nil}
+		if child.ActFor {
+			child.Env = eng.Cfg.ChildEnviron()
+		}
+		eng.Refresher.Via = eng.Refresher.InChild(child)
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -100,6 +101,7 @@ func newRig(t *testing.T) *rig {
 	r.e = &engine.Engine{Cfg: cfg, Store: st, Clock: clk,
 		Log:  &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
 		Diag: slog.New(slog.NewTextHandler(io.Discard, nil)), Checker: passingChecker{}}
+	r.e.Refresher = engine.NewRefresher(r.e, nil)
 	r.e.Log.AfterEvent = func(eventlog.Status) {}
 	r.watchEvents()
 	return r
@@ -287,10 +289,10 @@ func (r *rig) run(name string, run func(context.Context) error) {
 // fakeRefresh makes the engine's token requests write *next into the file
 // by rename, as a refresh does, counting them.
 func (r *rig) fakeRefresh(calls *atomic.Int32, next *login) {
-	r.e.RefreshVia = func(ctx context.Context, force bool, sawFP string) (engine.RefreshResult, error) {
+	r.e.Refresher.Via = func(ctx context.Context, force bool, sawFP string) (refresh.ClaudeResult, error) {
 		calls.Add(1)
 		r.writeFile(next.json())
-		return engine.RefreshResult{Refreshed: true, OAuth: r.fileLogin(), Message: "refreshed"}, nil
+		return refresh.ClaudeResult{Refreshed: true, OAuth: r.fileLogin(), Message: "refreshed"}, nil
 	}
 }
 

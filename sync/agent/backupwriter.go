@@ -12,6 +12,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -60,8 +61,8 @@ func newBackupWriter(e *engine.Engine, opt Options, lin *engine.Lineage, pol bac
 // refresh answer a stop left unapplied (its login is the newest there is).
 func (bw *backupWriter) start(ctx context.Context) {
 	bw.loadPending()
-	switch res, err := bw.e.ApplyPendingRefresh(ctx, bw.lin); {
-	case errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
+	switch res, err := bw.e.Refresher.ApplyPending(ctx, bw.lin); {
+	case errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
 		bw.e.Log.Event(eventlog.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
 		bw.setPending(res.OAuth)
 	case err != nil:
@@ -204,7 +205,7 @@ func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
 		return
 	}
 	if born {
-		bw.e.NoteNewLogin(o)
+		bw.e.Refresher.NoteNewLogin(o)
 	}
 	bw.setPending(o)
 }
@@ -268,7 +269,7 @@ func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, engine.LoginHint()))
 		return false
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, engine.ErrChanged) {
+	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
@@ -300,7 +301,7 @@ func (bw *backupWriter) restorePending(ctx context.Context, local *credentials.L
 			}
 		}
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, engine.ErrChanged) {
+	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
 		bw.e.Log.Event(eventlog.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 // refresher is the single refresher: it sleeps until the login in the file
@@ -60,7 +61,7 @@ func (r *refresher) Run(ctx context.Context) error {
 		// its refresh token, and until the new one is backed up the store's
 		// copy is the only other one. A slow backup (Vault busy) is waited
 		// for, until backupWaitLimit.
-		if cur, err := readFile(r.e); err == nil && cur.State == credentials.Usable && !r.e.RefreshPending() && !r.backedUp(cur.OAuth.RefreshToken()) {
+		if cur, err := readFile(r.e); err == nil && cur.State == credentials.Usable && !r.e.Refresher.Pending() && !r.backedUp(cur.OAuth.RefreshToken()) {
 			if lim := backupWaitLimit(r.e, cur.OAuth); r.clk.Now().Before(lim) {
 				r.bw.kick.poke()
 				if !r.sleep(ctx, lim) {
@@ -88,8 +89,8 @@ func (r *refresher) due() (time.Time, bool) {
 	if err != nil || local.State != credentials.Usable || engine.IsBackfill(local.OAuth, r.e.SetupToken(), r.clk.Now()) {
 		return time.Time{}, false
 	}
-	due := r.e.RefreshDue(local.OAuth)
-	if r.e.RefreshPending() {
+	due := r.e.Refresher.Due(local.OAuth)
+	if r.e.Refresher.Pending() {
 		due = r.clk.Now() // an answer waiting to be written: the file's token is spent
 	}
 	if r.retryAt.After(due) {
@@ -121,7 +122,7 @@ func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 
 // refresh makes one refresh and handles its outcome; false when ctx ended.
 func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
-	res, err := r.e.Refresh(ctx, r.lin, false, "")
+	res, err := r.e.Refresher.Refresh(ctx, r.lin, false, "")
 	switch {
 	case ctx.Err() != nil:
 		return false
@@ -131,13 +132,13 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 		if res.Refreshed {
 			r.refreshed(res)
 		}
-	case errors.Is(err, engine.ErrNotWritten):
+	case errors.Is(err, refresh.ErrNotWritten):
 		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 		if res.OAuth != nil {
 			r.bw.refreshed.put(res.OAuth)
 		}
 		r.retryAt = r.clk.Now().Add(b.next())
-	case errors.Is(err, engine.ErrLoginDead):
+	case errors.Is(err, refresh.ErrLoginDead):
 		r.report(eventlog.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
 		r.retryAt = time.Time{}
 		// Nothing to do until the file changes (a new login, a restore).
@@ -156,7 +157,7 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 	return true
 }
 
-func (r *refresher) refreshed(res engine.RefreshResult) {
+func (r *refresher) refreshed(res refresh.ClaudeResult) {
 	switch {
 	case r.reported.clear() != "":
 		r.e.Log.Event(eventlog.OK, "refreshing works again: %s", res.Message)
@@ -193,7 +194,7 @@ func (r *refresher) backedUp(tok credentials.Secret) bool {
 // refreshing ahead of Claude (one refresher) matters more than the order.
 func backupWaitLimit(e *engine.Engine, o *credentials.OAuth) time.Time {
 	claudeAt := o.ExpiresAt().Add(-5 * time.Minute)
-	due := e.RefreshDue(o)
+	due := e.Refresher.Due(o)
 	margin := min(time.Minute, max(claudeAt.Sub(due)/2, 0))
 	return claudeAt.Add(-margin)
 }

@@ -14,18 +14,21 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"path/filepath"
 )
 
 // Engine ties the pieces together for one user.
@@ -43,19 +46,9 @@ type Engine struct {
 	// so a step that can take long says so before it starts.
 	Interactive bool
 
-	// The refresher's settings (see refresher): read at each use, so they
-	// may be set after New.
-
-	// LockWait bounds how long a writer waits for the credentials-file lock.
-	LockWait time.Duration
-	// OAuth is the refresh client (Claude's token endpoint by default).
-	OAuth *oauth.Client
-	// RefreshVia, when set, makes every token request (the agent's and its
-	// passes' forced refreshes): ChildRefresher runs them in a child process
-	// that survives the agent being killed mid-request. Set once, before use.
-	RefreshVia func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
-	// refreshMem is what the refresher remembers between refreshes.
-	refreshMem refreshMemory
+	// Refresher is the single refresher of the Claude login: every token
+	// request and every write of the credentials file goes through it.
+	Refresher *refresh.Claude
 
 	metricsMu  sync.Mutex
 	metricsErr string // the metrics error last reported (reported once)
@@ -80,9 +73,9 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 			Console: console, ConsoleIsJournal: consoleIsJournal, Clock: clock.Real},
 		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
 			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},
-		OAuth: &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
-			UserAgent: cfg.OAuthUserAgent},
 	}
+	e.Refresher = NewRefresher(e, &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
+		UserAgent: cfg.OAuthUserAgent})
 	if cfg.Store == "vault" {
 		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
 			TokenFile: cfg.VaultTokenFile, User: cfg.User, Timeout: cfg.VaultTimeout, HostID: cfg.HostID, Knows: e.knows})
@@ -95,6 +88,27 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 	}
 	e.Log.AfterEvent = e.MetricsEvent
 	return e, nil
+}
+
+// NewRefresher builds the refresher of e's Claude login from its config, log
+// and clock (New does; so do tests that build an Engine by hand): client
+// asks the token endpoint. A setup-token backfill is never refreshed.
+func NewRefresher(e *Engine, client *oauth.Client) *refresh.Claude {
+	cfg := e.Cfg
+	_, explicit := cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]
+	return refresh.New(refresh.Config[*credentials.OAuth]{
+		Family: &refresh.ClaudeLogin{CredentialsFile: cfg.CredentialsFile, ClaudeConfigDir: cfg.ClaudeConfigDir,
+			LocksHeld: lock.NewHolderRecord(filepath.Join(cfg.StateDir, "claude-locks-held")),
+			Client:    client, Log: e.Log, Diag: e.Diag,
+			IdleWhy: func(o *credentials.OAuth) string {
+				if IsBackfill(o, readEnvToken(cfg.TokenEnvFile), e.now()) {
+					return "setup-token mode: nothing to refresh"
+				}
+				return ""
+			}},
+		StateDir: cfg.StateDir, Clock: e.Clock, Diag: e.Diag,
+		Lead: cfg.RefreshLead, LeadExplicit: explicit,
+	})
 }
 
 func cut(s string, sep byte) (string, string, bool) {
@@ -113,5 +127,8 @@ func (e *Engine) SetClock(c clock.Clock) {
 	e.Clock = c
 	if e.Log != nil {
 		e.Log.Clock = c
+	}
+	if e.Refresher != nil {
+		e.Refresher.SetClock(c)
 	}
 }

@@ -151,7 +151,6 @@ func newHarness(t *testing.T) *harness {
 	tokenAPI := httptest.NewServer(fakeanthropic.New().Handler())
 	t.Cleanup(tokenAPI.Close)
 	eng := &Engine{
-		OAuth:   &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"},
 		Cfg:     cfg,
 		Store:   st,
 		Log:     &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
@@ -159,6 +158,7 @@ func newHarness(t *testing.T) *harness {
 		Diag:    slog.New(slog.NewTextHandler(&diag, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:   clk,
 	}
+	eng.Refresher = NewRefresher(eng, &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"})
 	h := &harness{t: t, dir: dir, cfg: cfg, store: st, eng: eng, claude: fc, diag: &diag}
 	t.Cleanup(h.assertNoSecrets)
 	return h

@@ -8,6 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 // WriteLogin puts a login into the credentials file, merging only claudeAiOauth
@@ -20,7 +21,7 @@ func (e *Engine) WriteLogin(ctx context.Context, lin *Lineage, o *credentials.OA
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")
 	}
-	return e.refresher().withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
+	return e.Refresher.WithFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
 }
 
 func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
@@ -30,7 +31,7 @@ func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect fun
 	}
 	if expect != nil {
 		if err := expect(cur); err != nil {
-			return fmt.Errorf("%w: %v", ErrChanged, err)
+			return fmt.Errorf("%w: %v", refresh.ErrChanged, err)
 		}
 	}
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {

@@ -14,6 +14,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 const (
@@ -65,17 +66,17 @@ func rotatesTo(login string) answer {
 }
 
 // forcedRefresh is the forced refresh's answer, as the agent's refresh child
-// (RefreshVia) would give it; write, when set, is the login it leaves in the
+// (Refresher.Via) would give it; write, when set, is the login it leaves in the
 // file.
 type forcedRefresh struct {
 	write string
-	res   func(t *testing.T) RefreshResult
+	res   func(t *testing.T) refresh.ClaudeResult
 	err   error
 }
 
 func refreshedTo(login string, ours bool) *forcedRefresh {
-	return &forcedRefresh{write: login, res: func(t *testing.T) RefreshResult {
-		return RefreshResult{Refreshed: ours, OAuth: mustOAuth(t, login), Message: "refreshed"}
+	return &forcedRefresh{write: login, res: func(t *testing.T) refresh.ClaudeResult {
+		return refresh.ClaudeResult{Refreshed: ours, OAuth: mustOAuth(t, login), Message: "refreshed"}
 	}}
 }
 
@@ -180,7 +181,7 @@ var passTableCases = []passTableCase{
 	{name: "refresh cannot run", creds: credsFile(login1), backup: login2, checks: []answer{refused}, refresh: refreshFails(fmt.Errorf("refresh: %w: HTTP 503", oauth.ErrTransient)),
 		end: passCase{fileSame, checkRefused, refreshLater, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "a forced refresh could not run (refresh: token endpoint unavailable: HTTP 503)"},
 	{name: "refreshed, the file cannot take it", creds: credsFile(login1), checks: []answer{refused},
-		refresh: &forcedRefresh{res: func(t *testing.T) RefreshResult { return RefreshResult{OAuth: mustOAuth(t, login2)} }, err: fmt.Errorf("%w: disk full", ErrNotWritten)},
+		refresh: &forcedRefresh{res: func(t *testing.T) refresh.ClaudeResult { return refresh.ClaudeResult{OAuth: mustOAuth(t, login2)} }, err: fmt.Errorf("%w: disk full", refresh.ErrNotWritten)},
 		end:     passCase{fileSame, checkRefused, refreshNotWritten, restoreNone}, status: eventlog.FAIL, code: ExitFail, msgHas: "a forced refresh got a new login, but the refreshed login could not be written to the credentials file: disk full; the new login; backed up"},
 
 	{name: "refused, store down", creds: credsFile(login1), checks: []answer{refused}, setup: storeDown,
@@ -195,8 +196,8 @@ var passTableCases = []passTableCase{
 	{name: "refreshed, refused again, restored", creds: credsFile(login1), backup: login3, checks: []answer{refused, refused, ok}, refresh: refreshedTo(login2, true),
 		end: passCase{fileUsable, checkOK, refreshOurs, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "after restore"},
 	{name: "refresh brings nothing new, restored", creds: credsFile(login1), backup: login2, checks: []answer{refused, ok},
-		refresh: &forcedRefresh{res: func(t *testing.T) RefreshResult {
-			return RefreshResult{OAuth: mustOAuth(t, login1), Message: "someone already refreshed"}
+		refresh: &forcedRefresh{res: func(t *testing.T) refresh.ClaudeResult {
+			return refresh.ClaudeResult{OAuth: mustOAuth(t, login1), Message: "someone already refreshed"}
 		}},
 		end: passCase{fileUsable, checkOK, refreshNoNew, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "after restore"},
 	{name: "refresh fails, restored", creds: credsFile(login1), backup: login2, checks: []answer{refused, ok}, refresh: refreshFails(errors.New("the refresh child reported nothing")),
@@ -204,10 +205,10 @@ var passTableCases = []passTableCase{
 	{name: "restored, still refused", creds: credsFile(login1), backup: login2, checks: []answer{refused},
 		end: passCase{fileUsable, checkRefused, refreshDead, restoreDone}, status: eventlog.FAIL, code: ExitFail, msgHas: "restored login from the backup, but the check still fails"},
 	{name: "a login written during the restore works", creds: credsFile(login1), backup: login3, checks: []answer{refused, ok},
-		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", ErrLoginDead)},
+		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", refresh.ErrLoginDead)},
 		end:     passCase{fileChanged, checkOK, refreshDead, restoreRaced}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed with the login written meanwhile (credential refused"},
 	{name: "a login written during the restore fails too", creds: credsFile(login1), backup: login3, checks: []answer{refused},
-		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", ErrLoginDead)},
+		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", refresh.ErrLoginDead)},
 		end:     passCase{fileChanged, checkRefused, refreshDead, restoreRaced}, status: eventlog.WARN, code: ExitTempFail, msgHas: "the login kept changing during the check"},
 }
 
@@ -247,11 +248,11 @@ func (tt passTableCase) run(t *testing.T) []passCase {
 	}
 	h.eng.Checker = &scriptedClaude{h: h, answers: checks}
 	if r := tt.refresh; r != nil {
-		h.eng.RefreshVia = func(context.Context, bool, string) (RefreshResult, error) {
+		h.eng.Refresher.Via = func(context.Context, bool, string) (refresh.ClaudeResult, error) {
 			if r.write != "" {
 				h.writeCreds(credsFile(r.write))
 			}
-			var res RefreshResult
+			var res refresh.ClaudeResult
 			if r.res != nil {
 				res = r.res(t)
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -151,7 +152,7 @@ func (p *pass) restoreBackup(ctx context.Context, expect func(*credentials.Local
 	}
 	p.err = p.e.WriteLogin(ctx, p.lin, vo, expect)
 	switch {
-	case errors.Is(p.err, ErrChanged):
+	case errors.Is(p.err, refresh.ErrChanged):
 		return restoreRaced
 	case p.err != nil:
 		return restoreFailed
@@ -218,6 +219,3 @@ func sameRefresh(tok credentials.Secret) func(*credentials.Local) error {
 		return nil
 	}
 }
-
-// ErrChanged: the file changed under us and the write was abandoned.
-var ErrChanged = errors.New("credentials file changed meanwhile")

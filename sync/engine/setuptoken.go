@@ -143,7 +143,7 @@ func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Ti
 	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
 		return nil
 	}
-	return e.refresher().withFileLocks(ctx, func() error {
+	return e.Refresher.WithFileLocks(ctx, func() error {
 		cur, err := credentials.Read(e.Cfg.CredentialsFile)
 		if err != nil {
 			return err
