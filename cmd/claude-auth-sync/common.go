@@ -168,7 +168,7 @@ func setup(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 		reportConfigError(c, stderr, err)
 		return nil, exitConfig
 	}
-	eng.Version = version
+	eng.Telemetry.Version = version
 	return eng, 0
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
@@ -174,7 +175,7 @@ func fanOut(ctx context.Context, changes <-chan watcher.Change, live *liveState,
 			return nil
 		case ch := <-changes:
 			at := live.e.Clock.Now()
-			live.update(func(s *engine.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
+			live.update(func(s *telemetry.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
 			for _, k := range kicks {
 				k.poke()
 			}

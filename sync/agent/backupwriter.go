@@ -14,6 +14,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // backupWriter owns the backup: it reads the credentials file when woken,
@@ -106,7 +107,7 @@ func (bw *backupWriter) Run(ctx context.Context) error {
 			bw.e.Diag.Warn("cannot record lineage", "err", err)
 		}
 		if again && ctx.Err() == nil {
-			bw.live.update(func(s *engine.AgentState) { s.Retries++ })
+			bw.live.update(func(s *telemetry.AgentState) { s.Retries++ })
 			retry.Reset(b.next())
 		} else {
 			b.reset()
@@ -372,7 +373,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 		bw.e.Diag.Info("no backup needed", "why", res.Message)
 		return false
 	}
-	bw.live.update(func(s *engine.AgentState) {
+	bw.live.update(func(s *telemetry.AgentState) {
 		s.LastBackup, s.LastBackupVer, s.LastBackupLagMs = &now, res.Version, float64(lag.Microseconds())/1000
 		s.Backups++
 	})
@@ -416,5 +417,5 @@ func (bw *backupWriter) clearPending() {
 		_ = os.Remove(bw.pendingPath())
 	}
 	bw.pending = nil
-	bw.live.update(func(s *engine.AgentState) { s.Pending, s.PendingSince = false, nil })
+	bw.live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = false, nil })
 }

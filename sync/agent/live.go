@@ -13,6 +13,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // liveState owns the agent's live state: agent.json (what `status` shows),
@@ -26,21 +27,21 @@ type liveState struct {
 	dirty  signal // agent.json (or the backup record) needs writing
 
 	mu        sync.Mutex
-	s         engine.AgentState
+	s         telemetry.AgentState
 	watchErrs map[string]bool
-	backupRec *engine.BackupRecord // for state.json, not yet written
+	backupRec *telemetry.BackupRecord // for state.json, not yet written
 
 	saveMu sync.Mutex // one agent.json write at a time, in order
 }
 
 func newLiveState(e *engine.Engine, opt Options) *liveState {
 	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), dirty: newSignal(), watchErrs: map[string]bool{},
-		s: engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
+		s: telemetry.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
 }
 
 // update changes the state under its lock, and has agent.json and the
 // STATUS= line brought up to date soon, by Run (off the caller's path).
-func (l *liveState) update(f func(*engine.AgentState)) {
+func (l *liveState) update(f func(*telemetry.AgentState)) {
 	l.mu.Lock()
 	f(&l.s)
 	l.mu.Unlock()
@@ -52,11 +53,11 @@ func (l *liveState) update(f func(*engine.AgentState)) {
 // EventLog.OnEvent): agent.json and STATUS= show it at once.
 func (l *liveState) event(st eventlog.Status, msg string) {
 	at := l.e.Clock.Now()
-	l.update(func(s *engine.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
+	l.update(func(s *telemetry.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
 }
 
 // snapshot is a copy of the state.
-func (l *liveState) snapshot() engine.AgentState {
+func (l *liveState) snapshot() telemetry.AgentState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.s
@@ -66,7 +67,7 @@ func (l *liveState) snapshot() engine.AgentState {
 func (l *liveState) changed() { l.dirty.poke() }
 
 // recordBackup has a backup noted in state.json soon, by Run.
-func (l *liveState) recordBackup(r *engine.BackupRecord) {
+func (l *liveState) recordBackup(r *telemetry.BackupRecord) {
 	l.mu.Lock()
 	l.backupRec = r
 	l.mu.Unlock()
@@ -83,13 +84,13 @@ func (l *liveState) save() {
 	l.backupRec = nil
 	l.mu.Unlock()
 	if rec != nil {
-		if err := l.e.MergeRecord(&engine.Record{LastBackup: rec}); err != nil {
+		if err := l.e.Telemetry.MergeRecord(&telemetry.Record{LastBackup: rec}); err != nil {
 			l.e.Diag.Warn("cannot save state", "err", err)
 		}
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		_, _ = atomicfile.Write(engine.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
+		_, _ = atomicfile.Write(telemetry.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // refresher is the single refresher: it sleeps until the login in the file
@@ -96,7 +97,7 @@ func (r *refresher) due() (time.Time, bool) {
 	if r.retryAt.After(due) {
 		due = r.retryAt
 	}
-	r.live.update(func(s *engine.AgentState) { s.NextRefresh = &due })
+	r.live.update(func(s *telemetry.AgentState) { s.NextRefresh = &due })
 	return due, true
 }
 
@@ -168,7 +169,7 @@ func (r *refresher) refreshed(res refresh.ClaudeResult) {
 		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude")
 	}
 	at := r.clk.Now()
-	r.live.update(func(s *engine.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
+	r.live.update(func(s *telemetry.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
 	r.bw.kick.poke() // back it up at once
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
@@ -88,7 +89,7 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 			r.e.Log.Event(eventlog.OK, "vault token accepted again")
 			r.bw.metrics.resolved("vault token: ", "vault: ")
 		}
-		r.live.update(func(s *engine.AgentState) { s.VaultTokenTTL = info.TTL.String() })
+		r.live.update(func(s *telemetry.AgentState) { s.VaultTokenTTL = info.TTL.String() })
 		if info.TTL == 0 {
 			return true, true, 12 * time.Hour
 		}

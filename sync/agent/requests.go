@@ -87,7 +87,7 @@ func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passreq
 // (Scheduled) is answered by any check that passed within the interval. The
 // pass itself still runs: it reads the store and applies setup-token changes.
 func (ps *passScheduler) skipCheck(kind passrequest.Kind, asked time.Time) string {
-	lc := ps.e.LoadRecord().LastCheck
+	lc := ps.e.Telemetry.LoadRecord().LastCheck
 	if lc == nil || lc.Result != check.OK.String() {
 		return ""
 	}

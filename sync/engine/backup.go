@@ -9,6 +9,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // backfillHorizon: an expiresAt further ahead than this is a setup-token
@@ -112,8 +113,19 @@ func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 	return stored.ExpiresAtMs() > local.ExpiresAtMs()
 }
 
+// BackupRecord is the record of a backup that wrote o, for state.json (nil
+// when res wrote nothing): when, which version, where, and o's refresh
+// token's fingerprint. The pass and the agent's backup worker both note a
+// backup with it.
+func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *telemetry.BackupRecord {
+	if !res.Written {
+		return nil
+	}
+	return &telemetry.BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
+}
+
 // afterGoodCheck backs up the working login and words the outcome.
-func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
+func (e *Engine) afterGoodCheck(ctx context.Context, rec *telemetry.Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
 	// vs.down is the store found unreachable by the pass: the backup waits.
 	res, err := BackupResult{}, vs.down
 	if err == nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"path/filepath"
 )
 
@@ -53,9 +54,9 @@ type Engine struct {
 	metricsMu  sync.Mutex
 	metricsErr string // the metrics error last reported (reported once)
 
-	// Version is this program's version, as `fleet` shows it.
-	Version string
-	health  healthMemory
+	// Telemetry is what this user's sync says about itself: state.json,
+	// metrics, health, status.
+	Telemetry *telemetry.Reporter
 }
 
 // New builds the engine from the config. When the config acts for another
@@ -74,8 +75,6 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
 			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},
 	}
-	e.Refresher = NewRefresher(e, &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
-		UserAgent: cfg.OAuthUserAgent})
 	if cfg.Store == "vault" {
 		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
 			TokenFile: cfg.VaultTokenFile, User: cfg.User, Timeout: cfg.VaultTimeout, HostID: cfg.HostID, Knows: e.knows})
@@ -86,14 +85,23 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 	} else {
 		e.Store = store.NewFile(cfg.LocalStoreFile)
 	}
-	e.Log.AfterEvent = e.MetricsEvent
+	Assemble(e, &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
+		UserAgent: cfg.OAuthUserAgent})
+	e.Log.AfterEvent = e.Telemetry.MetricsEvent
 	return e, nil
 }
 
-// NewRefresher builds the refresher of e's Claude login from its config, log
-// and clock (New does; so do tests that build an Engine by hand): client
-// asks the token endpoint. A setup-token backfill is never refreshed.
-func NewRefresher(e *Engine, client *oauth.Client) *refresh.Claude {
+// Assemble builds e's refresher and telemetry from its config, store, log
+// and clock: New does, and so do tests that make an Engine by hand. client
+// asks the token endpoint (nil: Claude's).
+func Assemble(e *Engine, client *oauth.Client) {
+	e.Refresher = newRefresher(e, client)
+	e.Telemetry = &telemetry.Reporter{Cfg: e.Cfg, Store: e.Store, Vault: e.Vault, Log: e.Log, Diag: e.Diag, Clock: e.Clock}
+}
+
+// newRefresher builds the refresher of e's Claude login. A setup-token
+// backfill is never refreshed.
+func newRefresher(e *Engine, client *oauth.Client) *refresh.Claude {
 	cfg := e.Cfg
 	_, explicit := cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]
 	return refresh.New(refresh.Config[*credentials.OAuth]{
@@ -130,5 +138,8 @@ func (e *Engine) SetClock(c clock.Clock) {
 	}
 	if e.Refresher != nil {
 		e.Refresher.SetClock(c)
+	}
+	if e.Telemetry != nil {
+		e.Telemetry.Clock = c
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -158,7 +159,7 @@ func newHarness(t *testing.T) *harness {
 		Diag:    slog.New(slog.NewTextHandler(&diag, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:   clk,
 	}
-	eng.Refresher = NewRefresher(eng, &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"})
+	Assemble(eng, &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"})
 	h := &harness{t: t, dir: dir, cfg: cfg, store: st, eng: eng, claude: fc, diag: &diag}
 	t.Cleanup(h.assertNoSecrets)
 	return h
@@ -298,7 +299,7 @@ func TestPassOKBacksUp(t *testing.T) {
 	if !strings.Contains(h.syncLog(), testNow.Format(time.RFC3339)+" OK ") {
 		t.Errorf("sync.log = %q; want an OK line", h.syncLog())
 	}
-	rec := loadRecord(h.eng.recordPath())
+	rec := h.eng.Telemetry.LoadRecord()
 	if rec.LastBackup == nil || rec.LastBackup.Version != d.Version || rec.LastPass == nil || rec.LastPass.Status != eventlog.OK || rec.LastCheck == nil || rec.LastCheck.Result != "ok" {
 		t.Errorf("state.json = %+v; want the pass, the check and the backup recorded", rec)
 	}
@@ -729,8 +730,8 @@ func TestRecordHasNoSecret(t *testing.T) {
 	// The check's reason is masked by check.Runner in production; the record and
 	// sync.log mask again (assertNoSecrets checks sync.log at cleanup).
 	wantOutcome(t, h.pass(), eventlog.WARN, ExitTempFail, "claude said")
-	b, _ := os.ReadFile(h.eng.recordPath())
-	var rec Record
+	b, _ := os.ReadFile(h.eng.Telemetry.RecordPath())
+	var rec telemetry.Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		t.Fatalf("state.json is not JSON: %v", err)
 	}

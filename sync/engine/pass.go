@@ -8,6 +8,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // PassOptions change how a pass meets a clobbered file.
@@ -55,7 +56,7 @@ func (e *Engine) runPass(ctx context.Context, opt PassOptions) (Outcome, []passC
 type pass struct {
 	e   *Engine
 	opt PassOptions
-	rec *Record
+	rec *telemetry.Record
 	lin *Lineage
 	vs  vaultState
 
@@ -73,7 +74,7 @@ type pass struct {
 }
 
 func (e *Engine) newPass(opt PassOptions) *pass {
-	return &pass{e: e, opt: opt, rec: newRecord(),
+	return &pass{e: e, opt: opt, rec: telemetry.NewRecord(),
 		at: passCase{check: checkNone, refresh: refreshNone, restore: restoreNone}}
 }
 
@@ -101,6 +102,6 @@ func (p *pass) prepareStore(ctx context.Context) *Outcome {
 	if hard != nil {
 		return hard
 	}
-	p.lin, p.vs, p.rec.storeDown = lin, vs, vs.down != nil
+	p.lin, p.vs, p.rec.StoreDown = lin, vs, vs.down != nil
 	return nil
 }

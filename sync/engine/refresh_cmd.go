@@ -7,6 +7,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
@@ -42,7 +43,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	switch {
 	case errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
 		// The new login lives only in memory and pending-refresh: Vault too.
-		o := e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, "the new login")
+		o := e.afterGoodCheck(ctx, telemetry.NewRecord(), lin, res.OAuth, vs, "the new login")
 		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
 	case errors.Is(err, refresh.ErrLoginDead):
 		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
@@ -53,7 +54,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	}
 	msg := res.Message
 	if res.OAuth != nil {
-		return e.finish(nil, e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, msg))
+		return e.finish(nil, e.afterGoodCheck(ctx, telemetry.NewRecord(), lin, res.OAuth, vs, msg))
 	}
 	return e.finish(nil, Outcome{Status: eventlog.OK, Code: ExitOK, Message: msg})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // Restore puts the latest backup into the credentials file on request: the way
@@ -25,7 +26,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(nil, fail("restore: %v", err))
 	}
 	defer lk.Unlock()
-	rec := newRecord()
+	rec := telemetry.NewRecord()
 	lin, vs, hard := e.openState(ctx)
 	if hard != nil {
 		return e.finish(rec, *hard)

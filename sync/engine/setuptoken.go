@@ -16,13 +16,10 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 const envKey = "CLAUDE_CODE_OAUTH_TOKEN"
-
-// setupTokenLifetime is how long `claude setup-token` tokens live when the admin
-// did not record the end.
-const setupTokenLifetime = 365 * 24 * time.Hour
 
 // readEnvToken returns the token in the setup-token env file at path ("" when none).
 func readEnvToken(path string) credentials.Secret {
@@ -87,12 +84,12 @@ func (p *pass) setupTokenPass(ctx context.Context, doc *store.Doc, tok credentia
 		end = doc.SetupTokenExpiresAt()
 	}
 	if end.IsZero() {
-		first, ok := loadRecord(e.recordPath()).SetupTokenFirstSeen[tok.Fingerprint()]
+		first, ok := e.Telemetry.LoadRecord().SetupTokenFirstSeen[tok.Fingerprint()]
 		if !ok {
 			first = now
 			rec.SetupTokenFirstSeen[tok.Fingerprint()] = now
 		}
-		end = first.Add(setupTokenLifetime)
+		end = first.Add(telemetry.SetupTokenLifetime)
 	}
 	if left := end.Sub(now); left <= 0 {
 		return fail("setup-token mode: the setup token expired on %s; ask your admin for a new one (`claude setup-token`)", end.Format(time.DateOnly))
@@ -159,7 +156,7 @@ func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Ti
 				return err
 			}
 		}
-		data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(setupTokenLifetime))).Marshal()
+		data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(telemetry.SetupTokenLifetime))).Marshal()
 		if err != nil {
 			return err
 		}

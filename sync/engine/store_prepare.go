@@ -58,6 +58,6 @@ func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome)
 		return nil, vaultState{}, &o
 	}
 	vs, hard := prepare(ctx, e.Vault, e.Store)
-	e.health.noteDoc(vs.doc)
+	e.Telemetry.NoteDoc(vs.doc)
 	return lin, vs, hard
 }

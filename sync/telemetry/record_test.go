@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"errors"
@@ -184,8 +184,8 @@ func TestMetricsEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.UnixMilli(1_760_000_000_000)
-	newEngine := func() *Engine {
-		e := &Engine{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
+	newEngine := func() *Reporter {
+		e := &Reporter{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
 			Clock: clock.WithNow(func() time.Time { return now })}
 		e.Log = &eventlog.EventLog{User: "alice", AfterEvent: e.MetricsEvent}
 		return e
@@ -220,7 +220,7 @@ func TestMetricsEvents(t *testing.T) {
 	}
 
 	// Metrics off: nothing written.
-	off := &Engine{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
+	off := &Reporter{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
 	off.MetricsEvent(eventlog.FAIL)
 	off.WriteMetricsNow()
 	if _, err := os.Stat(MetricsFile(dir, "carol")); !os.IsNotExist(err) {
@@ -270,7 +270,7 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 func TestMetricsNeverReadBack(t *testing.T) {
 	state, dir := t.TempDir(), t.TempDir()
 	userDirs(t, dir, "bob")
-	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
+	e := &Reporter{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
 	e.Log = &eventlog.EventLog{User: "bob", AfterEvent: e.MetricsEvent}
 	forged := "claude_auth_sync_last_success_timestamp_seconds{user=\"bob\"} 9999999999\nclaude_auth_sync_failures_total{user=\"bob\"} 0\n"
 	if err := os.WriteFile(MetricsFile(dir, "bob"), []byte(forged), 0o644); err != nil {
