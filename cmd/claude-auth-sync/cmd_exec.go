@@ -16,6 +16,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
@@ -167,7 +168,7 @@ func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string 
 	cfg := eng.Cfg
 	local, err := credentials.Read(cfg.CredentialsFile)
 	if err == nil && local.State == credentials.Usable && (!eng.Clock.Now().Before(eng.Refresher.Due(local.OAuth)) || eng.Refresher.Pending()) {
-		lin, err := engine.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
+		lin, err := lineage.Load(filepath.Join(cfg.StateDir, "lineage"))
 		if err == nil {
 			res, err := eng.Refresher.Refresh(ctx, lin, false, "")
 			switch {

@@ -71,7 +71,7 @@ func syncFlags(fs *flagSet) action {
 				return code
 			}
 		}
-		return eng.Pass(ctx).Code
+		return eng.Pass(ctx, engine.PassOptions{}).Code
 	}
 }
 

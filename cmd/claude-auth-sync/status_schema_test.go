@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // schemaDoc is where the JSON of `status --json` is written down.

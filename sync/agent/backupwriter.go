@@ -12,6 +12,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
@@ -24,7 +25,7 @@ type backupWriter struct {
 	e       *engine.Engine
 	clk     clock.Clock
 	opt     Options
-	lin     *engine.Lineage
+	lin     *lineage.Lineage
 	pol     backoffPolicy
 	live    *liveState
 	metrics *metricsWriter
@@ -51,7 +52,7 @@ type backupWriter struct {
 	waiters    []chan *credentials.Local
 }
 
-func newBackupWriter(e *engine.Engine, opt Options, lin *engine.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
+func newBackupWriter(e *engine.Engine, opt Options, lin *lineage.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
 	return &backupWriter{e: e, clk: e.Clock, opt: opt, lin: lin, pol: pol, live: live, metrics: m, out: out,
 		kick: newSignal(), refreshed: newLatest[*credentials.OAuth](), tokenOK: newLatest[bool](),
 		awaitReq: make(chan chan *credentials.Local), backed: newLatest[string](), lastState: -1,

@@ -1,9 +1,10 @@
 package agent
 
 import (
+	"strings"
+
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
-	"strings"
 )
 
 // healthVerdict is what this host tells the fleet about the login, from the

@@ -1,9 +1,10 @@
 package agent
 
 import (
+	"testing"
+
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
-	"testing"
 )
 
 // TestHealthVerdict: what the fleet is told, step by step: UNKNOWN until the

@@ -11,6 +11,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
@@ -22,7 +23,7 @@ import (
 type refresher struct {
 	e    *engine.Engine
 	clk  clock.Clock
-	lin  *engine.Lineage
+	lin  *lineage.Lineage
 	pol  backoffPolicy
 	live *liveState
 	bw   *backupWriter
@@ -35,7 +36,7 @@ type refresher struct {
 	reported sayOnce   // the failure last logged
 }
 
-func newRefresher(e *engine.Engine, lin *engine.Lineage, pol backoffPolicy, live *liveState, bw *backupWriter) *refresher {
+func newRefresher(e *engine.Engine, lin *lineage.Lineage, pol backoffPolicy, live *liveState, bw *backupWriter) *refresher {
 	return &refresher{e: e, clk: e.Clock, lin: lin, pol: pol, live: live, bw: bw, kick: newSignal()}
 }
 

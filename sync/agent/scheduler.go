@@ -63,7 +63,7 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 		if skip == "" {
 			ps.setNextCheck(-1, "running now")
 		}
-		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
+		o := ps.e.Pass(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
 		for _, r := range reqs {
 			r.reply <- o
 		}

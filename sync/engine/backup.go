@@ -8,6 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
@@ -34,7 +35,7 @@ func IsBackfill(o *credentials.OAuth, setupToken credentials.Secret, now time.Ti
 
 // Backup writes the login to the store if it should be: usable, not a backfill,
 // different from the stored one, and not older than it by lineage.
-func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth) (BackupResult, error) {
+func (e *Engine) Backup(ctx context.Context, lin *lineage.Lineage, o *credentials.OAuth) (BackupResult, error) {
 	if err := o.Usable(); err != nil {
 		return BackupResult{}, fmt.Errorf("not backing up an unusable login: %w", err)
 	}
@@ -97,7 +98,7 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 // Newer says whether stored is known to be newer than local. Lineage decides
 // when this host saw both; a refresh token this host never saw is newer only if it
 // also expires later (the tie-breaker, since clocks step).
-func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
+func Newer(lin *lineage.Lineage, stored, local *credentials.OAuth) bool {
 	if stored.RefreshToken() == local.RefreshToken() {
 		return stored.ExpiresAtMs() > local.ExpiresAtMs()
 	}
@@ -125,7 +126,7 @@ func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *telemetry
 }
 
 // afterGoodCheck backs up the working login and words the outcome.
-func (e *Engine) afterGoodCheck(ctx context.Context, rec *telemetry.Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
+func (e *Engine) afterGoodCheck(ctx context.Context, rec *telemetry.Record, lin *lineage.Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
 	// vs.down is the store found unreachable by the pass: the backup waits.
 	res, err := BackupResult{}, vs.down
 	if err == nil {

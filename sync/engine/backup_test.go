@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
@@ -67,7 +68,7 @@ func TestNewer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lin, err := LoadLineage(filepath.Join(t.TempDir(), "lineage"))
+			lin, err := lineage.Load(filepath.Join(t.TempDir(), "lineage"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +118,7 @@ func TestEngineBackup(t *testing.T) {
 			h.observe(tt.lineage...)
 			before := h.doc()
 			beforeRaw, _ := os.ReadFile(h.cfg.LocalStoreFile)
-			lin, err := LoadLineage(h.eng.lineagePath())
+			lin, err := lineage.Load(h.eng.lineagePath())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,22 +1,16 @@
-// Package engine is the engine of claude-auth-sync: the sync pass, restore and
-// status, built from the credentials model, the store, the inference check and
-// our locks. The commands in cmd/ only parse flags and call it.
-//
-// Where things are: pass.go and pass_file.go hold a pass's steps, and
-// pass_table.go every decision it then makes (pass_actions.go the steps the
-// table names); refresher.go the single refresher, with its locks
-// (refresh_locks.go), kept answer (refresh_kept.go), answer written into the
-// file (refresh_answer.go), due time (refresh_due.go), child process
-// (refresh_child.go) and the refresh command (refresh_cmd.go); backup.go the
-// write to the store; restore.go the restore logic and the restore command;
-// login_write.go the write of a login into the credentials file;
-// setuptoken.go setup-token mode; record.go state.json; status.go `status`.
+// Package engine is one user's sync pass, backup and restore: the pass and
+// the table of decisions it makes, the write of a login to the store and back
+// into the credentials file, setup-token mode, and the `sync`, `refresh` and
+// `restore` commands. It ties together the credentials model, the store, the
+// inference check, the single refresher (sync/refresh), the lineage and the
+// telemetry (sync/telemetry); the commands in cmd/ only parse flags and call
+// it, and the agent (sync/agent) runs its steps on events.
 package engine
 
 import (
 	"fmt"
 	"log/slog"
-	"sync"
+	"path/filepath"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
@@ -29,7 +23,6 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
-	"path/filepath"
 )
 
 // Engine ties the pieces together for one user.
@@ -50,9 +43,6 @@ type Engine struct {
 	// Refresher is the single refresher of the Claude login: every token
 	// request and every write of the credentials file goes through it.
 	Refresher *refresh.Claude
-
-	metricsMu  sync.Mutex
-	metricsErr string // the metrics error last reported (reported once)
 
 	// Telemetry is what this user's sync says about itself: state.json,
 	// metrics, health, status.

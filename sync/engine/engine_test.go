@@ -23,6 +23,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
@@ -228,7 +229,7 @@ func (h *harness) syncLog() string {
 
 func (h *harness) observe(toks ...string) {
 	h.t.Helper()
-	lin, err := LoadLineage(h.eng.lineagePath())
+	lin, err := lineage.Load(h.eng.lineagePath())
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func (h *harness) assertNoSecrets() {
 
 func (h *harness) pass() Outcome {
 	h.t.Helper()
-	return h.eng.Pass(context.Background())
+	return h.eng.Pass(context.Background(), PassOptions{})
 }
 
 func wantOutcome(t *testing.T, o Outcome, st eventlog.Status, code int, msgHas string) {

@@ -5,17 +5,14 @@ package engine
 
 import (
 	"context"
-	"fmt"
+	"strings"
+	"testing"
+	"time"
+
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"golang.org/x/sys/unix"
-	"path/filepath"
-	"strings"
-	"sync"
-	"testing"
-	"time"
 )
 
 // readSignal is a store that says when a pass has read it (step 2 is over).
@@ -53,7 +50,7 @@ func TestPassRestoreRacedByAnotherRestorer(t *testing.T) {
 	// the point past which it can only go on by taking the lock we hold.
 	fileRead := closedAfterRead(t, h.cfg.CredentialsFile)
 	done := make(chan Outcome, 1)
-	go func() { done <- h.eng.Pass(context.Background()) }()
+	go func() { done <- h.eng.Pass(context.Background(), PassOptions{}) }()
 	<-sig.read
 	select {
 	case <-fileRead:
@@ -95,38 +92,4 @@ func closedAfterRead(t *testing.T, path string) <-chan struct{} {
 		}
 	}()
 	return ch
-}
-
-// Fault: the agent's refresher and its backup worker share one Lineage; with
-// refreshes every second (the kill -9 loop), Observe on one goroutine and
-// Order on the other touched the same maps at once, which Go treats as a fatal
-// error (the agent dies). Run under -race as well.
-func TestLineageSharedByGoroutines(t *testing.T) {
-	dir := t.TempDir()
-	lin, err := LoadLineage(filepath.Join(dir, "lineage"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 300
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := range n {
-			if err := lin.Observe(credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", i))); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	})
-	wg.Go(func() {
-		for i := range n * 20 {
-			a := credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", i%n))
-			b := credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", (i+1)%n))
-			_ = lin.Order(a, b)
-			_ = lin.Known(a)
-		}
-	})
-	wg.Wait()
-	if got := lin.Order("sk-ant-ort01-w0000", credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", n-1))); got != -1 {
-		t.Errorf("Order(first, last) = %d; want -1", got)
-	}
 }

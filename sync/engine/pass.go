@@ -8,6 +8,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
@@ -28,16 +29,13 @@ type PassOptions struct {
 }
 
 // Pass is one `sync`: lock, prepare Vault, setup-token mode, local state, check,
-// then backup or the failure rules.
-func (e *Engine) Pass(ctx context.Context) Outcome { return e.PassWith(ctx, PassOptions{}) }
-
-// PassWith is Pass with options (the agent's).
-func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
+// then backup or the failure rules. opt is the agent's (zero for `sync`).
+func (e *Engine) Pass(ctx context.Context, opt PassOptions) Outcome {
 	o, _ := e.runPass(ctx, opt)
 	return o
 }
 
-// runPass is PassWith, also returning the cases of passTable the pass went
+// runPass is Pass, also returning the cases of passTable the pass went
 // through.
 func (e *Engine) runPass(ctx context.Context, opt PassOptions) (Outcome, []passCase) {
 	lk, err := lock.Try(e.Cfg.StateDir, lock.Sync)
@@ -57,7 +55,7 @@ type pass struct {
 	e   *Engine
 	opt PassOptions
 	rec *telemetry.Record
-	lin *Lineage
+	lin *lineage.Lineage
 	vs  vaultState
 
 	at    passCase   // where the pass stands: the case of its next row

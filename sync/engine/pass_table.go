@@ -2,9 +2,10 @@ package engine
 
 import (
 	"fmt"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"math/bits"
 	"strings"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // The pass's decisions about the rotating login, in one table. Once the file

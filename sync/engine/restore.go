@@ -9,6 +9,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
@@ -38,7 +39,7 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 }
 
 // restoreOnRequest is the restore command once the backup is read.
-func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.Doc, force bool) Outcome {
+func (e *Engine) restoreOnRequest(ctx context.Context, lin *lineage.Lineage, doc *store.Doc, force bool) Outcome {
 	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
@@ -114,7 +115,7 @@ func storedLogin(doc *store.Doc, now time.Time) (*credentials.OAuth, backupProbl
 
 // RestoreCandidate returns the stored login when restoring it could help: usable,
 // a different refresh token from the local one, and not known to be older.
-func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
+func (e *Engine) RestoreCandidate(lin *lineage.Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
 	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
@@ -182,7 +183,7 @@ func (p *pass) repair(ctx context.Context) {
 
 // repairFile is a pass's repair of a broken file, for the refresh command: the
 // outcome when it ended there, nil when the file may be usable now.
-func (e *Engine) repairFile(ctx context.Context, lin *Lineage, vs vaultState, local *credentials.Local) *Outcome {
+func (e *Engine) repairFile(ctx context.Context, lin *lineage.Lineage, vs vaultState, local *credentials.Local) *Outcome {
 	p := e.newPass(PassOptions{})
 	p.lin, p.vs, p.local, p.at.file = lin, vs, local, fileBroken
 	return p.follow(ctx, actSettle)

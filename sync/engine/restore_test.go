@@ -9,6 +9,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -82,7 +83,7 @@ func TestRestore(t *testing.T) {
 				}
 			}
 			// The restored login is known to the lineage as the newest.
-			lin, _ := LoadLineage(h.eng.lineagePath())
+			lin, _ := lineage.Load(h.eng.lineagePath())
 			if !lin.Known(credentials.Secret(tt.wantRT)) {
 				t.Errorf("restored refresh token is not in the lineage")
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -51,8 +52,8 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 
 // openState loads this user's lineage and prepares the store: how every
 // command that may write a login starts. A hard failure is the outcome.
-func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome) {
-	lin, err := LoadLineage(e.lineagePath())
+func (e *Engine) openState(ctx context.Context) (*lineage.Lineage, vaultState, *Outcome) {
+	lin, err := lineage.Load(e.lineagePath())
 	if err != nil {
 		o := fail("lineage: %v", err)
 		return nil, vaultState{}, &o

@@ -124,7 +124,7 @@ func TestSkipCheckPassBacksUp(t *testing.T) {
 				fs.readErr, fs.updateErr = errDown, errDown
 			}
 			h.eng.Store = fs
-			o := h.eng.PassWith(context.Background(), PassOptions{SkipCheck: why})
+			o := h.eng.Pass(context.Background(), PassOptions{SkipCheck: why})
 			if down {
 				wantOutcome(t, o, eventlog.WARN, ExitTempFail, "backup pending")
 			} else {

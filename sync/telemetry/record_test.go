@@ -1,10 +1,11 @@
 package telemetry
 
 import (
-	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 func TestRecordCorruptStartsFresh(t *testing.T) {
