@@ -42,7 +42,7 @@ func (r *Refresher[L]) finish(ctx context.Context, held Held, w Witness, cur Cur
 		return Result[L]{}, fmt.Errorf("write the refreshed login: %w", werr)
 	}
 	if werr != nil {
-		return Result[L]{OAuth: next}, fmt.Errorf("%w (the new login is kept in %s): %v", ErrNotWritten, r.KeptPath(), werr)
+		return Result[L]{OAuth: next}, fmt.Errorf("%w (the new login is kept in %s): %v", ErrNotWritten, r.keptPath(), werr)
 	}
 	r.dropKept()
 	r.tokens.note(next.AccessToken(), p.At)

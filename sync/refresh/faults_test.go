@@ -30,7 +30,7 @@ func keptAnswer(t *testing.T, h *harness, fake *fakeanthropic.Server, l fakeanth
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.r.Keep(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
+	if err := h.r.keepAnswer(tok, credentials.Secret(l.RefreshToken), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -61,7 +61,7 @@ func TestRefreshFinishesAKeptAnswer(t *testing.T) {
 			case force && (got == n.RefreshToken || got == l.RefreshToken || c.Refreshes != 2):
 				t.Errorf("forced: refreshes %d; want the kept login written, then refreshed once more", c.Refreshes)
 			}
-			if _, err := os.Stat(h.r.KeptPath()); !os.IsNotExist(err) {
+			if _, err := os.Stat(h.r.keptPath()); !os.IsNotExist(err) {
 				t.Errorf("pending-refresh left after it went into the file")
 			}
 		})
@@ -84,7 +84,7 @@ func TestRefreshAnswerDoesNotUndoALogout(t *testing.T) {
 	if _, err := os.Stat(h.creds); !os.IsNotExist(err) {
 		t.Fatalf("the refresh answer recreated the credentials file after a logout")
 	}
-	if _, err := os.Stat(h.r.KeptPath()); err != nil {
+	if _, err := os.Stat(h.r.keptPath()); err != nil {
 		t.Errorf("the answer is no longer kept: %v", err)
 	}
 	// And a refresh now does not write it either.

@@ -36,8 +36,8 @@ func parseKept(data []byte) (*kept, *oauth.Token, error) {
 	return p, tok, nil
 }
 
-// KeptPath is where the family's kept answer lives in the state dir.
-func (r *Refresher[L]) KeptPath() string {
+// keptPath is where the family's kept answer lives in the state dir.
+func (r *Refresher[L]) keptPath() string {
 	return filepath.Join(r.stateDir, r.fam.KeptName())
 }
 
@@ -58,7 +58,7 @@ func (r *Refresher[L]) keptRefresh() (*kept, *oauth.Token) {
 		}
 		return p, tok
 	}
-	data, err := os.ReadFile(r.KeptPath())
+	data, err := os.ReadFile(r.keptPath())
 	if err != nil {
 		return nil, nil
 	}
@@ -79,18 +79,18 @@ func (r *Refresher[L]) keep(p *kept) error {
 		return err
 	}
 	// Visible before the fsyncs: until it is, a kill loses the login.
-	return atomicfile.WriteVisibleFirst(r.KeptPath(), data, 0o600)
+	return atomicfile.WriteVisibleFirst(r.keptPath(), data, 0o600)
 }
 
 func (r *Refresher[L]) dropKept() {
 	r.setKept(nil)
-	_ = os.Remove(r.KeptPath())
+	_ = os.Remove(r.keptPath())
 }
 
-// Keep keeps tok as the answer to a refresh that sent the refresh token sent
+// keepAnswer keeps tok as the answer to a refresh that sent the refresh token sent
 // at now, as a token request does before anything else (tests make a crash
 // between the answer and the write with it).
-func (r *Refresher[L]) Keep(tok *oauth.Token, sent credentials.Secret, now time.Time) error {
+func (r *Refresher[L]) keepAnswer(tok *oauth.Token, sent credentials.Secret, now time.Time) error {
 	return r.keep(&kept{Response: tok.Raw, SentFP: sent.Fingerprint(), At: now})
 }
 
@@ -100,7 +100,7 @@ func (r *Refresher[L]) Keep(tok *oauth.Token, sent credentials.Secret, now time.
 // the new login when it could not be written (a logout meanwhile, a full
 // disk: ErrNotWritten), for the caller to back it up.
 func (r *Refresher[L]) ApplyPending(ctx context.Context, w Witness) (Result[L], error) {
-	data, err := os.ReadFile(r.KeptPath())
+	data, err := os.ReadFile(r.keptPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return Result[L]{}, nil
 	}
@@ -109,8 +109,8 @@ func (r *Refresher[L]) ApplyPending(ctx context.Context, w Witness) (Result[L], 
 	}
 	p, tok, err := parseKept(data)
 	if err != nil {
-		_ = os.Rename(r.KeptPath(), r.KeptPath()+".unreadable")
-		return Result[L]{}, fmt.Errorf("pending refresh record is unreadable; kept as %s.unreadable", r.KeptPath())
+		_ = os.Rename(r.keptPath(), r.keptPath()+".unreadable")
+		return Result[L]{}, fmt.Errorf("pending refresh record is unreadable; kept as %s.unreadable", r.keptPath())
 	}
 	var res Result[L]
 	err = r.underLocks(ctx, false, func(_ context.Context, held Held) error {

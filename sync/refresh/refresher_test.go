@@ -42,7 +42,7 @@ func TestRefreshRotatesAndKeepsFields(t *testing.T) {
 	if lin.last() != cur.OAuth.RefreshToken() {
 		t.Errorf("the witness (the lineage) was not told of the new refresh token")
 	}
-	if _, err := os.Stat(h.r.KeptPath()); !os.IsNotExist(err) {
+	if _, err := os.Stat(h.r.keptPath()); !os.IsNotExist(err) {
 		t.Errorf("pending-refresh left behind: %v", err)
 	}
 	for _, p := range []string{".oauth_refresh.lock", ".storage-write.lock"} {
@@ -180,7 +180,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, fake, l := refreshHarness(t)
 			n := keptAnswer(t, h, fake, l)
-			if fi, _ := os.Stat(h.r.KeptPath()); fi.Mode().Perm() != 0o600 {
+			if fi, _ := os.Stat(h.r.keptPath()); fi.Mode().Perm() != 0o600 {
 				t.Errorf("pending-refresh mode %v", fi.Mode().Perm())
 			}
 			other := fake.Issue()
@@ -198,7 +198,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 			if got := h.readCreds().OAuth.RefreshToken().Reveal(); got != want {
 				t.Errorf("file holds the wrong refresh token after ApplyPendingRefresh")
 			}
-			if _, err := os.Stat(h.r.KeptPath()); !os.IsNotExist(err) {
+			if _, err := os.Stat(h.r.keptPath()); !os.IsNotExist(err) {
 				t.Errorf("pending-refresh not removed")
 			}
 		})
