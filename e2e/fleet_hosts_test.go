@@ -19,8 +19,8 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 )
 
 // One OS user on two workstations, each with its own Claude login (its own
@@ -560,7 +560,7 @@ func TestFleetUpgradeSingleHostToTwo(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	lin, err := engine.LoadLineage(filepath.Join(h1.state, "lineage"))
+	lin, err := lineage.Load(filepath.Join(h1.state, "lineage"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
 
@@ -165,12 +167,12 @@ func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string 
 	defer cancel()
 	cfg := eng.Cfg
 	local, err := credentials.Read(cfg.CredentialsFile)
-	if err == nil && local.State == credentials.Usable && (!eng.Clock.Now().Before(eng.RefreshDue(local.OAuth)) || eng.RefreshPending()) {
-		lin, err := engine.LoadLineage(filepath.Join(cfg.StateDir, "lineage"))
+	if err == nil && local.State == credentials.Usable && (!eng.Clock.Now().Before(eng.Refresher.Due(local.OAuth)) || eng.Refresher.Pending()) {
+		lin, err := lineage.Load(filepath.Join(cfg.StateDir, "lineage"))
 		if err == nil {
-			res, err := eng.Refresh(ctx, lin, false, "")
+			res, err := eng.Refresher.Refresh(ctx, lin, false, "")
 			switch {
-			case err == nil && res.Refreshed, errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
+			case err == nil && res.Refreshed, errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
 				if err != nil {
 					eng.Diag.Warn("refreshed, but the credentials file cannot be written; backing the new login up", "err", err)
 				}

@@ -69,7 +69,13 @@ func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
 	if eng == nil {
 		return code
 	}
-	if err := eng.AgentChildRefresh(context.Background(), os.Stdin, stdout); err != nil {
+	lin, err := eng.OpenLineage()
+	if err != nil {
+		err = fmt.Errorf("lineage: %w", err)
+	} else {
+		err = eng.Refresher.ServeChild(context.Background(), os.Stdin, stdout, lin)
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync refresh: %v\n", err)
 		return engine.ExitFail
 	}

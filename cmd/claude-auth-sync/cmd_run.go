@@ -15,6 +15,8 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/agent"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 )
 
@@ -100,7 +102,11 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 	opt := agent.Options{CheckInterval: *o.interval, Rescan: *o.rescan, RetryMax: *o.retryMax, CheckSpread: o.spread, Reload: hup, Notifier: sdnotify.FromEnv(), Version: version}
 	// Refreshes run in a child that outlives a kill -9 of the agent.
 	if exe, err := os.Executable(); err == nil {
-		eng.RefreshVia = eng.ChildRefresher(exe, c.args())
+		child := refresh.ChildCommand{Exe: exe, Args: c.args(), ActFor: eng.Cfg.ActFor != nil}
+		if child.ActFor {
+			child.Env = eng.Cfg.ChildEnviron()
+		}
+		eng.Refresher.Via = eng.Refresher.InChild(child)
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
 	}
@@ -110,10 +116,10 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 		// This user's login is looked after; two units for one user is an
 		// admin's slip, not a dead login: WARN, and an exit code the units
 		// do not restart on.
-		eng.Log.Event(engine.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
+		eng.Log.Event(eventlog.WARN, "%v; this one exits (run only one of claude-auth-sync.service and claude-auth-sync-agent@%s.service)", err, eng.Cfg.User)
 		return engine.ExitAgentRunning
 	case err != nil:
-		eng.Log.Event(engine.FAIL, "the agent stopped: %v", err)
+		eng.Log.Event(eventlog.FAIL, "the agent stopped: %v", err)
 		return engine.ExitFail
 	}
 	return 0
@@ -139,7 +145,7 @@ func onWatchdogAbort(eng *engine.Engine) {
 			if _, err := atomicfile.Write(path, dump.Bytes(), 0o600); err != nil {
 				path = "(not written: " + err.Error() + ")"
 			}
-			eng.Log.Event(engine.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
+			eng.Log.Event(eventlog.WARN, "the agent stopped answering systemd's watchdog and was aborted; goroutines in %s; systemd restarts it", path)
 		}()
 		select {
 		case <-done:

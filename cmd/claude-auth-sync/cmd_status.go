@@ -11,6 +11,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 const statusHelp = `Usage: claude-auth-sync status [--json] [flags]
@@ -48,7 +49,7 @@ func statusFlags(fs *flagSet) action {
 		}
 		ctx, cancel := signalContext()
 		defer cancel()
-		r := eng.Status(ctx)
+		r := eng.Telemetry.Status(ctx)
 		if *asJSON {
 			if code := printJSON(stdout, stderr, r); code != 0 {
 				return code
@@ -63,7 +64,7 @@ func statusFlags(fs *flagSet) action {
 // printJSON writes the report, or says on stderr why it cannot. Encoding goes
 // into a buffer first, so a failure never leaves half a document (or nothing
 // and a bare exit 1).
-func printJSON(stdout, stderr io.Writer, r engine.Report) int {
+func printJSON(stdout, stderr io.Writer, r telemetry.Report) int {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
@@ -79,7 +80,7 @@ func printJSON(stdout, stderr io.Writer, r engine.Report) int {
 }
 
 // printStatus writes r for a person, its times relative to now.
-func printStatus(w io.Writer, r engine.Report, now time.Time) {
+func printStatus(w io.Writer, r telemetry.Report, now time.Time) {
 	p := statusPrinter{w: w, r: r, now: now}
 	// One verdict, first, and one step: the lines below are its evidence.
 	p.line("verdict", r.Verdict)
@@ -95,7 +96,7 @@ func printStatus(w io.Writer, r engine.Report, now time.Time) {
 // time, in the order the help text lists them.
 type statusPrinter struct {
 	w   io.Writer
-	r   engine.Report
+	r   telemetry.Report
 	now time.Time
 }
 
@@ -225,7 +226,7 @@ func (p *statusPrinter) agent() {
 }
 
 // agentState is what the running agent reports about itself.
-func (p *statusPrinter) agentState(a *engine.AgentState) {
+func (p *statusPrinter) agentState(a *telemetry.AgentState) {
 	now := p.now
 	p.line("agent watch", a.Watch)
 	if a.LastEvent != nil {

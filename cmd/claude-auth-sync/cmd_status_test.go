@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // TestStatusExtremeExpiry runs `status` and `status --json` on credentials
@@ -44,7 +45,7 @@ func TestStatusExtremeExpiry(t *testing.T) {
 		{"last ms of year 9999", "253402300799999", "9999-12-31T23:59:59.999Z", "", "-", 0},
 		// The credentials package reads a number beyond ±2^62 ms as no number
 		// at all: a broken login, and no time to show.
-		{"1e300", "1e300", "", "", "", engine.StatusUnusable},
+		{"1e300", "1e300", "", "", "", telemetry.StatusUnusable},
 		{"ordinary", "1767225600000", "2026-01-01T00:00:00Z", "", "-", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,14 +131,14 @@ func TestPrintJSONError(t *testing.T) {
 	far := time.UnixMilli(math.MaxInt64)
 	for _, tc := range []struct {
 		name    string
-		r       engine.Report
+		r       telemetry.Report
 		code    int
 		wantErr string
 	}{
-		{"fine", engine.Report{User: "alice"}, 0, ""},
-		{"a record time past year 9999", engine.Report{User: "alice", LastBackup: &engine.BackupRecord{At: far}},
+		{"fine", telemetry.Report{User: "alice"}, 0, ""},
+		{"a record time past year 9999", telemetry.Report{User: "alice", LastBackup: &telemetry.BackupRecord{At: far}},
 			engine.ExitFail, "claude-auth-sync status: cannot write the report as JSON: "},
-		{"an unclamped report time", engine.Report{User: "alice", ExpiresAt: &far},
+		{"an unclamped report time", telemetry.Report{User: "alice", ExpiresAt: &far},
 			engine.ExitFail, "year outside of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,34 +232,34 @@ func TestPrintStatus(t *testing.T) {
 	lagAt := now.Add(-2 * time.Minute)
 	for _, tc := range []struct {
 		name      string
-		r         engine.Report
+		r         telemetry.Report
 		want, not []string
 	}{
-		{"setup-token mode", engine.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable", Verdict: "usable (on the admin's setup token)",
-			SetupToken:    &engine.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
-			VaultTokenTTL: &ttl, Claude: engine.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
+		{"setup-token mode", telemetry.Report{User: "alice", Mode: "setup-token", Usable: true, Login: "usable", Verdict: "usable (on the admin's setup token)",
+			SetupToken:    &telemetry.SetupTokenReport{ExpiresAt: at(40 * 24 * time.Hour), ExpiresFrom: "vault"},
+			VaultTokenTTL: &ttl, Claude: telemetry.ClaudeCLI{Path: "/home/alice/.local/bin/claude", Version: "2.1.332 (Claude Code)"}},
 			[]string{"setup token:      expires ", "(in 40d)", "verdict:          usable (on the admin's setup token)\nuser:", "vault token ttl:  31d\n",
 				"claude:           /home/alice/.local/bin/claude 2.1.332 (Claude Code)\n"},
 			[]string{"767h", "next step", "usable:"}},
-		{"first-seen end", engine.Report{Mode: "setup-token", SetupToken: &engine.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
+		{"first-seen end", telemetry.Report{Mode: "setup-token", SetupToken: &telemetry.SetupTokenReport{ExpiresAt: at(-time.Hour), ExpiresFrom: "first-seen"},
 			Unusable: "the setup token expired; ask your admin for a new one", Verdict: "not usable: the setup token expired", NextStep: "ask your admin for a new one"},
 			[]string{"(1h ago), one year after this host first saw it", "verdict:          not usable: the setup token expired\nnext step:        ask your admin for a new one\n"}, nil},
-		{"logged out, agent running", engine.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
-			Claude: engine.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
-			Agent: engine.AgentReport{Running: true, PID: 4242, AgentState: &engine.AgentState{Watch: "inotify",
+		{"logged out, agent running", telemetry.Report{Mode: "rotating", Login: "missing", Unusable: "not logged in",
+			Claude: telemetry.ClaudeCLI{Tried: []string{"claude on PATH (/usr/bin:/bin)", "/home/alice/.local/bin/claude"}},
+			Agent: telemetry.AgentReport{Running: true, PID: 4242, AgentState: &telemetry.AgentState{Watch: "inotify",
 				LastBackup: &lagAt, LastBackupVer: 5, LastBackupLagMs: 120010.9, Backups: 2}}},
 			[]string{"claude:           not found (tried claude on PATH (/usr/bin:/bin), /home/alice/.local/bin/claude)\n",
 				"agent:            running, pid 4242\n", "agent backup:     v5, ", "(2m ago), 2m after the change (2 this run)"},
 			[]string{"next refresh", "ms after", "refreshes"}},
-		{"store and host backups", engine.Report{Mode: "rotating", Login: "usable", Usable: true,
-			Backup:     &engine.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
-			LastBackup: &engine.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
+		{"store and host backups", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true,
+			Backup:     &telemetry.StoreBackup{Version: 5, BackedUpAt: at(-time.Minute)},
+			LastBackup: &telemetry.BackupRecord{At: now.Add(-3 * time.Hour), Version: 3}},
 			[]string{"backup:           v5, backed up ", "(1m ago)", "last backup:      v3, ", "(3h ago), by this host"}, nil},
 		// Relative times are computed as printed, from absolute ones: the
 		// next check's reason carries none of its own.
-		{"next check as printed", engine.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
-			LastCheck: &engine.CheckRecord{At: now.Add(-77 * time.Second), Result: "ok", Reason: "inference check answered AUTH_OK"},
-			Agent: engine.AgentReport{Running: true, PID: 7, AgentState: &engine.AgentState{Watch: "inotify",
+		{"next check as printed", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
+			LastCheck: &telemetry.CheckRecord{At: now.Add(-77 * time.Second), Result: "ok", Reason: "inference check answered AUTH_OK"},
+			Agent: telemetry.AgentReport{Running: true, PID: 7, AgentState: &telemetry.AgentState{Watch: "inotify",
 				NextCheck: at(5 * time.Hour), NextCheckWhy: "the last check passed and nothing changed since"}}},
 			[]string{"last check:       ", "(1m17s ago) ok: inference check answered AUTH_OK",
 				"next check:       ", "(in 5h); the last check passed and nothing changed since\n"},

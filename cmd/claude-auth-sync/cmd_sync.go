@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 )
 
@@ -70,7 +71,7 @@ func syncFlags(fs *flagSet) action {
 				return code
 			}
 		}
-		return eng.Pass(ctx).Code
+		return eng.Pass(ctx, engine.PassOptions{}).Code
 	}
 }
 
@@ -91,12 +92,12 @@ func askAgent(ctx context.Context, eng *engine.Engine, kind passrequest.Kind) (c
 		eng.Diag.Debug("no agent runs for this user: running the pass here")
 		return 0, false
 	case err != nil && ctx.Err() != nil:
-		eng.Log.Echo(engine.WARN, fmt.Sprintf("the agent's pass did not end in time (%v); see its lines: journalctl -t claude-auth-sync", err))
+		eng.Log.Echo(eventlog.WARN, fmt.Sprintf("the agent's pass did not end in time (%v); see its lines: journalctl -t claude-auth-sync", err))
 		return engine.ExitTempFail, true
 	case err != nil:
 		eng.Diag.Warn("running the pass here: " + err.Error())
 		return 0, false
 	}
-	eng.Log.Echo(engine.Status(a.Status), fmt.Sprintf("%s (the agent's pass, pid %d)", a.Message, a.PID))
+	eng.Log.Echo(eventlog.Status(a.Status), fmt.Sprintf("%s (the agent's pass, pid %d)", a.Message, a.PID))
 	return a.Code, true
 }

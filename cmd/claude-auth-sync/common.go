@@ -17,6 +17,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 )
@@ -167,7 +168,7 @@ func setup(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 		reportConfigError(c, stderr, err)
 		return nil, exitConfig
 	}
-	eng.Version = version
+	eng.Telemetry.Version = version
 	return eng, 0
 }
 
@@ -203,8 +204,8 @@ func reportConfigError(c *commonFlags, stderr io.Writer, err error) {
 		fmt.Fprintf(stderr, "<3>user=%s FAIL %s\n", user, printable.String(err.Error()))
 		return
 	}
-	log := &engine.EventLog{User: user, JournalSocket: socket}
-	log.Event(engine.FAIL, "%v", err)
+	log := &eventlog.EventLog{User: user, JournalSocket: socket}
+	log.Event(eventlog.FAIL, "%v", err)
 }
 
 // mayName: a line that names user may come from this process, root or
@@ -243,11 +244,11 @@ func newConsoleEnv(w io.Writer, verbose, quiet bool, user string, getenv func(st
 	color := false
 	if f, ok := w.(*os.File); ok {
 		if isJournalStream(f) {
-			return slog.New(engine.NewJournalLineHandler(w, user, level)), true
+			return slog.New(eventlog.NewJournalLineHandler(w, user, level)), true
 		}
 		color = isTerminal(f) && getenv("NO_COLOR") == ""
 	}
-	return slog.New(engine.NewConsoleHandler(w, level, color)), false
+	return slog.New(eventlog.NewConsoleHandler(w, level, color)), false
 }
 
 // isJournalStream: systemd sets JOURNAL_STREAM=<dev>:<ino> of the stream it

@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"golang.org/x/sys/unix"
-
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 )
 
 // openPTY gives a pseudo-terminal: the side a program writes to (a terminal
@@ -90,16 +89,16 @@ func TestConsoleOneVoice(t *testing.T) {
 			if isJournal {
 				t.Fatal("newConsoleEnv says the journal")
 			}
-			log := &engine.EventLog{User: "alice", Console: console}
+			log := &eventlog.EventLog{User: "alice", Console: console}
 			br := bufio.NewReader(r)
 			for _, c := range []struct {
 				emit func()
 				want string
 			}{
-				{func() { log.Event(engine.WARN, "no credentials file at /h/.claude") }, `^\d\d:\d\d:\d\d WARN no credentials file at /h/\.claude$`},
-				{func() { log.Event(engine.OK, "backed up (v3)") }, `^\d\d:\d\d:\d\d OK backed up \(v3\)$`},
-				{func() { log.Event(engine.FAIL, "login dead") }, `^\d\d:\d\d:\d\d FAIL login dead$`},
-				{func() { log.Event(engine.RECOVERED, "restored") }, `^\d\d:\d\d:\d\d RECOVERED restored$`},
+				{func() { log.Event(eventlog.WARN, "no credentials file at /h/.claude") }, `^\d\d:\d\d:\d\d WARN no credentials file at /h/\.claude$`},
+				{func() { log.Event(eventlog.OK, "backed up (v3)") }, `^\d\d:\d\d:\d\d OK backed up \(v3\)$`},
+				{func() { log.Event(eventlog.FAIL, "login dead") }, `^\d\d:\d\d:\d\d FAIL login dead$`},
+				{func() { log.Event(eventlog.RECOVERED, "restored") }, `^\d\d:\d\d:\d\d RECOVERED restored$`},
 				{func() { console.Warn("cannot write sync.log", "path", "/x") }, `^\d\d:\d\d:\d\d WARN cannot write sync\.log path=/x$`},
 				{func() { console.Info("agent started") }, `^\d\d:\d\d:\d\d INFO agent started$`},
 			} {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // schemaDoc is where the JSON of `status --json` is written down.
@@ -182,7 +182,7 @@ func fill(v reflect.Value) {
 func TestStatusJSONSchema(t *testing.T) {
 	schema := readSchema(t)
 
-	var full engine.Report
+	var full telemetry.Report
 	fill(reflect.ValueOf(&full).Elem())
 	full.Agent.VaultTokenTTL = "" // Status never sets it: the report's own vault_token_ttl says it
 	full.OutOfRange = nil         // its keys are field names, not fields
@@ -211,8 +211,8 @@ func TestStatusJSONSchema(t *testing.T) {
 		name, body string
 		code       int
 	}{
-		{"logged out", "", engine.StatusNotLoggedIn},
-		{"logged in", `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-SCHEMA-A","refreshToken":"sk-ant-ort01-SCHEMA-R","expiresAt":1767225600000,"refreshTokenExpiresAt":4102444800000}}`, engine.StatusUsable},
+		{"logged out", "", telemetry.StatusNotLoggedIn},
+		{"logged in", `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-SCHEMA-A","refreshToken":"sk-ant-ort01-SCHEMA-R","expiresAt":1767225600000,"refreshTokenExpiresAt":4102444800000}}`, telemetry.StatusUsable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.body != "" {

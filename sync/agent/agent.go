@@ -30,7 +30,9 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
@@ -108,7 +110,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	defer restoreObserver()
 	// Every line the journal gets is at once in agent.json, systemd's
 	// STATUS= and the fleet's health: they say what the journal says.
-	restoreOnEvent := e.Log.SetOnEvent(func(st engine.Status, msg string) {
+	restoreOnEvent := e.Log.SetOnEvent(func(st eventlog.Status, msg string) {
 		live.event(st, msg)
 		metrics.line(st, msg)
 	})
@@ -145,7 +147,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	if version == "" {
 		version = "unknown version"
 	}
-	e.Log.Event(engine.OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
+	e.Log.Event(eventlog.OK, "agent started (pid %d, %s): watching %s, backing up to %s, full check every %s",
 		os.Getpid(), version, e.Cfg.CredentialsFile, e.Store.Describe(), opt.CheckInterval)
 	live.ready()
 	if opt.Started != nil {
@@ -158,7 +160,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 		metrics.flush()
 		return fmt.Errorf("agent: %w", err)
 	}
-	e.Log.Event(engine.OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
+	e.Log.Event(eventlog.OK, "agent stopped (pid %d); the login is not looked after until it starts again", os.Getpid())
 	metrics.flush()
 	return nil
 }
@@ -173,7 +175,7 @@ func fanOut(ctx context.Context, changes <-chan watcher.Change, live *liveState,
 			return nil
 		case ch := <-changes:
 			at := live.e.Clock.Now()
-			live.update(func(s *engine.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
+			live.update(func(s *telemetry.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
 			for _, k := range kicks {
 				k.poke()
 			}

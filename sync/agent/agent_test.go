@@ -20,7 +20,10 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // The components are tested one by one on a fake clock, with the real file
@@ -97,9 +100,10 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, clk: clk, st: st, events: make(chan string, 64),
 		opt: Options{RetryMin: time.Second, RetryMax: time.Minute, Settle: time.Second, Rescan: time.Hour, CheckInterval: 6 * time.Hour}}
 	r.e = &engine.Engine{Cfg: cfg, Store: st, Clock: clk,
-		Log:  &engine.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
+		Log:  &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
 		Diag: slog.New(slog.NewTextHandler(io.Discard, nil)), Checker: passingChecker{}}
-	r.e.Log.AfterEvent = func(engine.Status) {}
+	engine.Assemble(r.e, nil)
+	r.e.Log.AfterEvent = func(eventlog.Status) {}
 	r.watchEvents()
 	return r
 }
@@ -108,7 +112,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) watchEvents() {
 	seen := 0
 	var mu sync.Mutex
-	r.e.Log.AfterEvent = func(engine.Status) {
+	r.e.Log.AfterEvent = func(eventlog.Status) {
 		mu.Lock()
 		defer mu.Unlock()
 		data, _ := os.ReadFile(r.e.Cfg.LogFile)
@@ -286,10 +290,10 @@ func (r *rig) run(name string, run func(context.Context) error) {
 // fakeRefresh makes the engine's token requests write *next into the file
 // by rename, as a refresh does, counting them.
 func (r *rig) fakeRefresh(calls *atomic.Int32, next *login) {
-	r.e.RefreshVia = func(ctx context.Context, force bool, sawFP string) (engine.RefreshResult, error) {
+	r.e.Refresher.Via = func(ctx context.Context, force bool, sawFP string) (refresh.ClaudeResult, error) {
 		calls.Add(1)
 		r.writeFile(next.json())
-		return engine.RefreshResult{Refreshed: true, OAuth: r.fileLogin(), Message: "refreshed"}, nil
+		return refresh.ClaudeResult{Refreshed: true, OAuth: r.fileLogin(), Message: "refreshed"}, nil
 	}
 }
 
@@ -481,21 +485,21 @@ func TestRefresherWaitsForTheBackupBeforeSpendingTheToken(t *testing.T) {
 func TestPassSchedulerFirstCheck(t *testing.T) {
 	for _, c := range []struct {
 		name   string
-		record *engine.CheckRecord // nil: none
-		same   bool                // the record's subject is the current one
+		record *telemetry.CheckRecord // nil: none
+		same   bool                   // the record's subject is the current one
 		spread time.Duration
 		want   func(d time.Duration) bool
 		why    string
 	}{
 		{name: "no record, no spread", spread: 0, want: func(d time.Duration) bool { return d == 0 }, why: "no check on record"},
 		{name: "no record, spread", spread: time.Minute, want: func(d time.Duration) bool { return d >= 0 && d < time.Minute }, why: "no check on record; spread over 1m0s"},
-		{name: "last check failed", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.Auth.String()}, spread: time.Minute,
+		{name: "last check failed", record: &telemetry.CheckRecord{At: t0.Add(-time.Hour), Result: check.Auth.String()}, spread: time.Minute,
 			want: func(d time.Duration) bool { return d == 0 }, why: "the last check did not pass"},
-		{name: "fresh and unchanged", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, same: true, spread: time.Minute,
+		{name: "fresh and unchanged", record: &telemetry.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, same: true, spread: time.Minute,
 			want: func(d time.Duration) bool { return d == 5*time.Hour }, why: "the last check passed and nothing changed since"},
-		{name: "fresh but another login", record: &engine.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, spread: 0,
+		{name: "fresh but another login", record: &telemetry.CheckRecord{At: t0.Add(-time.Hour), Result: check.OK.String()}, spread: 0,
 			want: func(d time.Duration) bool { return d == 0 }, why: "the login changed since the last check"},
-		{name: "stale", record: &engine.CheckRecord{At: t0.Add(-7 * time.Hour), Result: check.OK.String()}, same: true, spread: 0,
+		{name: "stale", record: &telemetry.CheckRecord{At: t0.Add(-7 * time.Hour), Result: check.OK.String()}, same: true, spread: 0,
 			want: func(d time.Duration) bool { return d == 0 }, why: "the last check is older than 6h0m0s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -505,12 +509,12 @@ func TestPassSchedulerFirstCheck(t *testing.T) {
 			r.writeFile(l.json())
 			if c.record != nil {
 				rec := *c.record
-				sub := engine.CheckSubject{Login: "someone else's"}
+				sub := telemetry.CheckSubject{Login: "someone else's"}
 				if c.same {
-					sub = r.e.CurrentSubject(context.Background(), true)
+					sub = r.e.Telemetry.CurrentSubject(context.Background(), true)
 				}
 				rec.Subject = &sub
-				if err := r.e.MergeRecord(&engine.Record{LastCheck: &rec}); err != nil {
+				if err := r.e.Telemetry.MergeRecord(&telemetry.Record{LastCheck: &rec}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -527,7 +531,7 @@ func TestPassSchedulerFirstCheck(t *testing.T) {
 func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 	r := newRig(t)
 	r.e.Cfg.MetricsDir = t.TempDir()
-	prom := engine.MetricsFile(r.e.Cfg.MetricsDir, "alice")
+	prom := telemetry.MetricsFile(r.e.Cfg.MetricsDir, "alice")
 	if err := os.Mkdir(filepath.Dir(prom), 0o700); err != nil { // provision's part
 		t.Fatal(err)
 	}
@@ -542,8 +546,8 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	mw.login(o)
-	mw.event(engine.FAIL)
-	mw.event(engine.WARN) // counts nothing
+	mw.event(eventlog.FAIL)
+	mw.event(eventlog.WARN) // counts nothing
 	mw.backup(t0, 3*time.Millisecond)
 	mw.flush()
 	data, err := os.ReadFile(prom)
@@ -600,10 +604,10 @@ func TestRunStopsCleanlyAndRefusesASecondAgent(t *testing.T) {
 	if !strings.Contains(string(data), " OK agent stopped") {
 		t.Errorf("sync.log has no stop line:\n%s", data)
 	}
-	if s := engine.LoadAgentState(r.e.Cfg.StateDir); s == nil || s.Backups != 1 || s.LastBackupVer != 1 {
+	if s := telemetry.LoadAgentState(r.e.Cfg.StateDir); s == nil || s.Backups != 1 || s.LastBackupVer != 1 {
 		t.Errorf("agent.json = %+v; want the one backup", s)
 	}
-	if rec := r.e.LoadRecord(); rec.LastBackup == nil || rec.LastBackup.Version != 1 {
+	if rec := r.e.Telemetry.LoadRecord(); rec.LastBackup == nil || rec.LastBackup.Version != 1 {
 		t.Errorf("state.json's last backup = %+v; want v1 (written by the live state before the stop)", rec.LastBackup)
 	}
 	if !r.storeHolds(l) {

@@ -11,7 +11,11 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // backupWriter owns the backup: it reads the credentials file when woken,
@@ -21,7 +25,7 @@ type backupWriter struct {
 	e       *engine.Engine
 	clk     clock.Clock
 	opt     Options
-	lin     *engine.Lineage
+	lin     *lineage.Lineage
 	pol     backoffPolicy
 	live    *liveState
 	metrics *metricsWriter
@@ -48,7 +52,7 @@ type backupWriter struct {
 	waiters    []chan *credentials.Local
 }
 
-func newBackupWriter(e *engine.Engine, opt Options, lin *engine.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
+func newBackupWriter(e *engine.Engine, opt Options, lin *lineage.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
 	return &backupWriter{e: e, clk: e.Clock, opt: opt, lin: lin, pol: pol, live: live, metrics: m, out: out,
 		kick: newSignal(), refreshed: newLatest[*credentials.OAuth](), tokenOK: newLatest[bool](),
 		awaitReq: make(chan chan *credentials.Local), backed: newLatest[string](), lastState: -1,
@@ -59,14 +63,14 @@ func newBackupWriter(e *engine.Engine, opt Options, lin *engine.Lineage, pol bac
 // refresh answer a stop left unapplied (its login is the newest there is).
 func (bw *backupWriter) start(ctx context.Context) {
 	bw.loadPending()
-	switch res, err := bw.e.ApplyPendingRefresh(ctx, bw.lin); {
-	case errors.Is(err, engine.ErrNotWritten) && res.OAuth != nil:
-		bw.e.Log.Event(engine.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+	switch res, err := bw.e.Refresher.ApplyPending(ctx, bw.lin); {
+	case errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
+		bw.e.Log.Event(eventlog.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
 		bw.setPending(res.OAuth)
 	case err != nil:
-		bw.e.Log.Event(engine.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+		bw.e.Log.Event(eventlog.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
 	case res.Refreshed:
-		bw.e.Log.Event(engine.RECOVERED, "applied the refresh response saved before the last stop")
+		bw.e.Log.Event(eventlog.RECOVERED, "applied the refresh response saved before the last stop")
 	}
 }
 
@@ -104,7 +108,7 @@ func (bw *backupWriter) Run(ctx context.Context) error {
 			bw.e.Diag.Warn("cannot record lineage", "err", err)
 		}
 		if again && ctx.Err() == nil {
-			bw.live.update(func(s *engine.AgentState) { s.Retries++ })
+			bw.live.update(func(s *telemetry.AgentState) { s.Retries++ })
 			retry.Reset(b.next())
 		} else {
 			b.reset()
@@ -182,7 +186,7 @@ func (bw *backupWriter) scan(ctx context.Context) bool {
 	case credentials.Missing, credentials.NoLogin:
 		bw.clobber.clear()
 		if prev == credentials.Usable || prev == credentials.Clobbered {
-			bw.e.Log.Event(engine.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+			bw.e.Log.Event(eventlog.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
 				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
 		}
 	}
@@ -203,7 +207,7 @@ func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
 		return
 	}
 	if born {
-		bw.e.NoteNewLogin(o)
+		bw.e.Refresher.NoteNewLogin(o)
 	}
 	bw.setPending(o)
 }
@@ -239,7 +243,7 @@ func (bw *backupWriter) markBacked(o *credentials.OAuth) {
 // reportClobber logs a FAIL for a broken login once, not on every rescan.
 func (bw *backupWriter) reportClobber(msg string) {
 	if bw.clobber.first(msg) {
-		bw.e.Log.Event(engine.FAIL, "%s", msg)
+		bw.e.Log.Event(eventlog.FAIL, "%s", msg)
 	}
 }
 
@@ -267,14 +271,14 @@ func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, engine.LoginHint()))
 		return false
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, engine.ErrChanged) {
+	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
 		return false
 	}
 	bw.markBacked(vo)
-	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
 	return false
 }
 
@@ -299,16 +303,16 @@ func (bw *backupWriter) restorePending(ctx context.Context, local *credentials.L
 			}
 		}
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, engine.ErrChanged) {
+	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
-		bw.e.Log.Event(engine.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+		bw.e.Log.Event(eventlog.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
 		return false
 	}
 	if bw.pending == nil {
 		bw.markBacked(src)
 	}
-	bw.e.Log.Event(engine.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
+	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
 	return false
 }
 
@@ -355,7 +359,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 			key = "forbidden"
 		}
 		if bw.backupFail.first(key) {
-			bw.e.Log.Event(engine.FAIL, "backup failed, will retry: %v", err)
+			bw.e.Log.Event(eventlog.FAIL, "backup failed, will retry: %v", err)
 		}
 		if errors.Is(err, store.ErrForbidden) {
 			// Revoked or expired, or re-provisioned since: the token
@@ -376,7 +380,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 		bw.e.Diag.Info("no backup needed", "why", res.Message)
 		return false
 	}
-	bw.live.update(func(s *engine.AgentState) {
+	bw.live.update(func(s *telemetry.AgentState) {
 		s.LastBackup, s.LastBackupVer, s.LastBackupLagMs = &now, res.Version, float64(lag.Microseconds())/1000
 		s.Backups++
 	})
@@ -385,7 +389,7 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	if res.Version == 1 {
 		what = "the login" // the document's first: nothing in the store changed
 	}
-	bw.e.Log.Event(engine.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+	bw.e.Log.Event(eventlog.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
 	bw.live.recordBackup(bw.e.BackupRecord(res, p.oauth))
 	return false
 }
@@ -399,7 +403,7 @@ func (bw *backupWriter) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if bw.flush(ctx) {
-		bw.e.Log.Event(engine.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
+		bw.e.Log.Event(eventlog.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
 	}
 }
 
@@ -421,5 +425,5 @@ func (bw *backupWriter) clearPending() {
 		_ = os.Remove(bw.pendingPath())
 	}
 	bw.pending = nil
-	bw.live.update(func(s *engine.AgentState) { s.Pending, s.PendingSince = false, nil })
+	bw.live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = false, nil })
 }

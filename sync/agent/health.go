@@ -3,7 +3,7 @@ package agent
 import (
 	"strings"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 )
 
@@ -34,13 +34,13 @@ type verdict struct {
 const StatusStopped = "STOPPED"
 
 // line notes a status line the journal got.
-func (h *healthVerdict) line(st engine.Status, msg string) {
+func (h *healthVerdict) line(st eventlog.Status, msg string) {
 	switch st {
-	case engine.FAIL, engine.WARN:
-		if h.problem == nil || h.problem.status == string(st) || st == engine.FAIL {
+	case eventlog.FAIL, eventlog.WARN:
+		if h.problem == nil || h.problem.status == string(st) || st == eventlog.FAIL {
 			h.problem = &verdict{status: string(st), reason: msg}
 		}
-	case engine.RECOVERED:
+	case eventlog.RECOVERED:
 		// Mended (a clobbered file restored): the verdict until the next
 		// check, once there has been one.
 		h.problem = nil
@@ -52,9 +52,9 @@ func (h *healthVerdict) line(st engine.Status, msg string) {
 
 // checked notes the end of a full check (a pass that ran the inference
 // check): one that did not fail resolves every problem before it.
-func (h *healthVerdict) checked(st engine.Status, msg string) {
+func (h *healthVerdict) checked(st eventlog.Status, msg string) {
 	h.check = &verdict{status: string(st), reason: msg}
-	if st != engine.FAIL && st != engine.WARN {
+	if st != eventlog.FAIL && st != eventlog.WARN {
 		h.problem = nil
 	}
 }
@@ -75,12 +75,12 @@ func (h *healthVerdict) current() verdict {
 	if !h.stopped {
 		return v
 	}
-	if v.status == string(engine.FAIL) {
+	if v.status == string(eventlog.FAIL) {
 		v.reason += " (the agent has stopped)"
 		return v
 	}
 	why := "the agent stopped; the login is not looked after until it starts again"
-	if v.status != string(engine.OK) {
+	if v.status != string(eventlog.OK) {
 		why += " (it was " + v.status + ": " + v.reason + ")"
 	}
 	return verdict{status: StatusStopped, reason: why}
@@ -90,15 +90,15 @@ func (h *healthVerdict) current() verdict {
 func (h *healthVerdict) live() verdict {
 	p, c := h.problem, h.check
 	switch {
-	case p != nil && p.status == string(engine.FAIL):
+	case p != nil && p.status == string(eventlog.FAIL):
 		return *p
-	case c != nil && c.status == string(engine.FAIL):
+	case c != nil && c.status == string(eventlog.FAIL):
 		return *c
 	case p != nil:
 		return *p
 	case c == nil:
 		return verdict{status: fleet.StatusUnknown, reason: "no check yet since the agent started"}
-	case c.status == string(engine.OK):
+	case c.status == string(eventlog.OK):
 		return verdict{status: c.status}
 	}
 	return *c
@@ -106,12 +106,12 @@ func (h *healthVerdict) live() verdict {
 
 // line is the health's share of a status line (the agent's
 // EventLog.OnEvent): it never blocks on Vault.
-func (mw *metricsWriter) line(st engine.Status, msg string) {
+func (mw *metricsWriter) line(st eventlog.Status, msg string) {
 	mw.verdictChange(func(h *healthVerdict) { h.line(st, msg) })
 }
 
 // checked notes the end of a full check.
-func (mw *metricsWriter) checked(st engine.Status, msg string) {
+func (mw *metricsWriter) checked(st eventlog.Status, msg string) {
 	mw.verdictChange(func(h *healthVerdict) { h.checked(st, msg) })
 }
 

@@ -3,7 +3,7 @@ package agent
 import (
 	"testing"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 )
 
@@ -18,13 +18,13 @@ func TestHealthVerdict(t *testing.T) {
 			t.Errorf("%s: %s %q; want %s %q", step, v.status, v.reason, status, reason)
 		}
 	}
-	h.line(engine.OK, "agent started")
+	h.line(eventlog.OK, "agent started")
 	want("started", fleet.StatusUnknown, "no check yet since the agent started")
-	h.checked(engine.OK, "inference check passed")
+	h.checked(eventlog.OK, "inference check passed")
 	want("checked", "OK", "")
-	h.line(engine.FAIL, "vault token: mode 0644, readable by others")
-	h.line(engine.OK, "refreshed the login ahead of Claude")
-	h.line(engine.WARN, "vault unreachable")
+	h.line(eventlog.FAIL, "vault token: mode 0644, readable by others")
+	h.line(eventlog.OK, "refreshed the login ahead of Claude")
+	h.line(eventlog.WARN, "vault unreachable")
 	want("FAIL then OK and WARN", "FAIL", "vault token: mode 0644, readable by others")
 	h.resolved("vault unreachable")
 	want("another component recovers", "FAIL", "vault token: mode 0644, readable by others")
@@ -33,14 +33,14 @@ func TestHealthVerdict(t *testing.T) {
 	h.stopped = false
 	h.resolved("vault token: ")
 	want("its component recovers", "OK", "")
-	h.line(engine.WARN, "refresh failed: timeout")
-	h.checked(engine.OK, "inference check passed")
+	h.line(eventlog.WARN, "refresh failed: timeout")
+	h.checked(eventlog.OK, "inference check passed")
 	want("a passing check", "OK", "")
-	h.checked(engine.FAIL, "inference check refused the login")
+	h.checked(eventlog.FAIL, "inference check refused the login")
 	want("a failed check", "FAIL", "inference check refused the login")
-	h.line(engine.RECOVERED, "restored the login")
-	h.checked(engine.OK, "")
-	h.line(engine.OK, "agent stopped")
+	h.line(eventlog.RECOVERED, "restored the login")
+	h.checked(eventlog.OK, "")
+	h.line(eventlog.OK, "agent stopped")
 	h.stopped = true
 	want("stopped", StatusStopped, "the agent stopped; the login is not looked after until it starts again")
 

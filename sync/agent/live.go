@@ -11,7 +11,9 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // liveState owns the agent's live state: agent.json (what `status` shows),
@@ -25,21 +27,21 @@ type liveState struct {
 	dirty  signal // agent.json (or the backup record) needs writing
 
 	mu        sync.Mutex
-	s         engine.AgentState
+	s         telemetry.AgentState
 	watchErrs map[string]bool
-	backupRec *engine.BackupRecord // for state.json, not yet written
+	backupRec *telemetry.BackupRecord // for state.json, not yet written
 
 	saveMu sync.Mutex // one agent.json write at a time, in order
 }
 
 func newLiveState(e *engine.Engine, opt Options) *liveState {
 	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), dirty: newSignal(), watchErrs: map[string]bool{},
-		s: engine.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
+		s: telemetry.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
 }
 
 // update changes the state under its lock, and has agent.json and the
 // STATUS= line brought up to date soon, by Run (off the caller's path).
-func (l *liveState) update(f func(*engine.AgentState)) {
+func (l *liveState) update(f func(*telemetry.AgentState)) {
 	l.mu.Lock()
 	f(&l.s)
 	l.mu.Unlock()
@@ -49,13 +51,13 @@ func (l *liveState) update(f func(*engine.AgentState)) {
 
 // event notes a status line as the journal got it (the agent's
 // EventLog.OnEvent): agent.json and STATUS= show it at once.
-func (l *liveState) event(st engine.Status, msg string) {
+func (l *liveState) event(st eventlog.Status, msg string) {
 	at := l.e.Clock.Now()
-	l.update(func(s *engine.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
+	l.update(func(s *telemetry.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
 }
 
 // snapshot is a copy of the state.
-func (l *liveState) snapshot() engine.AgentState {
+func (l *liveState) snapshot() telemetry.AgentState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.s
@@ -65,7 +67,7 @@ func (l *liveState) snapshot() engine.AgentState {
 func (l *liveState) changed() { l.dirty.poke() }
 
 // recordBackup has a backup noted in state.json soon, by Run.
-func (l *liveState) recordBackup(r *engine.BackupRecord) {
+func (l *liveState) recordBackup(r *telemetry.BackupRecord) {
 	l.mu.Lock()
 	l.backupRec = r
 	l.mu.Unlock()
@@ -82,13 +84,13 @@ func (l *liveState) save() {
 	l.backupRec = nil
 	l.mu.Unlock()
 	if rec != nil {
-		if err := l.e.MergeRecord(&engine.Record{LastBackup: rec}); err != nil {
+		if err := l.e.Telemetry.MergeRecord(&telemetry.Record{LastBackup: rec}); err != nil {
 			l.e.Diag.Warn("cannot save state", "err", err)
 		}
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		_, _ = atomicfile.Write(engine.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
+		_, _ = atomicfile.Write(telemetry.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
 	}
 }
 
@@ -156,7 +158,7 @@ func (l *liveState) watchError(err error) {
 	l.s.Watch = "rescan every " + l.rescan.String() + " (" + err.Error() + ")"
 	l.mu.Unlock()
 	if !seen {
-		l.e.Log.Event(engine.WARN, "file watch degraded: %v", err)
+		l.e.Log.Event(eventlog.WARN, "file watch degraded: %v", err)
 	}
 }
 
@@ -169,6 +171,6 @@ func (l *liveState) watchRecovered() {
 	l.s.Watch = "inotify"
 	l.mu.Unlock()
 	if was {
-		l.e.Log.Event(engine.OK, "file watch restored: inotify again")
+		l.e.Log.Event(eventlog.OK, "file watch restored: inotify again")
 	}
 }

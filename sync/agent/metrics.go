@@ -8,7 +8,9 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // healthEvery spaces this host's health writes to Vault while its status
@@ -30,7 +32,7 @@ type metricsWriter struct {
 	changed signal
 
 	mu         sync.Mutex
-	m          engine.Metrics
+	m          telemetry.Metrics
 	verdict    healthVerdict // what the health says (health.go)
 	statusAt   time.Time     // the last line's time; zero: none yet
 	published  verdict       // the verdict of the last health write
@@ -46,12 +48,12 @@ type metricsWriter struct {
 func newMetrics(e *engine.Engine) *metricsWriter {
 	mw := &metricsWriter{e: e, clk: e.Clock, prom: e.Cfg.MetricsDir != "", health: e.Vault != nil && e.Cfg.HostID != "",
 		changed: newSignal()}
-	mw.m = engine.Metrics{User: e.Cfg.User, LastBackupLag: -1}
+	mw.m = telemetry.Metrics{User: e.Cfg.User, LastBackupLag: -1}
 	if mw.prom {
-		c := e.LoadCounters()
+		c := e.Telemetry.LoadCounters()
 		mw.m.LastSuccess, mw.m.FailuresTotal = c.LastSuccess, c.FailuresTotal
 	}
-	if rec := e.LoadRecord(); rec.LastBackup != nil {
+	if rec := e.Telemetry.LoadRecord(); rec.LastBackup != nil {
 		mw.m.LastBackup = rec.LastBackup.At
 	}
 	if l, err := readFile(e); err == nil && l.OAuth != nil {
@@ -61,7 +63,7 @@ func newMetrics(e *engine.Engine) *metricsWriter {
 	return mw
 }
 
-func (mw *metricsWriter) set(f func(*engine.Metrics)) {
+func (mw *metricsWriter) set(f func(*telemetry.Metrics)) {
 	mw.mu.Lock()
 	before := mw.m
 	f(&mw.m)
@@ -74,10 +76,10 @@ func (mw *metricsWriter) set(f func(*engine.Metrics)) {
 
 // event notes a status event; it is the agent's EventLog.AfterEvent, so it
 // never blocks on the metrics file or on Vault.
-func (mw *metricsWriter) event(st engine.Status) {
-	if mw.prom && (st == engine.OK || st == engine.RECOVERED || st == engine.FAIL) {
-		c := mw.e.CountEvent(st)
-		mw.set(func(m *engine.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
+func (mw *metricsWriter) event(st eventlog.Status) {
+	if mw.prom && (st == eventlog.OK || st == eventlog.RECOVERED || st == eventlog.FAIL) {
+		c := mw.e.Telemetry.CountEvent(st)
+		mw.set(func(m *telemetry.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
 	}
 	mw.changed.poke()
 }
@@ -96,7 +98,7 @@ func (mw *metricsWriter) token(ok bool) {
 
 // login notes the login now in the file (nil: none).
 func (mw *metricsWriter) login(o *credentials.OAuth) {
-	mw.set(func(m *engine.Metrics) {
+	mw.set(func(m *telemetry.Metrics) {
 		if o == nil {
 			m.CredentialExpiry, m.LoginDeadline = time.Time{}, time.Time{}
 			return
@@ -107,7 +109,7 @@ func (mw *metricsWriter) login(o *credentials.OAuth) {
 
 // backup notes a backup written at, lag after the change.
 func (mw *metricsWriter) backup(at time.Time, lag time.Duration) {
-	mw.set(func(m *engine.Metrics) { m.LastBackup, m.LastBackupLag = at, lag })
+	mw.set(func(m *telemetry.Metrics) { m.LastBackup, m.LastBackupLag = at, lag })
 }
 
 // Run writes after each change, off the path of backups, restores, stops
@@ -148,7 +150,7 @@ func (mw *metricsWriter) writeProm() {
 	mw.mu.Lock()
 	m := mw.m
 	mw.mu.Unlock()
-	mw.e.PublishMetrics(m)
+	mw.e.Telemetry.PublishMetrics(m)
 }
 
 // healthDue is how long until the health may be written: 0 now, -1 never
@@ -175,5 +177,5 @@ func (mw *metricsWriter) writeHealth(ctx context.Context) {
 		ExpiresAt: mw.m.CredentialExpiry, Deadline: mw.m.LoginDeadline}
 	mw.published, mw.lastHealth = v, mw.clk.Now()
 	mw.mu.Unlock()
-	mw.e.PublishHealth(ctx, h)
+	mw.e.Telemetry.PublishHealth(ctx, h)
 }

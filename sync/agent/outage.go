@@ -6,6 +6,8 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // outage reports a Vault outage once when it starts and once when it ends,
@@ -30,8 +32,8 @@ func (o *outage) down(err error) {
 	since := o.since
 	o.mu.Unlock()
 	if first {
-		o.live.update(func(s *engine.AgentState) { s.VaultDownSince = &since })
-		o.e.Log.Event(engine.WARN, "vault unreachable; backups pending, retrying with backoff: %v", err)
+		o.live.update(func(s *telemetry.AgentState) { s.VaultDownSince = &since })
+		o.e.Log.Event(eventlog.WARN, "vault unreachable; backups pending, retrying with backoff: %v", err)
 	}
 }
 
@@ -41,8 +43,8 @@ func (o *outage) up() {
 	o.since = time.Time{}
 	o.mu.Unlock()
 	if !since.IsZero() {
-		o.live.update(func(s *engine.AgentState) { s.VaultDownSince = nil })
-		o.e.Log.Event(engine.OK, "vault reachable again after %s", clock.Since(o.clk, since).Round(time.Second))
+		o.live.update(func(s *telemetry.AgentState) { s.VaultDownSince = nil })
+		o.e.Log.Event(eventlog.OK, "vault reachable again after %s", clock.Since(o.clk, since).Round(time.Second))
 		if o.metrics != nil {
 			o.metrics.resolved("vault unreachable")
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // pendingBackup is the newest login not yet in the store.
@@ -36,7 +36,7 @@ func (bw *backupWriter) pendingPath() string {
 func (bw *backupWriter) setPending(o *credentials.OAuth) {
 	now := bw.clk.Now()
 	bw.pending = &pendingBackup{oauth: o, seenAt: now}
-	bw.live.update(func(s *engine.AgentState) { s.Pending, s.PendingSince = true, &now })
+	bw.live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = true, &now })
 }
 
 // persistPending writes the pending login to pending-backup.json (0600), so

@@ -10,6 +10,10 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // refresher is the single refresher: it sleeps until the login in the file
@@ -19,7 +23,7 @@ import (
 type refresher struct {
 	e    *engine.Engine
 	clk  clock.Clock
-	lin  *engine.Lineage
+	lin  *lineage.Lineage
 	pol  backoffPolicy
 	live *liveState
 	bw   *backupWriter
@@ -32,7 +36,7 @@ type refresher struct {
 	reported sayOnce   // the failure last logged
 }
 
-func newRefresher(e *engine.Engine, lin *engine.Lineage, pol backoffPolicy, live *liveState, bw *backupWriter) *refresher {
+func newRefresher(e *engine.Engine, lin *lineage.Lineage, pol backoffPolicy, live *liveState, bw *backupWriter) *refresher {
 	return &refresher{e: e, clk: e.Clock, lin: lin, pol: pol, live: live, bw: bw, kick: newSignal()}
 }
 
@@ -59,7 +63,7 @@ func (r *refresher) Run(ctx context.Context) error {
 		// its refresh token, and until the new one is backed up the store's
 		// copy is the only other one. A slow backup (Vault busy) is waited
 		// for, until backupWaitLimit.
-		if cur, err := readFile(r.e); err == nil && cur.State == credentials.Usable && !r.e.RefreshPending() && !r.backedUp(cur.OAuth.RefreshToken()) {
+		if cur, err := readFile(r.e); err == nil && cur.State == credentials.Usable && !r.e.Refresher.Pending() && !r.backedUp(cur.OAuth.RefreshToken()) {
 			if lim := backupWaitLimit(r.e, cur.OAuth); r.clk.Now().Before(lim) {
 				r.bw.kick.poke()
 				if !r.sleep(ctx, lim) {
@@ -87,14 +91,14 @@ func (r *refresher) due() (time.Time, bool) {
 	if err != nil || local.State != credentials.Usable || engine.IsBackfill(local.OAuth, r.e.SetupToken(), r.clk.Now()) {
 		return time.Time{}, false
 	}
-	due := r.e.RefreshDue(local.OAuth)
-	if r.e.RefreshPending() {
+	due := r.e.Refresher.Due(local.OAuth)
+	if r.e.Refresher.Pending() {
 		due = r.clk.Now() // an answer waiting to be written: the file's token is spent
 	}
 	if r.retryAt.After(due) {
 		due = r.retryAt
 	}
-	r.live.update(func(s *engine.AgentState) { s.NextRefresh = &due })
+	r.live.update(func(s *telemetry.AgentState) { s.NextRefresh = &due })
 	return due, true
 }
 
@@ -120,7 +124,7 @@ func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 
 // refresh makes one refresh and handles its outcome; false when ctx ended.
 func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
-	res, err := r.e.Refresh(ctx, r.lin, false, "")
+	res, err := r.e.Refresher.Refresh(ctx, r.lin, false, "")
 	switch {
 	case ctx.Err() != nil:
 		return false
@@ -130,14 +134,14 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 		if res.Refreshed {
 			r.refreshed(res)
 		}
-	case errors.Is(err, engine.ErrNotWritten):
-		r.report(engine.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
+	case errors.Is(err, refresh.ErrNotWritten):
+		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 		if res.OAuth != nil {
 			r.bw.refreshed.put(res.OAuth)
 		}
 		r.retryAt = r.clk.Now().Add(b.next())
-	case errors.Is(err, engine.ErrLoginDead):
-		r.report(engine.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
+	case errors.Is(err, refresh.ErrLoginDead):
+		r.report(eventlog.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
 		r.retryAt = time.Time{}
 		// Nothing to do until the file changes (a new login, a restore).
 		select {
@@ -146,7 +150,7 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 		case <-r.kick:
 		}
 	case errors.Is(err, lock.ErrClaudeLocksUnavailable):
-		r.report(engine.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
+		r.report(eventlog.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
 		r.retryAt = r.clk.Now().Add(b.patient())
 	default:
 		r.e.Diag.Warn("refresh failed; retrying with backoff", "err", err)
@@ -155,22 +159,22 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 	return true
 }
 
-func (r *refresher) refreshed(res engine.RefreshResult) {
+func (r *refresher) refreshed(res refresh.ClaudeResult) {
 	switch {
 	case r.reported.clear() != "":
-		r.e.Log.Event(engine.OK, "refreshing works again: %s", res.Message)
+		r.e.Log.Event(eventlog.OK, "refreshing works again: %s", res.Message)
 		r.bw.metrics.resolved("refresh failed", "not refreshing", "refreshed the login, but")
 	case res.OAuth != nil:
-		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
 	default:
-		r.e.Log.Event(engine.OK, "refreshed the login ahead of Claude")
+		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude")
 	}
 	at := r.clk.Now()
-	r.live.update(func(s *engine.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
+	r.live.update(func(s *telemetry.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
 	r.bw.kick.poke() // back it up at once
 }
 
-func (r *refresher) report(st engine.Status, msg string) {
+func (r *refresher) report(st eventlog.Status, msg string) {
 	if r.reported.first(msg) {
 		r.e.Log.Event(st, "%s", msg)
 	}
@@ -192,7 +196,7 @@ func (r *refresher) backedUp(tok credentials.Secret) bool {
 // refreshing ahead of Claude (one refresher) matters more than the order.
 func backupWaitLimit(e *engine.Engine, o *credentials.OAuth) time.Time {
 	claudeAt := o.ExpiresAt().Add(-5 * time.Minute)
-	due := e.RefreshDue(o)
+	due := e.Refresher.Due(o)
 	margin := min(time.Minute, max(claudeAt.Sub(due)/2, 0))
 	return claudeAt.Add(-margin)
 }

@@ -7,7 +7,9 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
@@ -86,10 +88,10 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 		r.out.up()
 		b.reset()
 		if r.failed.clear() != "" {
-			r.e.Log.Event(engine.OK, "vault token accepted again")
+			r.e.Log.Event(eventlog.OK, "vault token accepted again")
 			r.bw.metrics.resolved("vault token: ", "vault: ")
 		}
-		r.live.update(func(s *engine.AgentState) { s.VaultTokenTTL = info.TTL.String() })
+		r.live.update(func(s *telemetry.AgentState) { s.VaultTokenTTL = info.TTL.String() })
 		if info.TTL == 0 {
 			return true, true, 12 * time.Hour
 		}
@@ -100,7 +102,7 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 		// rotation without it) and keeps the newest login pending on disk.
 		// Said once, as FAIL: an admin must fix the config.
 		if r.failed.first(err.Error()) {
-			r.e.Log.Event(engine.FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
+			r.e.Log.Event(eventlog.FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
 		}
 		return false, true, b.patient()
 	case errors.Is(err, store.ErrUnreachable):
@@ -111,7 +113,7 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 	default:
 		// Token file, foreign token or 403: stop writing with it.
 		if r.failed.first(err.Error()) {
-			r.e.Log.Event(engine.FAIL, "vault token: %v; backups wait until it is fixed", err)
+			r.e.Log.Event(eventlog.FAIL, "vault token: %v; backups wait until it is fixed", err)
 		}
 		return false, true, b.patient()
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 )
 
@@ -41,7 +42,7 @@ func newRequestServer(e *engine.Engine) *requestServer {
 	rs := &requestServer{e: e, requests: make(chan passRequest)}
 	ln, err := passrequest.Listen(e.Cfg.StateDir)
 	if err != nil {
-		e.Log.Event(engine.WARN, "%v; `systemctl start claude-auth-sync@%s.service` runs its pass beside the agent instead of asking it", err, e.Cfg.User)
+		e.Log.Event(eventlog.WARN, "%v; `systemctl start claude-auth-sync@%s.service` runs its pass beside the agent instead of asking it", err, e.Cfg.User)
 		return rs
 	}
 	rs.ln = ln
@@ -55,7 +56,7 @@ func (rs *requestServer) Run(ctx context.Context) error {
 		return nil
 	}
 	return rs.ln.Serve(ctx, rs.run, func(uid int, why string) {
-		rs.e.Log.Event(engine.WARN, "refused a pass request on %s from uid %d: %s", rs.ln.Path(), uid, why)
+		rs.e.Log.Event(eventlog.WARN, "refused a pass request on %s from uid %d: %s", rs.ln.Path(), uid, why)
 	})
 }
 
@@ -86,7 +87,7 @@ func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passreq
 // (Scheduled) is answered by any check that passed within the interval. The
 // pass itself still runs: it reads the store and applies setup-token changes.
 func (ps *passScheduler) skipCheck(kind passrequest.Kind, asked time.Time) string {
-	lc := ps.e.LoadRecord().LastCheck
+	lc := ps.e.Telemetry.LoadRecord().LastCheck
 	if lc == nil || lc.Result != check.OK.String() {
 		return ""
 	}

@@ -127,10 +127,10 @@ func TestRequestedPasses(t *testing.T) {
 
 	// A check older than the interval (the agent's schedule was stopped here
 	// by hand): the timer's pass checks.
-	rec := r.e.LoadRecord()
+	rec := r.e.Telemetry.LoadRecord()
 	old := rec.LastCheck.At.Add(-7 * time.Hour)
 	rec.LastCheck.At = old
-	if err := r.e.MergeRecord(rec); err != nil {
+	if err := r.e.Telemetry.MergeRecord(rec); err != nil {
 		t.Fatal(err)
 	}
 	if a := r.ask(passrequest.Scheduled); !strings.Contains(a.Message, "inference check passed") || cc.n.Load() != 3 {

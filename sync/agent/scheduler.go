@@ -10,7 +10,9 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // passScheduler runs the full pass (a pass runs claude and may take a
@@ -61,7 +63,7 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 		if skip == "" {
 			ps.setNextCheck(-1, "running now")
 		}
-		o := ps.e.PassWith(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
+		o := ps.e.Pass(ctx, engine.PassOptions{AwaitRestore: ps.bw.awaitRestore, SkipCheck: skip})
 		for _, r := range reqs {
 			r.reply <- o
 		}
@@ -69,8 +71,8 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 			return nil
 		}
 		at := ps.clk.Now()
-		ps.live.update(func(s *engine.AgentState) {
-			s.LastPass = &engine.PassRecord{At: at, Status: o.Status, Message: check.Mask(o.Message)}
+		ps.live.update(func(s *telemetry.AgentState) {
+			s.LastPass = &telemetry.PassRecord{At: at, Status: o.Status, Message: check.Mask(o.Message)}
 		})
 		ps.bw.kick.poke() // the pass may have written the file or the store
 		if skip != "" {
@@ -83,7 +85,7 @@ func (ps *passScheduler) Run(ctx context.Context, reload <-chan os.Signal, reque
 }
 
 func (ps *passScheduler) setNextCheck(in time.Duration, why string) {
-	ps.live.update(func(s *engine.AgentState) {
+	ps.live.update(func(s *telemetry.AgentState) {
 		if in < 0 {
 			s.NextCheck, s.NextCheckWhy = nil, why
 			return
@@ -106,7 +108,7 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 	if err != nil || local.State != credentials.Usable {
 		return 0, "the credentials file needs a look"
 	}
-	lc := ps.e.LoadRecord().LastCheck
+	lc := ps.e.Telemetry.LoadRecord().LastCheck
 	switch {
 	case lc == nil || lc.Subject == nil:
 		return ps.spread("no check on record")
@@ -127,9 +129,9 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 		return 0, "stopping"
 	case <-t.C():
 	}
-	sub := engine.SubjectOf(local, nil)
+	sub := telemetry.SubjectOf(local, nil)
 	if ready {
-		sub = ps.e.CurrentSubject(ctx, true)
+		sub = ps.e.Telemetry.CurrentSubject(ctx, true)
 	}
 	switch {
 	case sub.Login != lc.Subject.Login:
@@ -141,7 +143,7 @@ func (ps *passScheduler) firstCheck(ctx context.Context) (time.Duration, string)
 	}
 	// No relative time in it: `status` prints the next check's own time,
 	// and the last check's, each as of when it prints.
-	ps.bw.metrics.checked(engine.OK, "") // the fleet's verdict stands on it too
+	ps.bw.metrics.checked(eventlog.OK, "") // the fleet's verdict stands on it too
 	return ps.opt.CheckInterval - age, "the last check passed and nothing changed since"
 }
 

@@ -2,7 +2,10 @@
 // beside the target, fsync, rename, fsync of the directory), and sweeps the
 // temp files a killed writer leaves behind. Every file this program writes
 // (the credentials file, the pending backup and refresh, the state records,
-// the setup-token env file, the metrics) goes through it.
+// the setup-token env file, each user's metrics) goes through it, but one:
+// the root-side publisher's merged metrics file (sync/promfile), which root
+// writes into the node exporter's directory, where it must never follow a
+// link as Write does.
 package atomicfile
 
 import (

@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // backfillHorizon: an expiresAt further ahead than this is a setup-token
@@ -32,7 +35,7 @@ func IsBackfill(o *credentials.OAuth, setupToken credentials.Secret, now time.Ti
 
 // Backup writes the login to the store if it should be: usable, not a backfill,
 // different from the stored one, and not older than it by lineage.
-func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth) (BackupResult, error) {
+func (e *Engine) Backup(ctx context.Context, lin *lineage.Lineage, o *credentials.OAuth) (BackupResult, error) {
 	if err := o.Usable(); err != nil {
 		return BackupResult{}, fmt.Errorf("not backing up an unusable login: %w", err)
 	}
@@ -95,7 +98,7 @@ func (e *Engine) Backup(ctx context.Context, lin *Lineage, o *credentials.OAuth)
 // Newer says whether stored is known to be newer than local. Lineage decides
 // when this host saw both; a refresh token this host never saw is newer only if it
 // also expires later (the tie-breaker, since clocks step).
-func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
+func Newer(lin *lineage.Lineage, stored, local *credentials.OAuth) bool {
 	if stored.RefreshToken() == local.RefreshToken() {
 		return stored.ExpiresAtMs() > local.ExpiresAtMs()
 	}
@@ -111,8 +114,19 @@ func Newer(lin *Lineage, stored, local *credentials.OAuth) bool {
 	return stored.ExpiresAtMs() > local.ExpiresAtMs()
 }
 
+// BackupRecord is the record of a backup that wrote o, for state.json (nil
+// when res wrote nothing): when, which version, where, and o's refresh
+// token's fingerprint. The pass and the agent's backup worker both note a
+// backup with it.
+func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *telemetry.BackupRecord {
+	if !res.Written {
+		return nil
+	}
+	return &telemetry.BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
+}
+
 // afterGoodCheck backs up the working login and words the outcome.
-func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
+func (e *Engine) afterGoodCheck(ctx context.Context, rec *telemetry.Record, lin *lineage.Lineage, oauth *credentials.OAuth, vs vaultState, what string) Outcome {
 	// vs.down is the store found unreachable by the pass: the backup waits.
 	res, err := BackupResult{}, vs.down
 	if err == nil {
@@ -120,17 +134,17 @@ func (e *Engine) afterGoodCheck(ctx context.Context, rec *Record, lin *Lineage, 
 	}
 	switch {
 	case errors.Is(err, store.ErrUnreachable):
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: what + "; backup pending: " + err.Error()}
 	case err != nil && ctx.Err() != nil:
 		// This process is stopping (SIGTERM, the unit's stop): the backup
 		// was cut short, not refused. Not a FAIL: nothing is wrong with the
 		// login or the store, and the next start or pass backs it up.
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: what + "; backup pending: stopped before the store answered"}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: what + "; backup pending: stopped before the store answered"}
 	case err != nil:
 		return fail("%s, but the backup failed: %v", what, err)
 	}
 	if b := e.BackupRecord(res, oauth); b != nil {
 		rec.LastBackup = b
 	}
-	return Outcome{Status: OK, Code: ExitOK, Message: what + "; " + res.Message}
+	return Outcome{Status: eventlog.OK, Code: ExitOK, Message: what + "; " + res.Message}
 }

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 func TestIsBackfill(t *testing.T) {
@@ -66,7 +68,7 @@ func TestNewer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lin, err := LoadLineage(filepath.Join(t.TempDir(), "lineage"))
+			lin, err := lineage.Load(filepath.Join(t.TempDir(), "lineage"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +118,7 @@ func TestEngineBackup(t *testing.T) {
 			h.observe(tt.lineage...)
 			before := h.doc()
 			beforeRaw, _ := os.ReadFile(h.cfg.LocalStoreFile)
-			lin, err := LoadLineage(h.eng.lineagePath())
+			lin, err := lineage.Load(h.eng.lineagePath())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -158,31 +160,33 @@ func TestEngineBackup(t *testing.T) {
 	}
 }
 
-// RecordBackup is the one place a backup is noted in state.json (the pass and
+// BackupRecord is the one place a backup is noted in state.json (the pass and
 // the agent's backup worker both use it): only a backup that wrote.
-func TestRecordBackup(t *testing.T) {
+func TestBackupRecord(t *testing.T) {
 	tests := []struct {
 		name string
 		res  BackupResult
-		want *BackupRecord
+		want *telemetry.BackupRecord
 	}{
 		{name: "written", res: BackupResult{Written: true, Version: 7},
-			want: &BackupRecord{At: testNow, Version: 7, Fingerprint: credentials.Secret(refresh1).Short()}},
+			want: &telemetry.BackupRecord{At: testNow, Version: 7, Fingerprint: credentials.Secret(refresh1).Short()}},
 		{name: "up to date", res: BackupResult{Version: 7, Message: "backup up to date (v7)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			if err := h.eng.RecordBackup(tt.res, mustOAuth(t, login1)); err != nil {
-				t.Fatalf("RecordBackup(%+v) = %v", tt.res, err)
+			if b := h.eng.BackupRecord(tt.res, mustOAuth(t, login1)); b != nil {
+				if err := h.eng.Telemetry.MergeRecord(&telemetry.Record{LastBackup: b}); err != nil {
+					t.Fatalf("MergeRecord(%+v) = %v", b, err)
+				}
 			}
-			got := h.eng.LoadRecord().LastBackup
+			got := h.eng.Telemetry.LoadRecord().LastBackup
 			if tt.want != nil {
 				tt.want.Store = h.store.Describe()
 			}
 			if (got == nil) != (tt.want == nil) || got != nil && (!got.At.Equal(tt.want.At) || got.Version != tt.want.Version ||
 				got.Store != tt.want.Store || got.Fingerprint != tt.want.Fingerprint) {
-				t.Errorf("RecordBackup(%+v) recorded %+v; want %+v", tt.res, got, tt.want)
+				t.Errorf("BackupRecord(%+v) recorded %+v; want %+v", tt.res, got, tt.want)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // Checker runs the inference check (check.Runner in production).
@@ -34,11 +35,11 @@ func checkEnv(cfg *config.Config) []string {
 	return env
 }
 
-func (e *Engine) runCheck(ctx context.Context, rec *Record, extraEnv ...string) check.Result {
+func (e *Engine) runCheck(ctx context.Context, rec *telemetry.Record, extraEnv ...string) check.Result {
 	if e.Interactive {
 		e.Diag.Info(fmt.Sprintf("checking the login with a one-turn prompt to %s; this can take up to %s", e.Cfg.ClaudeBin, e.Cfg.CheckTimeout))
 	}
 	res := e.Checker.Run(ctx, extraEnv...)
-	rec.LastCheck = &CheckRecord{At: e.now(), Result: res.Kind.String(), Reason: check.Mask(res.Reason)}
+	rec.LastCheck = &telemetry.CheckRecord{At: e.now(), Result: res.Kind.String(), Reason: check.Mask(res.Reason)}
 	return res
 }

@@ -1,30 +1,28 @@
-// Package engine is the engine of claude-auth-sync: the sync pass, restore and
-// status, built from the credentials model, the store, the inference check and
-// our locks. The commands in cmd/ only parse flags and call it.
-//
-// Where things are: pass.go and pass_file.go hold a pass's steps, and
-// pass_table.go every decision it then makes (pass_actions.go the steps the
-// table names); refresher.go the single refresher, with its locks
-// (refresh_locks.go), kept answer (refresh_kept.go), answer written into the
-// file (refresh_answer.go), due time (refresh_due.go), child process
-// (refresh_child.go) and the refresh command (refresh_cmd.go); backup.go the
-// write to the store; restore.go the restore logic and the restore command;
-// login_write.go the write of a login into the credentials file;
-// setuptoken.go setup-token mode; record.go state.json; status.go `status`.
+// Package engine is one user's sync pass, backup and restore: the pass and
+// the table of decisions it makes, the write of a login to the store and back
+// into the credentials file, setup-token mode, and the `sync`, `refresh` and
+// `restore` commands. It ties together the credentials model, the store, the
+// inference check, the single refresher (sync/refresh), the lineage and the
+// telemetry (sync/telemetry); the commands in cmd/ only parse flags and call
+// it, and the agent (sync/agent) runs its steps on events.
 package engine
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"sync"
+	"path/filepath"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // Engine ties the pieces together for one user.
@@ -32,7 +30,7 @@ type Engine struct {
 	Cfg     *config.Config
 	Store   store.Store
 	Vault   *store.Vault // nil with the local store
-	Log     *EventLog
+	Log     *eventlog.EventLog
 	Checker Checker
 	Diag    *slog.Logger
 	// Clock is the one clock of the engine, its event log and the agent.
@@ -42,26 +40,13 @@ type Engine struct {
 	// so a step that can take long says so before it starts.
 	Interactive bool
 
-	// The refresher's settings (see refresher): read at each use, so they
-	// may be set after New.
+	// Refresher is the single refresher of the Claude login: every token
+	// request and every write of the credentials file goes through it.
+	Refresher *refresh.Claude
 
-	// LockWait bounds how long a writer waits for the credentials-file lock.
-	LockWait time.Duration
-	// OAuth is the refresh client (Claude's token endpoint by default).
-	OAuth *oauth.Client
-	// RefreshVia, when set, makes every token request (the agent's and its
-	// passes' forced refreshes): ChildRefresher runs them in a child process
-	// that survives the agent being killed mid-request. Set once, before use.
-	RefreshVia func(ctx context.Context, force bool, sawFP string) (RefreshResult, error)
-	// refreshMem is what the refresher remembers between refreshes.
-	refreshMem refreshMemory
-
-	metricsMu  sync.Mutex
-	metricsErr string // the metrics error last reported (reported once)
-
-	// Version is this program's version, as `fleet` shows it.
-	Version string
-	health  healthMemory
+	// Telemetry is what this user's sync says about itself: state.json,
+	// metrics, health, status.
+	Telemetry *telemetry.Reporter
 }
 
 // New builds the engine from the config. When the config acts for another
@@ -75,12 +60,10 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 		Cfg:   cfg,
 		Diag:  console,
 		Clock: clock.Real,
-		Log: &EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
+		Log: &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, JournalSocket: cfg.JournalSocket,
 			Console: console, ConsoleIsJournal: consoleIsJournal, Clock: clock.Real},
 		Checker: &check.Runner{Timeout: cfg.CheckTimeout, Env: checkEnv(cfg), Dir: cfg.Home,
 			Locate: func() (string, string) { l := cfg.FindClaude(); return l.Path, l.NotFound() }},
-		OAuth: &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
-			UserAgent: cfg.OAuthUserAgent},
 	}
 	if cfg.Store == "vault" {
 		v, err := store.NewVault(store.VaultConfig{Address: cfg.VaultAddr, Mount: cfg.VaultMount, Path: cfg.VaultPath,
@@ -92,8 +75,38 @@ func New(cfg *config.Config, console *slog.Logger, consoleIsJournal bool) (*Engi
 	} else {
 		e.Store = store.NewFile(cfg.LocalStoreFile)
 	}
-	e.Log.AfterEvent = e.MetricsEvent
+	Assemble(e, &oauth.Client{TokenURL: cfg.OAuthTokenURL, ClientID: cfg.OAuthClientID, Scopes: cfg.OAuthScopes,
+		UserAgent: cfg.OAuthUserAgent})
+	e.Log.AfterEvent = e.Telemetry.MetricsEvent
 	return e, nil
+}
+
+// Assemble builds e's refresher and telemetry from its config, store, log
+// and clock: New does, and so do tests that make an Engine by hand. client
+// asks the token endpoint (nil: Claude's).
+func Assemble(e *Engine, client *oauth.Client) {
+	e.Refresher = newRefresher(e, client)
+	e.Telemetry = &telemetry.Reporter{Cfg: e.Cfg, Store: e.Store, Vault: e.Vault, Log: e.Log, Diag: e.Diag, Clock: e.Clock}
+}
+
+// newRefresher builds the refresher of e's Claude login. A setup-token
+// backfill is never refreshed.
+func newRefresher(e *Engine, client *oauth.Client) *refresh.Claude {
+	cfg := e.Cfg
+	_, explicit := cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]
+	return refresh.New(refresh.Config[*credentials.OAuth]{
+		Family: &refresh.ClaudeLogin{CredentialsFile: cfg.CredentialsFile, ClaudeConfigDir: cfg.ClaudeConfigDir,
+			LocksHeld: lock.NewHolderRecord(filepath.Join(cfg.StateDir, "claude-locks-held")),
+			Client:    client, Log: e.Log, Diag: e.Diag,
+			IdleWhy: func(o *credentials.OAuth) string {
+				if IsBackfill(o, readEnvToken(cfg.TokenEnvFile), e.now()) {
+					return "setup-token mode: nothing to refresh"
+				}
+				return ""
+			}},
+		StateDir: cfg.StateDir, Clock: e.Clock, Diag: e.Diag,
+		Lead: cfg.RefreshLead, LeadExplicit: explicit,
+	})
 }
 
 func cut(s string, sep byte) (string, string, bool) {
@@ -112,5 +125,11 @@ func (e *Engine) SetClock(c clock.Clock) {
 	e.Clock = c
 	if e.Log != nil {
 		e.Log.Clock = c
+	}
+	if e.Refresher != nil {
+		e.Refresher.SetClock(c)
+	}
+	if e.Telemetry != nil {
+		e.Telemetry.Clock = c
 	}
 }

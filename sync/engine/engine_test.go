@@ -22,8 +22,11 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -150,14 +153,14 @@ func newHarness(t *testing.T) *harness {
 	tokenAPI := httptest.NewServer(fakeanthropic.New().Handler())
 	t.Cleanup(tokenAPI.Close)
 	eng := &Engine{
-		OAuth:   &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"},
 		Cfg:     cfg,
 		Store:   st,
-		Log:     &EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
+		Log:     &eventlog.EventLog{User: cfg.User, LogFile: cfg.LogFile, Clock: clk},
 		Checker: fc,
 		Diag:    slog.New(slog.NewTextHandler(&diag, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Clock:   clk,
 	}
+	Assemble(eng, &oauth.Client{TokenURL: tokenAPI.URL + "/v1/oauth/token"})
 	h := &harness{t: t, dir: dir, cfg: cfg, store: st, eng: eng, claude: fc, diag: &diag}
 	t.Cleanup(h.assertNoSecrets)
 	return h
@@ -226,7 +229,7 @@ func (h *harness) syncLog() string {
 
 func (h *harness) observe(toks ...string) {
 	h.t.Helper()
-	lin, err := LoadLineage(h.eng.lineagePath())
+	lin, err := lineage.Load(h.eng.lineagePath())
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -259,10 +262,10 @@ func (h *harness) assertNoSecrets() {
 
 func (h *harness) pass() Outcome {
 	h.t.Helper()
-	return h.eng.Pass(context.Background())
+	return h.eng.Pass(context.Background(), PassOptions{})
 }
 
-func wantOutcome(t *testing.T, o Outcome, st Status, code int, msgHas string) {
+func wantOutcome(t *testing.T, o Outcome, st eventlog.Status, code int, msgHas string) {
 	t.Helper()
 	if o.Status != st || o.Code != code || !strings.Contains(o.Message, msgHas) {
 		t.Errorf("Pass() = %s %d %q; want %s %d containing %q", o.Status, o.Code, o.Message, st, code, msgHas)
@@ -283,7 +286,7 @@ func TestPassOKBacksUp(t *testing.T) {
 	h.claude.valid[access1] = true
 	h.setDoc(map[string]any{"vaultwarden_master_password": "vw"})
 
-	wantOutcome(t, h.pass(), OK, ExitOK, "backed up")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "backed up")
 	d := h.doc()
 	if got, _ := d.OAuth(); got == nil || string(got.Compact()) != login1 {
 		t.Errorf("backup after a good pass = %v; want the file's login %s", got, login1)
@@ -297,8 +300,8 @@ func TestPassOKBacksUp(t *testing.T) {
 	if !strings.Contains(h.syncLog(), testNow.Format(time.RFC3339)+" OK ") {
 		t.Errorf("sync.log = %q; want an OK line", h.syncLog())
 	}
-	rec := loadRecord(h.eng.recordPath())
-	if rec.LastBackup == nil || rec.LastBackup.Version != d.Version || rec.LastPass == nil || rec.LastPass.Status != OK || rec.LastCheck == nil || rec.LastCheck.Result != "ok" {
+	rec := h.eng.Telemetry.LoadRecord()
+	if rec.LastBackup == nil || rec.LastBackup.Version != d.Version || rec.LastPass == nil || rec.LastPass.Status != eventlog.OK || rec.LastCheck == nil || rec.LastCheck.Result != "ok" {
 		t.Errorf("state.json = %+v; want the pass, the check and the backup recorded", rec)
 	}
 	// The file is not touched by a good pass.
@@ -308,7 +311,7 @@ func TestPassOKBacksUp(t *testing.T) {
 
 	// A second pass finds the backup current and writes nothing.
 	v := d.Version
-	wantOutcome(t, h.pass(), OK, ExitOK, "up to date")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "up to date")
 	if h.doc().Version != v {
 		t.Errorf("second pass wrote v%d; want the backup left at v%d", h.doc().Version, v)
 	}
@@ -340,7 +343,7 @@ func TestPassMissingFile(t *testing.T) {
 				h.writeCreds(tt.content)
 			}
 			o := h.pass()
-			wantOutcome(t, o, WARN, ExitLoggedOut, "not restoring automatically")
+			wantOutcome(t, o, eventlog.WARN, ExitLoggedOut, "not restoring automatically")
 			for _, hint := range []string{"claude auth login", "claude-auth-sync restore"} {
 				if !strings.Contains(o.Message, hint) {
 					t.Errorf("Pass() message %q; want the way back %q", o.Message, hint)
@@ -382,7 +385,7 @@ func TestPassClobbered(t *testing.T) {
 			h.claude.valid[access2] = true
 			h.writeCreds(tt.creds)
 
-			wantOutcome(t, h.pass(), OK, ExitOK, "inference check passed")
+			wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "inference check passed")
 			l := h.readCreds()
 			if l.State != credentials.Usable || l.OAuth.RefreshToken().Reveal() != refresh2 {
 				t.Fatalf("after restoring a clobbered file: %v, refresh %s; want the backup's login", l.State, l.OAuth.RefreshToken().Short())
@@ -427,7 +430,7 @@ func TestPassClobberedNoRestore(t *testing.T) {
 			creds := credsFile(oauthJSON(access1, "", exp8h))
 			h.writeCreds(creds)
 			o := h.pass()
-			wantOutcome(t, o, FAIL, ExitFail, tt.msgHas)
+			wantOutcome(t, o, eventlog.FAIL, ExitFail, tt.msgHas)
 			if !strings.Contains(o.Message, "claude auth login") {
 				t.Errorf("Pass() = %q; want the login command", o.Message)
 			}
@@ -447,7 +450,7 @@ func TestPassAuthFailureRestores(t *testing.T) {
 	h.putBackup(login2)
 	h.claude.valid[access2] = true // the file's access token is refused
 
-	wantOutcome(t, h.pass(), OK, ExitOK, "after restore")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "after restore")
 	l := h.readCreds()
 	if l.OAuth == nil || l.OAuth.RefreshToken().Reveal() != refresh2 || !contains(l.File.Keys(), "mcpOAuth") {
 		t.Errorf("after an auth failure the file holds %v; want the backup's login with mcpOAuth kept", l.OAuth)
@@ -487,7 +490,7 @@ func TestPassAuthFailureNoRestore(t *testing.T) {
 			h.claude.valid[access2] = true
 			h.claude.valid[setupTok] = true
 			o := h.pass()
-			wantOutcome(t, o, FAIL, ExitFail, tt.msgHas)
+			wantOutcome(t, o, eventlog.FAIL, ExitFail, tt.msgHas)
 			if !strings.Contains(o.Message, "claude auth login") {
 				t.Errorf("Pass() = %q; want the login command", o.Message)
 			}
@@ -516,7 +519,7 @@ func TestPassTransientLeavesFile(t *testing.T) {
 			v := h.doc().Version
 			res := tt.result
 			h.claude.force = &res
-			wantOutcome(t, h.pass(), WARN, ExitTempFail, "not restoring")
+			wantOutcome(t, h.pass(), eventlog.WARN, ExitTempFail, "not restoring")
 			if h.rawCreds() != creds {
 				t.Errorf("a transient failure changed the credentials file")
 			}
@@ -543,7 +546,7 @@ func TestPassSkipWhenLocked(t *testing.T) {
 	}
 	o := h.pass()
 	other.Unlock()
-	wantOutcome(t, o, SKIP, ExitOK, "another sync pass")
+	wantOutcome(t, o, eventlog.SKIP, ExitOK, "another sync pass")
 	if h.claude.nCalls() != 0 || h.doc().Exists {
 		t.Errorf("a skipped pass ran the check (%d) or wrote a backup (%v)", h.claude.nCalls(), h.doc().Exists)
 	}
@@ -551,7 +554,7 @@ func TestPassSkipWhenLocked(t *testing.T) {
 		t.Errorf("sync.log = %q; want a SKIP line", h.syncLog())
 	}
 	// Once the lock is free the pass runs.
-	wantOutcome(t, h.pass(), OK, ExitOK, "backed up")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "backed up")
 }
 
 func TestPassNeverOverwritesNewerBackup(t *testing.T) {
@@ -578,7 +581,7 @@ func TestPassNeverOverwritesNewerBackup(t *testing.T) {
 			h.setDoc(map[string]any{store.FieldOAuthJSON: tt.stored})
 			h.observe(tt.lineage...)
 			v := h.doc().Version
-			wantOutcome(t, h.pass(), OK, ExitOK, tt.msgHas)
+			wantOutcome(t, h.pass(), eventlog.OK, ExitOK, tt.msgHas)
 			d := h.doc()
 			o, _ := d.OAuth()
 			if o.RefreshToken().Reveal() != tt.wantRefresh {
@@ -612,7 +615,7 @@ func TestSetupTokenMode(t *testing.T) {
 	h.claude.valid[setupTok] = true
 	before := h.doc()
 
-	wantOutcome(t, h.pass(), OK, ExitOK, "setup-token mode")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "setup-token mode")
 
 	env, mode, ok := readEnvFile(t, h.cfg.TokenEnvFile)
 	if !ok || env != "CLAUDE_CODE_OAUTH_TOKEN="+setupTok+"\n" || mode != 0o600 {
@@ -647,7 +650,7 @@ func TestSetupTokenMode(t *testing.T) {
 
 	// A second pass changes nothing and still makes no backup.
 	credsBefore := h.rawCreds()
-	wantOutcome(t, h.pass(), OK, ExitOK, "setup-token mode")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "setup-token mode")
 	if h.rawCreds() != credsBefore || h.doc().Version != before.Version {
 		t.Errorf("second setup-token pass rewrote the file or the backup")
 	}
@@ -656,7 +659,7 @@ func TestSetupTokenMode(t *testing.T) {
 	h.setDoc(map[string]any{store.FieldSetupToken: nil})
 	cleared := h.doc().Version
 	h.claude.valid = map[string]bool{access1: true}
-	wantOutcome(t, h.pass(), OK, ExitOK, "inference check passed")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "inference check passed")
 	if _, _, ok := readEnvFile(t, h.cfg.TokenEnvFile); ok {
 		t.Errorf("env file still there after the setup token was cleared")
 	}
@@ -680,16 +683,16 @@ func TestSetupTokenModeOutcomes(t *testing.T) {
 		name      string
 		expiresAt any // setup_token_expires_at
 		valid     bool
-		status    Status
+		status    eventlog.Status
 		code      int
 		msgHas    string
 		logHas    string
 	}{
-		{name: "ok, no end recorded", valid: true, status: OK, code: ExitOK, msgHas: "no backups"},
-		{name: "ends in 10 days", expiresAt: testNow.Add(10 * 24 * time.Hour).Format(time.RFC3339), valid: true, status: OK, code: ExitOK, logHas: "expires on 2026-03-11"},
-		{name: "ends in 40 days", expiresAt: strconv.FormatInt(testNow.Add(40*24*time.Hour).UnixMilli(), 10), valid: true, status: OK, code: ExitOK},
-		{name: "expired", expiresAt: testNow.Add(-time.Hour).Format(time.RFC3339), valid: true, status: FAIL, code: ExitFail, msgHas: "expired"},
-		{name: "refused", valid: false, status: FAIL, code: ExitFail, msgHas: "no restore"},
+		{name: "ok, no end recorded", valid: true, status: eventlog.OK, code: ExitOK, msgHas: "no backups"},
+		{name: "ends in 10 days", expiresAt: testNow.Add(10 * 24 * time.Hour).Format(time.RFC3339), valid: true, status: eventlog.OK, code: ExitOK, logHas: "expires on 2026-03-11"},
+		{name: "ends in 40 days", expiresAt: strconv.FormatInt(testNow.Add(40*24*time.Hour).UnixMilli(), 10), valid: true, status: eventlog.OK, code: ExitOK},
+		{name: "expired", expiresAt: testNow.Add(-time.Hour).Format(time.RFC3339), valid: true, status: eventlog.FAIL, code: ExitFail, msgHas: "expired"},
+		{name: "refused", valid: false, status: eventlog.FAIL, code: ExitFail, msgHas: "no restore"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -727,9 +730,9 @@ func TestRecordHasNoSecret(t *testing.T) {
 	h.claude.force = &res
 	// The check's reason is masked by check.Runner in production; the record and
 	// sync.log mask again (assertNoSecrets checks sync.log at cleanup).
-	wantOutcome(t, h.pass(), WARN, ExitTempFail, "claude said")
-	b, _ := os.ReadFile(h.eng.recordPath())
-	var rec Record
+	wantOutcome(t, h.pass(), eventlog.WARN, ExitTempFail, "claude said")
+	b, _ := os.ReadFile(h.eng.Telemetry.RecordPath())
+	var rec telemetry.Record
 	if err := json.Unmarshal(b, &rec); err != nil {
 		t.Fatalf("state.json is not JSON: %v", err)
 	}
@@ -764,7 +767,7 @@ func TestPassLoginRotatedDuringCheck(t *testing.T) {
 	h.putBackup(login1)
 	h.claude.valid[access2] = true
 	h.eng.Checker = &rotatingClaude{fakeClaude: h.claude, h: h}
-	wantOutcome(t, h.pass(), OK, ExitOK, "inference check passed")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "inference check passed")
 	if l := h.readCreds(); l.OAuth == nil || l.OAuth.RefreshToken().Reveal() != refresh2 {
 		t.Errorf("file after the pass holds %v; want the rotated login kept", l.OAuth)
 	}
@@ -785,7 +788,7 @@ func TestPassSaysItIsChecking(t *testing.T) {
 		h.eng.Interactive = interactive
 		h.writeCreds(credsFile(login1))
 		h.claude.valid[access1] = true
-		wantOutcome(t, h.pass(), OK, ExitOK, "backed up")
+		wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "backed up")
 		said := strings.Contains(h.diag.String(), "checking the login") && strings.Contains(h.diag.String(), "can take up to 1m30s")
 		if said != interactive {
 			t.Errorf("Interactive=%v: diagnostics %q; want the check announced with its timeout: %v", interactive, h.diag.String(), interactive)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 // WriteLogin puts a login into the credentials file, merging only claudeAiOauth
@@ -15,22 +17,22 @@ import (
 // write only. expect, given the file as re-read under the lock, may veto the
 // write (the file changed meanwhile). What the write replaces is kept in the
 // state dir (previous-credentials.json, 0600), so nothing is ever lost.
-func (e *Engine) WriteLogin(ctx context.Context, lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
+func (e *Engine) WriteLogin(ctx context.Context, lin *lineage.Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
 	if o.RefreshToken() == "" {
 		// An empty refresh token means "logged out" to Claude: never write one.
 		return fmt.Errorf("refusing to write a login without a refresh token")
 	}
-	return e.refresher().withFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
+	return e.Refresher.WithFileLocks(ctx, func() error { return e.writeLoginLocked(lin, o, expect) })
 }
 
-func (e *Engine) writeLoginLocked(lin *Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
+func (e *Engine) writeLoginLocked(lin *lineage.Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error {
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
 		return err
 	}
 	if expect != nil {
 		if err := expect(cur); err != nil {
-			return fmt.Errorf("%w: %v", ErrChanged, err)
+			return fmt.Errorf("%w: %v", refresh.ErrChanged, err)
 		}
 	}
 	if cur.OAuth != nil && cur.OAuth.Equal(o) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // Exit codes, decided here once.
@@ -23,13 +25,13 @@ const (
 
 // Outcome is the end of a command: the status word, the exit code, one line.
 type Outcome struct {
-	Status  Status
+	Status  eventlog.Status
 	Code    int
 	Message string
 }
 
 func fail(format string, args ...any) Outcome {
-	return Outcome{Status: FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
+	return Outcome{Status: eventlog.FAIL, Code: ExitFail, Message: fmt.Sprintf(format, args...)}
 }
 
 // LoginHint is the way back from a dead login, for the end of a FAIL line.
@@ -38,22 +40,22 @@ func LoginHint() string {
 }
 
 // finish logs the outcome's event, remembers it and returns it.
-func (e *Engine) finish(rec *Record, o Outcome) Outcome {
+func (e *Engine) finish(rec *telemetry.Record, o Outcome) Outcome {
 	e.Log.Event(o.Status, "%s", o.Message)
 	if rec != nil {
-		rec.LastPass = &PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
+		rec.LastPass = &telemetry.PassRecord{At: e.now(), Status: o.Status, Message: check.Mask(o.Message)}
 		if rec.LastCheck != nil {
-			sub := e.CurrentSubject(context.Background(), !rec.storeDown)
+			sub := e.Telemetry.CurrentSubject(context.Background(), !rec.StoreDown)
 			rec.LastCheck.Subject = &sub
 		}
-		if err := mergeRecord(e.recordPath(), rec); err != nil {
-			e.Diag.Warn("cannot save state", "path", e.recordPath(), "err", err)
+		if err := e.Telemetry.MergeRecord(rec); err != nil {
+			e.Diag.Warn("cannot save state", "path", e.Telemetry.RecordPath(), "err", err)
 		}
-		h := e.HealthNow(o.Status)
-		if o.Status != OK {
+		h := e.Telemetry.HealthNow(o.Status)
+		if o.Status != eventlog.OK {
 			h.Reason = check.Mask(o.Message) // fleet shows why
 		}
-		e.PublishHealth(context.Background(), h)
+		e.Telemetry.PublishHealth(context.Background(), h)
 	}
 	return o
 }

@@ -7,6 +7,9 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // PassOptions change how a pass meets a clobbered file.
@@ -26,21 +29,18 @@ type PassOptions struct {
 }
 
 // Pass is one `sync`: lock, prepare Vault, setup-token mode, local state, check,
-// then backup or the failure rules.
-func (e *Engine) Pass(ctx context.Context) Outcome { return e.PassWith(ctx, PassOptions{}) }
-
-// PassWith is Pass with options (the agent's).
-func (e *Engine) PassWith(ctx context.Context, opt PassOptions) Outcome {
+// then backup or the failure rules. opt is the agent's (zero for `sync`).
+func (e *Engine) Pass(ctx context.Context, opt PassOptions) Outcome {
 	o, _ := e.runPass(ctx, opt)
 	return o
 }
 
-// runPass is PassWith, also returning the cases of passTable the pass went
+// runPass is Pass, also returning the cases of passTable the pass went
 // through.
 func (e *Engine) runPass(ctx context.Context, opt PassOptions) (Outcome, []passCase) {
 	lk, err := lock.Try(e.Cfg.StateDir, lock.Sync)
 	if errors.Is(err, lock.ErrHeld) {
-		return e.finish(nil, Outcome{Status: SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()}), nil
+		return e.finish(nil, Outcome{Status: eventlog.SKIP, Code: ExitOK, Message: "another sync pass is running: " + err.Error()}), nil
 	}
 	if err != nil {
 		return e.finish(nil, fail("sync lock: %v", err)), nil
@@ -54,8 +54,8 @@ func (e *Engine) runPass(ctx context.Context, opt PassOptions) (Outcome, []passC
 type pass struct {
 	e   *Engine
 	opt PassOptions
-	rec *Record
-	lin *Lineage
+	rec *telemetry.Record
+	lin *lineage.Lineage
 	vs  vaultState
 
 	at    passCase   // where the pass stands: the case of its next row
@@ -72,7 +72,7 @@ type pass struct {
 }
 
 func (e *Engine) newPass(opt PassOptions) *pass {
-	return &pass{e: e, opt: opt, rec: newRecord(),
+	return &pass{e: e, opt: opt, rec: telemetry.NewRecord(),
 		at: passCase{check: checkNone, refresh: refreshNone, restore: restoreNone}}
 }
 
@@ -100,6 +100,6 @@ func (p *pass) prepareStore(ctx context.Context) *Outcome {
 	if hard != nil {
 		return hard
 	}
-	p.lin, p.vs, p.rec.storeDown = lin, vs, vs.down != nil
+	p.lin, p.vs, p.rec.StoreDown = lin, vs, vs.down != nil
 	return nil
 }

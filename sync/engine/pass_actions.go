@@ -9,6 +9,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 // follow goes through passTable from where the pass stands, taking each row's
@@ -138,7 +139,7 @@ func (p *pass) lookAgain() {
 // single refresher. A new login is checked next.
 func (p *pass) refresh(ctx context.Context) {
 	sent := p.local.OAuth.RefreshToken()
-	rr, err := p.e.Refresh(ctx, p.lin, true, sent)
+	rr, err := p.e.Refresher.Refresh(ctx, p.lin, true, sent)
 	p.err = err
 	switch {
 	case err == nil && rr.OAuth != nil && rr.OAuth.RefreshToken() != sent:
@@ -150,11 +151,11 @@ func (p *pass) refresh(ctx context.Context) {
 		p.at.file, p.at.check = fileUsable, checkNone
 	case err == nil:
 		p.at.refresh = refreshNoNew
-	case errors.Is(err, ErrNotWritten) && rr.OAuth != nil:
+	case errors.Is(err, refresh.ErrNotWritten) && rr.OAuth != nil:
 		p.at.refresh, p.login = refreshNotWritten, rr.OAuth
-	case errors.Is(err, ErrLoginDead):
+	case errors.Is(err, refresh.ErrLoginDead):
 		p.at.refresh = refreshDead
-	case tryLater(err):
+	case refresh.TryLater(err):
 		p.at.refresh = refreshLater
 	default:
 		p.e.Diag.Warn("forced refresh failed", "err", err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // loginDeadlineWarning: how long before refreshTokenExpiresAt passes warn.
@@ -59,7 +60,7 @@ func (p *pass) takeLogin(l *credentials.Local) {
 	}
 	now := p.e.now()
 	if d := l.OAuth.RefreshTokenExpiresAt(); !d.IsZero() && d.Sub(now) < loginDeadlineWarning {
-		p.e.Log.Event(WARN, "the login itself ends on %s (in %s): run `claude auth login` before then, then `claude-auth-sync sync`",
+		p.e.Log.Event(eventlog.WARN, "the login itself ends on %s (in %s): run `claude auth login` before then, then `claude-auth-sync sync`",
 			d.Format(time.RFC3339), d.Sub(now).Round(time.Hour))
 	}
 }
@@ -84,6 +85,6 @@ func (e *Engine) TightenLoose(l *credentials.Local) {
 		msg = fmt.Sprintf("credentials file %s was open to other users (mode %04o); set it to 0600. Whoever read it meanwhile holds the login: if that may have happened, log in again (`claude auth login`)", l.Target, old)
 	}
 	if msg != "" {
-		e.Log.Event(WARN, "%s", msg)
+		e.Log.Event(eventlog.WARN, "%s", msg)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
+
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // The pass's decisions about the rotating login, in one table. Once the file
@@ -96,7 +98,7 @@ const (
 // pass.words).
 type passStep struct {
 	act    passAction
-	status Status // the outcome's (actEnd, actBackUpAndFail), or the note's
+	status eventlog.Status // the outcome's (actEnd, actBackUpAndFail), or the note's
 	code   int
 	say    string // the outcome's message; for actBackUp, what worked
 	// note is logged before the step: a status event, or a diagnostic when
@@ -104,17 +106,17 @@ type passStep struct {
 	note string
 }
 
-func end(st Status, code int, say string) passStep {
+func end(st eventlog.Status, code int, say string) passStep {
 	return passStep{act: actEnd, status: st, code: code, say: say}
 }
 func then(act passAction) passStep { return passStep{act: act} }
-func note(st Status, note string, act passAction) passStep {
+func note(st eventlog.Status, note string, act passAction) passStep {
 	return passStep{act: act, status: st, note: note}
 }
 func info(note string, act passAction) passStep { return passStep{act: act, note: note} }
 func backUp(what string) passStep               { return passStep{act: actBackUp, say: what} }
 func backUpAndFail(say string) passStep {
-	return passStep{act: actBackUpAndFail, status: FAIL, code: ExitFail, say: say}
+	return passStep{act: actBackUpAndFail, status: eventlog.FAIL, code: ExitFail, say: say}
 }
 
 type passRow struct {
@@ -132,26 +134,26 @@ type passRow struct {
 // login that changed under the check is no verdict on the file's login.
 var passTable = []passRow{
 	// The file as read.
-	{fileUnreadable, checkNone, refreshNone, anyRestore, end(FAIL, ExitFail, "{err}")},
-	{fileGone, checkNone, refreshNone, restoreNone, end(WARN, ExitLoggedOut, "{what} (a logout, or a new home); not restoring automatically. To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup")},
+	{fileUnreadable, checkNone, refreshNone, anyRestore, end(eventlog.FAIL, ExitFail, "{err}")},
+	{fileGone, checkNone, refreshNone, restoreNone, end(eventlog.WARN, ExitLoggedOut, "{what} (a logout, or a new home); not restoring automatically. To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup")},
 	{fileBroken, checkNone, refreshNone, restoreNone, then(actRepair)},
 
 	// A broken file: restore the backup if it holds another login.
-	{fileBroken, checkNone, refreshNone, restoreNoStore, end(FAIL, ExitFail, "credentials file is unusable ({problem}) and the backup cannot be read: {down}; {hint}")},
-	{fileBroken, checkNone, refreshNone, restoreNoCandidate, end(FAIL, ExitFail, "credentials file is unusable ({problem}); {why}; {hint}")},
-	{fileBroken, checkNone, refreshNone, restoreFailed, end(FAIL, ExitFail, "credentials file is unusable ({problem}); restore failed: {err}")},
-	{fileBroken, checkNone, refreshNone, restoreDone, note(RECOVERED, "credentials file was unusable ({problem}); restored the login from the backup (v{version})", actSettle)},
+	{fileBroken, checkNone, refreshNone, restoreNoStore, end(eventlog.FAIL, ExitFail, "credentials file is unusable ({problem}) and the backup cannot be read: {down}; {hint}")},
+	{fileBroken, checkNone, refreshNone, restoreNoCandidate, end(eventlog.FAIL, ExitFail, "credentials file is unusable ({problem}); {why}; {hint}")},
+	{fileBroken, checkNone, refreshNone, restoreFailed, end(eventlog.FAIL, ExitFail, "credentials file is unusable ({problem}); restore failed: {err}")},
+	{fileBroken, checkNone, refreshNone, restoreDone, note(eventlog.RECOVERED, "credentials file was unusable ({problem}); restored the login from the backup (v{version})", actSettle)},
 	// Someone (the agent's worker, a refresh, Claude) made the file usable
 	// while the restore waited for the locks: nothing to restore, no FAIL.
 	{fileBroken, checkNone, refreshNone, restoreRaced, info("the credentials file became usable before the restore; leaving it", actSettle)},
-	{fileBroken, checkNone, refreshNone, restoreAgentPending, end(WARN, ExitTempFail, "credentials file is unusable ({problem}); the agent's restore has not fixed it yet (see its lines), the next pass looks again")},
+	{fileBroken, checkNone, refreshNone, restoreAgentPending, end(eventlog.WARN, ExitTempFail, "credentials file is unusable ({problem}); the agent's restore has not fixed it yet (see its lines), the next pass looks again")},
 	{fileBroken, checkNone, refreshNone, restoreByAgent, then(actSettle)},
-	{fileStillBroken, checkNone, refreshNone, anyRestore, end(FAIL, ExitFail, "credentials file is still unusable: {problem}")},
+	{fileStillBroken, checkNone, refreshNone, anyRestore, end(eventlog.FAIL, ExitFail, "credentials file is still unusable: {problem}")},
 
 	// A usable login: check it.
 	{fileUsable, checkNone, refreshNone, restoreNone, then(actCheck)},
 	{fileUsable | fileSame, checkOK, refreshNone, restoreNone, backUp("inference check passed")},
-	{fileUsable | fileSame, checkTransient, refreshNone, restoreNone, end(WARN, ExitTempFail, "{reason}; not restoring, the next pass retries")},
+	{fileUsable | fileSame, checkTransient, refreshNone, restoreNone, end(eventlog.WARN, ExitTempFail, "{reason}; not restoring, the next pass retries")},
 	{fileUsable, checkRefused, refreshNone | refreshOurs | refreshTheirs, restoreNone, then(actLookAgain)},
 	// A running Claude refreshed during the check, revoking the token it used.
 	{fileChanged, checkRefused, refreshNone, restoreNone, info("the login changed during the check; checking the new one", actCheckNew)},
@@ -161,28 +163,28 @@ var passTable = []passRow{
 	{fileUsable, checkNone, refreshOurs | refreshTheirs, restoreNone, then(actCheck)},
 	{fileUsable, checkOK, refreshOurs, restoreNone, backUp("inference check passed after a forced refresh ({first})")},
 	{fileUsable, checkOK, refreshTheirs, restoreNone, backUp("inference check passed with the login someone else refreshed ({first})")},
-	{fileUsable, checkTransient, refreshOurs | refreshTheirs, restoreNone, end(WARN, ExitTempFail, "refreshed the login, then: {reason}; the next pass retries")},
+	{fileUsable, checkTransient, refreshOurs | refreshTheirs, restoreNone, end(eventlog.WARN, ExitTempFail, "refreshed the login, then: {reason}; the next pass retries")},
 	// Rotated again while we checked: the check says nothing about the login
 	// now in the file, and the refresh worked.
-	{fileChanged, checkRefused, refreshOurs | refreshTheirs, restoreNone, end(WARN, ExitTempFail, "the login kept rotating during the check ({reason}); not restoring, the next pass retries")},
+	{fileChanged, checkRefused, refreshOurs | refreshTheirs, restoreNone, end(eventlog.WARN, ExitTempFail, "the login kept rotating during the check ({reason}); not restoring, the next pass retries")},
 	// The refresh did not help: a newer login in the backup is the way back.
 	{fileSame, checkRefused, refreshOurs | refreshTheirs | refreshNoNew | refreshDead | refreshFailed, restoreNone, then(actRestore)},
-	{fileSame, checkRefused, refreshLater, restoreNone, end(WARN, ExitTempFail, "{reason}; a forced refresh could not run ({err}); not restoring, the next pass retries")},
+	{fileSame, checkRefused, refreshLater, restoreNone, end(eventlog.WARN, ExitTempFail, "{reason}; a forced refresh could not run ({err}); not restoring, the next pass retries")},
 	// A new login the file cannot take (a full file system): into the store.
 	{fileSame, checkRefused, refreshNotWritten, restoreNone, backUpAndFail("{reason}; a forced refresh got a new login, but {err}; {backup}")},
 
 	// The restore over a refused login.
-	{fileSame, checkRefused, anyRefresh, restoreNoStore, end(FAIL, ExitFail, "{reason}; cannot look for a backup: {down}; {hint}")},
-	{fileSame, checkRefused, anyRefresh, restoreNoCandidate, end(FAIL, ExitFail, "{reason}; {why}; {hint}")},
-	{fileSame, checkRefused, anyRefresh, restoreFailed, end(FAIL, ExitFail, "{reason}; restore from {store} failed: {err}")},
-	{fileUsable, checkNone, anyRefresh, restoreDone, note(RECOVERED, "{first}; restored the login from the backup (v{version})", actCheck)},
+	{fileSame, checkRefused, anyRefresh, restoreNoStore, end(eventlog.FAIL, ExitFail, "{reason}; cannot look for a backup: {down}; {hint}")},
+	{fileSame, checkRefused, anyRefresh, restoreNoCandidate, end(eventlog.FAIL, ExitFail, "{reason}; {why}; {hint}")},
+	{fileSame, checkRefused, anyRefresh, restoreFailed, end(eventlog.FAIL, ExitFail, "{reason}; restore from {store} failed: {err}")},
+	{fileUsable, checkNone, anyRefresh, restoreDone, note(eventlog.RECOVERED, "{first}; restored the login from the backup (v{version})", actCheck)},
 	{fileUsable, checkOK, anyRefresh, restoreDone, backUp("inference check passed after restore")},
-	{fileUsable, checkTransient | checkRefused, anyRefresh, restoreDone, end(FAIL, ExitFail, "restored login from the backup, but the check still fails: {reason}; {hint}")},
+	{fileUsable, checkTransient | checkRefused, anyRefresh, restoreDone, end(eventlog.FAIL, ExitFail, "restored login from the backup, but the check still fails: {reason}; {hint}")},
 	// Someone (a refresher that was mid-request, Claude) wrote a new login
 	// while the restore waited for the locks: that login is the one to check.
 	{fileChanged, checkNone, anyRefresh, restoreRaced, then(actCheck)},
 	{fileChanged, checkOK, anyRefresh, restoreRaced, backUp("inference check passed with the login written meanwhile ({first})")},
-	{fileChanged, checkTransient | checkRefused, anyRefresh, restoreRaced, end(WARN, ExitTempFail, "the login kept changing during the check ({first}, then {reason}); not restoring, the next pass retries")},
+	{fileChanged, checkTransient | checkRefused, anyRefresh, restoreRaced, end(eventlog.WARN, ExitTempFail, "the login kept changing during the check ({first}, then {reason}); not restoring, the next pass retries")},
 }
 
 // holds says whether the row is for case c (each of c's fields one state).

@@ -12,7 +12,9 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 const (
@@ -64,17 +66,17 @@ func rotatesTo(login string) answer {
 }
 
 // forcedRefresh is the forced refresh's answer, as the agent's refresh child
-// (RefreshVia) would give it; write, when set, is the login it leaves in the
+// (Refresher.Via) would give it; write, when set, is the login it leaves in the
 // file.
 type forcedRefresh struct {
 	write string
-	res   func(t *testing.T) RefreshResult
+	res   func(t *testing.T) refresh.ClaudeResult
 	err   error
 }
 
 func refreshedTo(login string, ours bool) *forcedRefresh {
-	return &forcedRefresh{write: login, res: func(t *testing.T) RefreshResult {
-		return RefreshResult{Refreshed: ours, OAuth: mustOAuth(t, login), Message: "refreshed"}
+	return &forcedRefresh{write: login, res: func(t *testing.T) refresh.ClaudeResult {
+		return refresh.ClaudeResult{Refreshed: ours, OAuth: mustOAuth(t, login), Message: "refreshed"}
 	}}
 }
 
@@ -118,7 +120,7 @@ type passTableCase struct {
 	refresh *forcedRefresh // nil: the refresher's own, whose endpoint knows no login (invalid_grant)
 	setup   func(*testing.T, *harness, *PassOptions)
 	end     passCase // where the pass ends
-	status  Status
+	status  eventlog.Status
 	code    int
 	msgHas  string
 	logHas  string // a line of sync.log
@@ -129,18 +131,18 @@ var passTableCases = []passTableCase{
 		if err := os.Mkdir(h.cfg.CredentialsFile, 0o700); err != nil {
 			t.Fatal(err)
 		}
-	}, end: passCase{fileUnreadable, checkNone, refreshNone, restoreNone}, status: FAIL, code: ExitFail, msgHas: "not a regular file"},
+	}, end: passCase{fileUnreadable, checkNone, refreshNone, restoreNone}, status: eventlog.FAIL, code: ExitFail, msgHas: "not a regular file"},
 	{name: "no file", backup: login2,
-		end: passCase{fileGone, checkNone, refreshNone, restoreNone}, status: WARN, code: ExitLoggedOut, msgHas: "no credentials file at"},
+		end: passCase{fileGone, checkNone, refreshNone, restoreNone}, status: eventlog.WARN, code: ExitLoggedOut, msgHas: "no credentials file at"},
 
 	{name: "broken, store down", creds: clobbered, setup: storeDown,
-		end: passCase{fileBroken, checkNone, refreshNone, restoreNoStore}, status: FAIL, code: ExitFail, msgHas: "and the backup cannot be read"},
+		end: passCase{fileBroken, checkNone, refreshNone, restoreNoStore}, status: eventlog.FAIL, code: ExitFail, msgHas: "and the backup cannot be read"},
 	{name: "broken, no backup", creds: clobbered,
-		end: passCase{fileBroken, checkNone, refreshNone, restoreNoCandidate}, status: FAIL, code: ExitFail, msgHas: "there is no backup"},
+		end: passCase{fileBroken, checkNone, refreshNone, restoreNoCandidate}, status: eventlog.FAIL, code: ExitFail, msgHas: "there is no backup"},
 	{name: "broken, restore fails", creds: clobbered, backup: login2, setup: prevIsDir,
-		end: passCase{fileBroken, checkNone, refreshNone, restoreFailed}, status: FAIL, code: ExitFail, msgHas: "restore failed: keep a copy"},
+		end: passCase{fileBroken, checkNone, refreshNone, restoreFailed}, status: eventlog.FAIL, code: ExitFail, msgHas: "restore failed: keep a copy"},
 	{name: "broken, restored", creds: clobbered, backup: login2, checks: []answer{ok},
-		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed",
+		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed",
 		logHas: "RECOVERED credentials file was unusable"},
 	{name: "broken, someone restores first", creds: clobbered, backup: login3, checks: []answer{ok},
 		setup: func(t *testing.T, h *harness, _ *PassOptions) {
@@ -149,65 +151,65 @@ var passTableCases = []passTableCase{
 			if err := os.Chmod(h.cfg.CredentialsFile, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			h.eng.Log.AfterEvent = func(Status) { h.eng.Log.AfterEvent = nil; h.writeCreds(credsFile(login2)) }
+			h.eng.Log.AfterEvent = func(eventlog.Status) { h.eng.Log.AfterEvent = nil; h.writeCreds(credsFile(login2)) }
 		},
-		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed"},
+		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed"},
 	{name: "broken, the agent has not fixed it", creds: clobbered, setup: agentLeaves(""),
-		end: passCase{fileBroken, checkNone, refreshNone, restoreAgentPending}, status: WARN, code: ExitTempFail, msgHas: "the agent's restore has not fixed it yet"},
+		end: passCase{fileBroken, checkNone, refreshNone, restoreAgentPending}, status: eventlog.WARN, code: ExitTempFail, msgHas: "the agent's restore has not fixed it yet"},
 	{name: "broken, the agent fixed it", creds: clobbered, checks: []answer{ok}, setup: agentLeaves(credsFile(login2)),
-		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed"},
+		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed"},
 	{name: "broken, still broken after the repair", creds: clobbered, setup: agentLeaves(clobbered),
-		end: passCase{fileStillBroken, checkNone, refreshNone, restoreByAgent}, status: FAIL, code: ExitFail, msgHas: "still unusable"},
+		end: passCase{fileStillBroken, checkNone, refreshNone, restoreByAgent}, status: eventlog.FAIL, code: ExitFail, msgHas: "still unusable"},
 
 	{name: "check passes", creds: credsFile(login1), checks: []answer{ok},
-		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed; backed up"},
+		end: passCase{fileUsable, checkOK, refreshNone, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed; backed up"},
 	{name: "check transient", creds: credsFile(login1), backup: login2, checks: []answer{transient},
-		end: passCase{fileUsable, checkTransient, refreshNone, restoreNone}, status: WARN, code: ExitTempFail, msgHas: "timed out after 1m30s; not restoring"},
+		end: passCase{fileUsable, checkTransient, refreshNone, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "timed out after 1m30s; not restoring"},
 	{name: "rotated during the check, the new login works", creds: credsFile(login1), checks: []answer{rotatesTo(login2), ok},
-		end: passCase{fileSame, checkOK, refreshNone, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed; backed up"},
+		end: passCase{fileSame, checkOK, refreshNone, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed; backed up"},
 	{name: "rotated during the check, the new login transient", creds: credsFile(login1), checks: []answer{rotatesTo(login2), transient},
-		end: passCase{fileSame, checkTransient, refreshNone, restoreNone}, status: WARN, code: ExitTempFail, msgHas: "not restoring"},
+		end: passCase{fileSame, checkTransient, refreshNone, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "not restoring"},
 
 	{name: "forced refresh works", creds: credsFile(login1), checks: []answer{refused, ok}, refresh: refreshedTo(login2, true),
-		end: passCase{fileUsable, checkOK, refreshOurs, restoreNone}, status: OK, code: ExitOK, msgHas: "inference check passed after a forced refresh (credential refused"},
+		end: passCase{fileUsable, checkOK, refreshOurs, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed after a forced refresh (credential refused"},
 	{name: "someone else refreshed", creds: credsFile(login1), checks: []answer{refused, ok}, refresh: refreshedTo(login2, false),
-		end: passCase{fileUsable, checkOK, refreshTheirs, restoreNone}, status: OK, code: ExitOK, msgHas: "with the login someone else refreshed"},
+		end: passCase{fileUsable, checkOK, refreshTheirs, restoreNone}, status: eventlog.OK, code: ExitOK, msgHas: "with the login someone else refreshed"},
 	{name: "refreshed, then transient", creds: credsFile(login1), checks: []answer{refused, transient}, refresh: refreshedTo(login2, true),
-		end: passCase{fileUsable, checkTransient, refreshOurs, restoreNone}, status: WARN, code: ExitTempFail, msgHas: "refreshed the login, then: claude check timed out"},
+		end: passCase{fileUsable, checkTransient, refreshOurs, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "refreshed the login, then: claude check timed out"},
 	{name: "refreshed, then rotated again", creds: credsFile(login1), backup: login2, checks: []answer{refused, rotatesTo(login3)}, refresh: refreshedTo(login2, true),
-		end: passCase{fileChanged, checkRefused, refreshOurs, restoreNone}, status: WARN, code: ExitTempFail, msgHas: "the login kept rotating"},
+		end: passCase{fileChanged, checkRefused, refreshOurs, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "the login kept rotating"},
 	{name: "refresh cannot run", creds: credsFile(login1), backup: login2, checks: []answer{refused}, refresh: refreshFails(fmt.Errorf("refresh: %w: HTTP 503", oauth.ErrTransient)),
-		end: passCase{fileSame, checkRefused, refreshLater, restoreNone}, status: WARN, code: ExitTempFail, msgHas: "a forced refresh could not run (refresh: token endpoint unavailable: HTTP 503)"},
+		end: passCase{fileSame, checkRefused, refreshLater, restoreNone}, status: eventlog.WARN, code: ExitTempFail, msgHas: "a forced refresh could not run (refresh: token endpoint unavailable: HTTP 503)"},
 	{name: "refreshed, the file cannot take it", creds: credsFile(login1), checks: []answer{refused},
-		refresh: &forcedRefresh{res: func(t *testing.T) RefreshResult { return RefreshResult{OAuth: mustOAuth(t, login2)} }, err: fmt.Errorf("%w: disk full", ErrNotWritten)},
-		end:     passCase{fileSame, checkRefused, refreshNotWritten, restoreNone}, status: FAIL, code: ExitFail, msgHas: "a forced refresh got a new login, but the refreshed login could not be written to the credentials file: disk full; the new login; backed up"},
+		refresh: &forcedRefresh{res: func(t *testing.T) refresh.ClaudeResult { return refresh.ClaudeResult{OAuth: mustOAuth(t, login2)} }, err: fmt.Errorf("%w: disk full", refresh.ErrNotWritten)},
+		end:     passCase{fileSame, checkRefused, refreshNotWritten, restoreNone}, status: eventlog.FAIL, code: ExitFail, msgHas: "a forced refresh got a new login, but the refreshed login could not be written to the credentials file: disk full; the new login; backed up"},
 
 	{name: "refused, store down", creds: credsFile(login1), checks: []answer{refused}, setup: storeDown,
-		end: passCase{fileSame, checkRefused, refreshDead, restoreNoStore}, status: FAIL, code: ExitFail, msgHas: "cannot look for a backup"},
+		end: passCase{fileSame, checkRefused, refreshDead, restoreNoStore}, status: eventlog.FAIL, code: ExitFail, msgHas: "cannot look for a backup"},
 	{name: "refused, no backup", creds: credsFile(login1), checks: []answer{refused},
-		end: passCase{fileSame, checkRefused, refreshDead, restoreNoCandidate}, status: FAIL, code: ExitFail, msgHas: "there is no backup"},
+		end: passCase{fileSame, checkRefused, refreshDead, restoreNoCandidate}, status: eventlog.FAIL, code: ExitFail, msgHas: "there is no backup"},
 	{name: "refused, restore fails", creds: credsFile(login1), backup: login2, checks: []answer{refused}, setup: prevIsDir,
-		end: passCase{fileSame, checkRefused, refreshDead, restoreFailed}, status: FAIL, code: ExitFail, msgHas: "restore from"},
+		end: passCase{fileSame, checkRefused, refreshDead, restoreFailed}, status: eventlog.FAIL, code: ExitFail, msgHas: "restore from"},
 	{name: "refused, restored", creds: credsFile(login1), backup: login2, checks: []answer{refused, ok},
-		end: passCase{fileUsable, checkOK, refreshDead, restoreDone}, status: OK, code: ExitOK, msgHas: "inference check passed after restore",
+		end: passCase{fileUsable, checkOK, refreshDead, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed after restore",
 		logHas: "RECOVERED credential refused: API Error: 401"},
 	{name: "refreshed, refused again, restored", creds: credsFile(login1), backup: login3, checks: []answer{refused, refused, ok}, refresh: refreshedTo(login2, true),
-		end: passCase{fileUsable, checkOK, refreshOurs, restoreDone}, status: OK, code: ExitOK, msgHas: "after restore"},
+		end: passCase{fileUsable, checkOK, refreshOurs, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "after restore"},
 	{name: "refresh brings nothing new, restored", creds: credsFile(login1), backup: login2, checks: []answer{refused, ok},
-		refresh: &forcedRefresh{res: func(t *testing.T) RefreshResult {
-			return RefreshResult{OAuth: mustOAuth(t, login1), Message: "someone already refreshed"}
+		refresh: &forcedRefresh{res: func(t *testing.T) refresh.ClaudeResult {
+			return refresh.ClaudeResult{OAuth: mustOAuth(t, login1), Message: "someone already refreshed"}
 		}},
-		end: passCase{fileUsable, checkOK, refreshNoNew, restoreDone}, status: OK, code: ExitOK, msgHas: "after restore"},
+		end: passCase{fileUsable, checkOK, refreshNoNew, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "after restore"},
 	{name: "refresh fails, restored", creds: credsFile(login1), backup: login2, checks: []answer{refused, ok}, refresh: refreshFails(errors.New("the refresh child reported nothing")),
-		end: passCase{fileUsable, checkOK, refreshFailed, restoreDone}, status: OK, code: ExitOK, msgHas: "after restore"},
+		end: passCase{fileUsable, checkOK, refreshFailed, restoreDone}, status: eventlog.OK, code: ExitOK, msgHas: "after restore"},
 	{name: "restored, still refused", creds: credsFile(login1), backup: login2, checks: []answer{refused},
-		end: passCase{fileUsable, checkRefused, refreshDead, restoreDone}, status: FAIL, code: ExitFail, msgHas: "restored login from the backup, but the check still fails"},
+		end: passCase{fileUsable, checkRefused, refreshDead, restoreDone}, status: eventlog.FAIL, code: ExitFail, msgHas: "restored login from the backup, but the check still fails"},
 	{name: "a login written during the restore works", creds: credsFile(login1), backup: login3, checks: []answer{refused, ok},
-		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", ErrLoginDead)},
-		end:     passCase{fileChanged, checkOK, refreshDead, restoreRaced}, status: OK, code: ExitOK, msgHas: "inference check passed with the login written meanwhile (credential refused"},
+		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", refresh.ErrLoginDead)},
+		end:     passCase{fileChanged, checkOK, refreshDead, restoreRaced}, status: eventlog.OK, code: ExitOK, msgHas: "inference check passed with the login written meanwhile (credential refused"},
 	{name: "a login written during the restore fails too", creds: credsFile(login1), backup: login3, checks: []answer{refused},
-		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", ErrLoginDead)},
-		end:     passCase{fileChanged, checkRefused, refreshDead, restoreRaced}, status: WARN, code: ExitTempFail, msgHas: "the login kept changing during the check"},
+		refresh: &forcedRefresh{write: login2, err: fmt.Errorf("%w: invalid_grant", refresh.ErrLoginDead)},
+		end:     passCase{fileChanged, checkRefused, refreshDead, restoreRaced}, status: eventlog.WARN, code: ExitTempFail, msgHas: "the login kept changing during the check"},
 }
 
 // TestPassTable runs a pass into every row of passTable.
@@ -246,11 +248,11 @@ func (tt passTableCase) run(t *testing.T) []passCase {
 	}
 	h.eng.Checker = &scriptedClaude{h: h, answers: checks}
 	if r := tt.refresh; r != nil {
-		h.eng.RefreshVia = func(context.Context, bool, string) (RefreshResult, error) {
+		h.eng.Refresher.Via = func(context.Context, bool, string) (refresh.ClaudeResult, error) {
 			if r.write != "" {
 				h.writeCreds(credsFile(r.write))
 			}
-			var res RefreshResult
+			var res refresh.ClaudeResult
 			if r.res != nil {
 				res = r.res(t)
 			}

@@ -5,6 +5,9 @@ import (
 	"errors"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
@@ -24,7 +27,7 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	switch {
 	case cur.State == credentials.Usable:
 		saw = cur.OAuth.RefreshToken()
-	case cur.State == credentials.Clobbered && !e.RefreshPending():
+	case cur.State == credentials.Clobbered && !e.Refresher.Pending():
 		// A clobbered file has nothing to present: restore it the way a pass
 		// does (the latest backup, if it holds a different login), then
 		// refresh what was restored. A kept refresh answer is written by
@@ -33,25 +36,25 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 			return e.finish(nil, *o)
 		}
 	case cur.State == credentials.Missing || cur.State == credentials.NoLogin:
-		return e.finish(nil, Outcome{Status: WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
+		return e.finish(nil, Outcome{Status: eventlog.WARN, Code: ExitLoggedOut, Message: "refresh: no login to refresh at " + cur.Path +
 			" (a logout, or a new home). To get back in: `claude auth login`, or `claude-auth-sync restore` to restore the last backup"})
 	}
-	res, err := e.Refresh(ctx, lin, true, saw)
+	res, err := e.Refresher.Refresh(ctx, lin, true, saw)
 	switch {
-	case errors.Is(err, ErrNotWritten) && res.OAuth != nil:
+	case errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
 		// The new login lives only in memory and pending-refresh: Vault too.
-		o := e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, "the new login")
+		o := e.afterGoodCheck(ctx, telemetry.NewRecord(), lin, res.OAuth, vs, "the new login")
 		return e.finish(nil, fail("refresh: %v; %s", err, o.Message))
-	case errors.Is(err, ErrLoginDead):
+	case errors.Is(err, refresh.ErrLoginDead):
 		return e.finish(nil, fail("refresh: %v; %s", err, LoginHint()))
-	case tryLater(err):
-		return e.finish(nil, Outcome{Status: WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
+	case refresh.TryLater(err):
+		return e.finish(nil, Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "refresh could not run now: " + err.Error()})
 	case err != nil:
 		return e.finish(nil, fail("refresh: %v", err))
 	}
 	msg := res.Message
 	if res.OAuth != nil {
-		return e.finish(nil, e.afterGoodCheck(ctx, newRecord(), lin, res.OAuth, vs, msg))
+		return e.finish(nil, e.afterGoodCheck(ctx, telemetry.NewRecord(), lin, res.OAuth, vs, msg))
 	}
-	return e.finish(nil, Outcome{Status: OK, Code: ExitOK, Message: msg})
+	return e.finish(nil, Outcome{Status: eventlog.OK, Code: ExitOK, Message: msg})
 }

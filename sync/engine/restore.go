@@ -8,7 +8,11 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 // Restore puts the latest backup into the credentials file on request: the way
@@ -23,19 +27,19 @@ func (e *Engine) Restore(ctx context.Context, force bool) Outcome {
 		return e.finish(nil, fail("restore: %v", err))
 	}
 	defer lk.Unlock()
-	rec := newRecord()
+	rec := telemetry.NewRecord()
 	lin, vs, hard := e.openState(ctx)
 	if hard != nil {
 		return e.finish(rec, *hard)
 	}
 	if vs.doc == nil {
-		return e.finish(rec, Outcome{Status: WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
+		return e.finish(rec, Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "restore: the backup cannot be read, nothing changed: " + vs.down.Error()})
 	}
 	return e.finish(rec, e.restoreOnRequest(ctx, lin, vs.doc, force))
 }
 
 // restoreOnRequest is the restore command once the backup is read.
-func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.Doc, force bool) Outcome {
+func (e *Engine) restoreOnRequest(ctx context.Context, lin *lineage.Lineage, doc *store.Doc, force bool) Outcome {
 	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
@@ -43,7 +47,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 	case backupAbsent:
 		// Nothing to restore is not a dead login (a new user, a host whose
 		// agent never backed up): WARN, which does not page, with exit 3.
-		return Outcome{Status: WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
+		return Outcome{Status: eventlog.WARN, Code: ExitLoggedOut, Message: fmt.Sprintf(
 			"restore: there is no backup in %s yet, nothing to restore; log in with `claude auth login` (the agent backs the new login up at once)", e.Store.Describe())}
 	case backupUnusable:
 		return fail("restore: the backup is not usable (%v); %s", err, LoginHint())
@@ -55,7 +59,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 		return fail("restore: %v", err)
 	}
 	if local.OAuth != nil && local.OAuth.Equal(vo) {
-		return Outcome{Status: OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", doc.Version)}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: fmt.Sprintf("restore: the file already holds the backup (v%d)", doc.Version)}
 	}
 	if local.State == credentials.Usable && !force && !Newer(lin, vo, local.OAuth) {
 		why := "the file holds a working login that is not known to be older than the backup"
@@ -75,7 +79,7 @@ func (e *Engine) restoreOnRequest(ctx context.Context, lin *Lineage, doc *store.
 	if doc.SetupToken() != "" {
 		msg += "; note: setup-token mode is on, so Claude uses the setup token"
 	}
-	return Outcome{Status: RECOVERED, Code: ExitOK, Message: msg}
+	return Outcome{Status: eventlog.RECOVERED, Code: ExitOK, Message: msg}
 }
 
 // backupProblem says why the backup's login cannot be restored at all.
@@ -111,7 +115,7 @@ func storedLogin(doc *store.Doc, now time.Time) (*credentials.OAuth, backupProbl
 
 // RestoreCandidate returns the stored login when restoring it could help: usable,
 // a different refresh token from the local one, and not known to be older.
-func (e *Engine) RestoreCandidate(lin *Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
+func (e *Engine) RestoreCandidate(lin *lineage.Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string) {
 	vo, problem, err := storedLogin(doc, e.now())
 	switch problem {
 	case backupUnreadable:
@@ -150,7 +154,7 @@ func (p *pass) restoreBackup(ctx context.Context, expect func(*credentials.Local
 	}
 	p.err = p.e.WriteLogin(ctx, p.lin, vo, expect)
 	switch {
-	case errors.Is(p.err, ErrChanged):
+	case errors.Is(p.err, refresh.ErrChanged):
 		return restoreRaced
 	case p.err != nil:
 		return restoreFailed
@@ -179,7 +183,7 @@ func (p *pass) repair(ctx context.Context) {
 
 // repairFile is a pass's repair of a broken file, for the refresh command: the
 // outcome when it ended there, nil when the file may be usable now.
-func (e *Engine) repairFile(ctx context.Context, lin *Lineage, vs vaultState, local *credentials.Local) *Outcome {
+func (e *Engine) repairFile(ctx context.Context, lin *lineage.Lineage, vs vaultState, local *credentials.Local) *Outcome {
 	p := e.newPass(PassOptions{})
 	p.lin, p.vs, p.local, p.at.file = lin, vs, local, fileBroken
 	return p.follow(ctx, actSettle)
@@ -217,6 +221,3 @@ func sameRefresh(tok credentials.Secret) func(*credentials.Local) error {
 		return nil
 	}
 }
-
-// ErrChanged: the file changed under us and the write was abandoned.
-var ErrChanged = errors.New("credentials file changed meanwhile")

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -19,23 +21,23 @@ func TestRestore(t *testing.T) {
 		setup   bool   // setup token in the doc
 		lineage []string
 		force   bool
-		status  Status
+		status  eventlog.Status
 		code    int
 		msgHas  string
 		wantRT  string // refresh token in the file after; "" = file unchanged
 	}{
-		{name: "after a logout", backup: login2, status: RECOVERED, code: ExitOK, msgHas: "restored the login", wantRT: refresh2},
-		{name: "onto a file without a login", creds: `{"mcpOAuth":{}}`, backup: login2, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "onto a clobbered file", creds: credsFile(oauthJSON(access1, "", exp8h)), backup: login2, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "no backup", status: WARN, code: ExitLoggedOut, msgHas: "no backup"},
-		{name: "unusable backup", backup: oauthJSON(access2, "", exp9h), status: FAIL, code: ExitFail, msgHas: "not usable"},
-		{name: "already there", creds: credsFile(login2), backup: login2, status: OK, code: ExitOK, msgHas: "already holds"},
-		{name: "working login not known older", creds: credsFile(login1), backup: oauthJSON(access2, refresh2, exp7h), lineage: []string{refresh1}, status: FAIL, code: ExitFail, msgHas: "--force"},
-		{name: "working login newer by lineage", creds: credsFile(login1), backup: login2, lineage: []string{refresh2, refresh1}, status: FAIL, code: ExitFail, msgHas: "rotated out"},
-		{name: "backup unknown but expires later", creds: credsFile(login1), backup: login2, lineage: []string{refresh1}, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "working login older by lineage", creds: credsFile(login1), backup: login2, lineage: []string{refresh1, refresh2}, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "force", creds: credsFile(login1), backup: login2, lineage: []string{refresh2, refresh1}, force: true, status: RECOVERED, code: ExitOK, wantRT: refresh2},
-		{name: "setup-token mode noted", backup: login2, setup: true, status: RECOVERED, code: ExitOK, msgHas: "setup-token mode is on", wantRT: refresh2},
+		{name: "after a logout", backup: login2, status: eventlog.RECOVERED, code: ExitOK, msgHas: "restored the login", wantRT: refresh2},
+		{name: "onto a file without a login", creds: `{"mcpOAuth":{}}`, backup: login2, status: eventlog.RECOVERED, code: ExitOK, wantRT: refresh2},
+		{name: "onto a clobbered file", creds: credsFile(oauthJSON(access1, "", exp8h)), backup: login2, status: eventlog.RECOVERED, code: ExitOK, wantRT: refresh2},
+		{name: "no backup", status: eventlog.WARN, code: ExitLoggedOut, msgHas: "no backup"},
+		{name: "unusable backup", backup: oauthJSON(access2, "", exp9h), status: eventlog.FAIL, code: ExitFail, msgHas: "not usable"},
+		{name: "already there", creds: credsFile(login2), backup: login2, status: eventlog.OK, code: ExitOK, msgHas: "already holds"},
+		{name: "working login not known older", creds: credsFile(login1), backup: oauthJSON(access2, refresh2, exp7h), lineage: []string{refresh1}, status: eventlog.FAIL, code: ExitFail, msgHas: "--force"},
+		{name: "working login newer by lineage", creds: credsFile(login1), backup: login2, lineage: []string{refresh2, refresh1}, status: eventlog.FAIL, code: ExitFail, msgHas: "rotated out"},
+		{name: "backup unknown but expires later", creds: credsFile(login1), backup: login2, lineage: []string{refresh1}, status: eventlog.RECOVERED, code: ExitOK, wantRT: refresh2},
+		{name: "working login older by lineage", creds: credsFile(login1), backup: login2, lineage: []string{refresh1, refresh2}, status: eventlog.RECOVERED, code: ExitOK, wantRT: refresh2},
+		{name: "force", creds: credsFile(login1), backup: login2, lineage: []string{refresh2, refresh1}, force: true, status: eventlog.RECOVERED, code: ExitOK, wantRT: refresh2},
+		{name: "setup-token mode noted", backup: login2, setup: true, status: eventlog.RECOVERED, code: ExitOK, msgHas: "setup-token mode is on", wantRT: refresh2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +83,7 @@ func TestRestore(t *testing.T) {
 				}
 			}
 			// The restored login is known to the lineage as the newest.
-			lin, _ := LoadLineage(h.eng.lineagePath())
+			lin, _ := lineage.Load(h.eng.lineagePath())
 			if !lin.Known(credentials.Secret(tt.wantRT)) {
 				t.Errorf("restored refresh token is not in the lineage")
 			}
@@ -110,7 +112,7 @@ func TestRestoreThroughSymlink(t *testing.T) {
 	h.putBackup(login2)
 	h.claude.valid[access2] = true
 
-	wantOutcome(t, h.pass(), OK, ExitOK, "inference check passed")
+	wantOutcome(t, h.pass(), eventlog.OK, ExitOK, "inference check passed")
 	fi, err := os.Lstat(h.cfg.CredentialsFile)
 	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("credentials path is no longer a symlink (%v, %v)", fi.Mode(), err)

@@ -14,14 +14,12 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
 
 const envKey = "CLAUDE_CODE_OAUTH_TOKEN"
-
-// setupTokenLifetime is how long `claude setup-token` tokens live when the admin
-// did not record the end.
-const setupTokenLifetime = 365 * 24 * time.Hour
 
 // readEnvToken returns the token in the setup-token env file at path ("" when none).
 func readEnvToken(path string) credentials.Secret {
@@ -51,12 +49,12 @@ func (p *pass) setupTokenMode(ctx context.Context) *Outcome {
 		}
 		o := p.setupTokenPass(ctx, nil, tok)
 		if o.Code == ExitOK {
-			o = Outcome{Status: WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
+			o = Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: o.Message + "; vault unreachable, setup-token mode not re-confirmed: " + p.vs.down.Error()}
 		}
 		return &o
 	}
 	if prob := doc.SetupTokenProblem(); prob != "" {
-		e.Log.Event(WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
+		e.Log.Event(eventlog.WARN, "setup-token mode ignored: %s at %s; staying with the rotating login. Store the token as a string (or remove the field)", prob, e.Store.Describe())
 	}
 	if tok := doc.SetupToken(); tok != "" {
 		o := p.setupTokenPass(ctx, doc, tok)
@@ -86,31 +84,31 @@ func (p *pass) setupTokenPass(ctx context.Context, doc *store.Doc, tok credentia
 		end = doc.SetupTokenExpiresAt()
 	}
 	if end.IsZero() {
-		first, ok := loadRecord(e.recordPath()).SetupTokenFirstSeen[tok.Fingerprint()]
+		first, ok := e.Telemetry.LoadRecord().SetupTokenFirstSeen[tok.Fingerprint()]
 		if !ok {
 			first = now
 			rec.SetupTokenFirstSeen[tok.Fingerprint()] = now
 		}
-		end = first.Add(setupTokenLifetime)
+		end = first.Add(telemetry.SetupTokenLifetime)
 	}
 	if left := end.Sub(now); left <= 0 {
 		return fail("setup-token mode: the setup token expired on %s; ask your admin for a new one (`claude setup-token`)", end.Format(time.DateOnly))
 	} else if left <= 30*24*time.Hour {
-		e.Log.Event(WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
+		e.Log.Event(eventlog.WARN, "setup-token mode: the setup token expires on %s (in %d days); ask your admin for a new one", end.Format(time.DateOnly), int(left.Hours()/24)+1)
 	}
 
 	if err := p.backfill(ctx, tok, now); err != nil {
-		e.Log.Event(WARN, "setup-token mode: could not backfill the credentials file: %v", err)
+		e.Log.Event(eventlog.WARN, "setup-token mode: could not backfill the credentials file: %v", err)
 	}
 	if p.opt.SkipCheck != "" {
-		return Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode: " + e.Cfg.TokenEnvFile + " in place; " + p.opt.SkipCheck}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode: " + e.Cfg.TokenEnvFile + " in place; " + p.opt.SkipCheck}
 	}
 	res := e.runCheck(ctx, rec, envKey+"="+tok.Reveal())
 	switch res.Kind {
 	case check.OK:
-		return Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode: inference check passed (no backups in this mode)"}
+		return Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode: inference check passed (no backups in this mode)"}
 	case check.Transient, check.Unexpected:
-		return Outcome{Status: WARN, Code: ExitTempFail, Message: "setup-token mode: " + res.Reason + "; the next pass retries"}
+		return Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "setup-token mode: " + res.Reason + "; the next pass retries"}
 	}
 	return fail("setup-token mode: the setup token was refused: %s; ask your admin for a new setup token (no restore in this mode)", res.Reason)
 }
@@ -142,7 +140,7 @@ func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Ti
 	if local.OAuth == nil || local.OAuth.AccessToken() == tok {
 		return nil
 	}
-	return e.refresher().withFileLocks(ctx, func() error {
+	return e.Refresher.WithFileLocks(ctx, func() error {
 		cur, err := credentials.Read(e.Cfg.CredentialsFile)
 		if err != nil {
 			return err
@@ -158,7 +156,7 @@ func (p *pass) backfill(ctx context.Context, tok credentials.Secret, now time.Ti
 				return err
 			}
 		}
-		data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(setupTokenLifetime))).Marshal()
+		data, err := cur.Base().WithOAuth(cur.OAuth.WithAccessToken(tok, now.Add(telemetry.SetupTokenLifetime))).Marshal()
 		if err != nil {
 			return err
 		}
@@ -178,11 +176,11 @@ func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old cred
 	}
 	local, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil || local.OAuth == nil || !IsBackfill(local.OAuth, old, e.now()) {
-		return &Outcome{Status: OK, Code: ExitOK, Message: "setup-token mode ended; removed " + e.Cfg.TokenEnvFile}
+		return &Outcome{Status: eventlog.OK, Code: ExitOK, Message: "setup-token mode ended; removed " + e.Cfg.TokenEnvFile}
 	}
 	vo, err := doc.OAuth()
 	if err != nil || vo == nil || vo.Usable() != nil {
-		return &Outcome{Status: WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + LoginHint()}
+		return &Outcome{Status: eventlog.WARN, Code: ExitOK, Message: "setup-token mode ended, but the backup holds no rotating login to put back; " + LoginHint()}
 	}
 	expect := func(cur *credentials.Local) error {
 		if cur.OAuth != nil && !IsBackfill(cur.OAuth, old, e.now()) {
@@ -194,7 +192,7 @@ func (p *pass) leaveSetupTokenMode(ctx context.Context, doc *store.Doc, old cred
 		o := fail("setup-token mode ended, but putting the rotating login back failed: %v", err)
 		return &o
 	}
-	return &Outcome{Status: RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
+	return &Outcome{Status: eventlog.RECOVERED, Code: ExitOK, Message: fmt.Sprintf("setup-token mode ended; removed the env file and restored the rotating login from the backup (v%d)", doc.Version)}
 }
 
 // SetupToken is the setup token from the env file ("" when not in that mode).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -28,7 +30,7 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 			vs.down = err
 			return vs, nil
 		case errors.Is(err, store.ErrMisconfigured):
-			o := Outcome{Status: FAIL, Code: ExitConfig, Message: err.Error()}
+			o := Outcome{Status: eventlog.FAIL, Code: ExitConfig, Message: err.Error()}
 			return vs, &o
 		case ctx.Err() != nil:
 			return vs, stopped()
@@ -56,18 +58,18 @@ func prepare(ctx context.Context, v *store.Vault, st store.Store) (vaultState, *
 // unit's stop) while Vault was asked: nothing is known about the token or the
 // store, so no FAIL; the next start or pass asks again.
 func stopped() *Outcome {
-	return &Outcome{Status: WARN, Code: ExitTempFail, Message: "stopped before vault answered; the next pass asks again"}
+	return &Outcome{Status: eventlog.WARN, Code: ExitTempFail, Message: "stopped before vault answered; the next pass asks again"}
 }
 
 // openState loads this user's lineage and prepares the store: how every
 // command that may write a login starts. A hard failure is the outcome.
-func (e *Engine) openState(ctx context.Context) (*Lineage, vaultState, *Outcome) {
-	lin, err := LoadLineage(e.lineagePath())
+func (e *Engine) openState(ctx context.Context) (*lineage.Lineage, vaultState, *Outcome) {
+	lin, err := lineage.Load(e.lineagePath())
 	if err != nil {
 		o := fail("lineage: %v", err)
 		return nil, vaultState{}, &o
 	}
 	vs, hard := prepare(ctx, e.Vault, e.Store)
-	e.health.noteDoc(vs.doc)
+	e.Telemetry.NoteDoc(vs.doc)
 	return lin, vs, hard
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
 
@@ -47,25 +48,25 @@ func TestPassStoreFailures(t *testing.T) {
 		readErr   error
 		updateErr error
 		valid     []string
-		status    Status
+		status    eventlog.Status
 		code      int
 		msgHas    string
 	}{
 		{name: "down, login fine: backup pending", creds: credsFile(login1), readErr: errDown, valid: []string{access1},
-			status: WARN, code: ExitTempFail, msgHas: "backup pending"},
+			status: eventlog.WARN, code: ExitTempFail, msgHas: "backup pending"},
 		{name: "down at write: backup pending", creds: credsFile(login1), updateErr: errDown, valid: []string{access1},
-			status: WARN, code: ExitTempFail, msgHas: "backup pending"},
+			status: eventlog.WARN, code: ExitTempFail, msgHas: "backup pending"},
 		{name: "down, auth failure", creds: credsFile(login1), readErr: errDown,
-			status: FAIL, code: ExitFail, msgHas: "cannot look for a backup"},
+			status: eventlog.FAIL, code: ExitFail, msgHas: "cannot look for a backup"},
 		{name: "down, clobbered", creds: credsFile(oauthJSON(access1, "", exp8h)), readErr: errDown,
-			status: FAIL, code: ExitFail, msgHas: "backup cannot be read"},
-		{name: "down, missing file", readErr: errDown, status: WARN, code: ExitLoggedOut, msgHas: "not restoring"},
+			status: eventlog.FAIL, code: ExitFail, msgHas: "backup cannot be read"},
+		{name: "down, missing file", readErr: errDown, status: eventlog.WARN, code: ExitLoggedOut, msgHas: "not restoring"},
 		{name: "403 on read", creds: credsFile(login1), readErr: errForbidden, valid: []string{access1},
-			status: FAIL, code: ExitFail, msgHas: "permission denied"},
+			status: eventlog.FAIL, code: ExitFail, msgHas: "permission denied"},
 		{name: "403 on write", creds: credsFile(login1), updateErr: errForbidden, valid: []string{access1},
-			status: FAIL, code: ExitFail, msgHas: "backup failed"},
+			status: eventlog.FAIL, code: ExitFail, msgHas: "backup failed"},
 		{name: "down, setup-token env file", creds: credsFile(login1), envFile: true, readErr: errDown, valid: []string{setupTok},
-			status: WARN, code: ExitTempFail, msgHas: "not re-confirmed"},
+			status: eventlog.WARN, code: ExitTempFail, msgHas: "not re-confirmed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,11 +127,11 @@ func TestSkipCheckPassBacksUp(t *testing.T) {
 				fs.readErr, fs.updateErr = errDown, errDown
 			}
 			h.eng.Store = fs
-			o := h.eng.PassWith(context.Background(), PassOptions{SkipCheck: why})
+			o := h.eng.Pass(context.Background(), PassOptions{SkipCheck: why})
 			if down {
-				wantOutcome(t, o, WARN, ExitTempFail, "backup pending")
+				wantOutcome(t, o, eventlog.WARN, ExitTempFail, "backup pending")
 			} else {
-				wantOutcome(t, o, OK, ExitOK, why)
+				wantOutcome(t, o, eventlog.OK, ExitOK, why)
 				if got, _ := h.doc().OAuth(); got == nil || string(got.Compact()) != login1 {
 					t.Errorf("backup after a pass without a check = %v; want the file's login", got)
 				}
@@ -161,7 +162,7 @@ func TestPrepareCutShortIsNoFail(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }() // the stop lands while the lookup waits: fault timing
 	_, o := prepare(ctx, v, v)
-	if o == nil || o.Status != WARN || o.Code != ExitTempFail {
+	if o == nil || o.Status != eventlog.WARN || o.Code != ExitTempFail {
 		t.Fatalf("prepare cut short by a stop = %+v; want WARN %d", o, ExitTempFail)
 	}
 }

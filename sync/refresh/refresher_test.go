@@ -1,10 +1,9 @@
-package engine
+package refresh
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,40 +15,14 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/oauth"
 )
 
-// refreshHarness is the engine harness with a fake token endpoint that knows the
-// file's login, on the real clock (the fake's tokens expire by it).
-func refreshHarness(t *testing.T) (*harness, *fakeanthropic.Server, fakeanthropic.Login) {
-	t.Helper()
-	h := newHarness(t)
-	fake := fakeanthropic.New()
-	srv := httptest.NewServer(fake.Handler())
-	t.Cleanup(srv.Close)
-	h.eng.OAuth = &oauth.Client{TokenURL: srv.URL + "/v1/oauth/token"}
-	h.eng.SetClock(clock.Real)
-	l := fake.Issue()
-	h.writeCreds(string(fakeanthropic.CredentialsJSON(l)))
-	return h, fake, l
-}
-
-func (h *harness) lineage() *Lineage {
-	h.t.Helper()
-	lin, err := LoadLineage(h.eng.lineagePath())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return lin
-}
-
 func TestRefreshRotatesAndKeepsFields(t *testing.T) {
 	h, fake, l := refreshHarness(t)
-	lin := h.lineage()
-	_ = lin.Observe(credentials.Secret(l.RefreshToken))
-	res, err := h.eng.Refresh(context.Background(), lin, true, "")
+	lin := h.seen
+	res, err := h.r.Refresh(context.Background(), lin, true, "")
 	if err != nil || !res.Refreshed {
 		t.Fatalf("Refresh = %+v, %v; want a refresh", res, err)
 	}
@@ -66,29 +39,29 @@ func TestRefreshRotatesAndKeepsFields(t *testing.T) {
 	if c := fake.Counters(); c.Refreshes != 1 || c.InvalidGrant != 0 {
 		t.Errorf("fake counters %+v; want exactly one refresh", c)
 	}
-	if lin.Order(credentials.Secret(l.RefreshToken), cur.OAuth.RefreshToken()) != -1 {
-		t.Errorf("lineage does not order the new refresh token after the old")
+	if lin.last() != cur.OAuth.RefreshToken() {
+		t.Errorf("the witness (the lineage) was not told of the new refresh token")
 	}
-	if _, err := os.Stat(h.eng.refresher().pendingPath()); !os.IsNotExist(err) {
+	if _, err := os.Stat(h.r.keptPath()); !os.IsNotExist(err) {
 		t.Errorf("pending-refresh left behind: %v", err)
 	}
 	for _, p := range []string{".oauth_refresh.lock", ".storage-write.lock"} {
-		if _, err := os.Stat(filepath.Join(h.cfg.ClaudeConfigDir, p)); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(h.claudeDir, p)); !os.IsNotExist(err) {
 			t.Errorf("lock %s not released", p)
 		}
 	}
-	if _, err := os.Stat(h.cfg.ClaudeConfigDir + ".lock"); !os.IsNotExist(err) {
+	if _, err := os.Stat(h.claudeDir + ".lock"); !os.IsNotExist(err) {
 		t.Errorf("legacy lock not released")
 	}
 }
 
 func TestRefreshNotDueAndAlreadyRefreshed(t *testing.T) {
 	h, fake, l := refreshHarness(t)
-	lin := h.lineage()
-	if res, err := h.eng.Refresh(context.Background(), lin, false, ""); err != nil || res.Refreshed {
+	lin := h.seen
+	if res, err := h.r.Refresh(context.Background(), lin, false, ""); err != nil || res.Refreshed {
 		t.Errorf("unforced refresh of an 8 h token = %+v, %v; want not due", res, err)
 	}
-	if res, err := h.eng.Refresh(context.Background(), lin, true, "sk-ant-ort01-someone-elses"); err != nil || res.Refreshed {
+	if res, err := h.r.Refresh(context.Background(), lin, true, "sk-ant-ort01-someone-elses"); err != nil || res.Refreshed {
 		t.Errorf("refresh when the file no longer holds the failing token = %+v, %v; want no-op", res, err)
 	}
 	if fake.Counters().Refreshes != 0 {
@@ -103,7 +76,7 @@ func TestRefreshInvalidGrantIsDeadAndWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := h.rawCreds()
-	_, err := h.eng.Refresh(context.Background(), h.lineage(), true, "")
+	_, err := h.r.Refresh(context.Background(), h.seen, true, "")
 	if !errors.Is(err, ErrLoginDead) {
 		t.Fatalf("err = %v; want ErrLoginDead", err)
 	}
@@ -117,7 +90,7 @@ func TestRefreshInvalidGrantIsDeadAndWritesNothing(t *testing.T) {
 
 func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
 	h, fake, _ := refreshHarness(t)
-	refreshLock, _, _ := lock.ClaudePaths(h.cfg.ClaudeConfigDir)
+	refreshLock, _, _ := lock.ClaudePaths(h.claudeDir)
 	// A live holder: fresh mtime. The refresh waits until it is gone.
 	if err := os.Mkdir(refreshLock, 0o700); err != nil {
 		t.Fatal(err)
@@ -135,11 +108,11 @@ func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
 		}
 	}
 	done := make(chan error, 1)
-	go func() { _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); done <- err }()
+	go func() { _, err := h.r.Refresh(context.Background(), h.seen, true, ""); done <- err }()
 	// The refresh holds our flock: it is at Claude's lock (or on its way).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		lk, err := lock.Try(h.cfg.StateDir, lock.Refresh)
+		lk, err := lock.Try(h.stateDir, lock.Refresh)
 		if errors.Is(err, lock.ErrHeld) {
 			break
 		}
@@ -169,7 +142,7 @@ func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
 	}
 	old := time.Now().Add(-2 * lock.StaleRefreshLock)
 	os.Chtimes(refreshLock, old, old)
-	if _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); err != nil {
+	if _, err := h.r.Refresh(context.Background(), h.seen, true, ""); err != nil {
 		t.Fatalf("refresh with a stale lock: %v", err)
 	}
 	if fake.Counters().Refreshes != 2 {
@@ -180,9 +153,11 @@ func TestRefreshWaitsForClaudesLockAndTakesOverStaleOnes(t *testing.T) {
 func TestRefreshWithoutClaudesLocksDoesNotRefresh(t *testing.T) {
 	h, fake, _ := refreshHarness(t)
 	// The legacy lock lives beside the config dir; make it impossible.
-	h.cfg.ClaudeConfigDir = filepath.Join(h.dir, "not-a-dir", "claude")
+	h.build(func(f *ClaudeLogin, _ *Config[*credentials.OAuth]) {
+		f.ClaudeConfigDir = filepath.Join(h.dir, "not-a-dir", "claude")
+	})
 	os.WriteFile(filepath.Join(h.dir, "not-a-dir"), []byte("x"), 0o600)
-	_, err := h.eng.Refresh(context.Background(), h.lineage(), true, "")
+	_, err := h.r.Refresh(context.Background(), h.seen, true, "")
 	if !errors.Is(err, lock.ErrClaudeLocksUnavailable) {
 		t.Fatalf("err = %v; want ErrClaudeLocksUnavailable", err)
 	}
@@ -205,14 +180,14 @@ func TestApplyPendingRefresh(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, fake, l := refreshHarness(t)
 			n := keptAnswer(t, h, fake, l)
-			if fi, _ := os.Stat(h.eng.refresher().pendingPath()); fi.Mode().Perm() != 0o600 {
+			if fi, _ := os.Stat(h.r.keptPath()); fi.Mode().Perm() != 0o600 {
 				t.Errorf("pending-refresh mode %v", fi.Mode().Perm())
 			}
 			other := fake.Issue()
 			if tc.fileMoved {
 				h.writeCreds(string(fakeanthropic.CredentialsJSON(other)))
 			}
-			res, err := h.eng.ApplyPendingRefresh(context.Background(), h.lineage())
+			res, err := h.r.ApplyPending(context.Background(), h.seen)
 			if applied := res.Refreshed; err != nil || applied != tc.wantApply {
 				t.Fatalf("applied = %v, %v; want %v", res.Refreshed, err, tc.wantApply)
 			}
@@ -223,7 +198,7 @@ func TestApplyPendingRefresh(t *testing.T) {
 			if got := h.readCreds().OAuth.RefreshToken().Reveal(); got != want {
 				t.Errorf("file holds the wrong refresh token after ApplyPendingRefresh")
 			}
-			if _, err := os.Stat(h.eng.refresher().pendingPath()); !os.IsNotExist(err) {
+			if _, err := os.Stat(h.r.keptPath()); !os.IsNotExist(err) {
 				t.Errorf("pending-refresh not removed")
 			}
 		})
@@ -234,7 +209,7 @@ func TestMergeTokenDeadlineIsTheSmaller(t *testing.T) {
 	o := mustOAuth(t, `{"accessToken":"a","refreshToken":"r","expiresAt":1,"refreshTokenExpiresAt":1000000,"x":1}`)
 	tok := &oauth.Token{AccessToken: "a2", RefreshToken: "r2", ExpiresIn: time.Hour, RefreshTokenExpiresIn: 30 * 24 * time.Hour}
 	now := time.UnixMilli(5000)
-	next, err := mergeToken(o, tok, now)
+	next, err := (&ClaudeLogin{}).Merge(o, tok, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,30 +225,26 @@ func TestMergeTokenDeadlineIsTheSmaller(t *testing.T) {
 }
 
 func TestRefreshDueLead(t *testing.T) {
-	h := newHarness(t)
-	h.eng.SetClock(clock.Real)
-	h.eng.Cfg.RefreshLead = 15 * time.Minute
-	h.eng.Cfg.Sources = map[string]string{}
+	h := newHarness(t, "")
 	exp := time.UnixMilli(time.Now().Add(8 * time.Hour).UnixMilli())
 	o := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-a", "sk-ant-ort01-lead-a", exp))
-	if got := exp.Sub(h.eng.RefreshDue(o)); got != 15*time.Minute {
+	if got := exp.Sub(h.r.Due(o)); got != 15*time.Minute {
 		t.Errorf("8 h token lead = %s; want 15m", got)
 	}
 	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	short := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-b", "sk-ant-ort01-lead-b", exp))
-	if got := exp.Sub(h.eng.RefreshDue(short)); got != 15*time.Minute {
+	if got := exp.Sub(h.r.Due(short)); got != 15*time.Minute {
 		t.Errorf("10 min token of unknown birth: lead = %s; want the full 15m (counted as long-lived)", got)
 	}
-	h.eng.NoteNewLogin(short)
-	if got := exp.Sub(h.eng.RefreshDue(short)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
+	h.r.NoteNewLogin(short)
+	if got := exp.Sub(h.r.Due(short)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
 		t.Errorf("10 min token lead = %s; want half the lifetime, 5m", got)
 	}
-	h.eng.Cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"] = "environment"
-	h.eng.Cfg.RefreshLead = 8 * time.Minute
+	h.build(func(_ *ClaudeLogin, c *Config[*credentials.OAuth]) { c.Lead, c.LeadExplicit = 8*time.Minute, true })
 	exp = time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	expl := mustOAuth(t, oauthJSON("sk-ant-oat01-lead-c", "sk-ant-ort01-lead-c", exp))
-	h.eng.NoteNewLogin(expl)
-	if got := exp.Sub(h.eng.RefreshDue(expl)); got != 8*time.Minute {
+	h.r.NoteNewLogin(expl)
+	if got := exp.Sub(h.r.Due(expl)); got != 8*time.Minute {
 		t.Errorf("explicit lead = %s; want 8m honoured", got)
 	}
 }
@@ -299,7 +270,7 @@ func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h, fake, l := refreshHarness(t)
-			h.eng.OAuth.Scopes = c.override
+			h.fam.Client.Scopes = c.override
 			o := map[string]any{"accessToken": l.AccessToken, "refreshToken": l.RefreshToken, "expiresAt": l.ExpiresAt.UnixMilli(),
 				"subscriptionType": "enterprise", "rateLimitTier": "default_claude_max_20x"}
 			if c.scopes != nil {
@@ -307,7 +278,7 @@ func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
 			}
 			b, _ := json.Marshal(map[string]any{"claudeAiOauth": o})
 			h.writeCreds(string(b))
-			if _, err := h.eng.Refresh(context.Background(), h.lineage(), true, ""); err != nil {
+			if _, err := h.r.Refresh(context.Background(), h.seen, true, ""); err != nil {
 				t.Fatal(err)
 			}
 			reqs := fake.TokenRequests()
@@ -329,24 +300,20 @@ func TestRefreshKeepsTheLoginsScopes(t *testing.T) {
 // in the agent too: a short-lived login is next due at half its lifetime, not
 // at once (found by the demo: a 10 s login refreshed five times in a row).
 func TestRefreshDueAfterChildRefresh(t *testing.T) {
-	h := newHarness(t)
-	h.eng.SetClock(clock.Real)
-	h.eng.Cfg.RefreshLead = 15 * time.Minute
-	h.eng.Cfg.Sources = map[string]string{}
+	h := newHarness(t, "")
 	exp := time.UnixMilli(time.Now().Add(10 * time.Minute).UnixMilli())
 	next := mustOAuth(t, oauthJSON("sk-ant-oat01-child-a", "sk-ant-ort01-child-a", exp))
-	h.eng.RefreshVia = func(context.Context, bool, string) (RefreshResult, error) {
-		return RefreshResult{Refreshed: true, OAuth: next}, nil
+	h.r.Via = func(context.Context, bool, string) (ClaudeResult, error) {
+		return ClaudeResult{Refreshed: true, OAuth: next}, nil
 	}
-	lin, err := LoadLineage(h.eng.lineagePath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := h.eng.Refresh(context.Background(), lin, false, "")
+	res, err := h.r.Refresh(context.Background(), h.seen, false, "")
 	if err != nil || !res.Refreshed {
 		t.Fatalf("Refresh through the child = %+v, %v", res, err)
 	}
-	if got := exp.Sub(h.eng.RefreshDue(next)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
+	if h.seen.reloads != 1 {
+		t.Errorf("the witness was reloaded %d times after the child's refresh; want once (the child wrote the lineage)", h.seen.reloads)
+	}
+	if got := exp.Sub(h.r.Due(next)); got > 5*time.Minute+time.Second || got < 5*time.Minute-time.Second {
 		t.Errorf("lead of a 10 min login the child just got = %s; want half its lifetime, 5m", got)
 	}
 }

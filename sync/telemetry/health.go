@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 )
@@ -31,6 +32,10 @@ type healthMemory struct {
 const policyLookEvery = time.Hour
 
 // noteDoc remembers what health needs from a document just read.
+// NoteDoc remembers what health needs from a document a pass just read (the
+// setup token's end).
+func (t *Reporter) NoteDoc(doc *store.Doc) { t.health.noteDoc(doc) }
+
 func (h *healthMemory) noteDoc(doc *store.Doc) {
 	if doc == nil {
 		return
@@ -43,27 +48,14 @@ func (h *healthMemory) noteDoc(doc *store.Doc) {
 	h.mu.Unlock()
 }
 
-// knows says whether a login in the user's unclaimed main document may be
-// this host's: it is the one in the credentials file, this host's lineage
-// has seen it, or this host has no history at all (a first start, taking
-// over from the reference tool, whose document is this host's). A host with
-// a history that never saw it is looking at another host's login.
-func (e *Engine) knows(o *credentials.OAuth) bool {
-	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil && l.OAuth.RefreshToken() == o.RefreshToken() {
-		return true
-	}
-	lin, err := LoadLineage(e.lineagePath())
-	return err == nil && (lin.Len() == 0 || lin.Known(o.RefreshToken()))
-}
-
 // HealthNow is this host's health as a one-shot command knows it: st now,
 // the login in the file, the last backup on record.
-func (e *Engine) HealthNow(st Status) fleet.Health {
-	h := fleet.Health{Status: string(st), StatusAt: e.now()}
-	if l, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && l.OAuth != nil {
+func (t *Reporter) HealthNow(st eventlog.Status) fleet.Health {
+	h := fleet.Health{Status: string(st), StatusAt: t.now()}
+	if l, err := credentials.Read(t.Cfg.CredentialsFile); err == nil && l.OAuth != nil {
 		h.ExpiresAt, h.Deadline = l.OAuth.ExpiresAt(), l.OAuth.RefreshTokenExpiresAt()
 	}
-	if rec := e.LoadRecord(); rec.LastBackup != nil {
+	if rec := t.LoadRecord(); rec.LastBackup != nil {
 		h.BackupAt = rec.LastBackup.At
 	}
 	return h
@@ -75,67 +67,67 @@ func (e *Engine) HealthNow(st Status) fleet.Health {
 // it is still this user's: the fleet sees that FAIL). A policy that does not allow it
 // (from before the fleet: provision rewrites it) is said once, as WARN;
 // nothing else depends on it.
-func (e *Engine) PublishHealth(ctx context.Context, h fleet.Health) {
-	if e.Vault == nil || e.Cfg.HostID == "" || !e.Vault.MayReport() {
+func (t *Reporter) PublishHealth(ctx context.Context, h fleet.Health) {
+	if t.Vault == nil || t.Cfg.HostID == "" || !t.Vault.MayReport() {
 		return // no health with a token that was refused (or never checked)
 	}
-	h.Label, h.Version = e.Cfg.HostLabel, e.Version
-	e.health.mu.Lock()
+	h.Label, h.Version = t.Cfg.HostLabel, t.Version
+	t.health.mu.Lock()
 	if h.SetupExpires.IsZero() {
-		h.SetupExpires = e.health.setupEnd
+		h.SetupExpires = t.health.setupEnd
 	}
-	e.health.mu.Unlock()
+	t.health.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Where this host backs up, decided now if no read or write has yet
 	// (an agent reports before its first backup): never a guess. A token
 	// refused as exposed reads nothing: only what is known already.
-	if !e.Vault.Accepted() {
-		if e.Vault.Placed() {
-			h.Doc, _ = e.Vault.Placement()
+	if !t.Vault.Accepted() {
+		if t.Vault.Placed() {
+			h.Doc, _ = t.Vault.Placement()
 		}
-	} else if e.Vault.Place(ctx) == nil {
-		h.Doc, _ = e.Vault.Placement()
+	} else if t.Vault.Place(ctx) == nil {
+		h.Doc, _ = t.Vault.Placement()
 	}
-	if e.tokenPolicy(ctx) == store.PolicyOld {
+	if t.tokenPolicy(ctx) == store.PolicyOld {
 		h.Policy = string(store.PolicyOld) // fleet shows it: run provision
 	}
-	err := e.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(e.Cfg.HostID): h.Encode()})
+	err := t.Vault.PatchMetadata(ctx, map[string]any{fleet.MetadataKey(t.Cfg.HostID): h.Encode()})
 	if errors.Is(err, store.ErrNoDocument) {
 		// A new user before the first backup: nothing to hang the health
 		// on yet, and nothing wrong. The write after the backup makes it.
-		e.Diag.Debug("no document to write this host's health to yet", "err", err)
+		t.Diag.Debug("no document to write this host's health to yet", "err", err)
 		return
 	}
 	msg := ""
 	if err != nil {
 		msg = err.Error()
 	}
-	e.health.mu.Lock()
-	report := msg != "" && msg != e.health.refused
-	e.health.refused = msg
-	e.health.mu.Unlock()
+	t.health.mu.Lock()
+	report := msg != "" && msg != t.health.refused
+	t.health.refused = msg
+	t.health.mu.Unlock()
 	switch {
 	case !report:
 	case errors.Is(err, store.ErrForbidden):
-		e.Log.Event(WARN, "this host's health cannot be written to the Vault metadata: %v; backups go on (a policy from before the fleet view is rewritten by `claude-auth-sync provision`)", err)
+		t.Log.Event(eventlog.WARN, "this host's health cannot be written to the Vault metadata: %v; backups go on (a policy from before the fleet view is rewritten by `claude-auth-sync provision`)", err)
 	default:
-		e.Diag.Warn("cannot write this host's health to Vault", "err", err)
+		t.Diag.Warn("cannot write this host's health to Vault", "err", err)
 	}
 }
 
 // tokenPolicy is whether the token still carries the old, escapable policy
 // (asked at most every policyLookEvery; unknown says nothing).
-func (e *Engine) tokenPolicy(ctx context.Context) store.PolicyState {
-	e.health.mu.Lock()
-	state, at := e.health.policy, e.health.policyAt
-	e.health.mu.Unlock()
-	if !at.IsZero() && e.now().Sub(at) < policyLookEvery && e.now().After(at) {
+func (t *Reporter) tokenPolicy(ctx context.Context) store.PolicyState {
+	t.health.mu.Lock()
+	state, at := t.health.policy, t.health.policyAt
+	t.health.mu.Unlock()
+	if !at.IsZero() && t.now().Sub(at) < policyLookEvery && t.now().After(at) {
 		return state
 	}
-	state, _ = e.Vault.Policy(ctx)
-	e.health.mu.Lock()
-	e.health.policy, e.health.policyAt = state, e.now()
-	e.health.mu.Unlock()
+	state, _ = t.Vault.Policy(ctx)
+	t.health.mu.Lock()
+	t.health.policy, t.health.policyAt = state, t.now()
+	t.health.mu.Unlock()
 	return state
 }

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"context"
@@ -39,14 +39,14 @@ func SubjectOf(local *credentials.Local, doc *store.Doc) CheckSubject {
 
 // CurrentSubject reads the file and, with readStore, the store's document
 // (bounded) for what a check now would be about.
-func (e *Engine) CurrentSubject(ctx context.Context, readStore bool) CheckSubject {
-	local, _ := credentials.Read(e.Cfg.CredentialsFile)
+func (t *Reporter) CurrentSubject(ctx context.Context, readStore bool) CheckSubject {
+	local, _ := credentials.Read(t.Cfg.CredentialsFile)
 	if !readStore {
 		return SubjectOf(local, nil)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	doc, err := e.Store.Read(ctx)
+	doc, err := t.Store.Read(ctx)
 	if err != nil {
 		doc = nil
 	}

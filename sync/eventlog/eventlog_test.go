@@ -1,4 +1,4 @@
-package engine
+package eventlog
 
 import (
 	"bytes"
@@ -100,23 +100,6 @@ func TestEventLog(t *testing.T) {
 	}
 }
 
-func TestRecordCorruptStartsFresh(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "state.json")
-	if err := os.WriteFile(p, []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := loadRecord(p)
-	if r.LastPass != nil || r.SetupTokenFirstSeen == nil {
-		t.Errorf("loadRecord(corrupt) = %+v; want a fresh record", r)
-	}
-	r.LastPass = &PassRecord{At: testNow, Status: OK, Message: "m"}
-	if err := mergeRecord(p, r); err != nil {
-		t.Fatal(err)
-	}
-	if got := loadRecord(p); got.LastPass == nil || got.LastPass.Status != OK || !got.LastPass.At.Equal(testNow) {
-		t.Errorf("loadRecord after save = %+v; want the saved pass", got.LastPass)
-	}
-	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
-		t.Errorf("state.json mode = %v; want 0600", fi.Mode().Perm())
-	}
-}
+var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+const access1 = "sk-ant-oat01-access1ACCESSaccessACCESS0001"

@@ -1,4 +1,4 @@
-package engine
+package refresh
 
 import (
 	"bytes"
@@ -38,12 +38,12 @@ func TestChildReportRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			werr := fmt.Errorf("wrapped: %w", tc.err)
-			rep := reportFor(RefreshResult{OAuth: tc.login}, werr)
+			rep := reportFor(ClaudeResult{OAuth: tc.login}, werr)
 			var buf bytes.Buffer
 			if err := jsonEncode(&buf, rep); err != nil {
 				t.Fatal(err)
 			}
-			res, err := decodeChildReport(buf.Bytes())
+			res, err := decodeChildReport(buf.Bytes(), credentials.ParseOAuth)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("decodeChildReport(%s) error = %v; want one that is %v", tc.name, err, tc.want)
 			}
@@ -55,14 +55,14 @@ func TestChildReportRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	res, err := decodeChildReport([]byte(`{"refreshed":true,"message":"refreshed"}`))
+	res, err := decodeChildReport([]byte(`{"refreshed":true,"message":"refreshed"}`), credentials.ParseOAuth)
 	if err != nil || !res.Refreshed || res.Message != "refreshed" {
 		t.Errorf("success report = %+v, %v", res, err)
 	}
-	if _, err := decodeChildReport([]byte("not json")); err == nil {
+	if _, err := decodeChildReport([]byte("not json"), credentials.ParseOAuth); err == nil {
 		t.Errorf("an unreadable report was accepted")
 	}
-	if _, err := decodeChildReport([]byte(`{"kind":"something new","error":"x"}`)); err == nil || err.Error() != "x" {
+	if _, err := decodeChildReport([]byte(`{"kind":"something new","error":"x"}`), credentials.ParseOAuth); err == nil || err.Error() != "x" {
 		t.Errorf("unknown kind: %v; want the plain error text", err)
 	}
 }
@@ -101,8 +101,12 @@ echo '{"refreshed":true,"message":"refreshed"}'
 			}
 			saved := os.Stderr
 			os.Stderr = w
-			e := &Engine{Cfg: &config.Config{ActFor: tc.actFor}}
-			res, err := e.ChildRefresher(exe, nil)(context.Background(), false, "")
+			cfg := &config.Config{ActFor: tc.actFor}
+			c := ChildCommand{Exe: exe, ActFor: cfg.ActFor != nil}
+			if c.ActFor {
+				c.Env = cfg.ChildEnviron()
+			}
+			res, err := New(Config[*credentials.OAuth]{Family: &ClaudeLogin{}}).InChild(c)(context.Background(), false, "")
 			os.Stderr = saved
 			w.Close()
 			stderr, _ := io.ReadAll(r)

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 )
 
 // Record is what this host remembers between passes (state.json in the state
@@ -22,15 +22,15 @@ type Record struct {
 	// saw it, for the one-year default end.
 	SetupTokenFirstSeen map[string]time.Time `json:"setup_token_first_seen,omitempty"`
 
-	// storeDown: this pass found the store unreachable, so the check's
+	// StoreDown: this pass found the store unreachable, so the check's
 	// subject is recorded without reading the store again (not saved).
-	storeDown bool
+	StoreDown bool `json:"-"`
 }
 
 type PassRecord struct {
-	At      time.Time `json:"at"`
-	Status  Status    `json:"status"`
-	Message string    `json:"message"`
+	At      time.Time       `json:"at"`
+	Status  eventlog.Status `json:"status"`
+	Message string          `json:"message"`
 }
 
 type CheckRecord struct {
@@ -49,25 +49,6 @@ type BackupRecord struct {
 	Fingerprint string    `json:"refresh_token_fingerprint"`
 }
 
-// RecordBackup notes in state.json that the backup res reports wrote o (a
-// backup that wrote nothing is not noted).
-func (e *Engine) RecordBackup(res BackupResult, o *credentials.OAuth) error {
-	b := e.BackupRecord(res, o)
-	if b == nil {
-		return nil
-	}
-	return e.MergeRecord(&Record{LastBackup: b})
-}
-
-// BackupRecord is the record of a backup that wrote o (nil when res wrote
-// nothing): when, which version, where, and o's refresh token's fingerprint.
-func (e *Engine) BackupRecord(res BackupResult, o *credentials.OAuth) *BackupRecord {
-	if !res.Written {
-		return nil
-	}
-	return &BackupRecord{At: e.now(), Version: res.Version, Store: e.Store.Describe(), Fingerprint: o.RefreshToken().Short()}
-}
-
 func loadRecord(path string) *Record {
 	r := &Record{}
 	if data, err := os.ReadFile(path); err == nil {
@@ -80,7 +61,8 @@ func loadRecord(path string) *Record {
 	return r
 }
 
-func newRecord() *Record { return &Record{SetupTokenFirstSeen: map[string]time.Time{}} }
+// NewRecord is an empty record.
+func NewRecord() *Record { return &Record{SetupTokenFirstSeen: map[string]time.Time{}} }
 
 // mergeRecord writes what r learned into the record on disk: a fresh read under
 // a flock, r's non-nil fields on top, the earliest first-seen time per setup
@@ -117,10 +99,11 @@ func mergeRecord(path string, r *Record) error {
 	return err
 }
 
-func (e *Engine) recordPath() string { return filepath.Join(e.Cfg.StateDir, "state.json") }
+// RecordPath is state.json in the state dir.
+func (t *Reporter) RecordPath() string { return filepath.Join(t.Cfg.StateDir, "state.json") }
 
 // LoadRecord reads state.json (an empty record when absent or unreadable).
-func (e *Engine) LoadRecord() *Record { return loadRecord(e.recordPath()) }
+func (t *Reporter) LoadRecord() *Record { return loadRecord(t.RecordPath()) }
 
 // MergeRecord writes r's set fields into state.json.
-func (e *Engine) MergeRecord(r *Record) error { return mergeRecord(e.recordPath(), r) }
+func (t *Reporter) MergeRecord(r *Record) error { return mergeRecord(t.RecordPath(), r) }

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"bytes"
@@ -92,6 +92,10 @@ type AgentReport struct {
 	*AgentState
 }
 
+// SetupTokenLifetime is how long `claude setup-token` tokens live when the
+// admin did not record the end.
+const SetupTokenLifetime = 365 * 24 * time.Hour
+
 // The instants JSON can carry: RFC 3339 has four-digit years.
 var (
 	reportTimeMin = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -133,30 +137,30 @@ func (r *Report) reportTime(key string, t time.Time) *time.Time {
 
 // Status gathers the report. It asks Vault (lookup-self, read) but changes
 // nothing: no renew, no write.
-func (e *Engine) Status(ctx context.Context) Report {
-	r := Report{User: e.Cfg.User, Store: e.Store.Describe(), CredentialsFile: e.Cfg.CredentialsFile, Mode: "unknown"}
-	rec := loadRecord(e.recordPath())
+func (t *Reporter) Status(ctx context.Context) Report {
+	r := Report{User: t.Cfg.User, Store: t.Store.Describe(), CredentialsFile: t.Cfg.CredentialsFile, Mode: "unknown"}
+	rec := t.LoadRecord()
 	r.LastBackup, r.LastCheck, r.LastPass = rec.LastBackup, rec.LastCheck, rec.LastPass
 
-	local, err := credentials.Read(e.Cfg.CredentialsFile)
+	local, err := credentials.Read(t.Cfg.CredentialsFile)
 	r.fileLogin(local, err)
 
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var setupEnd time.Time
-	if r.vaultToken(ctx, e.Vault) {
-		setupEnd = r.storeDoc(ctx, e.Store, rec, local)
+	if r.vaultToken(ctx, t.Vault) {
+		setupEnd = r.storeDoc(ctx, t.Store, rec, local)
 	}
-	found := e.Cfg.FindClaude()
+	found := t.Cfg.FindClaude()
 	r.Claude.Path = found.Path
 	if found.Path == "" {
 		r.Claude.Tried = found.Tried
 	} else {
-		r.Claude.Version = claudeVersion(ctx, found.Path, e.Cfg.ChildEnviron())
+		r.Claude.Version = claudeVersion(ctx, found.Path, t.Cfg.ChildEnviron())
 	}
-	r.agent(e.Cfg.StateDir)
+	r.agent(t.Cfg.StateDir)
 	var why, step string
-	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, e.now())
+	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, t.now())
 	if r.Usable {
 		r.Verdict, r.NextStep = r.verdict()
 	} else {
@@ -259,7 +263,7 @@ func (r *Report) storeDoc(ctx context.Context, st store.Store, rec *Record, loca
 		setupEnd = doc.SetupTokenExpiresAt()
 		if setupEnd.IsZero() {
 			if first, ok := rec.SetupTokenFirstSeen[tok.Fingerprint()]; ok {
-				setupEnd, r.SetupToken.ExpiresFrom = first.Add(setupTokenLifetime), "first-seen"
+				setupEnd, r.SetupToken.ExpiresFrom = first.Add(SetupTokenLifetime), "first-seen"
 			} else {
 				r.SetupToken.ExpiresFrom = "" // no pass has seen it yet
 			}

@@ -1,4 +1,4 @@
-package engine
+package refresh
 
 import (
 	"sync"
@@ -36,25 +36,22 @@ func (l *lifetimes) note(tok credentials.Secret, issued time.Time) {
 }
 
 // NoteNewLogin records that a login was just issued (the agent saw it appear).
-func (e *Engine) NoteNewLogin(o *credentials.OAuth) {
-	r := e.refresher()
-	r.mem.tokens.note(o.AccessToken(), r.now())
+func (r *Refresher[L]) NoteNewLogin(o L) {
+	r.tokens.note(o.AccessToken(), r.now())
 }
 
-// RefreshDue is when the refresher should rotate o: expiresAt minus the lead.
+// Due is when the refresher should rotate o: its expiry minus the lead.
 // The default lead (15 min) is capped at half the token's lifetime, so a short
 // token is not refreshed the moment it arrives; a lead set explicitly
 // (CLAUDE_AUTH_REFRESH_LEAD) is honoured as long as it is shorter than the
 // lifetime. A token whose birth this process did not see counts as long-lived
 // (for an 8 h token the lead is 15 min either way).
-func (e *Engine) RefreshDue(o *credentials.OAuth) time.Time { return e.refresher().due(o) }
-
-func (r *refresher) due(o *credentials.OAuth) time.Time {
+func (r *Refresher[L]) Due(o L) time.Time {
 	exp := o.ExpiresAt()
-	lead := r.cfg.RefreshLead
-	if born, ok := r.mem.tokens.born(o.AccessToken()); ok && exp.After(born) {
+	lead := r.lead
+	if born, ok := r.tokens.born(o.AccessToken()); ok && exp.After(born) {
 		life := exp.Sub(born)
-		if _, explicit := r.cfg.Sources["CLAUDE_AUTH_REFRESH_LEAD"]; explicit {
+		if r.leadExplicit {
 			lead = min(lead, life-time.Second)
 		} else {
 			lead = min(lead, life/2)

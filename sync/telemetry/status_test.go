@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"context"
@@ -69,7 +69,7 @@ func TestStatusOutOfRangeTimes(t *testing.T) {
 			h := newHarness(t)
 			h.writeCreds(credsFile(`{"accessToken":"sk-ant-oat01-status","refreshToken":"sk-ant-ort01-status","expiresAt":` +
 				tc.expiresAt + `,"refreshTokenExpiresAt":` + tc.deadline + `}`))
-			r := h.eng.Status(context.Background())
+			r := h.rep.Status(context.Background())
 			data, err := json.Marshal(r)
 			if err != nil {
 				t.Fatalf("the report does not encode: %v", err)
@@ -127,7 +127,7 @@ func TestStatusUsability(t *testing.T) {
 		{name: "setup token with its end in Vault", doc: map[string]any{"setup_token": setupTok, "setup_token_expires_at": testNow.Add(40 * 24 * time.Hour).Format(time.RFC3339)},
 			code: StatusUsable, setupEnd: testNow.Add(40 * 24 * time.Hour), setupFrom: "vault"},
 		{name: "setup token one year after first seen", creds: credsFile(good), doc: map[string]any{"setup_token": setupTok}, setupSeen: testNow.Add(-300 * 24 * time.Hour),
-			code: StatusUsable, setupEnd: testNow.Add(-300 * 24 * time.Hour).Add(setupTokenLifetime), setupFrom: "first-seen"},
+			code: StatusUsable, setupEnd: testNow.Add(-300 * 24 * time.Hour).Add(SetupTokenLifetime), setupFrom: "first-seen"},
 		{name: "setup token expired", creds: credsFile(good), doc: map[string]any{"setup_token": setupTok, "setup_token_expires_at": testNow.Add(-time.Hour).Format(time.RFC3339)},
 			code: StatusUnusable, why: "setup token expired", setupEnd: testNow.Add(-time.Hour), setupFrom: "vault"},
 	} {
@@ -139,15 +139,15 @@ func TestStatusUsability(t *testing.T) {
 			if tc.doc != nil {
 				h.setDoc(tc.doc)
 			}
-			rec := newRecord()
+			rec := NewRecord()
 			rec.LastCheck = tc.lastCheck
 			if !tc.setupSeen.IsZero() {
 				rec.SetupTokenFirstSeen[credentials.Secret(setupTok).Fingerprint()] = tc.setupSeen
 			}
-			if err := mergeRecord(h.eng.recordPath(), rec); err != nil {
+			if err := h.rep.MergeRecord(rec); err != nil {
 				t.Fatal(err)
 			}
-			r := h.eng.Status(context.Background())
+			r := h.rep.Status(context.Background())
 			if r.ExitCode != tc.code || r.Usable != (tc.code == StatusUsable) || !strings.Contains(r.Unusable, tc.why) {
 				t.Errorf("Status() exit %d, usable %v (%q); want %d and %q", r.ExitCode, r.Usable, r.Unusable, tc.code, tc.why)
 			}
@@ -216,7 +216,7 @@ func TestStatusAgent(t *testing.T) {
 			}
 			defer lk.Unlock()
 
-			r := h.eng.Status(context.Background())
+			r := h.rep.Status(context.Background())
 			if !r.Agent.Running || r.Agent.PID != os.Getpid() {
 				t.Errorf("Agent = running %v, pid %d; want running, pid %d", r.Agent.Running, r.Agent.PID, os.Getpid())
 			}

@@ -1,4 +1,4 @@
-package engine
+package refresh
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ type childReport struct {
 	// Kind classifies an error: dead, locks, transient, timeout, not_written, other.
 	Kind  string `json:"kind,omitempty"`
 	Error string `json:"error,omitempty"`
-	// Login is the new claudeAiOauth object, only when it could not be
+	// Login is the new login (the claudeAiOauth object), only when it could not be
 	// written to the file (not_written): the agent backs it up.
 	Login json.RawMessage `json:"login,omitempty"`
 	// Kept is the token endpoint's answer the child kept (not_written): the
@@ -51,7 +51,7 @@ func (c *childError) Unwrap() error { return c.kind }
 
 // childKinds are the error classes the child reports by name: the agent
 // branches on their sentinels as it would on a refresh of its own.
-var childKinds = append([]refreshKind{
+var childKinds = append([]kind{
 	{"not_written", ErrNotWritten},
 	{"dead", ErrLoginDead},
 }, laterKinds...)
@@ -62,55 +62,53 @@ type childRequest struct {
 	SawFP string `json:"saw_fingerprint,omitempty"` // Refresh's saw, as a fingerprint
 }
 
-// AgentChildRefresh is the child's side: the refresh the agent asks for on r,
-// reported as JSON on w.
-func (e *Engine) AgentChildRefresh(ctx context.Context, r io.Reader, w io.Writer) error {
+// ServeChild is the child's side: the refresh the agent asks for on in,
+// reported as JSON on out. w is the child's own witness (the lineage file the
+// agent reloads).
+func (r *Refresher[L]) ServeChild(ctx context.Context, in io.Reader, out io.Writer, w Witness) error {
 	var req childRequest
-	if err := json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(&req); err != nil {
+	if err := json.NewDecoder(io.LimitReader(in, 1<<16)).Decode(&req); err != nil {
 		return fmt.Errorf("the agent's request is not readable: %v", err)
 	}
-	lin, err := LoadLineage(e.lineagePath())
-	if err != nil {
-		return fmt.Errorf("lineage: %w", err)
-	}
-	ref := e.refresher()
-	res, err := ref.refreshHere(ctx, lin, req.Force, req.SawFP)
+	res, err := r.refreshHere(ctx, w, req.Force, req.SawFP)
 	rep := reportFor(res, err)
 	if rep.Kind == "not_written" {
-		if p := ref.mem.keptAnswer(); p != nil {
+		if p := r.keptAnswer(); p != nil {
 			rep.Kept, _ = json.Marshal(p)
 		}
 	}
-	return jsonEncode(w, rep)
+	return jsonEncode(out, rep)
 }
 
 // refreshViaChild is Refresh in the agent's refresh child: the answer is
 // written there; what the child kept or learnt is taken over here.
-func (r *refresher) refreshViaChild(ctx context.Context, lin *Lineage, force bool, sawFP string) (RefreshResult, error) {
-	res, err := r.via(ctx, force, sawFP)
+func (r *Refresher[L]) refreshViaChild(ctx context.Context, w Witness, force bool, sawFP string) (Result[L], error) {
+	var zero L
+	res, err := r.Via(ctx, force, sawFP)
 	if res.kept != nil {
-		r.mem.setKept(res.kept)
+		r.setKept(res.kept)
 	}
 	// The child appended to the lineage file.
-	if lerr := lin.Reload(); lerr != nil {
+	if lerr := w.Reload(); lerr != nil {
 		r.diag.Warn("cannot reload lineage", "err", lerr)
 	}
-	if err == nil && res.OAuth == nil {
-		if l, rerr := credentials.Read(r.cfg.CredentialsFile); rerr == nil && l.State == credentials.Usable {
-			res.OAuth = l.OAuth
+	if err == nil && res.OAuth == zero {
+		if cur, rerr := r.fam.Read(); rerr == nil && cur.State == credentials.Usable {
+			res.OAuth = cur.Login
 		}
 	}
-	if err == nil && res.Refreshed && res.OAuth != nil {
+	if err == nil && res.Refreshed && res.OAuth != zero {
 		// The child noted the new login's birth in its own memory: note
 		// it here too, or the lead of a short-lived login is taken as
 		// the full default and it is refreshed again at once.
-		r.mem.tokens.note(res.OAuth.AccessToken(), r.now())
+		r.tokens.note(res.OAuth.AccessToken(), r.now())
 	}
 	return res, err
 }
 
 // reportFor is the child's report of one refresh.
-func reportFor(res RefreshResult, err error) childReport {
+func reportFor[L Login](res Result[L], err error) childReport {
+	var zero L
 	rep := childReport{Refreshed: res.Refreshed, Message: res.Message}
 	if err == nil {
 		return rep
@@ -122,7 +120,7 @@ func reportFor(res RefreshResult, err error) childReport {
 			break
 		}
 	}
-	if rep.Kind == "not_written" && res.OAuth != nil {
+	if rep.Kind == "not_written" && res.OAuth != zero {
 		rep.Login = res.OAuth.Compact()
 	}
 	return rep
@@ -131,21 +129,21 @@ func reportFor(res RefreshResult, err error) childReport {
 func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 // decodeChildReport turns the child's report back into Refresh's results.
-func decodeChildReport(b []byte) (RefreshResult, error) {
+func decodeChildReport[L Login](b []byte, parse func([]byte) (L, error)) (Result[L], error) {
 	var rep childReport
 	if err := json.Unmarshal(b, &rep); err != nil {
-		return RefreshResult{}, fmt.Errorf("the refresh child's report is not readable: %v", err)
+		return Result[L]{}, fmt.Errorf("the refresh child's report is not readable: %v", err)
 	}
-	res := RefreshResult{Refreshed: rep.Refreshed, Message: rep.Message}
+	res := Result[L]{Refreshed: rep.Refreshed, Message: rep.Message}
 	if len(rep.Kept) > 0 {
-		var p pendingRefresh
+		var p kept
 		if err := json.Unmarshal(rep.Kept, &p); err != nil {
 			return res, fmt.Errorf("the refresh child's kept answer is not readable: %v", err)
 		}
 		res.kept = &p
 	}
 	if len(rep.Login) > 0 {
-		o, err := credentials.ParseOAuth(rep.Login)
+		o, err := parse(rep.Login)
 		if err != nil {
 			return res, fmt.Errorf("the refresh child's login is not readable: %v", err)
 		}
@@ -162,39 +160,48 @@ func decodeChildReport(b []byte) (RefreshResult, error) {
 	return res, errors.New(rep.Error)
 }
 
-// ChildRefresher returns a refresher for AgentOptions that runs
-// `<exe> refresh --agent-child <args...>` (args select the same config as the
-// agent's: flags only, never a secret). For the user's own agent the child's
-// stderr is the agent's. When root acts for a user, the child (which runs
-// as the user, who may ptrace it) gets the allow-listed environment, a
-// session of its own, and its stderr reaches ours line by line, printable.
-func (e *Engine) ChildRefresher(exe string, args []string) func(context.Context, bool, string) (RefreshResult, error) {
-	return func(ctx context.Context, force bool, sawFP string) (RefreshResult, error) {
+// ChildCommand is how the agent starts its refresh child:
+// `<Exe> refresh --agent-child <Args...>` (Args select the same config as the
+// agent's: flags only, never a secret).
+type ChildCommand struct {
+	Exe  string
+	Args []string
+	// ActFor: root acts for a user, whose child gets Env (the allow-listed
+	// environment), a session of its own, and its stderr reaches ours line
+	// by line, printable (the user may ptrace it).
+	ActFor bool
+	Env    []string
+}
+
+// InChild returns a Via that runs each token request in the child c starts.
+// For the user's own agent the child's stderr is the agent's.
+func (r *Refresher[L]) InChild(c ChildCommand) func(context.Context, bool, string) (Result[L], error) {
+	return func(ctx context.Context, force bool, sawFP string) (Result[L], error) {
 		req, err := json.Marshal(childRequest{Force: force, SawFP: sawFP})
 		if err != nil {
-			return RefreshResult{}, err
+			return Result[L]{}, err
 		}
-		cmd := exec.Command(exe, append([]string{"refresh", "--agent-child"}, args...)...)
+		cmd := exec.Command(c.Exe, append([]string{"refresh", "--agent-child"}, c.Args...)...)
 		cmd.Stdin = bytes.NewReader(req)
 		cmd.Stderr = os.Stderr
 		var lines *printable.LineWriter
-		if e.Cfg.ActFor != nil {
-			cmd.Env = e.Cfg.ChildEnviron()
+		if c.ActFor {
+			cmd.Env = c.Env
 			lines = printable.NewLineWriter(os.Stderr)
 			cmd.Stderr = lines
 			if err := session.Isolate(cmd); err != nil {
-				return RefreshResult{}, fmt.Errorf("start the refresh child: %w", err)
+				return Result[L]{}, fmt.Errorf("start the refresh child: %w", err)
 			}
 		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
-			return RefreshResult{}, err
+			return Result[L]{}, err
 		}
 		if err := cmd.Start(); err != nil {
-			return RefreshResult{}, fmt.Errorf("start the refresh child: %w", err)
+			return Result[L]{}, fmt.Errorf("start the refresh child: %w", err)
 		}
 		type outcome struct {
-			res RefreshResult
+			res Result[L]
 			err error
 		}
 		done := make(chan outcome, 1)
@@ -211,7 +218,7 @@ func (e *Engine) ChildRefresher(exe string, args []string) func(context.Context,
 				done <- outcome{err: fmt.Errorf("the refresh child reported nothing: %v", werr)}
 				return
 			}
-			res, err := decodeChildReport(b)
+			res, err := decodeChildReport(b, r.fam.Parse)
 			done <- outcome{res, err}
 		}()
 		select {
@@ -220,7 +227,7 @@ func (e *Engine) ChildRefresher(exe string, args []string) func(context.Context,
 		case <-ctx.Done():
 			// Stopping: the child finishes on its own (it ignores the stop
 			// signals); whatever it writes, the next start picks up.
-			return RefreshResult{}, ctx.Err()
+			return Result[L]{}, ctx.Err()
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
@@ -183,16 +184,16 @@ func TestMetricsEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.UnixMilli(1_760_000_000_000)
-	newEngine := func() *Engine {
-		e := &Engine{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
+	newEngine := func() *Reporter {
+		e := &Reporter{Cfg: &config.Config{User: "alice", MetricsDir: dir, CredentialsFile: creds, StateDir: filepath.Join(home, "state")},
 			Clock: clock.WithNow(func() time.Time { return now })}
-		e.Log = &EventLog{User: "alice", AfterEvent: e.MetricsEvent}
+		e.Log = &eventlog.EventLog{User: "alice", AfterEvent: e.MetricsEvent}
 		return e
 	}
 	e := newEngine()
-	e.Log.Event(FAIL, "login expired")
-	e.Log.Event(WARN, "backup pending")
-	e.Log.Event(OK, "inference check passed")
+	e.Log.Event(eventlog.FAIL, "login expired")
+	e.Log.Event(eventlog.WARN, "backup pending")
+	e.Log.Event(eventlog.OK, "inference check passed")
 	m, _ := ReadMetrics(dir, "alice")
 	if m.FailuresTotal != 1 || !m.LastSuccess.Equal(now) || !m.CredentialExpiry.Equal(expires) || m.LoginDeadline.UnixMilli() != 1_767_000_000_000 {
 		t.Errorf("after FAIL, WARN, OK: %+v; want 1 failure, success at now, expiry and deadline from the file", m)
@@ -203,7 +204,7 @@ func TestMetricsEvents(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
-		go func() { defer wg.Done(); e.Log.Event(FAIL, "x") }()
+		go func() { defer wg.Done(); e.Log.Event(eventlog.FAIL, "x") }()
 	}
 	wg.Wait()
 	m, _ = ReadMetrics(dir, "alice")
@@ -219,8 +220,8 @@ func TestMetricsEvents(t *testing.T) {
 	}
 
 	// Metrics off: nothing written.
-	off := &Engine{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
-	off.MetricsEvent(FAIL)
+	off := &Reporter{Cfg: &config.Config{User: "carol", CredentialsFile: creds}}
+	off.MetricsEvent(eventlog.FAIL)
 	off.WriteMetricsNow()
 	if _, err := os.Stat(MetricsFile(dir, "carol")); !os.IsNotExist(err) {
 		t.Errorf("metrics written with CLAUDE_AUTH_METRICS_DIR unset")
@@ -269,13 +270,13 @@ func TestWriteMetricsRefusesSquattedName(t *testing.T) {
 func TestMetricsNeverReadBack(t *testing.T) {
 	state, dir := t.TempDir(), t.TempDir()
 	userDirs(t, dir, "bob")
-	e := &Engine{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
-	e.Log = &EventLog{User: "bob", AfterEvent: e.MetricsEvent}
+	e := &Reporter{Cfg: &config.Config{User: "bob", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(state, "none")}, Clock: clock.Real}
+	e.Log = &eventlog.EventLog{User: "bob", AfterEvent: e.MetricsEvent}
 	forged := "claude_auth_sync_last_success_timestamp_seconds{user=\"bob\"} 9999999999\nclaude_auth_sync_failures_total{user=\"bob\"} 0\n"
 	if err := os.WriteFile(MetricsFile(dir, "bob"), []byte(forged), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.Log.Event(FAIL, "x")
+	e.Log.Event(eventlog.FAIL, "x")
 	m, _ := ReadMetrics(dir, "bob")
 	if !m.LastSuccess.IsZero() || m.FailuresTotal != 1 {
 		t.Errorf("after one FAIL: last success %v, failures %d; want none and 1 (the forged values ignored)", m.LastSuccess, m.FailuresTotal)

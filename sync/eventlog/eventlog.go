@@ -1,4 +1,8 @@
-package engine
+// Package eventlog is where a user's status events go: sync.log, the journal
+// (a line the fleet's alerting matches on, with its own fields) and the
+// console, whose handlers (a person's terminal, the journal's line shape)
+// are here too.
+package eventlog
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package engine
+package telemetry
 
 import (
 	"encoding/json"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
@@ -50,9 +51,9 @@ func MetricsFile(dir, user string) string { return promfile.UserFile(dir, user) 
 var ErrMetricsRefused = errors.New("metrics file refused")
 
 // WriteMetrics writes m as Prometheus text to the user's file in the user's
-// own directory under dir (provision makes it): a temp file of ours beside it
-// (O_EXCL: never an existing name, never through a link; names not ending in
-// .prom are never published), mode 0644, synced, renamed into place. A
+// own directory under dir (provision makes it), through atomicfile like every
+// file of ours (its temp file, O_EXCL beside it, does not end in .prom and is
+// never published), mode 0644. A
 // directory that is missing, a link or not the user's own is refused: the
 // agent never makes it (in a directory others can write to, another user
 // could have made it first). Labels in the file are only for a reader's
@@ -90,28 +91,7 @@ func WriteMetrics(dir string, m Metrics) error {
 	if err := ownRegularOrAbsent(target); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(own, "."+promfile.FileName+".tmp*")
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op once renamed
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("metrics: %w", err)
-	}
-	if _, err := f.WriteString(b.String()); err != nil {
-		f.Close()
-		return fmt.Errorf("metrics: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("metrics: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	if err := os.Rename(tmp, target); err != nil {
+	if _, err := atomicfile.Write(target, []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
@@ -185,38 +165,38 @@ type Counters struct {
 	FailuresTotal uint64    `json:"failures_total"`
 }
 
-func (e *Engine) countersPath() string { return filepath.Join(e.Cfg.StateDir, "metrics.json") }
+func (t *Reporter) countersPath() string { return filepath.Join(t.Cfg.StateDir, "metrics.json") }
 
 // CountEvent adds a status event to the counters (OK/RECOVERED set the last
 // success, FAIL adds a failure; others count nothing) under a flock, since a
 // pass and the agent may count at once, and returns the counters after it.
-func (e *Engine) CountEvent(st Status) Counters {
-	if st != OK && st != RECOVERED && st != FAIL {
-		return e.LoadCounters()
+func (t *Reporter) CountEvent(st eventlog.Status) Counters {
+	if st != eventlog.OK && st != eventlog.RECOVERED && st != eventlog.FAIL {
+		return t.LoadCounters()
 	}
-	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err != nil {
+	if err := os.MkdirAll(t.Cfg.StateDir, 0o700); err != nil {
 		return Counters{}
 	}
-	lk := flock.New(e.countersPath()+".lock", flock.SetPermissions(0o600))
+	lk := flock.New(t.countersPath()+".lock", flock.SetPermissions(0o600))
 	if err := lk.Lock(); err != nil {
-		return e.LoadCounters()
+		return t.LoadCounters()
 	}
 	defer lk.Unlock()
-	c := e.LoadCounters()
-	if st == FAIL {
+	c := t.LoadCounters()
+	if st == eventlog.FAIL {
 		c.FailuresTotal++
 	} else {
-		c.LastSuccess = e.Clock.Now()
+		c.LastSuccess = t.now()
 	}
 	data, _ := json.Marshal(c)
-	_, _ = atomicfile.Write(e.countersPath(), append(data, '\n'), 0o600)
+	_, _ = atomicfile.Write(t.countersPath(), append(data, '\n'), 0o600)
 	return c
 }
 
 // LoadCounters reads the counters (zero when none were kept).
-func (e *Engine) LoadCounters() Counters {
+func (t *Reporter) LoadCounters() Counters {
 	var c Counters
-	if data, err := os.ReadFile(e.countersPath()); err == nil {
+	if data, err := os.ReadFile(t.countersPath()); err == nil {
 		_ = json.Unmarshal(data, &c) // a corrupt file is only history
 	}
 	return c
@@ -225,65 +205,65 @@ func (e *Engine) LoadCounters() Counters {
 // MetricsEvent is the one-shot commands' EventLog.AfterEvent: it counts a
 // status event and rewrites the metrics file at once. (The agent counts
 // through its own metrics writer.) A no-op without CLAUDE_AUTH_METRICS_DIR.
-func (e *Engine) MetricsEvent(st Status) {
-	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+func (t *Reporter) MetricsEvent(st eventlog.Status) {
+	if t.Cfg == nil || t.Cfg.MetricsDir == "" {
 		return
 	}
 	// Count and write as one step among every process of the user: a write
 	// that read the counters before another's count would otherwise land
 	// last, and the file would stay one event behind.
-	if err := os.MkdirAll(e.Cfg.StateDir, 0o700); err == nil {
-		lk := flock.New(e.countersPath()+".write.lock", flock.SetPermissions(0o600))
+	if err := os.MkdirAll(t.Cfg.StateDir, 0o700); err == nil {
+		lk := flock.New(t.countersPath()+".write.lock", flock.SetPermissions(0o600))
 		if lk.Lock() == nil {
 			defer lk.Unlock()
 		}
 	}
-	e.CountEvent(st)
-	e.WriteMetricsNow()
+	t.CountEvent(st)
+	t.WriteMetricsNow()
 }
 
 // WriteMetricsNow writes the metrics file from the counters, the credentials
 // file and the records: what a one-shot command knows.
-func (e *Engine) WriteMetricsNow() {
-	if e.Cfg == nil || e.Cfg.MetricsDir == "" {
+func (t *Reporter) WriteMetricsNow() {
+	if t.Cfg == nil || t.Cfg.MetricsDir == "" {
 		return
 	}
-	c := e.LoadCounters()
-	m := Metrics{User: e.Cfg.User, LastSuccess: c.LastSuccess, FailuresTotal: c.FailuresTotal, LastBackupLag: -1}
-	if local, err := credentials.Read(e.Cfg.CredentialsFile); err == nil && local.OAuth != nil {
+	c := t.LoadCounters()
+	m := Metrics{User: t.Cfg.User, LastSuccess: c.LastSuccess, FailuresTotal: c.FailuresTotal, LastBackupLag: -1}
+	if local, err := credentials.Read(t.Cfg.CredentialsFile); err == nil && local.OAuth != nil {
 		m.CredentialExpiry = local.OAuth.ExpiresAt()
 		m.LoginDeadline = local.OAuth.RefreshTokenExpiresAt()
 	}
-	if rec := loadRecord(e.recordPath()); rec.LastBackup != nil {
+	if rec := t.LoadRecord(); rec.LastBackup != nil {
 		m.LastBackup = rec.LastBackup.At
 	}
-	if a := LoadAgentState(e.Cfg.StateDir); a != nil && a.LastBackup != nil {
+	if a := LoadAgentState(t.Cfg.StateDir); a != nil && a.LastBackup != nil {
 		if a.LastBackup.After(m.LastBackup) {
 			m.LastBackup = *a.LastBackup
 		}
 		m.LastBackupLag = time.Duration(a.LastBackupLagMs * float64(time.Millisecond))
 	}
-	e.PublishMetrics(m)
+	t.PublishMetrics(m)
 }
 
 // PublishMetrics writes m to the metrics file. A refusal (a foreign file in
 // the name) is logged once per process as WARN; the metrics stay unwritten
 // until an admin removes it.
-func (e *Engine) PublishMetrics(m Metrics) {
-	err := WriteMetrics(e.Cfg.MetricsDir, m)
-	e.metricsMu.Lock()
+func (t *Reporter) PublishMetrics(m Metrics) {
+	err := WriteMetrics(t.Cfg.MetricsDir, m)
+	t.metricsMu.Lock()
 	msg := ""
 	if err != nil {
 		msg = err.Error()
 	}
-	report := msg != "" && msg != e.metricsErr
-	e.metricsErr = msg
-	e.metricsMu.Unlock()
+	report := msg != "" && msg != t.metricsErr
+	t.metricsErr = msg
+	t.metricsMu.Unlock()
 	if report {
 		if errors.Is(err, ErrMetricsRefused) {
-			e.Log.Event(WARN, "not writing metrics: %v", err)
-		} else if e.Diag != nil {
-			e.Diag.Warn("cannot write metrics", "dir", e.Cfg.MetricsDir, "err", err)
+			t.Log.Event(eventlog.WARN, "not writing metrics: %v", err)
+		} else if t.Diag != nil {
+			t.Diag.Warn("cannot write metrics", "dir", t.Cfg.MetricsDir, "err", err)
 		}
 	}
 }

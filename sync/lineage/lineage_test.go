@@ -1,10 +1,11 @@
-package engine
+package lineage
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
@@ -16,9 +17,9 @@ func rt(i int) credentials.Secret {
 
 func TestLineageOrder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "lineage")
-	l, err := LoadLineage(path)
+	l, err := Load(path)
 	if err != nil {
-		t.Fatalf("LoadLineage(missing) = %v; want an empty lineage", err)
+		t.Fatalf("Load(missing) = %v; want an empty lineage", err)
 	}
 	for _, i := range []int{1, 2, 3, 2, 1} { // re-observing keeps the first position
 		if err := l.Observe(rt(i)); err != nil {
@@ -70,13 +71,13 @@ func TestLineageOrder(t *testing.T) {
 	}
 
 	// Persistence: a fresh load knows the same order.
-	l2, err := LoadLineage(path)
+	l2, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		if got := l2.Order(tt.a, tt.b); got != tt.want {
-			t.Errorf("after LoadLineage: Order(%s, %s) = %d; want %d", tt.a.Short(), tt.b.Short(), got, tt.want)
+			t.Errorf("after Load: Order(%s, %s) = %d; want %d", tt.a.Short(), tt.b.Short(), got, tt.want)
 		}
 	}
 	// A token seen after the reload goes to the end.
@@ -103,9 +104,9 @@ func TestLineageCorruptLines(t *testing.T) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := LoadLineage(path)
+	l, err := Load(path)
 	if err != nil {
-		t.Fatalf("LoadLineage(corrupt) = %v; want corrupt lines skipped", err)
+		t.Fatalf("Load(corrupt) = %v; want corrupt lines skipped", err)
 	}
 	if l.Known(rt(3)) {
 		t.Errorf("Known(rt3) = true; its lines were corrupt")
@@ -118,32 +119,32 @@ func TestLineageCorruptLines(t *testing.T) {
 
 func TestLineageUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := LoadLineage(dir); err == nil {
-		t.Errorf("LoadLineage(a directory) = nil error; want an error")
+	if _, err := Load(dir); err == nil {
+		t.Errorf("Load(a directory) = nil error; want an error")
 	}
 }
 
 func TestLineageCap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lineage")
 	var b strings.Builder
-	const n = maxLineage + 40
+	const n = maxLen + 40
 	for i := 0; i < n; i++ {
 		b.WriteString(rt(i).Fingerprint() + "\n")
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := LoadLineage(path)
+	l, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Observe(rt(n)); err != nil {
 		t.Fatal(err)
 	}
-	// The oldest entries are dropped; the newest maxLineage are kept in order.
-	first := n + 1 - maxLineage
+	// The oldest entries are dropped; the newest maxLen are kept in order.
+	first := n + 1 - maxLen
 	if l.Known(rt(first - 1)) {
-		t.Errorf("Known(entry %d) = true; want it dropped by the cap of %d", first-1, maxLineage)
+		t.Errorf("Known(entry %d) = true; want it dropped by the cap of %d", first-1, maxLen)
 	}
 	if !l.Known(rt(first)) || !l.Known(rt(n)) {
 		t.Errorf("Known(entry %d), Known(entry %d) = %v, %v; want both kept", first, n, l.Known(rt(first)), l.Known(rt(n)))
@@ -153,10 +154,10 @@ func TestLineageCap(t *testing.T) {
 	}
 	data, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != maxLineage || lines[0] != rt(first).Fingerprint() || lines[len(lines)-1] != rt(n).Fingerprint() {
-		t.Errorf("lineage file has %d lines (first %q); want %d from entry %d", len(lines), lines[0][:8], maxLineage, first)
+	if len(lines) != maxLen || lines[0] != rt(first).Fingerprint() || lines[len(lines)-1] != rt(n).Fingerprint() {
+		t.Errorf("lineage file has %d lines (first %q); want %d from entry %d", len(lines), lines[0][:8], maxLen, first)
 	}
-	l2, _ := LoadLineage(path)
+	l2, _ := Load(path)
 	if l2.Known(rt(first-1)) || !l2.Known(rt(first)) || l2.Order(rt(first), rt(n)) != -1 {
 		t.Errorf("the capped lineage does not persist")
 	}
@@ -166,7 +167,7 @@ func TestLineageCap(t *testing.T) {
 // (unsynced), and Persist makes it durable; the order is kept throughout.
 func TestLineageNoteThenPersist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lineage")
-	lin, err := LoadLineage(path)
+	lin, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestLineageNoteThenPersist(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	other, _ := LoadLineage(path)
+	other, _ := Load(path)
 	if !other.Known(a) || !other.Known(b) || other.Order(a, b) >= 0 {
 		t.Errorf("another reader after Note: known a=%v b=%v, Order(a, b)=%d; want both, in order", other.Known(a), other.Known(b), other.Order(a, b))
 	}
@@ -192,11 +193,45 @@ func TestLineageNoteThenPersist(t *testing.T) {
 	if err := lin.Observe(c); err != nil {
 		t.Fatal(err)
 	}
-	other, _ = LoadLineage(path)
+	other, _ = Load(path)
 	if !other.Latest(c) || other.Order(b, c) >= 0 {
 		t.Error("Observe after Note/Persist did not append in order")
 	}
 	if err := lin.Persist(); err != nil { // nothing to do
 		t.Fatal(err)
+	}
+}
+
+// Fault: the agent's refresher and its backup worker share one Lineage; with
+// refreshes every second (the kill -9 loop), Observe on one goroutine and
+// Order on the other touched the same maps at once, which Go treats as a fatal
+// error (the agent dies). Run under -race as well.
+func TestLineageSharedByGoroutines(t *testing.T) {
+	dir := t.TempDir()
+	lin, err := Load(filepath.Join(dir, "lineage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range n {
+			if err := lin.Observe(credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", i))); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for i := range n * 20 {
+			a := credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", i%n))
+			b := credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", (i+1)%n))
+			_ = lin.Order(a, b)
+			_ = lin.Known(a)
+		}
+	})
+	wg.Wait()
+	if got := lin.Order("sk-ant-ort01-w0000", credentials.Secret(fmt.Sprintf("sk-ant-ort01-w%04d", n-1))); got != -1 {
+		t.Errorf("Order(first, last) = %d; want -1", got)
 	}
 }
