@@ -205,10 +205,10 @@ func (r *refresher) backedUp(tok credentials.Secret) bool {
 	return r.backedFP == tok.Fingerprint()
 }
 
-// backupWaitLimit is how long the refresher may wait for the backup of o,
-// due at due,
-// before refreshing anyway: until a minute before Claude's own refresh point
-// (five minutes before expiry), or half-way to it for short lifetimes. Past it,
+// backupWaitLimit is how long the refresher may wait for the backup of o (due
+// for a refresh at due) before refreshing anyway: until a minute before
+// Claude's own refresh point (five minutes before expiry), or half-way to it
+// from due for short lifetimes. Past it,
 // refreshing ahead of Claude (one refresher) matters more than the order.
 func backupWaitLimit(o *credentials.OAuth, due time.Time) time.Time {
 	claudeAt := o.ExpiresAt().Add(-5 * time.Minute)
