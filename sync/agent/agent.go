@@ -1,5 +1,6 @@
 // Package agent is `claude-auth-sync run`: the long-lived per-user agent. It is
-// a handful of components, each a Run(ctx) error loop that owns its state:
+// a handful of components, each built from a config of what it uses and run
+// as Run(ctx, inputs..., outputs...) error, owning its state:
 //
 //   - the file watch (watcher) reports that the credentials file may have changed;
 //   - the backup writer reads the file, keeps the newest usable login pending
@@ -9,17 +10,20 @@
 //   - the pass scheduler runs the full pass (the inference check) when due,
 //     on SIGHUP, and when the request server hands it a request from the unit
 //     claude-auth-sync@<user>.service (sync/passrequest);
-//   - the metrics writer and the live state (agent.json, systemd) publish.
+//   - the metrics writer and the live state (agent.json, systemd) publish what
+//     the others tell them (their methods never block).
 //
-// They talk through typed channels and run in one errgroup: the first to fail
-// stops the rest, and Run returns its error. Every wait uses the engine's one
-// clock, and every retry the one backoff policy.
+// Run wires them: the channels between them are made there and passed to
+// their Run, so the graph reads in that one function. They run in one
+// errgroup: the first to fail stops the rest, and Run returns its error. Every
+// wait uses the engine's one clock, and every retry the one backoff policy.
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,6 +32,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
@@ -56,6 +61,9 @@ type Options struct {
 	Started chan<- struct{}
 	// Version is the running binary's version, shown by `status`.
 	Version string
+
+	// listen opens the request socket (passrequest.Listen; tests fail it).
+	listen func(dir string) (requestListener, error)
 }
 
 func (o *Options) defaults(e *engine.Engine) {
@@ -76,6 +84,9 @@ func (o *Options) defaults(e *engine.Engine) {
 	}
 	if o.Rescan <= 0 {
 		o.Rescan = 5 * time.Minute
+	}
+	if o.listen == nil {
+		o.listen = listenRequests
 	}
 }
 
@@ -101,47 +112,54 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	}
 	sweepTemps(e)
 
-	clk := e.Clock
-	live := newLiveState(e, opt)
-	metrics := newMetrics(e)
-	// The agent's events are counted by its metrics writer (the one-shot
-	// commands count and write in the process that logs).
-	restoreObserver := e.Log.SetAfterEvent(metrics.event)
-	defer restoreObserver()
-	// Every line the journal gets is at once in agent.json, systemd's
-	// STATUS= and the fleet's health: they say what the journal says.
-	restoreOnEvent := e.Log.SetOnEvent(func(st eventlog.Status, msg string) {
-		live.event(st, msg)
-		metrics.line(st, msg)
-	})
-	defer restoreOnEvent()
-
-	out := &outage{e: e, live: live, clk: clk, metrics: metrics}
+	ev := engineView{e}
+	common := base{Log: e.Log, Diag: e.Diag, Clock: e.Clock}
 	pol := backoffPolicy{min: opt.RetryMin, max: opt.RetryMax}
-	w := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan,
-		OnError: live.watchError, OnRecover: live.watchRecovered})
-	bw := newBackupWriter(e, opt, lin, pol, live, metrics, out)
-	rf := newRefresher(e, lin, pol, live, bw)
-	rn := newRenewer(e, opt, pol, live, out, bw)
-	ps := newPassScheduler(e, opt, live, bw, rn)
-	rs := newRequestServer(e)
-	bw.renewKick = rn.kick
+	live := newLiveState(liveConfig{base: common, Notifier: opt.Notifier, Rescan: opt.Rescan, Version: opt.Version,
+		CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, MergeRecord: ev.MergeRecord})
+	metrics := newMetricsWriter(metricsConfig{Engine: ev, Clock: e.Clock, User: e.Cfg.User, CredentialsFile: e.Cfg.CredentialsFile,
+		Prom: e.Cfg.MetricsDir != "", Health: e.Vault != nil && e.Cfg.HostID != ""})
+	// The agent's events are counted by its metrics writer (the one-shot
+	// commands count and write in the process that logs), and every line the
+	// journal gets is at once in agent.json, STATUS= and the fleet's health.
+	defer e.Log.SetAfterEvent(metrics.event)()
+	defer e.Log.SetOnEvent(func(st eventlog.Status, msg string) { live.event(st, msg); metrics.line(st, msg) })()
+	out := newOutage(outageConfig{base: common, State: live.update, Resolved: metrics.resolved})
 
-	bw.start(ctx)
+	credentialsWatch := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan,
+		OnError: live.watchError, OnRecover: live.watchRecovered})
+	bw := newBackupWriter(backupWriterConfig{base: common, Engine: ev, Store: e.Store, Lineage: lin, Backoff: pol, Settle: opt.Settle,
+		CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Accepted: vaultAccepted(e), Live: live, Metrics: metrics, Outage: out})
+	rf := newRefresher(refresherConfig{base: common, Engine: ev, Lineage: lin, Backoff: pol, CredentialsFile: e.Cfg.CredentialsFile,
+		State: live.update, Resolved: metrics.resolved})
+	rn := newRenewer(renewerConfig{base: common, Token: tokenOf(e), TokenFile: e.Cfg.VaultTokenFile, Backoff: pol, Outage: out,
+		State: live.update, Resolved: metrics.resolved, Verdict: metrics.token})
+	ps := newPassScheduler(passSchedulerConfig{base: common, Engine: ev, CredentialsFile: e.Cfg.CredentialsFile,
+		CheckInterval: opt.CheckInterval, CheckSpread: opt.CheckSpread, Settle: opt.Settle, State: live.update, Save: live.save, Checked: metrics.checked})
+	rs := newRequestServer(requestServerConfig{base: common, User: e.Cfg.User, StateDir: e.Cfg.StateDir, Listen: opt.listen})
+	bw.resume(ctx)
+
+	fileChanged, refreshCheck, tokenRecheck := newSignal(), newSignal(), newSignal()
+	backed, unwritten := newLatest[string](), newLatest[*credentials.OAuth]()
+	tokenOK, firstTokenVerdict := newLatest[bool](), newLatest[bool]()
+	restoreWaits, requests := make(chan restoreWaiter), make(chan passRequest)
+	var tokenFileChanged <-chan watcher.Change
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error { return fanOut(gctx, w.C(), live, bw.kick, rf.kick) })
-	g.Go(func() error { return bw.Run(gctx) })
-	g.Go(func() error { return rf.Run(gctx) })
-	g.Go(func() error { return rn.Run(gctx) })
-	g.Go(func() error { return ps.Run(gctx, opt.Reload, rs.requests) })
-	g.Go(func() error { return rs.Run(gctx) })
+	if e.Vault != nil {
+		tokenWatch := watcher.New(e.Cfg.VaultTokenFile, watcher.Options{Rescan: opt.Rescan})
+		tokenFileChanged = tokenWatch.C()
+		g.Go(func() error { return tokenWatch.Run(gctx) })
+	}
+	g.Go(func() error { return credentialsWatch.Run(gctx) })
+	g.Go(func() error { return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck) })
+	g.Go(func() error { return bw.Run(gctx, fileChanged, unwritten, tokenOK, restoreWaits, backed, tokenRecheck) })
+	g.Go(func() error { return rf.Run(gctx, refreshCheck, backed, fileChanged, unwritten) })
+	g.Go(func() error { return rn.Run(gctx, tokenFileChanged, tokenRecheck, tokenOK, firstTokenVerdict) })
+	g.Go(func() error { return ps.Run(gctx, opt.Reload, requests, firstTokenVerdict, restoreWaits, fileChanged) })
+	g.Go(func() error { return rs.Run(gctx, requests) })
 	g.Go(func() error { return metrics.Run(gctx) })
 	g.Go(func() error { return live.Run(gctx) })
-	if rn.tokenFile != nil {
-		g.Go(func() error { return rn.tokenFile.Run(gctx) })
-	}
 
 	version := opt.Version
 	if version == "" {
@@ -165,17 +183,33 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	return nil
 }
 
+// base is what every component is given: the event log (the status lines),
+// the diagnostic log and the one clock.
+type base struct {
+	Log   eventLog
+	Diag  *slog.Logger
+	Clock clock.Clock
+}
+
+// eventLog is the status-line log (eventlog.EventLog).
+type eventLog interface {
+	Event(st eventlog.Status, format string, args ...any)
+}
+
+// stateFunc changes the live state (liveState.update).
+type stateFunc func(func(*telemetry.AgentState))
+
 // fanOut hands each change of the credentials file to the components that
 // look at it: the backup writer and the refresher (each holds at most one
-// pending wake-up), and the live state's "last event".
-func fanOut(ctx context.Context, changes <-chan watcher.Change, live *liveState, kicks ...signal) error {
+// pending wake-up), and noted (the live state's "last event"). It never
+// fails.
+func fanOut(ctx context.Context, changes <-chan watcher.Change, noted func(watcher.Change), kicks ...signal) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case ch := <-changes:
-			at := live.e.Clock.Now()
-			live.update(func(s *telemetry.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
+			noted(ch)
 			for _, k := range kicks {
 				k.poke()
 			}
@@ -183,7 +217,8 @@ func fanOut(ctx context.Context, changes <-chan watcher.Change, live *liveState,
 	}
 }
 
-// signal is a wake-up that holds at most one pending poke.
+// signal is a wake-up that holds at most one pending poke. Any number of
+// components may poke it; one receives.
 type signal chan struct{}
 
 func newSignal() signal { return make(signal, 1) }
@@ -232,7 +267,10 @@ func sweepTemps(e *engine.Engine) {
 	}
 }
 
-// readFile reads the credentials file.
-func readFile(e *engine.Engine) (*credentials.Local, error) {
-	return credentials.Read(e.Cfg.CredentialsFile)
+// vaultAccepted is the Vault store's Accepted, nil with the file store.
+func vaultAccepted(e *engine.Engine) func() bool {
+	if e.Vault == nil {
+		return nil
+	}
+	return e.Vault.Accepted
 }

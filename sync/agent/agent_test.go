@@ -21,9 +21,11 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
+	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
 // The components are tested one by one on a fake clock, with the real file
@@ -251,21 +253,87 @@ func (r *rig) storeHolds(l login) bool {
 	return err == nil && o != nil && string(o.RefreshToken()) == l.refresh
 }
 
+// graph is the agent's parts and the channels between them, built as Run
+// builds them, none started: a test starts the ones it looks at and plays
+// the others through their channels.
+type graph struct {
+	r                                       *rig
+	bw                                      *backupWriter
+	rf                                      *refresher
+	rn                                      *renewer
+	ps                                      *passScheduler
+	live                                    *liveState
+	fileChanged, refreshCheck, tokenRecheck signal
+	backed                                  latest[string]
+	unwritten                               latest[*credentials.OAuth]
+	tokenOK, firstTokenVerdict              latest[bool]
+	restoreWaits                            chan restoreWaiter
+	requests                                chan passRequest
+}
+
 // components builds the agent's parts, as Run does, without starting them.
-func (r *rig) components() (*backupWriter, *refresher, *renewer, *passScheduler, *liveState) {
+func (r *rig) components() *graph {
 	lin, err := r.e.OpenLineage()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	live := newLiveState(r.e, r.opt)
-	m := newMetrics(r.e)
-	out := &outage{e: r.e, live: live, clk: r.clk}
+	e := engineView{r.e}
+	common := base{Log: e.Log, Diag: e.Diag, Clock: e.Clock}
 	pol := backoffPolicy{min: r.opt.RetryMin, max: r.opt.RetryMax}
-	bw := newBackupWriter(r.e, r.opt, lin, pol, live, m, out)
-	rf := newRefresher(r.e, lin, pol, live, bw)
-	rn := newRenewer(r.e, r.opt, pol, live, out, bw)
-	bw.renewKick = rn.kick
-	return bw, rf, rn, newPassScheduler(r.e, r.opt, live, bw, rn), live
+	live := newLiveState(liveConfig{base: common, Rescan: r.opt.Rescan, CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, MergeRecord: e.MergeRecord})
+	m := r.metrics()
+	out := newOutage(outageConfig{base: common, State: live.update, Resolved: m.resolved})
+	return &graph{r: r, live: live,
+		bw: newBackupWriter(backupWriterConfig{base: common, Engine: e, Store: e.Store, Lineage: lin, Backoff: pol, Settle: r.opt.Settle,
+			CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Live: live, Metrics: m, Outage: out}),
+		rf: newRefresher(refresherConfig{base: common, Engine: e, Lineage: lin, Backoff: pol, CredentialsFile: e.Cfg.CredentialsFile,
+			State: live.update, Resolved: m.resolved}),
+		rn: newRenewer(renewerConfig{base: common, Token: tokenOf(e.Engine), TokenFile: e.Cfg.VaultTokenFile, Backoff: pol, Outage: out,
+			State: live.update, Resolved: m.resolved, Verdict: m.token}),
+		ps: newPassScheduler(passSchedulerConfig{base: common, Engine: e, CredentialsFile: e.Cfg.CredentialsFile, CheckInterval: r.opt.CheckInterval,
+			CheckSpread: r.opt.CheckSpread, Settle: r.opt.Settle, State: live.update, Save: live.save, Checked: m.checked}),
+		fileChanged: newSignal(), refreshCheck: newSignal(), tokenRecheck: newSignal(),
+		backed: newLatest[string](), unwritten: newLatest[*credentials.OAuth](),
+		tokenOK: newLatest[bool](), firstTokenVerdict: newLatest[bool](),
+		restoreWaits: make(chan restoreWaiter), requests: make(chan passRequest)}
+}
+
+// metrics is a metrics writer for the rig's engine, as Run makes it.
+func (r *rig) metrics() *metricsWriter {
+	e := engineView{r.e}
+	return newMetricsWriter(metricsConfig{Engine: e, Clock: e.Clock, User: e.Cfg.User, CredentialsFile: e.Cfg.CredentialsFile,
+		Prom: e.Cfg.MetricsDir != "", Health: e.Vault != nil && e.Cfg.HostID != ""})
+}
+
+func (g *graph) runWriter() {
+	g.r.run("backup writer", func(ctx context.Context) error {
+		return g.bw.Run(ctx, g.fileChanged, g.unwritten, g.tokenOK, g.restoreWaits, g.backed, g.tokenRecheck)
+	})
+}
+
+func (g *graph) runRefresher() {
+	g.r.run("refresher", func(ctx context.Context) error {
+		return g.rf.Run(ctx, g.refreshCheck, g.backed, g.fileChanged, g.unwritten)
+	})
+}
+
+// runRenewer starts the renewer, and the token file's watch with Vault.
+func (g *graph) runRenewer() {
+	var tokenFileChanged <-chan watcher.Change
+	if g.r.e.Vault != nil {
+		w := watcher.New(g.r.e.Cfg.VaultTokenFile, watcher.Options{Rescan: g.r.opt.Rescan})
+		tokenFileChanged = w.C()
+		g.r.run("token file watch", w.Run)
+	}
+	g.r.run("renewer", func(ctx context.Context) error {
+		return g.rn.Run(ctx, tokenFileChanged, g.tokenRecheck, g.tokenOK, g.firstTokenVerdict)
+	})
+}
+
+func (g *graph) runScheduler() {
+	g.r.run("pass scheduler", func(ctx context.Context) error {
+		return g.ps.Run(ctx, nil, g.requests, g.firstTokenVerdict, g.restoreWaits, g.fileChanged)
+	})
 }
 
 // run starts component runs until the test ends, and fails the test if it
@@ -305,12 +373,12 @@ func (passingChecker) Run(context.Context, ...string) check.Result {
 
 func TestBackupWriterBacksUpEachNewLogin(t *testing.T) {
 	r := newRig(t)
-	bw, _, _, _, _ := r.components()
-	r.run("backup writer", bw.Run)
+	g := r.components()
+	g.runWriter()
 	for i := 0; i < 3; i++ {
 		l := r.newLogin(8 * time.Hour)
 		r.writeFile(l.json())
-		bw.kick.poke()
+		g.fileChanged.poke()
 		r.awaitWrite()
 		// The first backup is of the login, not of a change to it.
 		want := "OK backed up the changed login"
@@ -325,11 +393,11 @@ func TestBackupWriterBacksUpEachNewLogin(t *testing.T) {
 		}
 	}
 	// The same login again is no backup.
-	bw.kick.poke()
-	bw.kick.poke()
+	g.fileChanged.poke()
+	g.fileChanged.poke()
 	l := r.newLogin(8 * time.Hour)
 	r.writeFile(l.json())
-	bw.kick.poke()
+	g.fileChanged.poke()
 	r.awaitWrite()
 	if d, _ := r.st.File.Read(context.Background()); d.Version != 4 {
 		t.Errorf("store at v%d after 4 distinct logins and repeated wake-ups; want v4", d.Version)
@@ -338,12 +406,13 @@ func TestBackupWriterBacksUpEachNewLogin(t *testing.T) {
 
 func TestBackupWriterKeepsTheLoginPendingWhileTheStoreIsDown(t *testing.T) {
 	r := newRig(t)
-	bw, _, _, _, live := r.components()
+	g := r.components()
+	bw, live := g.bw, g.live
 	r.st.down.Store(true)
-	r.run("backup writer", bw.Run)
+	g.runWriter()
 	l := r.newLogin(8 * time.Hour)
 	r.writeFile(l.json())
-	bw.kick.poke()
+	g.fileChanged.poke()
 	r.await("WARN vault unreachable")
 	r.armed(1) // the retry, on the backoff
 	if _, err := os.Stat(bw.pendingPath()); err != nil {
@@ -366,17 +435,17 @@ func TestBackupWriterKeepsTheLoginPendingWhileTheStoreIsDown(t *testing.T) {
 
 func TestBackupWriterRestoresAClobberedFileOnceItSettles(t *testing.T) {
 	r := newRig(t)
-	bw, _, _, _, _ := r.components()
-	r.run("backup writer", bw.Run)
+	g := r.components()
+	g.runWriter()
 	l := r.newLogin(8 * time.Hour)
 	r.writeFile(l.json())
-	bw.kick.poke()
+	g.fileChanged.poke()
 	r.awaitWrite()
 	r.await("OK backed up")
 
 	// A racing writer persists an empty refresh token.
 	r.writeFile(login{access: l.access, refresh: "", expires: l.expires}.json())
-	bw.kick.poke()
+	g.fileChanged.poke()
 	r.armed(1) // the settle timer: it waits for the file to stay as it is
 	r.noEvent("a clobbered file before it settled")
 	if l, _ := credentials.Read(r.e.Cfg.CredentialsFile); l.State != credentials.Clobbered {
@@ -394,16 +463,16 @@ func TestBackupWriterRestoresAClobberedFileOnceItSettles(t *testing.T) {
 
 func TestBackupWriterAnswersAPassWaitingForARestore(t *testing.T) {
 	r := newRig(t)
-	bw, _, _, _, _ := r.components()
-	r.run("backup writer", bw.Run)
+	g := r.components()
+	g.runWriter()
 	l := r.newLogin(8 * time.Hour)
 	r.writeFile(l.json())
-	bw.kick.poke()
+	g.fileChanged.poke()
 	r.await("OK backed up")
 	r.writeFile(`{"claudeAiOauth":{"accessToken":"","refreshToken":""}}`)
 
 	got := make(chan *credentials.Local, 1)
-	go func() { got <- bw.awaitRestore(context.Background()) }()
+	go func() { got <- awaitRestore(context.Background(), r.clk, g.restoreWaits, r.opt.Settle) }()
 	r.armed(2) // the pass's bound and the writer's settle timer
 	select {
 	case l := <-got:
@@ -426,13 +495,13 @@ func TestRefresherRefreshesWhenDueAndNotBefore(t *testing.T) {
 	var calls atomic.Int32
 	var next login
 	r.fakeRefresh(&calls, &next)
-	bw, rf, _, _, _ := r.components()
-	r.run("backup writer", bw.Run)
-	r.run("refresher", rf.Run)
+	g := r.components()
+	g.runWriter()
+	g.runRefresher()
 	l := r.newLogin(8 * time.Hour)
 	r.writeFile(l.json())
-	bw.kick.poke()
-	rf.kick.poke()
+	g.fileChanged.poke()
+	g.refreshCheck.poke()
 	r.await("OK backed up")
 	// Asleep until expiry minus the lead (15 min).
 	r.armed(1)
@@ -460,15 +529,15 @@ func TestRefresherWaitsForTheBackupBeforeSpendingTheToken(t *testing.T) {
 	var calls atomic.Int32
 	var next login
 	r.fakeRefresh(&calls, &next)
-	bw, rf, _, _, _ := r.components()
+	g := r.components()
 	r.st.down.Store(true) // the backup cannot be written yet
-	r.run("backup writer", bw.Run)
+	g.runWriter()
 	// Due at once: 14 minutes left, inside the 15-minute lead.
 	l := r.newLogin(14 * time.Minute)
 	r.writeFile(l.json())
 	next = r.newLogin(8 * time.Hour)
-	r.run("refresher", rf.Run)
-	bw.kick.poke()
+	g.runRefresher()
+	g.fileChanged.poke()
 	r.await("WARN vault unreachable")
 	r.armed(2) // the writer's retry and the refresher's wait for the backup
 	if n := calls.Load(); n != 0 {
@@ -518,9 +587,9 @@ func TestPassSchedulerFirstCheck(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			_, _, rn, ps, _ := r.components()
-			r.run("renewer", rn.Run)
-			d, why := ps.firstCheck(context.Background())
+			g := r.components()
+			g.runRenewer()
+			d, why := g.ps.firstCheck(context.Background(), g.firstTokenVerdict)
 			if !c.want(d) || why != c.why {
 				t.Errorf("firstCheck = %v, %q; want %q", d, why, c.why)
 			}
@@ -539,7 +608,7 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 	if err := os.WriteFile(prom, []byte("claude_auth_sync_failures_total{user=\"alice\"} 999\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mw := newMetrics(r.e)
+	mw := r.metrics()
 	l := r.newLogin(8 * time.Hour)
 	o, err := credentials.ParseOAuth(json.RawMessage(strings.TrimSuffix(strings.TrimPrefix(l.json(), `{"claudeAiOauth":`), "}")))
 	if err != nil {
@@ -565,7 +634,7 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 		}
 	}
 	// The count survives a restart through the state dir.
-	if c := newMetrics(r.e); c.m.FailuresTotal != 1 {
+	if c := r.metrics(); c.m.FailuresTotal != 1 {
 		t.Errorf("a new metrics writer starts at %d failures; want 1", c.m.FailuresTotal)
 	}
 }
@@ -612,6 +681,72 @@ func TestRunStopsCleanlyAndRefusesASecondAgent(t *testing.T) {
 	}
 	if !r.storeHolds(l) {
 		t.Error("the store does not hold the login")
+	}
+}
+
+// brokenSocket is an agent socket whose accept fails when the test says so.
+type brokenSocket struct{ fail chan error }
+
+func (b brokenSocket) Serve(ctx context.Context, _ func(context.Context, passrequest.Kind) passrequest.Answer, _ func(int, string)) error {
+	select {
+	case err := <-b.fail:
+		return fmt.Errorf("pass requests: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+func (brokenSocket) Path() string { return "agent.sock" }
+
+// A component's fatal error (here the request server's: its socket stops
+// accepting) stops every other component, and Run returns it: the unit
+// restarts the agent rather than leaving it up without a part.
+func TestAComponentsFailureStopsTheAgent(t *testing.T) {
+	r := newRig(t)
+	l := r.newLogin(8 * time.Hour)
+	r.writeFile(l.json())
+	socket := brokenSocket{fail: make(chan error)}
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	opt := r.opt
+	opt.Started = started
+	opt.CheckSpread = time.Hour // the first pass waits on the fake clock
+	opt.listen = func(string) (requestListener, error) { return socket, nil }
+	go func() { done <- Run(context.Background(), r.e, opt) }()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("agent did not start: %v", err)
+	}
+	r.awaitWrite() // the others run: the writer backs the login up
+
+	accept := errors.New("accept: too many open files")
+	socket.fail <- accept
+	select {
+	case err := <-done:
+		if !errors.Is(err, accept) || !strings.HasPrefix(err.Error(), "agent: pass requests: ") {
+			t.Errorf("Run = %v; want the request server's error, wrapped", err)
+		}
+	case <-time.After(bound):
+		t.Fatal("the agent did not stop within the bound after a component failed")
+	}
+	data, _ := os.ReadFile(r.e.Cfg.LogFile)
+	if strings.Contains(string(data), " OK agent stopped") {
+		t.Errorf("sync.log says the agent stopped cleanly after a failure:\n%s", data)
+	}
+	// Every component has returned and the lock is free: a new agent starts.
+	ctx, cancel := context.WithCancel(context.Background())
+	again := make(chan struct{})
+	opt.Started, opt.listen = again, nil
+	go func() { done <- Run(ctx, r.e, opt) }()
+	select {
+	case <-again:
+	case err := <-done:
+		t.Fatalf("an agent after the failed one: %v; want it to start", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("the next agent: %v; want a clean stop", err)
 	}
 }
 

@@ -22,26 +22,14 @@ import (
 // keeps the newest usable login pending (on disk too) until the store holds
 // it, retries with backoff, and restores a clobbered login at once.
 type backupWriter struct {
-	e       *engine.Engine
-	clk     clock.Clock
-	opt     Options
-	lin     *lineage.Lineage
-	pol     backoffPolicy
-	live    *liveState
-	metrics *metricsWriter
-	out     *outage
+	backupWriterConfig
 
-	// In.
-	kick      signal                     // the file may have changed; look now
-	refreshed latest[*credentials.OAuth] // a refreshed login the file could not take
-	tokenOK   latest[bool]               // the Vault token checks out (or not)
-	awaitReq  chan chan *credentials.Local
-	// Out.
-	backed    latest[string] // the refresh token's fingerprint the store now holds
-	renewKick signal         // a refused backup: have the token looked at now
+	// Out, set by Run.
+	backed       latest[string] // the refresh token's fingerprint the store now holds
+	tokenRefused signal         // a refused backup: have the token looked at now
 
 	// Owned by Run.
-	ready      bool
+	ready      bool // the token checks out (or there is none to check)
 	pending    *pendingBackup
 	lastBacked *credentials.OAuth
 	lastState  credentials.State
@@ -49,90 +37,151 @@ type backupWriter struct {
 	backupFail sayOnce // the backup failure last logged
 	clobberKey string  // size/mtime/inode of the broken file being watched settle
 	settle     clock.Timer
-	waiters    []chan *credentials.Local
+	waiters    []restoreWaiter
 }
 
-func newBackupWriter(e *engine.Engine, opt Options, lin *lineage.Lineage, pol backoffPolicy, live *liveState, m *metricsWriter, out *outage) *backupWriter {
-	return &backupWriter{e: e, clk: e.Clock, opt: opt, lin: lin, pol: pol, live: live, metrics: m, out: out,
-		kick: newSignal(), refreshed: newLatest[*credentials.OAuth](), tokenOK: newLatest[bool](),
-		awaitReq: make(chan chan *credentials.Local), backed: newLatest[string](), lastState: -1,
-		ready: e.Vault == nil}
+// backupWriterConfig is what the backup writer uses.
+type backupWriterConfig struct {
+	base
+	Engine          backupEngine
+	Store           backupStore
+	Lineage         *lineage.Lineage
+	Backoff         backoffPolicy
+	Settle          time.Duration // a broken file stays unchanged this long before a restore
+	CredentialsFile string
+	StateDir        string // pending-backup.json
+	NoToken         bool   // the file store: no Vault token to wait for
+	// Accepted says whether the last look at the Vault token accepted it
+	// (nil: always): a pass may refuse the token file (an exposed token,
+	// `systemctl reload` after a chmod) between the renewer's verdicts.
+	Accepted func() bool
+	Live            backupLive
+	Metrics         backupMetrics
+	Outage          *outage
 }
 
-// start runs before the components: the backup a stop left pending, and a
+// backupEngine is what the writer asks of the engine.
+type backupEngine interface {
+	ApplyPendingRefresh(ctx context.Context, lin *lineage.Lineage) (refresh.ClaudeResult, error)
+	Backup(ctx context.Context, lin *lineage.Lineage, o *credentials.OAuth) (engine.BackupResult, error)
+	BackupRecord(res engine.BackupResult, o *credentials.OAuth) *telemetry.BackupRecord
+	NoteNewLogin(o *credentials.OAuth)
+	RestoreCandidate(lin *lineage.Lineage, doc *store.Doc, local *credentials.Local) (*credentials.OAuth, string)
+	SetupToken() credentials.Secret
+	TightenLoose(l *credentials.Local)
+	WriteLogin(ctx context.Context, lin *lineage.Lineage, o *credentials.OAuth, expect func(*credentials.Local) error) error
+}
+
+// backupStore is the store as the writer reads it (a restore) and names it.
+type backupStore interface {
+	Read(ctx context.Context) (*store.Doc, error)
+	Describe() string
+}
+
+// backupLive is what the writer tells the live state.
+type backupLive interface {
+	update(f func(*telemetry.AgentState))
+	changed()
+	recordBackup(r *telemetry.BackupRecord)
+}
+
+// backupMetrics is what the writer tells the metrics writer.
+type backupMetrics interface {
+	login(o *credentials.OAuth)
+	backup(at time.Time, lag time.Duration)
+	resolved(prefixes ...string)
+}
+
+// restoreWaiter is a pass waiting for a clobbered file to be restored: the
+// writer answers on it once (it is buffered), with the usable file or nil.
+type restoreWaiter chan *credentials.Local
+
+func newBackupWriter(c backupWriterConfig) *backupWriter {
+	return &backupWriter{backupWriterConfig: c, lastState: -1, ready: c.NoToken}
+}
+
+// resume runs before the components: the backup a stop left pending, and a
 // refresh answer a stop left unapplied (its login is the newest there is).
-func (bw *backupWriter) start(ctx context.Context) {
+func (bw *backupWriter) resume(ctx context.Context) {
 	bw.loadPending()
-	switch res, err := bw.e.Refresher.ApplyPending(ctx, bw.lin); {
+	switch res, err := bw.Engine.ApplyPendingRefresh(ctx, bw.Lineage); {
 	case errors.Is(err, refresh.ErrNotWritten) && res.OAuth != nil:
-		bw.e.Log.Event(eventlog.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
+		bw.Log.Event(eventlog.WARN, "a refresh saved before the last stop cannot go into the file: %v; the new login is backed up", err)
 		bw.setPending(res.OAuth)
 	case err != nil:
-		bw.e.Log.Event(eventlog.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
+		bw.Log.Event(eventlog.WARN, "a refresh interrupted at the last stop could not be applied: %v", err)
 	case res.Refreshed:
-		bw.e.Log.Event(eventlog.RECOVERED, "applied the refresh response saved before the last stop")
+		bw.Log.Event(eventlog.RECOVERED, "applied the refresh response saved before the last stop")
 	}
 }
 
-// Run is the writer's loop until ctx ends; then one bounded last flush.
-func (bw *backupWriter) Run(ctx context.Context) error {
-	retry := clock.Stopped(bw.clk)
+// Run is the writer's loop until ctx ends; then one bounded last flush. It
+// looks at the file on fileChanged (the watch, the refresher, a pass), takes
+// a login the refresher could not write to the file from unwritten, the
+// renewer's verdict from tokenOK and a pass waiting for a restore from
+// restoreWaits; it tells the refresher which login the store holds (backed)
+// and the renewer that a backup was refused (tokenRefused). It never fails:
+// every failure is retried.
+func (bw *backupWriter) Run(ctx context.Context, fileChanged <-chan struct{}, unwritten <-chan *credentials.OAuth, tokenOK <-chan bool,
+	restoreWaits <-chan restoreWaiter, backed latest[string], tokenRefused signal) error {
+	bw.backed, bw.tokenRefused = backed, tokenRefused
+	retry := clock.Stopped(bw.Clock)
 	defer retry.Stop()
-	bw.settle = clock.Stopped(bw.clk)
+	bw.settle = clock.Stopped(bw.Clock)
 	defer bw.settle.Stop()
-	b := bw.pol.sequence()
+	b := bw.Backoff.sequence()
 	for {
 		select {
 		case <-ctx.Done():
 			bw.finalFlush()
 			bw.answerWaiters(nil)
 			return nil
-		case <-bw.kick:
+		case <-fileChanged:
 		case <-retry.C():
 		case <-bw.settle.C():
-		case o := <-bw.refreshed:
+		case o := <-unwritten:
 			bw.adoptRefreshed(o)
-		case ok := <-bw.tokenOK:
+		case ok := <-tokenOK:
 			if ok == bw.ready {
 				continue // no news: a token that checks out again wakes nothing
 			}
 			bw.ready = ok
-		case w := <-bw.awaitReq:
+		case w := <-restoreWaits:
 			bw.waiters = append(bw.waiters, w)
 		}
 		again := bw.scan(ctx)
 		if bw.flush(ctx) {
 			again = true
 		}
-		if err := bw.lin.Persist(); err != nil {
-			bw.e.Diag.Warn("cannot record lineage", "err", err)
+		if err := bw.Lineage.Persist(); err != nil {
+			bw.Diag.Warn("cannot record lineage", "err", err)
 		}
 		if again && ctx.Err() == nil {
-			bw.live.update(func(s *telemetry.AgentState) { s.Retries++ })
+			bw.Live.update(func(s *telemetry.AgentState) { s.Retries++ })
 			retry.Reset(b.next())
 		} else {
 			b.reset()
 		}
 		if len(bw.waiters) > 0 {
-			if l, err := readFile(bw.e); err == nil && l.State == credentials.Usable {
+			if l, err := credentials.Read(bw.CredentialsFile); err == nil && l.State == credentials.Usable {
 				bw.answerWaiters(l)
 			}
 		}
-		bw.live.changed() // written by the live state, off this loop
+		bw.Live.changed() // written by the live state, off this loop
 	}
 }
 
 // awaitRestore is the agent's pass meeting a clobbered file (PassOptions):
-// the writer restores it, after Settle; wait for the file to be usable,
+// the writer restores it, after settle; wait for the file to be usable,
 // bounded.
-func (bw *backupWriter) awaitRestore(ctx context.Context) *credentials.Local {
-	reply := make(chan *credentials.Local, 1)
+func awaitRestore(ctx context.Context, clk clock.Clock, restoreWaits chan<- restoreWaiter, settle time.Duration) *credentials.Local {
+	reply := make(restoreWaiter, 1)
 	select {
-	case bw.awaitReq <- reply:
+	case restoreWaits <- reply:
 	case <-ctx.Done():
 		return nil
 	}
-	t := bw.clk.NewTimer(bw.opt.Settle + 15*time.Second)
+	t := clk.NewTimer(settle + 15*time.Second)
 	defer t.Stop()
 	select {
 	case l := <-reply:
@@ -156,7 +205,7 @@ func (bw *backupWriter) answerWaiters(l *credentials.Local) {
 // left alone. It returns true when it needs to run again later (a restore
 // that could not reach the store).
 func (bw *backupWriter) scan(ctx context.Context) bool {
-	local, err := readFile(bw.e)
+	local, err := credentials.Read(bw.CredentialsFile)
 	if err != nil {
 		// Unreadable (mode, owner), a link loop, a directory: Claude cannot
 		// use it either, and we cannot keep a copy of it, so nothing is
@@ -164,8 +213,8 @@ func (bw *backupWriter) scan(ctx context.Context) bool {
 		bw.reportClobber(fmt.Sprintf("cannot read the credentials file (%v); Claude cannot use it either: check its owner, mode and type", err))
 		return false
 	}
-	bw.e.TightenLoose(local)
-	bw.metrics.login(local.OAuth)
+	bw.Engine.TightenLoose(local)
+	bw.Metrics.login(local.OAuth)
 	prev := bw.lastState
 	bw.lastState = local.State
 	if local.State != credentials.Clobbered {
@@ -179,14 +228,14 @@ func (bw *backupWriter) scan(ctx context.Context) bool {
 		// Restore only a file that has stayed broken, unchanged, for Settle.
 		if key := fileKey(local.Target); key != bw.clobberKey {
 			bw.clobberKey = key
-			bw.settle.Reset(bw.opt.Settle)
+			bw.settle.Reset(bw.Settle)
 			return false
 		}
 		return bw.restoreClobbered(ctx, local)
 	case credentials.Missing, credentials.NoLogin:
 		bw.clobber.clear()
 		if prev == credentials.Usable || prev == credentials.Clobbered {
-			bw.e.Log.Event(eventlog.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
+			bw.Log.Event(eventlog.WARN, "credentials file %s (a logout?); not restoring automatically: `claude auth login`, or `claude-auth-sync restore` to bring back the last backup",
 				map[bool]string{true: "was removed", false: "no longer holds a login"}[local.State == credentials.Missing])
 		}
 	}
@@ -197,17 +246,17 @@ func (bw *backupWriter) scan(ctx context.Context) bool {
 // up, pending, older than the pending one, or a setup-token backfill. born
 // says it appeared while we watched (its birth sets the refresh lead).
 func (bw *backupWriter) noteUsable(o *credentials.OAuth, born bool) {
-	if engine.IsBackfill(o, bw.e.SetupToken(), bw.clk.Now()) {
+	if engine.IsBackfill(o, bw.Engine.SetupToken(), bw.Clock.Now()) {
 		return // setup-token mode: no backups
 	}
-	if err := bw.lin.Note(o.RefreshToken()); err != nil { // durable after the backup (Persist)
-		bw.e.Diag.Warn("cannot record lineage", "err", err)
+	if err := bw.Lineage.Note(o.RefreshToken()); err != nil { // durable after the backup (Persist)
+		bw.Diag.Warn("cannot record lineage", "err", err)
 	}
 	if bw.supersededBy(o) {
 		return
 	}
 	if born {
-		bw.e.Refresher.NoteNewLogin(o)
+		bw.Engine.NoteNewLogin(o)
 	}
 	bw.setPending(o)
 }
@@ -218,15 +267,15 @@ func (bw *backupWriter) supersededBy(o *credentials.OAuth) bool {
 	if bw.lastBacked != nil && bw.lastBacked.Equal(o) {
 		return true
 	}
-	return bw.pending != nil && (bw.pending.oauth.Equal(o) || bw.lin.Order(o.RefreshToken(), bw.pending.oauth.RefreshToken()) < 0)
+	return bw.pending != nil && (bw.pending.oauth.Equal(o) || bw.Lineage.Order(o.RefreshToken(), bw.pending.oauth.RefreshToken()) < 0)
 }
 
 // adoptRefreshed makes a login the refresher could not write to the file the
 // pending backup (unless a newer one is pending): until the file takes it,
 // Vault and pending-refresh are its only copies.
 func (bw *backupWriter) adoptRefreshed(o *credentials.OAuth) {
-	if err := bw.lin.Observe(o.RefreshToken()); err != nil {
-		bw.e.Diag.Warn("cannot record lineage", "err", err)
+	if err := bw.Lineage.Observe(o.RefreshToken()); err != nil {
+		bw.Diag.Warn("cannot record lineage", "err", err)
 	}
 	if !bw.supersededBy(o) {
 		bw.setPending(o)
@@ -243,7 +292,7 @@ func (bw *backupWriter) markBacked(o *credentials.OAuth) {
 // reportClobber logs a FAIL for a broken login once, not on every rescan.
 func (bw *backupWriter) reportClobber(msg string) {
 	if bw.clobber.first(msg) {
-		bw.e.Log.Event(eventlog.FAIL, "%s", msg)
+		bw.Log.Event(eventlog.FAIL, "%s", msg)
 	}
 }
 
@@ -256,29 +305,29 @@ func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials
 	if !bw.ready {
 		return true
 	}
-	doc, err := bw.e.Store.Read(ctx)
+	doc, err := bw.Store.Read(ctx)
 	if errors.Is(err, store.ErrUnreachable) {
-		bw.out.down(err)
+		bw.Outage.down(err)
 		return true
 	}
 	if err != nil {
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); the backup cannot be read: %v", local.Problem, err))
 		return false
 	}
-	bw.out.up()
-	vo, why := bw.e.RestoreCandidate(bw.lin, doc, local)
+	bw.Outage.up()
+	vo, why := bw.Engine.RestoreCandidate(bw.Lineage, doc, local)
 	if vo == nil {
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); %s; %s", local.Problem, why, engine.LoginHint()))
 		return false
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, vo, stillBroken); errors.Is(err, refresh.ErrChanged) {
+	if err := bw.Engine.WriteLogin(ctx, bw.Lineage, vo, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
 		bw.reportClobber(fmt.Sprintf("credentials file is unusable (%v); restore failed: %v", local.Problem, err))
 		return false
 	}
 	bw.markBacked(vo)
-	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
+	bw.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored the login from the backup (v%d)", local.Problem, doc.Version)
 	return false
 }
 
@@ -291,28 +340,28 @@ func (bw *backupWriter) restorePending(ctx context.Context, local *credentials.L
 	// a newer one. Restoring it would put a spent refresh token in the file
 	// (invalid_grant: a logout). Prefer the backup when it is newer; if this
 	// host has seen a newer login, wait for the backup.
-	_ = bw.lin.Reload()
-	if !bw.lin.Latest(src.RefreshToken()) && !bw.ready {
+	_ = bw.Lineage.Reload()
+	if !bw.Lineage.Latest(src.RefreshToken()) && !bw.ready {
 		return true
 	}
 	if bw.ready {
-		if doc, err := bw.e.Store.Read(ctx); err == nil {
-			if vo, _ := bw.e.RestoreCandidate(bw.lin, doc, local); vo != nil && !vo.Equal(src) && engine.Newer(bw.lin, vo, src) {
+		if doc, err := bw.Store.Read(ctx); err == nil {
+			if vo, _ := bw.Engine.RestoreCandidate(bw.Lineage, doc, local); vo != nil && !vo.Equal(src) && engine.Newer(bw.Lineage, vo, src) {
 				src, from = vo, fmt.Sprintf("the login from the backup (v%d; the pending one was older)", doc.Version)
 				bw.clearPending()
 			}
 		}
 	}
-	if err := bw.e.WriteLogin(ctx, bw.lin, src, stillBroken); errors.Is(err, refresh.ErrChanged) {
+	if err := bw.Engine.WriteLogin(ctx, bw.Lineage, src, stillBroken); errors.Is(err, refresh.ErrChanged) {
 		return false
 	} else if err != nil {
-		bw.e.Log.Event(eventlog.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
+		bw.Log.Event(eventlog.FAIL, "credentials file is unusable (%v); restoring the newest login failed: %v", local.Problem, err)
 		return false
 	}
 	if bw.pending == nil {
 		bw.markBacked(src)
 	}
-	bw.e.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
+	bw.Log.Event(eventlog.RECOVERED, "credentials file was clobbered (%v); restored %s", local.Problem, from)
 	return false
 }
 
@@ -329,25 +378,24 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 	if bw.pending == nil {
 		return false
 	}
-	if !bw.ready || (bw.e.Vault != nil && !bw.e.Vault.Accepted()) {
+	if !bw.ready || (bw.Accepted != nil && !bw.Accepted()) {
 		// No token to write with: the renewer's verdict, or a pass that
-		// since refused the token file (an exposed token: `systemctl
-		// reload` after a chmod) and the renewer is told to look again.
-		if bw.ready {
-			bw.renewKick.poke()
+		// since refused the token file, and the renewer is told to look again.
+		if bw.ready && bw.tokenRefused != nil {
+			bw.tokenRefused.poke()
 		}
 		bw.persistPending()
 		return true
 	}
 	p := bw.pending
-	res, err := bw.e.Backup(ctx, bw.lin, p.oauth)
+	res, err := bw.Engine.Backup(ctx, bw.Lineage, p.oauth)
 	if err != nil {
 		bw.persistPending() // it waits: on disk until the store has it
 	}
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrUnreachable):
-		bw.out.down(err)
+		bw.Outage.down(err)
 		return true
 	case ctx.Err() != nil:
 		return true
@@ -359,38 +407,38 @@ func (bw *backupWriter) flush(ctx context.Context) bool {
 			key = "forbidden"
 		}
 		if bw.backupFail.first(key) {
-			bw.e.Log.Event(eventlog.FAIL, "backup failed, will retry: %v", err)
+			bw.Log.Event(eventlog.FAIL, "backup failed, will retry: %v", err)
 		}
 		if errors.Is(err, store.ErrForbidden) {
 			// Revoked or expired, or re-provisioned since: the token
 			// renewer re-reads the token file and checks it now.
-			bw.renewKick.poke()
+			bw.tokenRefused.poke()
 		}
 		return true
 	}
 	if bw.backupFail.clear() != "" {
-		bw.metrics.resolved("backup failed")
+		bw.Metrics.resolved("backup failed")
 	}
-	bw.out.up()
-	now := bw.clk.Now()
+	bw.Outage.up()
+	now := bw.Clock.Now()
 	lag := now.Sub(p.seenAt)
 	bw.clearPending()
 	bw.markBacked(p.oauth)
 	if !res.Written {
-		bw.e.Diag.Info("no backup needed", "why", res.Message)
+		bw.Diag.Info("no backup needed", "why", res.Message)
 		return false
 	}
-	bw.live.update(func(s *telemetry.AgentState) {
+	bw.Live.update(func(s *telemetry.AgentState) {
 		s.LastBackup, s.LastBackupVer, s.LastBackupLagMs = &now, res.Version, float64(lag.Microseconds())/1000
 		s.Backups++
 	})
-	bw.metrics.backup(now, lag)
+	bw.Metrics.backup(now, lag)
 	what := "the changed login"
 	if res.Version == 1 {
 		what = "the login" // the document's first: nothing in the store changed
 	}
-	bw.e.Log.Event(eventlog.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.e.Store.Describe(), res.Version, lag.Round(time.Millisecond))
-	bw.live.recordBackup(bw.e.BackupRecord(res, p.oauth))
+	bw.Log.Event(eventlog.OK, "backed up %s to %s (v%d, %s after the change)", what, bw.Store.Describe(), res.Version, lag.Round(time.Millisecond))
+	bw.Live.recordBackup(bw.Engine.BackupRecord(res, p.oauth))
 	return false
 }
 
@@ -403,7 +451,7 @@ func (bw *backupWriter) finalFlush() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if bw.flush(ctx) {
-		bw.e.Log.Event(eventlog.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
+		bw.Log.Event(eventlog.WARN, "stopping with a backup pending; it is kept in %s and written at the next start", bw.pendingPath())
 	}
 }
 
@@ -425,5 +473,5 @@ func (bw *backupWriter) clearPending() {
 		_ = os.Remove(bw.pendingPath())
 	}
 	bw.pending = nil
-	bw.live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = false, nil })
+	bw.Live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = false, nil })
 }

@@ -129,7 +129,7 @@ func (mw *metricsWriter) stopping() {
 func (mw *metricsWriter) verdictChange(f func(*healthVerdict)) {
 	mw.mu.Lock()
 	f(&mw.verdict)
-	mw.statusAt = mw.clk.Now()
+	mw.statusAt = mw.Clock.Now()
 	mw.mu.Unlock()
 	mw.changed.poke()
 }

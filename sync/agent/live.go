@@ -10,19 +10,18 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
+	"github.com/claude-auth-sync/claude-auth-sync/watcher"
 )
 
 // liveState owns the agent's live state: agent.json (what `status` shows),
 // systemd's STATUS= line and the watchdog. Components change it through
-// update and have it written with save; nothing else touches it.
+// update and have it written with save (safe from any goroutine, never
+// waiting on a write); nothing else touches it.
 type liveState struct {
-	e      *engine.Engine
-	notify *sdnotify.Notifier
-	rescan time.Duration
+	liveConfig
 	status signal // the STATUS= line may have changed
 	dirty  signal // agent.json (or the backup record) needs writing
 
@@ -34,9 +33,21 @@ type liveState struct {
 	saveMu sync.Mutex // one agent.json write at a time, in order
 }
 
-func newLiveState(e *engine.Engine, opt Options) *liveState {
-	return &liveState{e: e, notify: opt.Notifier, rescan: opt.Rescan, status: newSignal(), dirty: newSignal(), watchErrs: map[string]bool{},
-		s: telemetry.AgentState{PID: os.Getpid(), Version: opt.Version, Started: e.Clock.Now(), Watch: "inotify"}}
+// liveConfig is what the live state uses.
+type liveConfig struct {
+	base
+	Notifier        *sdnotify.Notifier // systemd; nil = none
+	Rescan          time.Duration      // the watch's fallback, named when it degrades
+	Version         string
+	CredentialsFile string // named in STATUS=
+	StateDir        string // agent.json
+	// MergeRecord writes into state.json (telemetry.Reporter.MergeRecord): the last backup.
+	MergeRecord func(*telemetry.Record) error
+}
+
+func newLiveState(c liveConfig) *liveState {
+	return &liveState{liveConfig: c, status: newSignal(), dirty: newSignal(), watchErrs: map[string]bool{},
+		s: telemetry.AgentState{PID: os.Getpid(), Version: c.Version, Started: c.Clock.Now(), Watch: "inotify"}}
 }
 
 // update changes the state under its lock, and has agent.json and the
@@ -52,8 +63,14 @@ func (l *liveState) update(f func(*telemetry.AgentState)) {
 // event notes a status line as the journal got it (the agent's
 // EventLog.OnEvent): agent.json and STATUS= show it at once.
 func (l *liveState) event(st eventlog.Status, msg string) {
-	at := l.e.Clock.Now()
+	at := l.Clock.Now()
 	l.update(func(s *telemetry.AgentState) { s.LastStatus, s.LastStatusAt, s.LastMessage = string(st), &at, msg })
+}
+
+// fileChanged notes the file watch's last event.
+func (l *liveState) fileChanged(ch watcher.Change) {
+	at := l.Clock.Now()
+	l.update(func(s *telemetry.AgentState) { s.LastEvent, s.LastEventReason = &at, string(ch.Reason) })
 }
 
 // snapshot is a copy of the state.
@@ -84,41 +101,42 @@ func (l *liveState) save() {
 	l.backupRec = nil
 	l.mu.Unlock()
 	if rec != nil {
-		if err := l.e.Telemetry.MergeRecord(&telemetry.Record{LastBackup: rec}); err != nil {
-			l.e.Diag.Warn("cannot save state", "err", err)
+		if err := l.MergeRecord(&telemetry.Record{LastBackup: rec}); err != nil {
+			l.Diag.Warn("cannot save state", "err", err)
 		}
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		_, _ = atomicfile.Write(telemetry.AgentStatePath(l.e.Cfg.StateDir), append(data, '\n'), 0o600)
+		_, _ = atomicfile.Write(telemetry.AgentStatePath(l.StateDir), append(data, '\n'), 0o600)
 	}
 }
 
 // ready tells systemd the agent is up.
 func (l *liveState) ready() {
 	l.save()
-	_ = l.notify.Send("READY=1\nSTATUS=" + l.statusLine())
+	_ = l.Notifier.Send("READY=1\nSTATUS=" + l.statusLine())
 }
 
-// Run keeps the watchdog fed and the STATUS= line current until ctx ends.
+// Run keeps the watchdog fed, the STATUS= line current and agent.json
+// written until ctx ends. It never fails.
 func (l *liveState) Run(ctx context.Context) error {
 	wd := sdnotify.WatchdogInterval()
 	if wd <= 0 {
 		wd = time.Hour
 	}
-	t := l.e.Clock.NewTimer(wd)
+	t := l.Clock.NewTimer(wd)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			_ = l.notify.Send("STOPPING=1\nSTATUS=stopping")
+			_ = l.Notifier.Send("STOPPING=1\nSTATUS=stopping")
 			return nil
 		case <-l.status:
-			_ = l.notify.Send("STATUS=" + l.statusLine())
+			_ = l.Notifier.Send("STATUS=" + l.statusLine())
 		case <-l.dirty:
 			l.save()
 		case <-t.C():
-			_ = l.notify.Send("WATCHDOG=1")
+			_ = l.Notifier.Send("WATCHDOG=1")
 			t.Reset(wd)
 		}
 	}
@@ -147,7 +165,7 @@ func (l *liveState) statusLine() string {
 		}
 		parts = append(parts, pending)
 	}
-	return strings.Join(append(parts, "watching "+l.e.Cfg.CredentialsFile), "; ")
+	return strings.Join(append(parts, "watching "+l.CredentialsFile), "; ")
 }
 
 // watchError: the watcher degraded (an inotify limit); said once per kind.
@@ -155,10 +173,10 @@ func (l *liveState) watchError(err error) {
 	l.mu.Lock()
 	seen := l.watchErrs[err.Error()]
 	l.watchErrs[err.Error()] = true
-	l.s.Watch = "rescan every " + l.rescan.String() + " (" + err.Error() + ")"
+	l.s.Watch = "rescan every " + l.Rescan.String() + " (" + err.Error() + ")"
 	l.mu.Unlock()
 	if !seen {
-		l.e.Log.Event(eventlog.WARN, "file watch degraded: %v", err)
+		l.Log.Event(eventlog.WARN, "file watch degraded: %v", err)
 	}
 }
 
@@ -171,6 +189,6 @@ func (l *liveState) watchRecovered() {
 	l.s.Watch = "inotify"
 	l.mu.Unlock()
 	if was {
-		l.e.Log.Event(eventlog.OK, "file watch restored: inotify again")
+		l.Log.Event(eventlog.OK, "file watch restored: inotify again")
 	}
 }

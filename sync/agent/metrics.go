@@ -7,7 +7,6 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/fleet"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
@@ -24,11 +23,11 @@ const healthEvery = 5 * time.Second
 // login seen, a backup written, a status event, counted in the state dir's
 // metrics.json), and both are written after each change, from them alone:
 // the .prom is never read back, and no file is re-read to write it.
+//
+// Components tell it through its methods (safe from any goroutine, never
+// waiting on a write); Run writes.
 type metricsWriter struct {
-	e       *engine.Engine
-	clk     clock.Clock
-	prom    bool // CLAUDE_AUTH_METRICS_DIR is set
-	health  bool // Vault is the store: health goes to its metadata
+	metricsConfig
 	changed signal
 
 	mu         sync.Mutex
@@ -40,23 +39,41 @@ type metricsWriter struct {
 	// tokenOK: the renewer's last verdict accepted the Vault token. Health
 	// is written only then: before the first check the client holds no
 	// token (Vault answers 403, which would read as a policy from before
-	// the fleet), and a refused token can write nothing, except one refused
-	// only as exposed that is still this user's (store.Vault.MayReport).
+	// the fleet), and a refused token can write nothing.
 	tokenOK bool
 }
 
-func newMetrics(e *engine.Engine) *metricsWriter {
-	mw := &metricsWriter{e: e, clk: e.Clock, prom: e.Cfg.MetricsDir != "", health: e.Vault != nil && e.Cfg.HostID != "",
-		changed: newSignal()}
-	mw.m = telemetry.Metrics{User: e.Cfg.User, LastBackupLag: -1}
-	if mw.prom {
-		c := e.Telemetry.LoadCounters()
-		mw.m.LastSuccess, mw.m.FailuresTotal = c.LastSuccess, c.FailuresTotal
+// metricsConfig is what the metrics writer uses.
+type metricsConfig struct {
+	Engine          metricsEngine
+	Clock           clock.Clock
+	User            string
+	CredentialsFile string // the login's expiry at the start
+	Prom            bool   // CLAUDE_AUTH_METRICS_DIR is set
+	Health          bool   // Vault is the store and the host has an id: health goes to its metadata
+}
+
+// metricsEngine is what the metrics writer asks of the engine: the counters
+// in the state dir and the two places it publishes.
+type metricsEngine interface {
+	LoadCounters() telemetry.Counters
+	CountEvent(st eventlog.Status) telemetry.Counters
+	LoadRecord() *telemetry.Record
+	PublishMetrics(m telemetry.Metrics)
+	PublishHealth(ctx context.Context, h fleet.Health)
+}
+
+func newMetricsWriter(c metricsConfig) *metricsWriter {
+	mw := &metricsWriter{metricsConfig: c, changed: newSignal()}
+	mw.m = telemetry.Metrics{User: c.User, LastBackupLag: -1}
+	if mw.Prom {
+		cnt := c.Engine.LoadCounters()
+		mw.m.LastSuccess, mw.m.FailuresTotal = cnt.LastSuccess, cnt.FailuresTotal
 	}
-	if rec := e.Telemetry.LoadRecord(); rec.LastBackup != nil {
+	if rec := c.Engine.LoadRecord(); rec.LastBackup != nil {
 		mw.m.LastBackup = rec.LastBackup.At
 	}
-	if l, err := readFile(e); err == nil && l.OAuth != nil {
+	if l, err := credentials.Read(c.CredentialsFile); err == nil && l.OAuth != nil {
 		mw.m.CredentialExpiry, mw.m.LoginDeadline = l.OAuth.ExpiresAt(), l.OAuth.RefreshTokenExpiresAt()
 	}
 	mw.changed.poke() // the first write
@@ -77,8 +94,8 @@ func (mw *metricsWriter) set(f func(*telemetry.Metrics)) {
 // event notes a status event; it is the agent's EventLog.AfterEvent, so it
 // never blocks on the metrics file or on Vault.
 func (mw *metricsWriter) event(st eventlog.Status) {
-	if mw.prom && (st == eventlog.OK || st == eventlog.RECOVERED || st == eventlog.FAIL) {
-		c := mw.e.Telemetry.CountEvent(st)
+	if mw.Prom && (st == eventlog.OK || st == eventlog.RECOVERED || st == eventlog.FAIL) {
+		c := mw.Engine.CountEvent(st)
 		mw.set(func(m *telemetry.Metrics) { m.LastSuccess, m.FailuresTotal = c.LastSuccess, c.FailuresTotal })
 	}
 	mw.changed.poke()
@@ -114,9 +131,10 @@ func (mw *metricsWriter) backup(at time.Time, lag time.Duration) {
 
 // Run writes after each change, off the path of backups, restores, stops
 // and the watchdog (a slow disk under the metrics dir, a slow Vault, holds
-// up nothing else).
+// up nothing else). It never fails: the publishers report what they cannot
+// write, and the next change writes again.
 func (mw *metricsWriter) Run(ctx context.Context) error {
-	later := clock.Stopped(mw.clk)
+	later := clock.Stopped(mw.Clock)
 	defer later.Stop()
 	for {
 		select {
@@ -125,7 +143,7 @@ func (mw *metricsWriter) Run(ctx context.Context) error {
 		case <-mw.changed:
 		case <-later.C():
 		}
-		if mw.prom {
+		if mw.Prom {
 			mw.writeProm()
 		}
 		if wait := mw.healthDue(); wait > 0 {
@@ -138,7 +156,7 @@ func (mw *metricsWriter) Run(ctx context.Context) error {
 
 // flush writes everything now (at the stop).
 func (mw *metricsWriter) flush() {
-	if mw.prom {
+	if mw.Prom {
 		mw.writeProm()
 	}
 	if mw.healthDue() >= 0 {
@@ -150,13 +168,13 @@ func (mw *metricsWriter) writeProm() {
 	mw.mu.Lock()
 	m := mw.m
 	mw.mu.Unlock()
-	mw.e.Telemetry.PublishMetrics(m)
+	mw.Engine.PublishMetrics(m)
 }
 
 // healthDue is how long until the health may be written: 0 now, -1 never
 // (no Vault, nothing to say yet, or no token that checked out).
 func (mw *metricsWriter) healthDue() time.Duration {
-	if !mw.health {
+	if !mw.Health {
 		return -1
 	}
 	mw.mu.Lock()
@@ -167,7 +185,7 @@ func (mw *metricsWriter) healthDue() time.Duration {
 	if mw.verdict.current() != mw.published || mw.lastHealth.IsZero() {
 		return 0
 	}
-	return max(healthEvery-mw.clk.Now().Sub(mw.lastHealth), 0)
+	return max(healthEvery-mw.Clock.Now().Sub(mw.lastHealth), 0)
 }
 
 func (mw *metricsWriter) writeHealth(ctx context.Context) {
@@ -175,7 +193,7 @@ func (mw *metricsWriter) writeHealth(ctx context.Context) {
 	v := mw.verdict.current()
 	h := fleet.Health{Status: v.status, Reason: v.reason, StatusAt: mw.statusAt, BackupAt: mw.m.LastBackup,
 		ExpiresAt: mw.m.CredentialExpiry, Deadline: mw.m.LoginDeadline}
-	mw.published, mw.lastHealth = v, mw.clk.Now()
+	mw.published, mw.lastHealth = v, mw.Clock.Now()
 	mw.mu.Unlock()
-	mw.e.Telemetry.PublishHealth(ctx, h)
+	mw.Engine.PublishHealth(ctx, h)
 }

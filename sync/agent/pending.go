@@ -26,7 +26,7 @@ type pendingFile struct {
 }
 
 func (bw *backupWriter) pendingPath() string {
-	return filepath.Join(bw.e.Cfg.StateDir, "pending-backup.json")
+	return filepath.Join(bw.StateDir, "pending-backup.json")
 }
 
 // setPending makes o the login to back up. It reaches the disk only if its
@@ -34,9 +34,9 @@ func (bw *backupWriter) pendingPath() string {
 // the credentials file as its other copy all along, and one fsync less
 // before the Vault write.
 func (bw *backupWriter) setPending(o *credentials.OAuth) {
-	now := bw.clk.Now()
+	now := bw.Clock.Now()
 	bw.pending = &pendingBackup{oauth: o, seenAt: now}
-	bw.live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = true, &now })
+	bw.Live.update(func(s *telemetry.AgentState) { s.Pending, s.PendingSince = true, &now })
 }
 
 // persistPending writes the pending login to pending-backup.json (0600), so
@@ -48,7 +48,7 @@ func (bw *backupWriter) persistPending() {
 	}
 	data, _ := json.Marshal(pendingFile{OAuth: p.oauth.Compact(), SeenAt: p.seenAt})
 	if _, err := atomicfile.Write(bw.pendingPath(), data, 0o600); err != nil {
-		bw.e.Diag.Warn("cannot persist the pending backup", "err", err)
+		bw.Diag.Warn("cannot persist the pending backup", "err", err)
 		return
 	}
 	p.persisted = true
@@ -68,6 +68,6 @@ func (bw *backupWriter) loadPending() {
 	if err != nil || o.Usable() != nil {
 		return
 	}
-	bw.pending = &pendingBackup{oauth: o, seenAt: bw.clk.Now(), persisted: true}
-	bw.e.Diag.Info("a backup was pending at the last stop; it is written first")
+	bw.pending = &pendingBackup{oauth: o, seenAt: bw.Clock.Now(), persisted: true}
+	bw.Diag.Info("a backup was pending at the last stop; it is written first")
 }

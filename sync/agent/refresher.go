@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
@@ -21,14 +20,12 @@ import (
 // the backup writer back the new login up at once. A file change wakes it to
 // look again; so does the writer saying the store now holds a login.
 type refresher struct {
-	e    *engine.Engine
-	clk  clock.Clock
-	lin  *lineage.Lineage
-	pol  backoffPolicy
-	live *liveState
-	bw   *backupWriter
+	refresherConfig
 
-	kick signal // the file may have changed
+	// In and out, set by Run.
+	fileChanged <-chan struct{}
+	backed      <-chan string
+	backUp      signal
 
 	// Owned by Run.
 	backedFP string    // the refresh token the store is known to hold
@@ -36,13 +33,35 @@ type refresher struct {
 	reported sayOnce   // the failure last logged
 }
 
-func newRefresher(e *engine.Engine, lin *lineage.Lineage, pol backoffPolicy, live *liveState, bw *backupWriter) *refresher {
-	return &refresher{e: e, clk: e.Clock, lin: lin, pol: pol, live: live, bw: bw, kick: newSignal()}
+// refresherConfig is what the refresher uses.
+type refresherConfig struct {
+	base
+	Engine          refreshEngine
+	Lineage         *lineage.Lineage
+	Backoff         backoffPolicy
+	CredentialsFile string
+	State           stateFunc              // the live state: next and last refresh
+	Resolved        func(prefix ...string) // the health: refreshing works again
 }
 
-// Run refreshes until ctx ends.
-func (r *refresher) Run(ctx context.Context) error {
-	b := r.pol.sequence()
+// refreshEngine is what the refresher asks of the engine.
+type refreshEngine interface {
+	Refresh(ctx context.Context, lin *lineage.Lineage, force bool, saw credentials.Secret) (refresh.ClaudeResult, error)
+	RefreshDue(o *credentials.OAuth) time.Time
+	RefreshPending() bool
+	SetupToken() credentials.Secret
+}
+
+func newRefresher(c refresherConfig) *refresher { return &refresher{refresherConfig: c} }
+
+// Run refreshes until ctx ends. It looks again on fileChanged, learns which
+// login the store holds from backed, has the writer look at the file
+// (backUp) after a refresh or before one whose login is not backed up yet,
+// and hands it a refreshed login the file could not take (unwritten). It
+// never fails: a failed refresh is retried, or waits for a new login.
+func (r *refresher) Run(ctx context.Context, fileChanged <-chan struct{}, backed <-chan string, backUp signal, unwritten latest[*credentials.OAuth]) error {
+	r.fileChanged, r.backed, r.backUp = fileChanged, backed, backUp
+	b := r.Backoff.sequence()
 	for {
 		due, ok := r.due()
 		if !ok {
@@ -53,7 +72,7 @@ func (r *refresher) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if r.clk.Now().Before(due) {
+		if r.Clock.Now().Before(due) {
 			if !r.sleep(ctx, due) {
 				return nil
 			}
@@ -63,9 +82,9 @@ func (r *refresher) Run(ctx context.Context) error {
 		// its refresh token, and until the new one is backed up the store's
 		// copy is the only other one. A slow backup (Vault busy) is waited
 		// for, until backupWaitLimit.
-		if cur, err := readFile(r.e); err == nil && cur.State == credentials.Usable && !r.e.Refresher.Pending() && !r.backedUp(cur.OAuth.RefreshToken()) {
-			if lim := backupWaitLimit(r.e, cur.OAuth); r.clk.Now().Before(lim) {
-				r.bw.kick.poke()
+		if cur, err := credentials.Read(r.CredentialsFile); err == nil && cur.State == credentials.Usable && !r.Engine.RefreshPending() && !r.backedUp(cur.OAuth.RefreshToken()) {
+			if lim := backupWaitLimit(cur.OAuth, r.Engine.RefreshDue(cur.OAuth)); r.Clock.Now().Before(lim) {
+				r.backUp.poke()
 				if !r.sleep(ctx, lim) {
 					return nil
 				}
@@ -75,10 +94,10 @@ func (r *refresher) Run(ctx context.Context) error {
 		// A login that appeared meanwhile has its birth noted by the backup
 		// writer before it is backed up: a short-lived one may not be due
 		// yet after all (its lead is half its lifetime).
-		if due, ok := r.due(); !ok || r.clk.Now().Before(due) {
+		if due, ok := r.due(); !ok || r.Clock.Now().Before(due) {
 			continue
 		}
-		if !r.refresh(ctx, b) {
+		if !r.refresh(ctx, b, unwritten) {
 			return nil
 		}
 	}
@@ -87,18 +106,18 @@ func (r *refresher) Run(ctx context.Context) error {
 // due is when the login in the file should be refreshed (false: none to
 // refresh), and publishes it.
 func (r *refresher) due() (time.Time, bool) {
-	local, err := readFile(r.e)
-	if err != nil || local.State != credentials.Usable || engine.IsBackfill(local.OAuth, r.e.SetupToken(), r.clk.Now()) {
+	local, err := credentials.Read(r.CredentialsFile)
+	if err != nil || local.State != credentials.Usable || engine.IsBackfill(local.OAuth, r.Engine.SetupToken(), r.Clock.Now()) {
 		return time.Time{}, false
 	}
-	due := r.e.Refresher.Due(local.OAuth)
-	if r.e.Refresher.Pending() {
-		due = r.clk.Now() // an answer waiting to be written: the file's token is spent
+	due := r.Engine.RefreshDue(local.OAuth)
+	if r.Engine.RefreshPending() {
+		due = r.Clock.Now() // an answer waiting to be written: the file's token is spent
 	}
 	if r.retryAt.After(due) {
 		due = r.retryAt
 	}
-	r.live.update(func(s *telemetry.AgentState) { s.NextRefresh = &due })
+	r.State(func(s *telemetry.AgentState) { s.NextRefresh = &due })
 	return due, true
 }
 
@@ -107,15 +126,15 @@ func (r *refresher) due() (time.Time, bool) {
 func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 	var fire <-chan time.Time
 	if !at.IsZero() {
-		t := r.clk.NewTimer(at.Sub(r.clk.Now()))
+		t := r.Clock.NewTimer(at.Sub(r.Clock.Now()))
 		defer t.Stop()
 		fire = t.C()
 	}
 	select {
 	case <-ctx.Done():
 		return false
-	case <-r.kick:
-	case fp := <-r.bw.backed:
+	case <-r.fileChanged:
+	case fp := <-r.backed:
 		r.backedFP = fp
 	case <-fire:
 	}
@@ -123,8 +142,8 @@ func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 }
 
 // refresh makes one refresh and handles its outcome; false when ctx ended.
-func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
-	res, err := r.e.Refresher.Refresh(ctx, r.lin, false, "")
+func (r *refresher) refresh(ctx context.Context, b *backoff, unwritten latest[*credentials.OAuth]) bool {
+	res, err := r.Engine.Refresh(ctx, r.Lineage, false, "")
 	switch {
 	case ctx.Err() != nil:
 		return false
@@ -137,9 +156,9 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 	case errors.Is(err, refresh.ErrNotWritten):
 		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 		if res.OAuth != nil {
-			r.bw.refreshed.put(res.OAuth)
+			unwritten.put(res.OAuth)
 		}
-		r.retryAt = r.clk.Now().Add(b.next())
+		r.retryAt = r.Clock.Now().Add(b.next())
 	case errors.Is(err, refresh.ErrLoginDead):
 		r.report(eventlog.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))
 		r.retryAt = time.Time{}
@@ -147,14 +166,14 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-r.kick:
+		case <-r.fileChanged:
 		}
 	case errors.Is(err, lock.ErrClaudeLocksUnavailable):
 		r.report(eventlog.WARN, fmt.Sprintf("not refreshing: %v; backups go on", err))
-		r.retryAt = r.clk.Now().Add(b.patient())
+		r.retryAt = r.Clock.Now().Add(b.patient())
 	default:
-		r.e.Diag.Warn("refresh failed; retrying with backoff", "err", err)
-		r.retryAt = r.clk.Now().Add(b.next())
+		r.Diag.Warn("refresh failed; retrying with backoff", "err", err)
+		r.retryAt = r.Clock.Now().Add(b.next())
 	}
 	return true
 }
@@ -162,41 +181,41 @@ func (r *refresher) refresh(ctx context.Context, b *backoff) bool {
 func (r *refresher) refreshed(res refresh.ClaudeResult) {
 	switch {
 	case r.reported.clear() != "":
-		r.e.Log.Event(eventlog.OK, "refreshing works again: %s", res.Message)
-		r.bw.metrics.resolved("refresh failed", "not refreshing", "refreshed the login, but")
+		r.Log.Event(eventlog.OK, "refreshing works again: %s", res.Message)
+		r.Resolved("refresh failed", "not refreshing", "refreshed the login, but")
 	case res.OAuth != nil:
-		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
+		r.Log.Event(eventlog.OK, "refreshed the login ahead of Claude (valid until %s)", res.OAuth.ExpiresAt().Local().Format(time.RFC3339))
 	default:
-		r.e.Log.Event(eventlog.OK, "refreshed the login ahead of Claude")
+		r.Log.Event(eventlog.OK, "refreshed the login ahead of Claude")
 	}
-	at := r.clk.Now()
-	r.live.update(func(s *telemetry.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
-	r.bw.kick.poke() // back it up at once
+	at := r.Clock.Now()
+	r.State(func(s *telemetry.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
+	r.backUp.poke() // back it up at once
 }
 
 func (r *refresher) report(st eventlog.Status, msg string) {
 	if r.reported.first(msg) {
-		r.e.Log.Event(st, "%s", msg)
+		r.Log.Event(st, "%s", msg)
 	}
 }
 
 // backedUp says whether the store is known to hold the refresh token tok.
 func (r *refresher) backedUp(tok credentials.Secret) bool {
 	select {
-	case fp := <-r.bw.backed:
+	case fp := <-r.backed:
 		r.backedFP = fp
 	default:
 	}
 	return r.backedFP == tok.Fingerprint()
 }
 
-// backupWaitLimit is how long the refresher may wait for the backup of o
-// before refreshing anyway: until a minute before Claude's own refresh point
-// (five minutes before expiry), or half-way to it for short lifetimes. Past it,
+// backupWaitLimit is how long the refresher may wait for the backup of o (due
+// for a refresh at due) before refreshing anyway: until a minute before
+// Claude's own refresh point (five minutes before expiry), or half-way to it
+// from due for short lifetimes. Past it,
 // refreshing ahead of Claude (one refresher) matters more than the order.
-func backupWaitLimit(e *engine.Engine, o *credentials.OAuth) time.Time {
+func backupWaitLimit(o *credentials.OAuth, due time.Time) time.Time {
 	claudeAt := o.ExpiresAt().Add(-5 * time.Minute)
-	due := e.Refresher.Due(o)
 	margin := min(time.Minute, max(claudeAt.Sub(due)/2, 0))
 	return claudeAt.Add(-margin)
 }

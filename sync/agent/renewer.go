@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -17,42 +16,56 @@ import (
 // with backoff while Vault is away, and at once when the token file changes
 // (provision renames a re-minted token in) or a backup was refused.
 type renewer struct {
-	e    *engine.Engine
-	clk  clock.Clock
-	pol  backoffPolicy
-	live *liveState
-	out  *outage
-	bw   *backupWriter
-
-	kick signal // a backup was refused: look at the token now
-	// tokenFile watches the token file (nil with the file store).
-	tokenFile *watcher.Watcher
-	// first carries the first check's answer (the pass scheduler waits for
-	// it to compare the store's side of its last check).
-	first latest[bool]
+	renewerConfig
 
 	// Owned by Run.
 	failed sayOnce
 }
 
-func newRenewer(e *engine.Engine, opt Options, pol backoffPolicy, live *liveState, out *outage, bw *backupWriter) *renewer {
-	r := &renewer{e: e, clk: e.Clock, pol: pol, live: live, out: out, bw: bw, kick: newSignal(), first: newLatest[bool]()}
-	if e.Vault != nil {
-		r.tokenFile = watcher.New(e.Cfg.VaultTokenFile, watcher.Options{Rescan: opt.Rescan})
-	}
-	return r
+// renewerConfig is what the renewer uses.
+type renewerConfig struct {
+	base
+	Token     tokenChecker // nil with the file store: no token
+	TokenFile string
+	Backoff   backoffPolicy
+	Outage    *outage
+	State     stateFunc              // the live state: the token's TTL
+	Resolved  func(prefix ...string) // the health: the token works again
+	Verdict   func(ok bool)          // the metrics writer: health waits for a token that checks out
 }
 
-// Run keeps the token checked until ctx ends.
-func (r *renewer) Run(ctx context.Context) error {
-	if r.e.Vault == nil {
-		r.first.put(true)
+// tokenChecker looks the Vault token up and renews it (store.Vault).
+type tokenChecker interface {
+	Prepare(ctx context.Context) (store.TokenInfo, error)
+	MayReport() bool
+}
+
+// tokenOf is the engine's Vault as a tokenChecker; nil (not a nil pointer in
+// an interface) with the file store.
+func tokenOf(e *engine.Engine) tokenChecker {
+	if e.Vault == nil {
 		return nil
 	}
-	b := r.pol.sequence()
+	return e.Vault
+}
+
+func newRenewer(c renewerConfig) *renewer { return &renewer{renewerConfig: c} }
+
+// Run keeps the token checked until ctx ends: again when tokenFileChanged
+// shows a new token file or recheck says a backup was refused. Every news
+// about the token goes to tokenOK (the backup writer), the first verdict to
+// first (the pass scheduler). Without a token it says so on first and
+// returns at once. It never fails: a bad token or setting is reported and
+// looked at again.
+func (r *renewer) Run(ctx context.Context, tokenFileChanged <-chan watcher.Change, recheck <-chan struct{}, tokenOK, first latest[bool]) error {
+	if r.Token == nil {
+		first.put(true)
+		return nil
+	}
+	b := r.Backoff.sequence()
 	prevOK, told := false, false
 	for {
-		tokenKey := fileKey(r.e.Cfg.VaultTokenFile)
+		tokenKey := fileKey(r.TokenFile)
 		ok, known, next := r.check(ctx, b)
 		if ctx.Err() != nil {
 			return nil
@@ -63,17 +76,17 @@ func (r *renewer) Run(ctx context.Context) error {
 		if ok != prevOK || !told {
 			// Only news wakes the writer: a refused backup kicks this
 			// loop, and a token that checks out must not kick back.
-			r.bw.tokenOK.put(ok)
+			tokenOK.put(ok)
 			// The health may go out with a token refused only as exposed
 			// (still this user's): how the fleet learns of that FAIL.
-			r.bw.metrics.token(ok || r.e.Vault.MayReport())
+			r.Verdict(ok || (r.Token != nil && r.Token.MayReport()))
 		}
 		if !told {
-			r.first.put(ok)
+			first.put(ok)
 			told = true
 		}
 		prevOK = ok
-		if !r.wait(ctx, next, tokenKey) {
+		if !r.wait(ctx, next, tokenKey, tokenFileChanged, recheck) {
 			return nil
 		}
 	}
@@ -82,16 +95,16 @@ func (r *renewer) Run(ctx context.Context) error {
 // check looks at the token once: whether backups may use it (known false
 // when Vault could not be asked), and when to look again.
 func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next time.Duration) {
-	info, err := r.e.Vault.Prepare(ctx)
+	info, err := r.Token.Prepare(ctx)
 	switch {
 	case err == nil:
-		r.out.up()
+		r.Outage.up()
 		b.reset()
 		if r.failed.clear() != "" {
-			r.e.Log.Event(eventlog.OK, "vault token accepted again")
-			r.bw.metrics.resolved("vault token: ", "vault: ")
+			r.Log.Event(eventlog.OK, "vault token accepted again")
+			r.Resolved("vault token: ", "vault: ")
 		}
-		r.live.update(func(s *telemetry.AgentState) { s.VaultTokenTTL = info.TTL.String() })
+		r.State(func(s *telemetry.AgentState) { s.VaultTokenTTL = info.TTL.String() })
 		if info.TTL == 0 {
 			return true, true, 12 * time.Hour
 		}
@@ -102,18 +115,18 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 		// rotation without it) and keeps the newest login pending on disk.
 		// Said once, as FAIL: an admin must fix the config.
 		if r.failed.first(err.Error()) {
-			r.e.Log.Event(eventlog.FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
+			r.Log.Event(eventlog.FAIL, "vault: %v; backups wait until the configuration is fixed (then restart the agent); refreshes go on", err)
 		}
 		return false, true, b.patient()
 	case errors.Is(err, store.ErrUnreachable):
-		r.out.down(err)
+		r.Outage.down(err)
 		return false, false, b.next()
 	case ctx.Err() != nil:
 		return false, false, b.next() // stopping: the lookup was cut short, not refused
 	default:
 		// Token file, foreign token or 403: stop writing with it.
 		if r.failed.first(err.Error()) {
-			r.e.Log.Event(eventlog.FAIL, "vault token: %v; backups wait until it is fixed", err)
+			r.Log.Event(eventlog.FAIL, "vault token: %v; backups wait until it is fixed", err)
 		}
 		return false, true, b.patient()
 	}
@@ -121,23 +134,19 @@ func (r *renewer) check(ctx context.Context, b *backoff) (ok, known bool, next t
 
 // wait sleeps for d, or until a refused backup or a new token file; false
 // when ctx ended.
-func (r *renewer) wait(ctx context.Context, d time.Duration, tokenKey string) bool {
-	t := r.clk.NewTimer(d)
+func (r *renewer) wait(ctx context.Context, d time.Duration, tokenKey string, changes <-chan watcher.Change, recheck <-chan struct{}) bool {
+	t := r.Clock.NewTimer(d)
 	defer t.Stop()
-	var changes <-chan watcher.Change
-	if r.tokenFile != nil {
-		changes = r.tokenFile.C()
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-t.C():
 			return true
-		case <-r.kick:
+		case <-recheck:
 			return true
 		case <-changes:
-			if fileKey(r.e.Cfg.VaultTokenFile) != tokenKey {
+			if fileKey(r.TokenFile) != tokenKey {
 				return true
 			}
 		}

@@ -59,19 +59,19 @@ func TestRenewerChecksTheTokenOnItsSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.e.Vault, r.e.Cfg.VaultTokenFile = v, tokenFile
-	_, _, rn, _, live := r.components()
-	r.run("renewer", rn.Run)
-	r.run("token file watch", rn.tokenFile.Run)
+	g := r.components()
+	g.runRenewer()
+	live := g.live
 
 	select {
-	case ok := <-rn.first:
+	case ok := <-g.firstTokenVerdict:
 		if !ok {
 			t.Fatal("the first check says the token is not usable")
 		}
 	case <-time.After(bound):
 		t.Fatal("no first verdict")
 	}
-	if ok := <-rn.bw.tokenOK; !ok {
+	if ok := <-g.tokenOK; !ok {
 		t.Fatal("the writer was told the token is not usable")
 	}
 	r.armed(1) // asleep until half the TTL
@@ -87,7 +87,7 @@ func TestRenewerChecksTheTokenOnItsSchedule(t *testing.T) {
 	r.clk.Advance(30 * time.Minute)
 	r.await("FAIL vault token:")
 	select {
-	case ok := <-rn.bw.tokenOK:
+	case ok := <-g.tokenOK:
 		if ok {
 			t.Fatal("the writer was told a refused token is usable")
 		}
@@ -108,9 +108,9 @@ func TestRenewerChecksTheTokenOnItsSchedule(t *testing.T) {
 
 	// Re-provisioned: a refused backup makes it look at once, and it says so.
 	api.refuse.Store(false)
-	rn.kick.poke()
+	g.tokenRecheck.poke()
 	r.await("OK vault token accepted again")
-	if ok := <-rn.bw.tokenOK; !ok {
+	if ok := <-g.tokenOK; !ok {
 		t.Fatal("the writer was not told the token works again")
 	}
 }

@@ -27,45 +27,70 @@ type passRequest struct {
 // handing them to the pass scheduler, one at a time, and waiting for the
 // outcome.
 type requestServer struct {
-	e  *engine.Engine
-	ln *passrequest.Listener
-	// requests goes to the pass scheduler.
-	requests chan passRequest
+	requestServerConfig
+	ln requestListener // nil: no socket
 	// arrived counts the requests taken (tests wait on it).
 	arrived atomic.Int64
+}
+
+// requestServerConfig is what the request server uses.
+type requestServerConfig struct {
+	base
+	User     string
+	StateDir string
+	Listen   func(dir string) (requestListener, error)
+}
+
+// requestListener is the agent's socket (passrequest.Listener).
+type requestListener interface {
+	Serve(ctx context.Context, run func(context.Context, passrequest.Kind) passrequest.Answer, refused func(uid int, why string)) error
+	Path() string
+}
+
+// listenRequests is passrequest.Listen as the request server takes it.
+func listenRequests(dir string) (requestListener, error) {
+	ln, err := passrequest.Listen(dir)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
 }
 
 // newRequestServer listens in the state dir. Without a socket the agent still
 // runs (a WARN says so): `sync` then runs its pass itself, kept apart from
 // the agent's by the sync lock.
-func newRequestServer(e *engine.Engine) *requestServer {
-	rs := &requestServer{e: e, requests: make(chan passRequest)}
-	ln, err := passrequest.Listen(e.Cfg.StateDir)
+func newRequestServer(c requestServerConfig) *requestServer {
+	rs := &requestServer{requestServerConfig: c}
+	ln, err := c.Listen(c.StateDir)
 	if err != nil {
-		e.Log.Event(eventlog.WARN, "%v; `systemctl start claude-auth-sync@%s.service` runs its pass beside the agent instead of asking it", err, e.Cfg.User)
+		c.Log.Event(eventlog.WARN, "%v; `systemctl start claude-auth-sync@%s.service` runs its pass beside the agent instead of asking it", err, c.User)
 		return rs
 	}
 	rs.ln = ln
 	return rs
 }
 
-// Run serves until ctx ends.
-func (rs *requestServer) Run(ctx context.Context) error {
+// Run serves until ctx ends, handing each request to the scheduler
+// (requests). It fails when the socket stops accepting connections.
+func (rs *requestServer) Run(ctx context.Context, requests chan<- passRequest) error {
 	if rs.ln == nil {
 		<-ctx.Done()
 		return nil
 	}
-	return rs.ln.Serve(ctx, rs.run, func(uid int, why string) {
-		rs.e.Log.Event(eventlog.WARN, "refused a pass request on %s from uid %d: %s", rs.ln.Path(), uid, why)
+	run := func(ctx context.Context, kind passrequest.Kind) passrequest.Answer {
+		return rs.ask(ctx, kind, requests)
+	}
+	return rs.ln.Serve(ctx, run, func(uid int, why string) {
+		rs.Log.Event(eventlog.WARN, "refused a pass request on %s from uid %d: %s", rs.ln.Path(), uid, why)
 	})
 }
 
-// run hands one request to the scheduler and waits for its outcome.
-func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passrequest.Answer {
+// ask hands one request to the scheduler and waits for its outcome.
+func (rs *requestServer) ask(ctx context.Context, kind passrequest.Kind, requests chan<- passRequest) passrequest.Answer {
 	rs.arrived.Add(1)
-	req := passRequest{kind: kind, reply: make(chan engine.Outcome, 1), at: rs.e.Clock.Now()}
+	req := passRequest{kind: kind, reply: make(chan engine.Outcome, 1), at: rs.Clock.Now()}
 	select {
-	case rs.requests <- req:
+	case requests <- req:
 	case <-ctx.Done():
 		return passrequest.Answer{Refused: "the agent is stopping"}
 	}
@@ -87,11 +112,11 @@ func (rs *requestServer) run(ctx context.Context, kind passrequest.Kind) passreq
 // (Scheduled) is answered by any check that passed within the interval. The
 // pass itself still runs: it reads the store and applies setup-token changes.
 func (ps *passScheduler) skipCheck(kind passrequest.Kind, asked time.Time) string {
-	lc := ps.e.Telemetry.LoadRecord().LastCheck
+	lc := ps.Engine.LoadRecord().LastCheck
 	if lc == nil || lc.Result != check.OK.String() {
 		return ""
 	}
-	now := ps.clk.Now()
+	now := ps.Clock.Now()
 	age := now.Sub(lc.At)
 	if kind != passrequest.Scheduled {
 		if asked.IsZero() || lc.At.Before(asked) || age < 0 {
@@ -99,10 +124,10 @@ func (ps *passScheduler) skipCheck(kind passrequest.Kind, asked time.Time) strin
 		}
 		return fmt.Sprintf("no second inference check: the agent's check passed %s ago, after this pass was asked for", age.Round(time.Millisecond))
 	}
-	if age < 0 || age >= ps.opt.CheckInterval {
+	if age < 0 || age >= ps.CheckInterval {
 		return ""
 	}
-	next := ps.live.snapshot().NextCheck
+	next := ps.next
 	msg := fmt.Sprintf("no second inference check: the agent's check passed %s ago", age.Round(time.Second))
 	if next != nil {
 		msg += fmt.Sprintf(", its next is in %s", next.Sub(now).Round(time.Second))

@@ -38,15 +38,17 @@ func (r *rig) startScheduler() (*countingChecker, *liveState) {
 	r.opt.CheckSpread = 0
 	l := r.newLogin(30 * 24 * time.Hour)
 	r.writeFile(l.json())
-	_, _, rn, ps, live := r.components()
-	rs := newRequestServer(r.e)
+	g := r.components()
+	live := g.live
+	rs := newRequestServer(requestServerConfig{base: base{Log: r.e.Log, Diag: r.e.Diag, Clock: r.clk}, User: r.e.Cfg.User,
+		StateDir: r.e.Cfg.StateDir, Listen: listenRequests})
 	if rs.ln == nil {
 		r.t.Fatal("the agent's request socket was not made")
 	}
 	r.rs = rs
-	r.run("renewer", rn.Run)
-	r.run("request server", rs.Run)
-	r.run("pass scheduler", func(ctx context.Context) error { return ps.Run(ctx, nil, rs.requests) })
+	g.runRenewer()
+	r.run("request server", func(ctx context.Context) error { return rs.Run(ctx, g.requests) })
+	g.runScheduler()
 	r.awaitNextCheck(live, t0.Add(r.opt.CheckInterval))
 	return cc, live
 }
