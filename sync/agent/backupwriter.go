@@ -55,9 +55,9 @@ type backupWriterConfig struct {
 	// (nil: always): a pass may refuse the token file (an exposed token,
 	// `systemctl reload` after a chmod) between the renewer's verdicts.
 	Accepted func() bool
-	Live            backupLive
-	Metrics         backupMetrics
-	Outage          *outage
+	Live     backupLive
+	Metrics  backupMetrics
+	Outage   *outage
 }
 
 // backupEngine is what the writer asks of the engine.
