@@ -1,0 +1,178 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// Read returns the latest version of this host's document. A deleted or
+// destroyed latest version reads as absent, with Version set to the
+// metadata's current_version. On a host document the setup token (one per
+// user) is the main document's.
+func (v *Vault) Read(ctx context.Context) (*Doc, error) {
+	if err := v.place(ctx); err != nil {
+		return nil, err
+	}
+	path := v.docPath()
+	doc, err := v.read(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	var main *Doc
+	if path == v.cfg.Path {
+		if !v.othersLogin(doc) {
+			return doc, nil
+		}
+		// Another host's login came into the unowned main document since
+		// this host placed itself there (both found it empty): it is that
+		// host's now, and this host's login goes to its own document.
+		v.mu.Lock()
+		v.onHost, v.last = true, nil
+		v.mu.Unlock()
+		main = doc
+		if doc, err = v.read(ctx, v.hostPath()); err != nil {
+			return nil, err
+		}
+	} else if main, err = v.read(ctx, v.cfg.Path); err != nil {
+		return nil, err
+	}
+	doc.setup = map[string]any{}
+	for _, k := range []string{FieldSetupToken, FieldSetupTokenExpiresAt} {
+		if x, ok := main.fields[k]; ok {
+			doc.setup[k] = x
+		}
+	}
+	return doc, nil
+}
+
+// read reads one document (path inside the mount).
+func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
+	doc, err := v.readData(ctx, path)
+	if err != nil || doc != nil {
+		return doc, err
+	}
+	// No live latest version: the cas for a write is the metadata's
+	// current_version (a deleted version still counts); 0 only with no metadata.
+	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+path)
+	if err != nil {
+		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+path, err)
+	}
+	doc = &Doc{fields: map[string]any{}, path: path}
+	if m != nil && m.Data != nil {
+		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
+	}
+	if doc.Version > 0 {
+		// A version written between the two reads (another host's first
+		// backup) would pass for a deleted one, and our write with its
+		// version as the cas would replace it unseen: look again.
+		if again, err := v.readData(ctx, path); err != nil || again != nil {
+			return again, err
+		}
+	}
+	return doc, nil
+}
+
+// readData reads the document's live latest version (nil when there is none).
+func (v *Vault) readData(ctx context.Context, path string) (*Doc, error) {
+	s, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/data/"+path)
+	if err != nil {
+		return nil, v.classify("read "+v.cfg.Mount+"/"+path, err)
+	}
+	if s != nil && s.Data != nil {
+		if data, ok := s.Data["data"].(map[string]any); ok && data != nil {
+			ver := 0
+			if md, ok := s.Data["metadata"].(map[string]any); ok {
+				ver = int(seconds(md["version"]) / time.Second)
+			}
+			return &Doc{Exists: true, Version: ver, fields: data, path: path}, nil
+		}
+	}
+	return nil, nil
+}
+
+// Update is `vault kv patch -method=rw`: read, merge at top level, write with
+// cas = the version read; on a cas conflict, read and merge again.
+func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, error)) (*Doc, error) {
+	// The document this process wrote last stands for a read: the
+	// check-and-set on its version fails if anyone wrote since, and then
+	// it is read. A decision not to write is only taken on a fresh read.
+	cur, cached := v.lastWritten(), true
+	for attempt := 0; ; {
+		if cur == nil {
+			var err error
+			if cur, err = v.Read(ctx); err != nil {
+				return nil, err
+			}
+			cached = false
+		}
+		set, err := fn(cur)
+		if err != nil {
+			if cached && errors.Is(err, ErrSkip) {
+				cur = nil
+				continue
+			}
+			return cur, err
+		}
+		merged := cur.merged(set)
+		path := cur.path
+		s, err := v.client.Logical().WriteWithContext(ctx, v.cfg.Mount+"/data/"+path, map[string]any{
+			"options": map[string]any{"cas": cur.Version},
+			"data":    merged,
+		})
+		if err != nil {
+			err = v.classify("write "+v.cfg.Mount+"/"+path, err)
+			v.remember(nil)
+			if errors.Is(err, ErrConflict) && cached {
+				cur = nil // our copy was old: read, and try again
+				continue
+			}
+			if attempt++; errors.Is(err, ErrConflict) && attempt < maxConflicts {
+				// Someone wrote first: if it was another host taking an
+				// unclaimed main document, this host moves to its own.
+				v.unplace()
+				cur = nil
+				continue
+			}
+			return cur, err
+		}
+		ver := cur.Version + 1
+		if s != nil && s.Data != nil {
+			if n := int(seconds(s.Data["version"]) / time.Second); n > 0 {
+				ver = n
+			}
+		}
+		if path == v.cfg.Path {
+			v.mu.Lock()
+			v.wroteMain = ver
+			v.mu.Unlock()
+		}
+		v.claim(ctx, path)
+		done := &Doc{Exists: true, Version: ver, fields: merged, setup: cur.setup, path: path}
+		v.remember(done)
+		return done, nil
+	}
+}
+
+// PatchMetadata merges keys into the main document's custom_metadata
+// (non-secret: host health, the owner). A nil value removes the key.
+func (v *Vault) PatchMetadata(ctx context.Context, keys map[string]any) error {
+	op := "write metadata of " + v.cfg.Mount + "/" + v.cfg.Path
+	_, err := v.client.Logical().JSONMergePatch(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path, map[string]any{"custom_metadata": keys})
+	var re *vault.ResponseError
+	if errors.As(err, &re) && re.StatusCode == 404 {
+		return fmt.Errorf("%s: %w", op, ErrNoDocument)
+	}
+	if err != nil {
+		return v.classify(op, err)
+	}
+	if owner, ok := keys[MetaOwnerKey].(string); ok {
+		v.mu.Lock()
+		v.owner = owner
+		v.mu.Unlock()
+	}
+	return nil
+}
