@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	vault "github.com/hashicorp/vault/api"
 )
@@ -30,9 +29,9 @@ func (v *Vault) Read(ctx context.Context) (*Doc, error) {
 		// Another host's login came into the unowned main document since
 		// this host placed itself there (both found it empty): it is that
 		// host's now, and this host's login goes to its own document.
-		v.mu.Lock()
-		v.onHost, v.last = true, nil
-		v.mu.Unlock()
+		v.pl.mu.Lock()
+		v.pl.onHost, v.pl.last = true, nil
+		v.pl.mu.Unlock()
 		main = doc
 		if doc, err = v.read(ctx, v.hostPath()); err != nil {
 			return nil, err
@@ -57,14 +56,14 @@ func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
 	}
 	// No live latest version: the cas for a write is the metadata's
 	// current_version (a deleted version still counts); 0 only with no metadata.
-	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+path)
-	if err != nil {
+	m, err := v.kv().GetMetadata(ctx, path)
+	switch {
+	case errors.Is(err, vault.ErrSecretNotFound):
+		m = &vault.KVMetadata{}
+	case err != nil:
 		return nil, v.classify("read metadata of "+v.cfg.Mount+"/"+path, err)
 	}
-	doc = &Doc{fields: map[string]any{}, path: path}
-	if m != nil && m.Data != nil {
-		doc.Version = int(seconds(m.Data["current_version"]) / time.Second)
-	}
+	doc = &Doc{fields: map[string]any{}, path: path, Version: m.CurrentVersion}
 	if doc.Version > 0 {
 		// A version written between the two reads (another host's first
 		// backup) would pass for a deleted one, and our write with its
@@ -76,22 +75,54 @@ func (v *Vault) read(ctx context.Context, path string) (*Doc, error) {
 	return doc, nil
 }
 
-// readData reads the document's live latest version (nil when there is none).
+// readData reads the document's live latest version (nil when there is none:
+// no version, or a deleted or destroyed one).
 func (v *Vault) readData(ctx context.Context, path string) (*Doc, error) {
-	s, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/data/"+path)
-	if err != nil {
-		return nil, v.classify("read "+v.cfg.Mount+"/"+path, err)
+	s, err := v.kv().Get(ctx, path)
+	switch {
+	case errors.Is(err, vault.ErrSecretNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, v.classify("read "+v.cfg.Mount+"/"+path, kvErr(err))
+	case s.Data == nil:
+		return nil, nil
 	}
-	if s != nil && s.Data != nil {
-		if data, ok := s.Data["data"].(map[string]any); ok && data != nil {
-			ver := 0
-			if md, ok := s.Data["metadata"].(map[string]any); ok {
-				ver = int(seconds(md["version"]) / time.Second)
-			}
-			return &Doc{Exists: true, Version: ver, fields: data, path: path}, nil
-		}
+	ver := 0
+	if s.VersionMetadata != nil {
+		ver = s.VersionMetadata.Version
 	}
-	return nil, nil
+	return &Doc{Exists: true, Version: ver, fields: s.Data, path: path}, nil
+}
+
+// write writes fields as the document's next version if its current one is
+// still cas (0: if it has none), and returns the version written.
+func (v *Vault) write(ctx context.Context, path string, fields map[string]any, cas int) (int, error) {
+	s, err := v.kv().Put(ctx, path, fields, vault.WithCheckAndSet(cas))
+	switch {
+	case errors.Is(err, vault.ErrSecretNotFound):
+		// Written, with no answer to say as which version.
+		return cas + 1, nil
+	case err != nil:
+		return 0, v.classify("write "+v.cfg.Mount+"/"+path, kvErr(err))
+	case s.VersionMetadata == nil || s.VersionMetadata.Version <= 0:
+		return cas + 1, nil
+	}
+	return s.VersionMetadata.Version, nil
+}
+
+// kv is the user's mount through vault/api's KV v2 helpers, which ask for
+// <mount>/data/<path> and <mount>/metadata/<path>: NewVault checked that
+// the mount and the path are each safe segments.
+func (v *Vault) kv() *vault.KVv2 { return v.client.KVv2(v.cfg.Mount) }
+
+// kvErr is the error under the KV helpers' own wrapping ("error
+// encountered while reading secret at …"): classify says the operation in
+// its words. Only for Get, Put and PatchMetadata, which always wrap.
+func kvErr(err error) error {
+	if inner := errors.Unwrap(err); inner != nil {
+		return inner
+	}
+	return err
 }
 
 // Update is `vault kv patch -method=rw`: read, merge at top level, write with
@@ -119,12 +150,8 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 		}
 		merged := cur.merged(set)
 		path := cur.path
-		s, err := v.client.Logical().WriteWithContext(ctx, v.cfg.Mount+"/data/"+path, map[string]any{
-			"options": map[string]any{"cas": cur.Version},
-			"data":    merged,
-		})
+		ver, err := v.write(ctx, path, merged, cur.Version)
 		if err != nil {
-			err = v.classify("write "+v.cfg.Mount+"/"+path, err)
 			v.remember(nil)
 			if errors.Is(err, ErrConflict) && cached {
 				cur = nil // our copy was old: read, and try again
@@ -139,16 +166,10 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 			}
 			return cur, err
 		}
-		ver := cur.Version + 1
-		if s != nil && s.Data != nil {
-			if n := int(seconds(s.Data["version"]) / time.Second); n > 0 {
-				ver = n
-			}
-		}
 		if path == v.cfg.Path {
-			v.mu.Lock()
-			v.wroteMain = ver
-			v.mu.Unlock()
+			v.pl.mu.Lock()
+			v.pl.wroteMain = ver
+			v.pl.mu.Unlock()
 		}
 		v.claim(ctx, path)
 		done := &Doc{Exists: true, Version: ver, fields: merged, setup: cur.setup, path: path}
@@ -160,19 +181,22 @@ func (v *Vault) Update(ctx context.Context, fn func(cur *Doc) (map[string]any, e
 // PatchMetadata merges keys into the main document's custom_metadata
 // (non-secret: host health, the owner). A nil value removes the key.
 func (v *Vault) PatchMetadata(ctx context.Context, keys map[string]any) error {
+	if len(keys) == 0 {
+		return nil // the helper would send null: every key removed
+	}
 	op := "write metadata of " + v.cfg.Mount + "/" + v.cfg.Path
-	_, err := v.client.Logical().JSONMergePatch(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path, map[string]any{"custom_metadata": keys})
+	err := v.kv().PatchMetadata(ctx, v.cfg.Path, vault.KVMetadataPatchInput{CustomMetadata: keys})
 	var re *vault.ResponseError
 	if errors.As(err, &re) && re.StatusCode == 404 {
 		return fmt.Errorf("%s: %w", op, ErrNoDocument)
 	}
 	if err != nil {
-		return v.classify(op, err)
+		return v.classify(op, kvErr(err))
 	}
 	if owner, ok := keys[MetaOwnerKey].(string); ok {
-		v.mu.Lock()
-		v.owner = owner
-		v.mu.Unlock()
+		v.pl.mu.Lock()
+		v.pl.owner = owner
+		v.pl.mu.Unlock()
 	}
 	return nil
 }

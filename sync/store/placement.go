@@ -1,13 +1,38 @@
 package store
 
-import "context"
+import (
+	"context"
+	"errors"
+	"sync"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// placement is which document is this host's and what this process
+// knows that decides it, under its own lock.
+type placement struct {
+	mu     sync.Mutex
+	placed bool // the document this host uses is known
+	onHost bool // it is hosts/<id>, not the main document
+	owner  string
+	// claimTried: this placement already tried to record its ownership.
+	claimTried bool
+	last       *Doc // the document this process wrote last
+	// wroteMain is the version of the main document this process wrote
+	// last: its login is this host's, whatever the disk (lineage, a file
+	// since logged out) says yet.
+	wroteMain int
+	// adopted is the version of an unowned main document placement took as
+	// this host's.
+	adopted int
+}
 
 // docPath is the document this host's login lives in: the main one, or
 // hosts/<host id> beside it when another host owns the main one.
 func (v *Vault) docPath() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.onHost {
+	v.pl.mu.Lock()
+	defer v.pl.mu.Unlock()
+	if v.pl.onHost {
 		return v.hostPath()
 	}
 	return v.cfg.Path
@@ -20,10 +45,10 @@ func (v *Vault) hostPath() string { return v.cfg.Path + "/hosts/" + v.cfg.HostID
 // document this host does not own, did not write this version of, and
 // whose login it does not know.
 func (v *Vault) othersLogin(main *Doc) bool {
-	v.mu.Lock()
-	mine := v.cfg.HostID == "" || v.owner == v.cfg.HostID || (v.wroteMain > 0 && v.wroteMain == main.Version) ||
-		(v.adopted > 0 && v.adopted == main.Version)
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	mine := v.cfg.HostID == "" || v.pl.owner == v.cfg.HostID || (v.pl.wroteMain > 0 && v.pl.wroteMain == main.Version) ||
+		(v.pl.adopted > 0 && v.pl.adopted == main.Version)
+	v.pl.mu.Unlock()
 	if mine {
 		return false
 	}
@@ -34,21 +59,21 @@ func (v *Vault) othersLogin(main *Doc) bool {
 // lastWritten is the document this process wrote last, while this host
 // still uses that document (nil otherwise).
 func (v *Vault) lastWritten() *Doc {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.last == nil || (v.cfg.HostID != "" && !v.placed) {
+	v.pl.mu.Lock()
+	defer v.pl.mu.Unlock()
+	if v.pl.last == nil || (v.cfg.HostID != "" && !v.pl.placed) {
 		return nil
 	}
-	if want := map[bool]string{true: v.hostPath(), false: v.cfg.Path}[v.onHost]; v.last.path != want {
+	if want := map[bool]string{true: v.hostPath(), false: v.cfg.Path}[v.pl.onHost]; v.pl.last.path != want {
 		return nil
 	}
-	return v.last
+	return v.pl.last
 }
 
 func (v *Vault) remember(d *Doc) {
-	v.mu.Lock()
-	v.last = d
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	v.pl.last = d
+	v.pl.mu.Unlock()
 }
 
 // MetaOwnerKey is the main document's custom_metadata key naming the host
@@ -59,9 +84,9 @@ const MetaOwnerKey = "owner_host"
 // host's: the main one when this host owns it, or when nobody does and it
 // holds no login or one this host knows; else hosts/<id>.
 func (v *Vault) place(ctx context.Context) error {
-	v.mu.Lock()
-	done := v.placed || v.cfg.HostID == ""
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	done := v.pl.placed || v.cfg.HostID == ""
+	v.pl.mu.Unlock()
 	if done {
 		return nil
 	}
@@ -81,14 +106,14 @@ func (v *Vault) place(ctx context.Context) error {
 			// This host's (it knows the login, or has no history yet and
 			// takes over from the reference tool): that version stays
 			// this host's while the process learns newer logins.
-			v.mu.Lock()
-			v.adopted = main.Version
-			v.mu.Unlock()
+			v.pl.mu.Lock()
+			v.pl.adopted = main.Version
+			v.pl.mu.Unlock()
 		}
 	}
-	v.mu.Lock()
-	v.placed, v.onHost, v.owner = true, onHost, owner
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	v.pl.placed, v.pl.onHost, v.pl.owner = true, onHost, owner
+	v.pl.mu.Unlock()
 	return nil
 }
 
@@ -100,10 +125,10 @@ func (v *Vault) Place(ctx context.Context) error { return v.place(ctx) }
 // write there (best effort: a policy from before hosts cannot, and the
 // lineage rule in place keeps hosts apart without it).
 func (v *Vault) claim(ctx context.Context, wrote string) {
-	v.mu.Lock()
-	need := v.cfg.HostID != "" && wrote == v.cfg.Path && v.owner == "" && !v.claimTried
-	v.claimTried = true
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	need := v.cfg.HostID != "" && wrote == v.cfg.Path && v.pl.owner == "" && !v.pl.claimTried
+	v.pl.claimTried = true
+	v.pl.mu.Unlock()
 	if need {
 		_ = v.PatchMetadata(ctx, map[string]any{MetaOwnerKey: v.cfg.HostID})
 	}
@@ -111,32 +136,31 @@ func (v *Vault) claim(ctx context.Context, wrote string) {
 
 // unplace has the next call decide the document again.
 func (v *Vault) unplace() {
-	v.mu.Lock()
-	v.placed, v.claimTried, v.last = false, false, nil
-	v.mu.Unlock()
+	v.pl.mu.Lock()
+	v.pl.placed, v.pl.claimTried, v.pl.last = false, false, nil
+	v.pl.mu.Unlock()
 }
 
 // Placement says which document this host uses ("main" or "hosts") and
 // whether the main document names an owner yet.
 func (v *Vault) Placement() (doc string, claimed bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.onHost {
+	v.pl.mu.Lock()
+	defer v.pl.mu.Unlock()
+	if v.pl.onHost {
 		return "hosts", true
 	}
-	return "main", v.owner == v.cfg.HostID && v.owner != ""
+	return "main", v.pl.owner == v.cfg.HostID && v.pl.owner != ""
 }
 
 // Owner reads the main document's owner host ("" when none is recorded).
 func (v *Vault) Owner(ctx context.Context) (string, error) {
-	m, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/metadata/"+v.cfg.Path)
-	if err != nil {
+	m, err := v.kv().GetMetadata(ctx, v.cfg.Path)
+	switch {
+	case errors.Is(err, vault.ErrSecretNotFound):
+		return "", nil
+	case err != nil:
 		return "", v.classify("read metadata of "+v.cfg.Mount+"/"+v.cfg.Path, err)
 	}
-	if m == nil || m.Data == nil {
-		return "", nil
-	}
-	cm, _ := m.Data["custom_metadata"].(map[string]any)
-	owner, _ := cm[MetaOwnerKey].(string)
+	owner, _ := m.CustomMetadata[MetaOwnerKey].(string)
 	return owner, nil
 }

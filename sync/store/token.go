@@ -2,32 +2,32 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	vault "github.com/hashicorp/vault/api"
+
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/tokenfile"
 )
 
 // TokenInfo is what lookup-self says about the token (no secret inside).
 type TokenInfo struct {
 	DisplayName string
-	Policies    []string
+	Policies    []string // the token's own, not its entity's identity policies
 	TTL         time.Duration
-	Period      time.Duration
-	Orphan      bool
 	Renewable   bool
 }
 
 // LoadToken reads and checks the token file and uses the token for requests.
 func (v *Vault) LoadToken() error {
-	tok, err := ReadTokenFile(v.cfg.TokenFile)
+	tok, err := readTokenFile(v.cfg.TokenFile)
 	if err != nil {
 		return err
 	}
@@ -35,44 +35,17 @@ func (v *Vault) LoadToken() error {
 	return nil
 }
 
-// ReadTokenFile reads the scoped token: the file must exist, belong to us, be
-// non-empty and be readable by its owner only.
-func ReadTokenFile(path string) (credentials.Secret, error) {
-	hint := "ask your workstation admin to run `claude-auth-sync provision`, or write your scoped token to " + path + " with mode 0600"
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%w: %s does not exist; %s", ErrTokenFile, path, hint)
-	}
-	if err != nil {
+// readTokenFile reads the scoped token (tokenfile.Read: a private regular
+// file of ours, one line), saying what to do when there is none.
+func readTokenFile(path string) (credentials.Secret, error) {
+	tok, err := tokenfile.Read(path, os.Geteuid())
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, tokenfile.ErrEmpty):
+		return "", fmt.Errorf("%w: %v; ask your workstation admin to run `claude-auth-sync provision`, or write your scoped token to %s with mode 0600", ErrTokenFile, err, path)
+	case err != nil:
 		return "", fmt.Errorf("%w: %v", ErrTokenFile, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrTokenFile, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%w: %s is not a regular file", ErrTokenFile, path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%w: %s has mode %04o, readable by others; run `chmod 600 %s` (and consider the token exposed: ask for a new one)", ErrTokenFile, path, perm, path)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return "", fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", ErrTokenFile, path, st.Uid, os.Geteuid())
-	}
-	buf := make([]byte, 4097)
-	n, _ := f.Read(buf)
-	if n > 4096 {
-		return "", fmt.Errorf("%w: %s is too large to be a Vault token", ErrTokenFile, path)
-	}
-	tok := strings.TrimSpace(string(buf[:n]))
-	if tok == "" {
-		return "", fmt.Errorf("%w: %s is empty; %s", ErrTokenFile, path, hint)
-	}
-	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("%w: %s holds more than one line; it must hold only the token", ErrTokenFile, path)
-	}
-	return credentials.Secret(tok), nil
+	return tok, nil
 }
 
 // PolicyFor is the per-user policy name the fleet uses.
@@ -119,33 +92,29 @@ func (v *Vault) LookupSelf(ctx context.Context) (TokenInfo, error) {
 	if s == nil || s.Data == nil {
 		return TokenInfo{}, fmt.Errorf("%w: empty lookup-self answer", ErrUnreachable)
 	}
-	info := TokenInfo{}
-	info.DisplayName, _ = s.Data["display_name"].(string)
-	if ps, ok := s.Data["policies"].([]any); ok {
-		for _, p := range ps {
-			if s, ok := p.(string); ok {
-				info.Policies = append(info.Policies, s)
-			}
-		}
-	}
-	info.TTL = seconds(s.Data["ttl"])
-	info.Period = seconds(s.Data["period"])
-	info.Orphan, _ = s.Data["orphan"].(bool)
-	info.Renewable, _ = s.Data["renewable"].(bool)
-	return info, nil
+	return TokenInfoOf(s)
 }
 
-func seconds(v any) time.Duration {
-	switch n := v.(type) {
-	case json.Number:
-		i, _ := n.Int64()
-		return time.Duration(i) * time.Second
-	case float64:
-		return time.Duration(n) * time.Second
-	case int:
-		return time.Duration(n) * time.Second
+// TokenInfoOf reads a lookup-self answer. Its policies are the token's own:
+// the checks on them (CheckDrift, the fleet reader's) are about what the
+// token was minted with, not what an entity adds.
+func TokenInfoOf(s *vault.Secret) (TokenInfo, error) {
+	info := TokenInfo{}
+	info.DisplayName, _ = s.Data["display_name"].(string)
+	if _, err := s.TokenPolicies(); err != nil {
+		return info, fmt.Errorf("%w: lookup-self answer: %v", ErrUnreachable, err)
 	}
-	return 0
+	if s.Auth != nil {
+		info.Policies = s.Auth.TokenPolicies
+	}
+	var err error
+	if info.TTL, err = s.TokenTTL(); err != nil {
+		return info, fmt.Errorf("%w: lookup-self answer: ttl: %v", ErrUnreachable, err)
+	}
+	if info.Renewable, err = s.TokenIsRenewable(); err != nil {
+		return info, fmt.Errorf("%w: lookup-self answer: %v", ErrUnreachable, err)
+	}
+	return info, nil
 }
 
 // RenewSelf renews the token (periodic tokens go back to their full period) and
@@ -155,10 +124,8 @@ func (v *Vault) RenewSelf(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, v.classify("renew the vault token", err)
 	}
-	if s != nil && s.Auth != nil {
-		return time.Duration(s.Auth.LeaseDuration) * time.Second, nil
-	}
-	return 0, nil
+	ttl, _ := s.TokenTTL() // from the answer's auth block: no parsing to fail
+	return ttl, nil
 }
 
 // Prepare runs the per-pass token routine: load the file, drift check, renew.
@@ -193,17 +160,9 @@ func (v *Vault) prepare(ctx context.Context) (TokenInfo, error) {
 	return info, nil
 }
 
-func (v *Vault) setAccepted(ok bool) {
-	v.mu.Lock()
-	v.accepted = ok
-	v.mu.Unlock()
-}
+func (v *Vault) setAccepted(ok bool) { v.accepted.Store(ok) }
 
 // Accepted says whether the last Prepare accepted the token: only then is
 // it used for anything beyond the document's own reads and writes (this
 // host's health), never a token that failed the drift check or none.
-func (v *Vault) Accepted() bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.accepted
-}
+func (v *Vault) Accepted() bool { return v.accepted.Load() }

@@ -3,7 +3,7 @@ package store
 import (
 	"fmt"
 	"net/url"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -29,27 +29,14 @@ type VaultConfig struct {
 	Knows func(*credentials.OAuth) bool
 }
 
-// Vault is the KV v2 store.
+// Vault is the KV v2 store: the user's document (kv.go) in the place this
+// host uses (placement.go), with the scoped token (token.go).
 type Vault struct {
 	cfg    VaultConfig
 	client *vault.Client
-
-	mu     sync.Mutex
-	placed bool // the document this host uses is known
-	onHost bool // it is hosts/<id>, not the main document
-	owner  string
-	// claimTried: this placement already tried to record its ownership.
-	claimTried bool
-	last       *Doc // the document this process wrote last
+	pl     placement
 	// accepted: the last Prepare accepted the token (drift check, renew).
-	accepted bool
-	// wroteMain is the version of the main document this process wrote
-	// last: its login is this host's, whatever the disk (lineage, a file
-	// since logged out) says yet.
-	wroteMain int
-	// adopted is the version of an unowned main document placement took as
-	// this host's.
-	adopted int
+	accepted atomic.Bool
 }
 
 // NewVault builds the client from the standard VAULT_* environment (CA, TLS,
