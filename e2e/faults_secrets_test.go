@@ -480,7 +480,12 @@ func TestFaultTokenFileRefused(t *testing.T) {
 			os.Rename(w.user.TokenFile, pub)
 			os.Chmod(pub, 0o644)
 			os.Symlink(pub, w.user.TokenFile)
-		}, "readable by others", false, false},
+		}, "is a symlink", false, false},
+		{"a link to a private file", func(w *world) {
+			own := filepath.Join(w.home, "token-elsewhere")
+			os.Rename(w.user.TokenFile, own)
+			os.Symlink(own, w.user.TokenFile)
+		}, "is a symlink", false, false},
 		{"a directory", func(w *world) {
 			os.Remove(w.user.TokenFile)
 			os.Mkdir(w.user.TokenFile, 0o700)

@@ -7,13 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/provision"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/tokenfile"
 )
 
 const provisionHelp = `Usage: claude-auth-sync provision --roster FILE [--dry-run] [--admin-token-file FILE] [--fleet-reader-token FILE]
@@ -147,32 +147,16 @@ func runProvision(o provisionOpts, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// adminToken reads the admin token from the file (which must be a root-only
-// regular file) or VAULT_TOKEN. "" means none: the run only reports.
+// adminToken reads the admin token from the file (a private regular file
+// of root's, see tokenfile.Read) or VAULT_TOKEN. "" means none: the run only
+// reports.
 func adminToken(path string) (credentials.Secret, error) {
 	if path == "" {
 		return credentials.Secret(strings.TrimSpace(os.Getenv("VAULT_TOKEN"))), nil
 	}
-	f, err := os.Open(path)
+	tok, err := tokenfile.Read(path, os.Geteuid())
 	if err != nil {
-		return "", fmt.Errorf("admin token file: %v", err)
+		return "", fmt.Errorf("admin token file %v", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("admin token file: %v", err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("admin token file %s must be a regular file readable by its owner only (mode %04o)", path, fi.Mode().Perm())
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return "", fmt.Errorf("admin token file %s is owned by uid %d, not by uid %d", path, st.Uid, os.Geteuid())
-	}
-	buf := make([]byte, 4097)
-	n, _ := f.Read(buf)
-	tok := strings.TrimSpace(string(buf[:n]))
-	if n > 4096 || tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("admin token file %s does not hold one token", path)
-	}
-	return credentials.Secret(tok), nil
+	return tok, nil
 }

@@ -1,16 +1,14 @@
 package fleet
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/tokenfile"
 )
 
 // DefaultPath is the agents' default CLAUDE_AUTH_VAULT_PATH.
@@ -97,36 +95,12 @@ func ReaderStaleProbe(mount, base string) string {
 	return strings.TrimSuffix(mount+"/metadata/"+base, "/") + "/policy-probe/x/y"
 }
 
-// ReadTokenFile reads an admin's or reader's token from path: a regular file
-// (a symlink there is refused, not followed; a FIFO cannot block) owned by
-// the caller, readable by its owner only, holding one token.
+// ReadTokenFile reads an admin's or reader's token from path (see
+// tokenfile.Read: a private regular file of the caller's, not a link).
 func ReadTokenFile(path string) (credentials.Secret, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ELOOP) {
-		return "", fmt.Errorf("%w: token file %s is a symlink; name the file itself", config.ErrConfig, path)
-	}
+	tok, err := tokenfile.Read(path, os.Geteuid())
 	if err != nil {
-		return "", fmt.Errorf("%w: token file %s: %v", config.ErrConfig, path, err)
+		return "", fmt.Errorf("%w: token file %v", config.ErrConfig, err)
 	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", fmt.Errorf("%w: token file %s: %v", config.ErrConfig, path, err)
-	}
-	switch perm := st.Mode & 0o777; {
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return "", fmt.Errorf("%w: token file %s is not a regular file", config.ErrConfig, path)
-	case int(st.Uid) != os.Geteuid():
-		return "", fmt.Errorf("%w: token file %s is owned by uid %d, not by you (uid %d)", config.ErrConfig, path, st.Uid, os.Geteuid())
-	case perm&0o077 != 0:
-		return "", fmt.Errorf("%w: token file %s has mode %04o; it must be readable by its owner only (chmod 600, and consider the token exposed)", config.ErrConfig, path, perm)
-	}
-	buf := make([]byte, 4097)
-	n, _ := f.Read(buf)
-	tok := strings.TrimSpace(string(buf[:n]))
-	if n > 4096 || tok == "" || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("%w: token file %s does not hold one token", config.ErrConfig, path)
-	}
-	return credentials.Secret(tok), nil
+	return tok, nil
 }

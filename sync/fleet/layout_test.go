@@ -91,10 +91,10 @@ func TestReadTokenFile(t *testing.T) {
 		{link, "is a symlink"},
 		{fifo, "not a regular file"},
 		{write("loose", "hvs.x\n", 0o640), "mode 0640"},
-		{write("empty", "\n", 0o600), "does not hold one token"},
-		{write("two", "a\nb\n", 0o600), "does not hold one token"},
-		{write("big", strings.Repeat("x", 5000), 0o600), "does not hold one token"},
-		{filepath.Join(dir, "missing"), "no such file"},
+		{write("empty", "\n", 0o600), "is empty"},
+		{write("two", "a\nb\n", 0o600), "more than one line"},
+		{write("big", strings.Repeat("x", 5000), 0o600), "too large"},
+		{filepath.Join(dir, "missing"), "does not exist"},
 		{dir, "not a regular file"},
 	} {
 		tok, err := ReadTokenFile(tc.path)

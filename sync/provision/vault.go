@@ -112,13 +112,8 @@ func (p *provisioner) lookupToken(ctx context.Context, tok credentials.Secret) (
 	if s == nil || s.Data == nil {
 		return info, "", errors.New("look up the token: empty answer from Vault")
 	}
-	info.DisplayName, _ = s.Data["display_name"].(string)
-	if ps, ok := s.Data["policies"].([]any); ok {
-		for _, p := range ps {
-			if s, ok := p.(string); ok {
-				info.Policies = append(info.Policies, s)
-			}
-		}
+	if info, err = store.TokenInfoOf(s); err != nil {
+		return info, "", fmt.Errorf("look up the token: %v", err)
 	}
 	return info, "", nil
 }

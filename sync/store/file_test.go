@@ -20,14 +20,16 @@ func TestReadTokenFile(t *testing.T) {
 		content  string // "" with missing=true: no file
 		missing  bool
 		dir      bool
+		link     bool // a link to a private file holding a token
 		mode     fs.FileMode
 		want     string
 		errHas   string
 		notFound bool
 	}{
-		{name: "missing", missing: true, errHas: "does not exist"},
+		{name: "missing", missing: true, errHas: "does not exist; ask your workstation admin to run `claude-auth-sync provision`"},
+		{name: "a symlink to a good file", link: true, errHas: "is a symlink"},
 		{name: "a directory", dir: true, errHas: "not a regular file"},
-		{name: "empty", content: "", mode: 0o600, errHas: "is empty"},
+		{name: "empty", content: "", mode: 0o600, errHas: "is empty; ask your workstation admin to run `claude-auth-sync provision`"},
 		{name: "whitespace only", content: " \n\t\n", mode: 0o600, errHas: "is empty"},
 		{name: "mode 0644", content: vaultToken + "\n", mode: 0o644, errHas: "consider the token exposed"},
 		{name: "mode 0640", content: vaultToken + "\n", mode: 0o640, errHas: "consider the token exposed"},
@@ -48,6 +50,14 @@ func TestReadTokenFile(t *testing.T) {
 				if err := os.Mkdir(p, 0o700); err != nil {
 					t.Fatal(err)
 				}
+			case tt.link:
+				target := p + "-target"
+				if err := os.WriteFile(target, []byte(vaultToken+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(target, p); err != nil {
+					t.Fatal(err)
+				}
 			default:
 				if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
 					t.Fatal(err)
@@ -56,21 +66,21 @@ func TestReadTokenFile(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := ReadTokenFile(p)
+			got, err := readTokenFile(p)
 			if tt.errHas != "" {
 				if err == nil || !errors.Is(err, ErrTokenFile) || !strings.Contains(err.Error(), tt.errHas) {
-					t.Errorf("ReadTokenFile(%s) = %v; want %v containing %q", tt.name, err, ErrTokenFile, tt.errHas)
+					t.Errorf("readTokenFile(%s) = %v; want %v containing %q", tt.name, err, ErrTokenFile, tt.errHas)
 				}
 				if err != nil && (strings.Contains(err.Error(), "hvs.") || strings.Contains(err.Error(), "TOKEN")) {
-					t.Errorf("ReadTokenFile(%s) error %q contains the token", tt.name, err)
+					t.Errorf("readTokenFile(%s) error %q contains the token", tt.name, err)
 				}
-				if got != "" {
-					t.Errorf("ReadTokenFile(%s) returned a token with an error", tt.name)
+				if got != "" && !errors.Is(err, ErrTokenExposed) {
+					t.Errorf("readTokenFile(%s) returned a token with an error", tt.name)
 				}
 				return
 			}
 			if err != nil || got.Reveal() != tt.want {
-				t.Errorf("ReadTokenFile(%s) = %q, %v; want %q", tt.name, got.Reveal(), err, tt.want)
+				t.Errorf("readTokenFile(%s) = %q, %v; want %q", tt.name, got.Reveal(), err, tt.want)
 			}
 		})
 	}
