@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,20 @@ func TestSecondAgentRefusedWithoutStateDir(t *testing.T) {
 	w.mustCode(r, 4, "second run with the state dir deleted (exit 4: another agent runs)")
 	if want := "pid " + strconv.Itoa(a.cmd.Process.Pid); !strings.Contains(r.stderr, "already running") || !strings.Contains(r.stderr, want) {
 		t.Errorf("second agent's message: %q; want \"already running\" and %q", r.stderr, want)
+	}
+	// status tells the truth without the state dir: the agent runs.
+	st := w.run(nil, "status", "--json")
+	var rep struct {
+		Agent struct {
+			Running bool `json:"running"`
+			PID     int  `json:"pid"`
+		} `json:"agent"`
+	}
+	if err := json.Unmarshal([]byte(st.stdout), &rep); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, st.stdout)
+	}
+	if !rep.Agent.Running || rep.Agent.PID != a.cmd.Process.Pid {
+		t.Errorf("status with the state dir deleted: agent running=%v pid=%d; want running, pid %d", rep.Agent.Running, rep.Agent.PID, a.cmd.Process.Pid)
 	}
 	l = w.rotate(l)
 	eventually(t, 30*time.Second, "the first agent backs up after its state dir went", w.vaultHolds(l))

@@ -51,7 +51,7 @@ func TryAgent(dir, key string) (*AgentLock, error) {
 		return nil, err
 	}
 	prefix := agentPrefix(os.Getuid(), key)
-	if pid, found := findAgent(prefix); found {
+	if pid, found := findAgent(prefix, os.Getuid()); found {
 		fl.Unlock()
 		if pid > 0 {
 			return nil, fmt.Errorf("%w (%s, pid %d)", ErrHeld, Agent, pid)
@@ -114,10 +114,17 @@ func listenAgent(prefix string) (*net.UnixListener, error) {
 	}
 }
 
-// findAgent looks for a socket under prefix that a process of our uid
-// listens on, and gives its pid (0 when it is in another pid namespace).
-// A table it cannot read finds nothing: the flock is then the only guard.
-func findAgent(prefix string) (pid int, found bool) {
+// AgentRunning says whether an agent of uid for key listens (its pid, 0 when
+// it is in another pid namespace), whatever became of its state dir: what
+// `status` asks when the flock in the state dir says nothing.
+func AgentRunning(uid int, key string) (pid int, found bool) {
+	return findAgent(agentPrefix(uid, key), uid)
+}
+
+// findAgent looks for a socket under prefix that a process of uid listens
+// on, and gives its pid (0 when it is in another pid namespace). A table it
+// cannot read finds nothing: the flock is then the only guard.
+func findAgent(prefix string, uid int) (pid int, found bool) {
 	b, err := os.ReadFile(unixTable)
 	if err != nil {
 		return 0, false
@@ -135,16 +142,16 @@ func findAgent(prefix string) (pid int, found bool) {
 			continue
 		}
 		seen[name] = true
-		if pid, ok := ownListener(name); ok {
+		if pid, ok := ownListener(name, uid); ok {
 			return pid, true
 		}
 	}
 	return 0, false
 }
 
-// ownListener says whether a process of our uid listens on name, by the
+// ownListener says whether a process of uid listens on name, by the
 // credentials the kernel gives for it.
-func ownListener(name string) (int, bool) {
+func ownListener(name string, uid int) (int, bool) {
 	d := net.Dialer{Timeout: time.Second}
 	c, err := d.Dial("unix", name)
 	if err != nil {
@@ -162,7 +169,7 @@ func ownListener(name string) (int, bool) {
 	}); err != nil || cerr != nil {
 		return 0, false
 	}
-	if int(cred.Uid) != os.Getuid() {
+	if int(cred.Uid) != uid {
 		return 0, false
 	}
 	return int(cred.Pid), true

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	osuser "os/user"
 	"reflect"
 	"strconv"
 	"strings"
@@ -158,7 +160,7 @@ func (t *Reporter) Status(ctx context.Context) Report {
 	} else {
 		r.Claude.Version = claudeVersion(ctx, found.Path, t.Cfg.ChildEnviron())
 	}
-	r.agent(t.Cfg.StateDir)
+	r.agent(t.Cfg.StateDir, t.Cfg.User, t.Cfg.HostID)
 	var why, step string
 	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, t.now())
 	if r.Usable {
@@ -286,13 +288,22 @@ func (r *Report) storeDoc(ctx context.Context, st store.Store, rec *Record, loca
 }
 
 // agent is the running agent's live state (agent.json).
-func (r *Report) agent(stateDir string) {
+func (r *Report) agent(stateDir, userName, hostID string) {
 	var pid string
 	r.Agent.Running, pid = lock.Held(stateDir, lock.Agent)
+	r.Agent.PID, _ = strconv.Atoi(pid)
+	if !r.Agent.Running {
+		// The state dir (and its agent.lock) may be gone under a running
+		// agent: its socket, which no path names, still says it runs.
+		uid := os.Getuid()
+		if u, err := osuser.Lookup(userName); err == nil {
+			uid, _ = strconv.Atoi(u.Uid)
+		}
+		r.Agent.PID, r.Agent.Running = lock.AgentRunning(uid, userName+"@"+hostID)
+	}
 	if !r.Agent.Running {
 		return
 	}
-	r.Agent.PID, _ = strconv.Atoi(pid)
 	if a := LoadAgentState(stateDir); a != nil {
 		st := *a
 		st.VaultTokenTTL = "" // the report's own vault_token_ttl says it, in seconds
