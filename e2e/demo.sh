@@ -138,8 +138,14 @@ for _ in 1 2 3 4; do
   pids+=($!)
 done
 wait "${pids[@]}"
-agent_refreshes=$(new_lines | grep -c ' OK refreshed the login ahead of Claude' || true)
+# The endpoint's count first, then the agent's lines: a refresh the endpoint
+# has answered may not be in the agent's log yet (it logs after the write).
 all_refreshes=$(( $(refreshes) - before ))
+for _ in $(seq 50); do
+  agent_refreshes=$(new_lines | grep -c ' OK refreshed the login ahead of Claude' || true)
+  [ "$agent_refreshes" -ge "$all_refreshes" ] && break
+  sleep 0.1
+done
 echo "the agent refreshed $agent_refreshes times; the token endpoint saw $all_refreshes refreshes in all"
 for f in "$work"/racy/racy-*.json; do echo "racing process: $(cat "$f")"; done
 [ "$(ls "$work"/racy/racy-*.json | wc -l)" = 4 ] || die "not every racing process reported"
