@@ -75,6 +75,13 @@ type Config struct {
 	OAuthUserAgent string
 	RefreshLead    time.Duration
 
+	// MCP logins (mcpOAuth): refreshed ahead of Claude unless MCPOff; MCPLead
+	// before expiry (never under MCPMinLead); servers named in MCPSkip are
+	// left alone.
+	MCPOff  bool
+	MCPLead time.Duration
+	MCPSkip []string
+
 	// Sources says where each setting came from, for `status` and errors.
 	Sources map[string]string
 
@@ -110,6 +117,7 @@ var fileKeys = func() map[string]bool {
 		"CLAUDE_AUTH_TOKEN_ENV_FILE": true, "CLAUDE_AUTH_LOCAL_STORE": true, "CLAUDE_AUTH_JOURNAL_SOCKET": true,
 		"CLAUDE_AUTH_OAUTH_TOKEN_URL": true, "CLAUDE_AUTH_OAUTH_CLIENT_ID": true, "CLAUDE_AUTH_OAUTH_SCOPES": true,
 		"CLAUDE_AUTH_OAUTH_USER_AGENT": true, "CLAUDE_AUTH_REFRESH_LEAD": true,
+		"CLAUDE_AUTH_MCP": true, "CLAUDE_AUTH_MCP_LEAD": true, "CLAUDE_AUTH_MCP_SKIP": true,
 		"CLAUDE_AUTH_METRICS_DIR": true, "CLAUDE_AUTH_HOST_ID": true, "CLAUDE_AUTH_HOST_LABEL": true,
 	}
 	for _, k := range VaultClientKeys {
@@ -414,8 +422,42 @@ func (c *Config) setRefresh(s *settings) error {
 	c.OAuthScopes = s.get("CLAUDE_AUTH_OAUTH_SCOPES")
 	c.OAuthUserAgent = s.get("CLAUDE_AUTH_OAUTH_USER_AGENT")
 	var err error
-	c.RefreshLead, err = duration(0, s.get("CLAUDE_AUTH_REFRESH_LEAD"), 15*time.Minute, "CLAUDE_AUTH_REFRESH_LEAD")
-	return err
+	if c.RefreshLead, err = duration(0, s.get("CLAUDE_AUTH_REFRESH_LEAD"), 15*time.Minute, "CLAUDE_AUTH_REFRESH_LEAD"); err != nil {
+		return err
+	}
+	return c.setMCP(s)
+}
+
+// MCPClaudeThreshold is how close to expiry Claude Code refreshes an MCP
+// login itself (300 s); MCPMinLead, twice that, is the closest we refresh.
+const (
+	MCPClaudeThreshold = 300 * time.Second
+	MCPMinLead         = 2 * MCPClaudeThreshold
+)
+
+// setMCP is the MCP refresher's: on or off, the lead, the servers to skip.
+func (c *Config) setMCP(s *settings) error {
+	switch v := strings.ToLower(strings.TrimSpace(s.get("CLAUDE_AUTH_MCP"))); v {
+	case "", "on", "1", "true", "yes":
+	case "off", "0", "false", "no":
+		c.MCPOff = true
+	default:
+		return fmt.Errorf("%w: CLAUDE_AUTH_MCP=%q: want on or off", ErrConfig, v)
+	}
+	var err error
+	if c.MCPLead, err = duration(0, s.get("CLAUDE_AUTH_MCP_LEAD"), 15*time.Minute, "CLAUDE_AUTH_MCP_LEAD"); err != nil {
+		return err
+	}
+	if c.MCPLead < MCPMinLead {
+		return fmt.Errorf("%w: CLAUDE_AUTH_MCP_LEAD=%s is closer to expiry than %s (twice Claude's own %s threshold): Claude would refresh first", ErrConfig, c.MCPLead, MCPMinLead, MCPClaudeThreshold)
+	}
+	c.MCPSkip = nil
+	for _, name := range strings.Split(s.get("CLAUDE_AUTH_MCP_SKIP"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			c.MCPSkip = append(c.MCPSkip, name)
+		}
+	}
+	return nil
 }
 
 func duration(flag time.Duration, s string, def time.Duration, name string) (time.Duration, error) {

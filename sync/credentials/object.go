@@ -170,3 +170,16 @@ func (o *object) marshal(indent string) ([]byte, error) {
 	}
 	return out.Bytes(), nil
 }
+
+func (o *object) remove(key string) {
+	if _, ok := o.vals[key]; !ok {
+		return
+	}
+	delete(o.vals, key)
+	for i, k := range o.keys {
+		if k == key {
+			o.keys = append(o.keys[:i:i], o.keys[i+1:]...)
+			break
+		}
+	}
+}

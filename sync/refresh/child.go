@@ -56,20 +56,37 @@ var childKinds = append([]kind{
 	{"dead", ErrLoginDead},
 }, laterKinds...)
 
-// childRequest is what the agent asks of the child, as JSON on its stdin.
-type childRequest struct {
+// ChildRequest is what the agent asks of the child, as JSON on its stdin.
+type ChildRequest struct {
 	Force bool   `json:"force"`
 	SawFP string `json:"saw_fingerprint,omitempty"` // Refresh's saw, as a fingerprint
+	// MCPKey names the MCP login to refresh (its mcpOAuth key); empty: the
+	// Claude login.
+	MCPKey string `json:"mcp_key,omitempty"`
+}
+
+// ReadChildRequest reads the agent's request from the child's stdin.
+func ReadChildRequest(in io.Reader) (ChildRequest, error) {
+	var req ChildRequest
+	if err := json.NewDecoder(io.LimitReader(in, 1<<16)).Decode(&req); err != nil {
+		return req, fmt.Errorf("the agent's request is not readable: %v", err)
+	}
+	return req, nil
 }
 
 // ServeChild is the child's side: the refresh the agent asks for on in,
 // reported as JSON on out. w is the child's own witness (the lineage file the
 // agent reloads).
 func (r *Refresher[L]) ServeChild(ctx context.Context, in io.Reader, out io.Writer, w Witness) error {
-	var req childRequest
-	if err := json.NewDecoder(io.LimitReader(in, 1<<16)).Decode(&req); err != nil {
-		return fmt.Errorf("the agent's request is not readable: %v", err)
+	req, err := ReadChildRequest(in)
+	if err != nil {
+		return err
 	}
+	return r.Serve(ctx, req, out, w)
+}
+
+// Serve is ServeChild for a request already read.
+func (r *Refresher[L]) Serve(ctx context.Context, req ChildRequest, out io.Writer, w Witness) error {
 	res, err := r.refreshHere(ctx, w, req.Force, req.SawFP)
 	rep := reportFor(res, err)
 	if rep.Kind == "not_written" {
@@ -171,13 +188,15 @@ type ChildCommand struct {
 	// by line, printable (the user may ptrace it).
 	ActFor bool
 	Env    []string
+	// MCPKey: the child refreshes this MCP login (empty: the Claude login).
+	MCPKey string
 }
 
 // InChild returns a Via that runs each token request in the child c starts.
 // For the user's own agent the child's stderr is the agent's.
 func (r *Refresher[L]) InChild(c ChildCommand) func(context.Context, bool, string) (Result[L], error) {
 	return func(ctx context.Context, force bool, sawFP string) (Result[L], error) {
-		req, err := json.Marshal(childRequest{Force: force, SawFP: sawFP})
+		req, err := json.Marshal(ChildRequest{Force: force, SawFP: sawFP, MCPKey: c.MCPKey})
 		if err != nil {
 			return Result[L]{}, err
 		}

@@ -41,6 +41,13 @@ type ClaudeResult = Result[*credentials.OAuth]
 // KeptName: the Claude login's answer is kept in pending-refresh.
 func (c *ClaudeLogin) KeptName() string { return "pending-refresh" }
 
+// Flock: the refresh flock, which also orders every other write of the file
+// by our processes (restore, setup-token backfill).
+func (c *ClaudeLogin) Flock() string { return lock.Refresh }
+
+// Answer reads a kept answer of Claude's token endpoint.
+func (c *ClaudeLogin) Answer(raw []byte) (*oauth.Token, error) { return oauth.ParseToken(raw) }
+
 // Lock takes Claude's .oauth_refresh.lock and <realpath>.lock.
 func (c *ClaudeLogin) Lock(ctx context.Context) (Held, error) {
 	held, err := lock.AcquireClaudeRefresh(ctx, c.ClaudeConfigDir, c.LocksHeld)

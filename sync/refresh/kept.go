@@ -24,12 +24,12 @@ type kept struct {
 }
 
 // parseKept reads a kept answer and the token in it.
-func parseKept(data []byte) (*kept, *oauth.Token, error) {
+func parseKept(data []byte, answer func([]byte) (*oauth.Token, error)) (*kept, *oauth.Token, error) {
 	p := &kept{}
 	if err := json.Unmarshal(data, p); err != nil {
 		return nil, nil, err
 	}
-	tok, err := oauth.ParseToken(p.Response)
+	tok, err := answer(p.Response)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -52,7 +52,7 @@ func (r *Refresher[L]) Pending() bool {
 // else the one in the state dir (nil when none or unreadable).
 func (r *Refresher[L]) keptRefresh() (*kept, *oauth.Token) {
 	if p := r.keptAnswer(); p != nil {
-		tok, err := oauth.ParseToken(p.Response)
+		tok, err := r.fam.Answer(p.Response)
 		if err != nil {
 			return nil, nil
 		}
@@ -62,7 +62,7 @@ func (r *Refresher[L]) keptRefresh() (*kept, *oauth.Token) {
 	if err != nil {
 		return nil, nil
 	}
-	p, tok, err := parseKept(data)
+	p, tok, err := parseKept(data, r.fam.Answer)
 	if err != nil {
 		return nil, nil
 	}
@@ -107,7 +107,7 @@ func (r *Refresher[L]) ApplyPending(ctx context.Context, w Witness) (Result[L], 
 	if err != nil {
 		return Result[L]{}, err
 	}
-	p, tok, err := parseKept(data)
+	p, tok, err := parseKept(data, r.fam.Answer)
 	if err != nil {
 		_ = os.Rename(r.keptPath(), r.keptPath()+".unreadable")
 		return Result[L]{}, fmt.Errorf("pending refresh record is unreadable; kept as %s.unreadable", r.keptPath())

@@ -19,7 +19,7 @@ import (
 func (r *Refresher[L]) underLocks(ctx context.Context, optional bool, fn func(lctx context.Context, held Held) error) error {
 	lctx, cancel := context.WithTimeout(ctx, r.waitForLocks())
 	defer cancel()
-	ours, err := lock.Wait(lctx, r.stateDir, lock.Refresh)
+	ours, err := lock.Wait(lctx, r.stateDir, r.fam.Flock())
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,9 @@ type Current[L Login] struct {
 type Family[L Login] interface {
 	// KeptName is the state-dir file the family's kept answer lives in.
 	KeptName() string
+	// Flock is the name of our flock (in the state dir) that orders our own
+	// processes' refreshes of this family.
+	Flock() string
 	// Lock takes the locks the family's other writers take, after our
 	// refresh flock (ctx bounds the wait). It returns
 	// lock.ErrClaudeLocksUnavailable when they cannot exist.
@@ -71,6 +74,8 @@ type Family[L Login] interface {
 	Write(sent credentials.Secret, next L) error
 	// Parse reads a login back from its Compact form.
 	Parse(data []byte) (L, error)
+	// Answer reads a token endpoint's answer back (a kept one).
+	Answer(raw []byte) (*oauth.Token, error)
 }
 
 // Held is a family's locks while held: a write of the file takes the storage
