@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"io"
 	"os"
 	"os/exec"
@@ -195,6 +196,11 @@ func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string 
 		if lk, err := lock.Wait(ctx, cfg.StateDir, lock.Refresh); err == nil {
 			lk.Unlock()
 		}
+	}
+	if !cfg.MCPOff {
+		// The MCP logins near expiry too: the command's Claude sessions
+		// then find nothing to refresh.
+		mcp.New(mcpConfig(eng)).Pass(ctx)
 	}
 	if tok := eng.SetupToken(); tok != "" {
 		env = setEnv(env, "CLAUDE_CODE_OAUTH_TOKEN", tok.Reveal())

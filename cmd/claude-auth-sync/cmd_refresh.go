@@ -9,6 +9,9 @@ import (
 	"syscall"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 const refreshHelp = `Usage: claude-auth-sync refresh [flags]
@@ -69,15 +72,36 @@ func runRefreshChild(c *commonFlags, stdout, stderr io.Writer) int {
 	if eng == nil {
 		return code
 	}
-	lin, err := eng.OpenLineage()
-	if err != nil {
-		err = fmt.Errorf("lineage: %w", err)
-	} else {
-		err = eng.Refresher.ServeChild(context.Background(), os.Stdin, stdout, lin)
+	req, err := refresh.ReadChildRequest(os.Stdin)
+	switch {
+	case err != nil:
+	case req.MCPKey != "":
+		// An MCP login: no lineage, nothing backed up.
+		err = mcpRefresher(eng, req.MCPKey).Serve(context.Background(), req, stdout, refresh.NoWitness{})
+	default:
+		var lin *lineage.Lineage
+		if lin, err = eng.OpenLineage(); err != nil {
+			err = fmt.Errorf("lineage: %w", err)
+		} else {
+			err = eng.Refresher.Serve(context.Background(), req, stdout, lin)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "claude-auth-sync refresh: %v\n", err)
 		return engine.ExitFail
 	}
 	return 0
+}
+
+// mcpRefresher is the refresher of the MCP login under key, as the agent's
+// MCP manager builds it.
+func mcpRefresher(eng *engine.Engine, key string) *refresh.MCP {
+	return mcp.Refresher(mcpConfig(eng), key)
+}
+
+// mcpConfig is the MCP manager's config from the engine's.
+func mcpConfig(eng *engine.Engine) mcp.Config {
+	cfg := eng.Cfg
+	return mcp.Config{CredentialsFile: cfg.CredentialsFile, ClaudeConfigDir: cfg.ClaudeConfigDir, StateDir: cfg.StateDir,
+		Lead: cfg.MCPLead, Skip: cfg.MCPSkip, Clock: eng.Clock, Diag: eng.Diag}
 }

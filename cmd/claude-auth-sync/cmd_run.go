@@ -107,8 +107,18 @@ func runAgent(fs *flagSet, c *commonFlags, o *agentFlags, args []string, stdout,
 			child.Env = eng.Cfg.ChildEnviron()
 		}
 		eng.Refresher.Via = eng.Refresher.InChild(child)
+		if !eng.Cfg.MCPOff {
+			mc := mcpConfig(eng)
+			mc.Child, mc.Publish = &child, true
+			opt.MCP = &mc
+		}
 	} else {
 		eng.Diag.Warn("refreshing in-process: cannot find this program's path", "err", err)
+		if !eng.Cfg.MCPOff {
+			mc := mcpConfig(eng)
+			mc.Publish = true
+			opt.MCP = &mc
+		}
 	}
 	err := agent.Run(ctx, eng, opt)
 	switch {

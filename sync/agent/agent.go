@@ -10,6 +10,8 @@
 //   - the pass scheduler runs the full pass (the inference check) when due,
 //     on SIGHUP, and when the request server hands it a request from the unit
 //     claude-auth-sync@<user>.service (sync/passrequest);
+//   - the MCP manager refreshes the user's MCP server logins ahead of Claude
+//     (sync/mcp), when the file changes or one is due;
 //   - the metrics writer and the live state (agent.json, systemd) publish what
 //     the others tell them (their methods never block).
 //
@@ -36,6 +38,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/sdnotify"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 	"github.com/claude-auth-sync/claude-auth-sync/watcher"
@@ -61,6 +64,9 @@ type Options struct {
 	Started chan<- struct{}
 	// Version is the running binary's version, shown by `status`.
 	Version string
+	// MCP, when set, makes the agent the refresher of the user's MCP
+	// server logins too (nil: CLAUDE_AUTH_MCP=off).
+	MCP *mcp.Config
 
 	// listen opens the request socket (passrequest.Listen; tests fail it).
 	listen func(dir string) (requestListener, error)
@@ -139,7 +145,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	rs := newRequestServer(requestServerConfig{base: common, User: e.Cfg.User, StateDir: e.Cfg.StateDir, Listen: opt.listen})
 	bw.resume(ctx)
 
-	fileChanged, refreshCheck, tokenRecheck := newSignal(), newSignal(), newSignal()
+	fileChanged, refreshCheck, tokenRecheck, mcpCheck := newSignal(), newSignal(), newSignal(), newSignal()
 	backed, unwritten := newLatest[string](), newLatest[*credentials.OAuth]()
 	tokenOK, firstTokenVerdict := newLatest[bool](), newLatest[bool]()
 	restoreWaits, requests := make(chan restoreWaiter), make(chan passRequest)
@@ -152,7 +158,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 		g.Go(func() error { return tokenWatch.Run(gctx) })
 	}
 	g.Go(func() error { return credentialsWatch.Run(gctx) })
-	g.Go(func() error { return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck) })
+	g.Go(func() error { return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck, mcpCheck) })
 	g.Go(func() error { return bw.Run(gctx, fileChanged, unwritten, tokenOK, restoreWaits, backed, tokenRecheck) })
 	g.Go(func() error { return rf.Run(gctx, refreshCheck, backed, fileChanged, unwritten) })
 	g.Go(func() error { return rn.Run(gctx, tokenFileChanged, tokenRecheck, tokenOK, firstTokenVerdict) })
@@ -160,6 +166,10 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	g.Go(func() error { return rs.Run(gctx, requests) })
 	g.Go(func() error { return metrics.Run(gctx) })
 	g.Go(func() error { return live.Run(gctx) })
+	if opt.MCP != nil {
+		mcps := mcp.New(*opt.MCP)
+		g.Go(func() error { return mcps.Run(gctx, mcpCheck) })
+	}
 
 	version := opt.Version
 	if version == "" {

@@ -50,6 +50,11 @@ type Config struct {
 	LockWait time.Duration
 	// Poll is the longest the agent sleeps between looks (default 1 min).
 	Poll time.Duration
+	// Publish: this Manager is the agent's, whose view of each server
+	// mcp.json shows. Another (exec's) only adds its refreshes to the
+	// counts, and leaves alone the servers the agent found refused or
+	// skipped.
+	Publish bool
 }
 
 // Manager refreshes a user's MCP logins.
@@ -80,6 +85,10 @@ type server struct {
 	refreshCount int
 }
 
+// LockWait is how long an MCP refresh waits for the locks: about as long as
+// Claude's own sessions wait for the per-server lock before giving up.
+const LockWait = 10 * time.Second
+
 // Backoff after a failed refresh: 30 s, doubling, at most 5 min.
 const (
 	backoffMin = 30 * time.Second
@@ -98,7 +107,7 @@ func New(c Config) *Manager {
 		c.Client = &oauth.MCPClient{}
 	}
 	if c.LockWait <= 0 {
-		c.LockWait = 10 * time.Second
+		c.LockWait = LockWait
 	}
 	if c.Poll <= 0 {
 		c.Poll = time.Minute
@@ -137,11 +146,22 @@ func (m *Manager) Pass(ctx context.Context) time.Time {
 		// No file (a logout) or not JSON: nothing to do here; the backup
 		// writer sees to a broken file.
 		m.forgetAll()
-		m.save(now)
+		if m.cfg.Publish {
+			m.save(now)
+		}
 		return time.Time{}
 	}
 	var next time.Time
 	keys := l.File.MCPKeys()
+	var agentSays map[string]string
+	if !m.cfg.Publish {
+		agentSays = map[string]string{}
+		if st, err := Load(m.cfg.StateDir); err == nil {
+			for _, s := range st.Servers {
+				agentSays[s.ID] = s.State
+			}
+		}
+	}
 	m.mu.Lock()
 	for _, s := range m.servers {
 		s.present = false
@@ -150,6 +170,9 @@ func (m *Manager) Pass(ctx context.Context) time.Time {
 	for _, key := range keys {
 		e, err := l.File.MCPEntry(key)
 		if err != nil {
+			continue
+		}
+		if st := agentSays[refresh.KeyID(key)]; st == "needs-login" || st == "skipped" {
 			continue
 		}
 		s := m.server(key)
@@ -165,7 +188,9 @@ func (m *Manager) Pass(ctx context.Context) time.Time {
 		}
 	}
 	m.mu.Unlock()
-	m.save(m.cfg.Clock.Now())
+	if m.cfg.Publish {
+		m.save(m.cfg.Clock.Now())
+	}
 	return next
 }
 
@@ -174,10 +199,7 @@ func (m *Manager) server(key string) *server {
 	defer m.mu.Unlock()
 	s, ok := m.servers[key]
 	if !ok {
-		f := &refresh.MCPLogin{Key: key, CredentialsFile: m.cfg.CredentialsFile, ClaudeConfigDir: m.cfg.ClaudeConfigDir,
-			StateDir: m.cfg.StateDir, Client: m.cfg.Client, Diag: m.cfg.Diag}
-		r := refresh.NewMCP(f, refresh.Config[*credentials.MCPEntry]{Clock: m.cfg.Clock, Diag: m.cfg.Diag,
-			LockWait: m.cfg.LockWait, Lead: m.cfg.Lead, LeadExplicit: true})
+		r := Refresher(m.cfg, key)
 		if m.cfg.Child != nil {
 			c := *m.cfg.Child
 			c.MCPKey = key
@@ -188,6 +210,19 @@ func (m *Manager) server(key string) *server {
 	}
 	s.present = true
 	return s
+}
+
+// Refresher is the refresher of the MCP login under key, built from c (the
+// Manager's own, and the agent's refresh child's).
+func Refresher(c Config, key string) *refresh.MCP {
+	f := &refresh.MCPLogin{Key: key, CredentialsFile: c.CredentialsFile, ClaudeConfigDir: c.ClaudeConfigDir,
+		StateDir: c.StateDir, Client: c.Client, Diag: c.Diag}
+	wait := c.LockWait
+	if wait <= 0 {
+		wait = LockWait
+	}
+	return refresh.NewMCP(f, refresh.Config[*credentials.MCPEntry]{Clock: c.Clock, Diag: c.Diag,
+		LockWait: wait, Lead: c.Lead, LeadExplicit: true})
 }
 
 func (m *Manager) forgetAll() {
@@ -265,7 +300,7 @@ func (m *Manager) refresh(ctx context.Context, s *server, e *credentials.MCPEntr
 	case err == nil && res.Refreshed:
 		s.failures, s.retryAt, s.lastError, s.lastRefresh = 0, time.Time{}, "", now
 		s.refreshCount++
-		m.bump(1, 0)
+		m.bump(1, 0, s.key, now)
 		if res.OAuth != nil {
 			s.seenFP, s.seenAt = res.OAuth.AccessToken().Fingerprint(), now
 			if exp := res.OAuth.ExpiresAt(); !exp.IsZero() {
@@ -284,7 +319,7 @@ func (m *Manager) refresh(ctx context.Context, s *server, e *credentials.MCPEntr
 	case errors.Is(err, refresh.ErrLoginDead):
 		s.deadFP = e.RefreshToken().Fingerprint()
 		s.lastError = "the server refused the refresh token: log in again with /mcp in Claude Code"
-		m.bump(0, 1)
+		m.bump(0, 1, "", now)
 		m.note(s, slog.LevelWarn, fmt.Sprintf("MCP server %q refused its refresh token (invalid_grant): left as it is; log in to it again with /mcp in Claude Code", n))
 		return time.Time{}
 	}
@@ -295,7 +330,7 @@ func (m *Manager) refresh(ctx context.Context, s *server, e *credentials.MCPEntr
 	wait = min(wait, backoffMax)
 	s.retryAt = now.Add(wait)
 	s.lastError = err.Error()
-	m.bump(0, 1)
+	m.bump(0, 1, "", now)
 	m.note(s, slog.LevelWarn, fmt.Sprintf("MCP server %q: could not refresh its login (%v); retrying with backoff", n, err))
 	return s.retryAt
 }

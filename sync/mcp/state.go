@@ -10,6 +10,7 @@ import (
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 )
 
 // StateFile is mcp.json in the state dir: what `status` and the metrics
@@ -81,11 +82,20 @@ func update(stateDir string, fn func(*State)) error {
 	return err
 }
 
-// bump adds to the counters.
-func (m *Manager) bump(refreshes, failures int) {
+// bump adds to the counters; a refresh of key at `at` is that server's last.
+func (m *Manager) bump(refreshes, failures int, key string, at time.Time) {
 	if err := update(m.cfg.StateDir, func(st *State) {
 		st.RefreshesTotal += refreshes
 		st.FailuresTotal += failures
+		if key == "" {
+			return
+		}
+		id := refresh.KeyID(key)
+		for i := range st.Servers {
+			if st.Servers[i].ID == id {
+				st.Servers[i].LastRefresh = &at
+			}
+		}
 	}); err != nil {
 		m.cfg.Diag.Warn("cannot update mcp.json", "err", err)
 	}
