@@ -158,7 +158,9 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 		g.Go(func() error { return tokenWatch.Run(gctx) })
 	}
 	g.Go(func() error { return credentialsWatch.Run(gctx) })
-	g.Go(func() error { return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck, mcpCheck) })
+	g.Go(func() error {
+		return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck, mcpCheck)
+	})
 	g.Go(func() error { return bw.Run(gctx, fileChanged, unwritten, tokenOK, restoreWaits, backed, tokenRecheck) })
 	g.Go(func() error { return rf.Run(gctx, refreshCheck, backed, fileChanged, unwritten) })
 	g.Go(func() error { return rn.Run(gctx, tokenFileChanged, tokenRecheck, tokenOK, firstTokenVerdict) })
