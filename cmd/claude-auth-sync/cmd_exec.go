@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/lineage"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
@@ -31,9 +31,13 @@ COMMAND it:
   2. refreshes the login first if it is inside the refresh lead time, so the new
      process does not race other Claude processes to rotate it (exactly one of
      many concurrent execs refreshes; the others see the new login);
-  3. loads the setup-token env file (CLAUDE_CODE_OAUTH_TOKEN) when present.
+  3. refreshes each MCP server login (mcpOAuth) inside its lead time
+     (CLAUDE_AUTH_MCP_LEAD, 15m), under Claude's own per-server lock, unless
+     CLAUDE_AUTH_MCP=off, leaving alone the servers the agent found refused
+     or skipped;
+  4. loads the setup-token env file (CLAUDE_CODE_OAUTH_TOKEN) when present.
 Then it replaces itself with COMMAND: same pid, signals and exit status pass
-through. Problems in steps 1-3 are reported on stderr and never stop COMMAND.
+through. Problems in steps 1-4 are reported on stderr and never stop COMMAND.
 Your own exec keeps your terminal and your whole environment.
 
 Root with --user USER (or CLAUDE_AUTH_USER) runs COMMAND as USER, and never
@@ -162,7 +166,7 @@ func setupQuiet(c *commonFlags, stderr io.Writer) (*engine.Engine, int) {
 	return setup(c, stderr)
 }
 
-// prepareExec does steps 1-3 and returns the environment for the command.
+// prepareExec does steps 1-4 and returns the environment for the command.
 func prepareExec(eng *engine.Engine, wait time.Duration, env []string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

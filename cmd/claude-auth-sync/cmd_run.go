@@ -47,6 +47,12 @@ pid holds the agent lock.
   - refreshes the login ahead of Claude, as the single refresher, in a child
     process ("refresh --agent-child") that finishes the refresh even if the
     agent is killed while the token request is in flight;
+  - refreshes each MCP server login of the credentials file (mcpOAuth) the
+    same way, 15 min before it expires (CLAUDE_AUTH_MCP_LEAD, never under
+    10 min), under Claude's per-server lock, so concurrent Claude sessions
+    never race to rotate it; MCP logins are never backed up (they stay in the
+    home). CLAUDE_AUTH_MCP=off turns it off, CLAUDE_AUTH_MCP_SKIP=name,...
+    leaves the servers named to Claude;
   - renews the Vault token well before its TTL ends;
   - tells systemd it is ready (Type=notify), pings the watchdog from its main
     loop, and stops cleanly on SIGTERM/SIGINT, flushing a pending backup;
