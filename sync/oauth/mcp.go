@@ -374,11 +374,16 @@ func (c *MCPClient) client() *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-// causeOf drops url.Error's URL from a transport error.
+// causeOf drops the URL (url.Error) and the address (net.OpError) from a
+// transport error: what is left says what went wrong, not where.
 func causeOf(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("%s: %w", oe.Op, oe.Err)
 	}
 	return err
 }
