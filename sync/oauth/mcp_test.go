@@ -22,7 +22,7 @@ func TestParseMCPToken(t *testing.T) {
 	}{
 		{`{"access_token":"a","refresh_token":"r","expires_in":3600}`, true, "r", 3600},
 		{`{"access_token":"a","expires_in":"600"}`, true, "", 600}, // no new refresh token; a string lifetime
-		{`{"access_token":"a"}`, true, "", 0},                     // no lifetime at all
+		{`{"access_token":"a"}`, true, "", 0},                      // no lifetime at all
 		{`{"refresh_token":"r"}`, false, "", 0},
 		{`{"access_token":"a","expires_in":"soon"}`, false, "", 0},
 		{`not json`, false, "", 0},
