@@ -321,3 +321,23 @@ func writeAtomic(dir string, data []byte) error {
 	}
 	return nil
 }
+
+// Kind names what a path in a metrics dir is, for an error that says why it
+// was refused: symlink, FIFO, directory, socket, device, file.
+func Kind(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m.IsRegular():
+		return "file"
+	}
+	return "special file"
+}

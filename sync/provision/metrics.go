@@ -77,7 +77,7 @@ func ensureMetricsDirs(base string, acct Account, apply bool) ([]string, error) 
 			}
 			return did, nil
 		}
-		did = append(did, fmt.Sprintf("%s the %s of uid %d in place of %s's metrics dir %s", verb("removed", "remove"), kind(fi.Mode()), st.Uid, acct.Name, dir))
+		did = append(did, fmt.Sprintf("%s the %s of uid %d in place of %s's metrics dir %s", verb("removed", "remove"), promfile.Kind(fi.Mode()), st.Uid, acct.Name, dir))
 		if apply {
 			// RemoveAll never follows a link (it removes the link itself).
 			if err := os.RemoveAll(dir); err != nil {
@@ -107,19 +107,6 @@ func sticky(m os.FileMode) uint32 {
 	return 0
 }
 
-func kind(m os.FileMode) string {
-	switch {
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m.IsDir():
-		return "directory"
-	case m.IsRegular():
-		return "file"
-	}
-	return "special file"
-}
 
 // ensurePublisher enables and starts the metrics publisher once a metrics dir
 // is configured (a no-op when it runs).

@@ -109,7 +109,7 @@ func ownDir(path string) error {
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !fi.IsDir():
-		return fmt.Errorf("%w: %s is a %s, not this user's directory; an admin should remove it", ErrMetricsRefused, path, kindOf(fi.Mode()))
+		return fmt.Errorf("%w: %s is a %s, not this user's directory; an admin should remove it", ErrMetricsRefused, path, promfile.Kind(fi.Mode()))
 	case st != nil && int(st.Uid) != os.Geteuid():
 		return fmt.Errorf("%w: %s belongs to uid %d, not to this user (uid %d); an admin should remove it", ErrMetricsRefused, path, st.Uid, os.Geteuid())
 	}
@@ -128,28 +128,13 @@ func ownRegularOrAbsent(path string) error {
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	switch {
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%w: %s is a %s, not a file this agent wrote; an admin should remove it", ErrMetricsRefused, path, kindOf(fi.Mode()))
+		return fmt.Errorf("%w: %s is a %s, not a file this agent wrote; an admin should remove it", ErrMetricsRefused, path, promfile.Kind(fi.Mode()))
 	case st != nil && int(st.Uid) != os.Geteuid():
 		return fmt.Errorf("%w: %s belongs to uid %d, not to this user (uid %d); an admin should remove it", ErrMetricsRefused, path, st.Uid, os.Geteuid())
 	}
 	return nil
 }
 
-func kindOf(m os.FileMode) string {
-	switch {
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m.IsDir():
-		return "directory"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	case m&os.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
-}
 
 func escapeLabel(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
