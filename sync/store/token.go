@@ -35,14 +35,6 @@ func (v *Vault) LoadToken() error {
 	return nil
 }
 
-// modeOf is path's permission bits (0 when it cannot be read).
-func modeOf(path string) os.FileMode {
-	if fi, err := os.Lstat(path); err == nil {
-		return fi.Mode().Perm()
-	}
-	return 0
-}
-
 // readTokenFile reads the scoped token (tokenfile.Read: a private regular
 // file of ours, one line), saying what to do when there is none. A token file
 // of ours open to others is refused with ErrTokenExposed, and its token is
@@ -52,7 +44,7 @@ func readTokenFile(path string) (credentials.Secret, error) {
 	switch {
 	case errors.Is(err, tokenfile.ErrExposed):
 		// The words that matter first: the fleet's reason keeps 160 bytes.
-		exposed := fmt.Errorf("%w: %w (mode %04o), consider the token exposed: %s; ask your workstation admin to run `claude-auth-sync provision`, which installs a new token and revokes this one (a chmod does not make it private again)", ErrTokenFile, ErrTokenExposed, modeOf(path), path)
+		exposed := fmt.Errorf("%w: %w (mode %04o), consider the token exposed: %s; ask your workstation admin to run `claude-auth-sync provision`, which installs a new token and revokes this one (a chmod does not make it private again)", ErrTokenFile, ErrTokenExposed, tokenfile.ExposedMode(err), path)
 		return tok, exposed // tok is "" unless the file is the user's own
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, tokenfile.ErrEmpty):
 		return "", fmt.Errorf("%w: %v; ask your workstation admin to run `claude-auth-sync provision`, or write your scoped token to %s with mode 0600", ErrTokenFile, err, path)

@@ -65,7 +65,7 @@ func Read(path string, uid int) (credentials.Secret, error) {
 	var exposed error
 	perm := st.Mode & 0o777
 	if perm&0o077 != 0 {
-		exposed = refuse(ErrExposed, "%s has mode %04o, readable by others; it must be readable by its owner only: run `chmod 600 %s` (and consider the token exposed: ask for a new one)", path, perm, path)
+		exposed = &refusal{kind: ErrExposed, mode: fs.FileMode(perm), msg: fmt.Sprintf("%s has mode %04o, readable by others; it must be readable by its owner only: run `chmod 600 %s` (and consider the token exposed: ask for a new one)", path, perm, path)}
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
@@ -101,7 +101,18 @@ func Read(path string, uid int) (credentials.Secret, error) {
 // errors.Is finds its kind.
 type refusal struct {
 	kind error
+	mode fs.FileMode // the file's permission bits (ErrExposed)
 	msg  string
+}
+
+// ExposedMode is the permission bits of the file an ErrExposed error refused
+// (0 for any other error).
+func ExposedMode(err error) fs.FileMode {
+	var r *refusal
+	if errors.As(err, &r) && errors.Is(r.kind, ErrExposed) {
+		return r.mode
+	}
+	return 0
 }
 
 func (r *refusal) Error() string { return r.msg }

@@ -144,3 +144,22 @@ func TestReadRefusesLinkToAnotherFile(t *testing.T) {
 		t.Errorf("Read(a link to a private file) = %d bytes, %v; want %v", len(tok.Reveal()), err, ErrUnsafe)
 	}
 }
+
+// The mode an exposed token file had comes back with the error (the store's
+// message says it without looking at the file a second time).
+func TestExposedModeComesWithTheError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("hvs.TESTTOKEN\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Read(path, os.Geteuid())
+	if !errors.Is(err, ErrExposed) || ExposedMode(err) != 0o640 {
+		t.Fatalf("err %v, mode %04o", err, ExposedMode(err))
+	}
+	if ExposedMode(errors.New("other")) != 0 {
+		t.Error("a mode for an unrelated error")
+	}
+}
