@@ -107,7 +107,6 @@ func sticky(m os.FileMode) uint32 {
 	return 0
 }
 
-
 // ensurePublisher enables and starts the metrics publisher once a metrics dir
 // is configured (a no-op when it runs).
 func (p *provisioner) ensurePublisher(ctx context.Context) (string, error) {

@@ -135,7 +135,6 @@ func ownRegularOrAbsent(path string) error {
 	return nil
 }
 
-
 func escapeLabel(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
 }
