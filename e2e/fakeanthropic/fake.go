@@ -68,6 +68,10 @@ type Server struct {
 	BeforeRefresh func(refreshToken, userAgent string)
 
 	refreshedBy map[string]int // successful refreshes per User-Agent
+
+	toolSuffix  string   // SetMCPTool: answer tool_use for mcp__<server>__<toolSuffix>
+	toolUses    []string // tool names the fake asked the client to call
+	toolResults []string // tool_result texts the client sent back
 	// Now is the server's clock.
 	Now func() time.Time
 
@@ -352,10 +356,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 	if bearer == "" {
 		bearer = r.Header.Get("x-api-key")
 	}
-	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
+	var req messagesRequest
 	_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<20)).Decode(&req)
 
 	s.mu.Lock()
@@ -385,6 +386,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 		s.counters.Forbidden++
 	}
 	reply := s.Reply
+	toolSuffix := s.toolSuffix
 	s.mu.Unlock()
 
 	if status != 200 {
@@ -398,11 +400,34 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	id := "msg_" + token("")[:24]
 	usage := map[string]int{"input_tokens": 12, "output_tokens": 4}
+	block := map[string]any{"type": "text", "text": reply}
+	stop := "end_turn"
+	if toolSuffix != "" {
+		if tool, ok := req.mcpTool(toolSuffix); ok {
+			if result, answered := req.lastToolResult(); answered {
+				s.mu.Lock()
+				s.toolResults = append(s.toolResults, result)
+				s.mu.Unlock()
+				block = map[string]any{"type": "text", "text": result}
+			} else {
+				s.mu.Lock()
+				s.toolUses = append(s.toolUses, tool)
+				s.mu.Unlock()
+				block = map[string]any{"type": "tool_use", "id": "toolu_" + token("")[:24], "name": tool, "input": map[string]any{}}
+				stop = "tool_use"
+			}
+		}
+	}
 	if !req.Stream {
 		writeJSON(w, 200, map[string]any{"id": id, "type": "message", "role": "assistant", "model": model,
-			"content":     []map[string]string{{"type": "text", "text": reply}},
-			"stop_reason": "end_turn", "stop_sequence": nil, "usage": usage})
+			"content":     []map[string]any{block},
+			"stop_reason": stop, "stop_sequence": nil, "usage": usage})
 		return
+	}
+	start, delta := map[string]any{"type": "text", "text": ""}, map[string]any{"type": "text_delta", "text": block["text"]}
+	if block["type"] == "tool_use" {
+		start = map[string]any{"type": "tool_use", "id": block["id"], "name": block["name"], "input": map[string]any{}}
+		delta = map[string]any{"type": "input_json_delta", "partial_json": "{}"}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -411,10 +436,10 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request) {
 		data any
 	}{
 		{"message_start", map[string]any{"type": "message_start", "message": map[string]any{"id": id, "type": "message", "role": "assistant", "model": model, "content": []any{}, "stop_reason": nil, "stop_sequence": nil, "usage": usage}}},
-		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]string{"type": "text", "text": ""}}},
-		{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": reply}}},
+		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": start}},
+		{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": delta}},
 		{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
-		{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil}, "usage": map[string]int{"output_tokens": 4}}},
+		{"message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]int{"output_tokens": 4}}},
 		{"message_stop", map[string]any{"type": "message_stop"}},
 	}
 	fl, _ := w.(http.Flusher)
