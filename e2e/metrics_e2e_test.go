@@ -93,11 +93,17 @@ func scrape(t *testing.T, url string) []sample {
 	return out
 }
 
+// seriesOf is user's series by name, name{state="…"} for the MCP servers by
+// state.
 func seriesOf(ss []sample, user string) map[string]sample {
 	m := map[string]sample{}
 	for _, s := range ss {
 		if s.labels["user"] == user {
-			m[s.name] = s
+			key := s.name
+			if st, ok := s.labels["state"]; ok {
+				key += `{state="` + st + `"}`
+			}
+			m[key] = s
 		}
 	}
 	return m
@@ -195,6 +201,28 @@ func agentTruth(t *testing.T, w *world, l time.Time) map[string]float64 {
 		want["claude_auth_sync_last_backup_timestamp_seconds"] = float64(agent.LastBackup.UnixMilli()) / 1000
 		want["claude_auth_sync_last_backup_lag_seconds"] = agent.LastBackupLagMs / 1000
 	}
+	// The MCP logins: mcp.json's counters and servers by state (all zero
+	// while there is none).
+	var mcpState struct {
+		RefreshesTotal float64 `json:"refreshes_total"`
+		FailuresTotal  float64 `json:"failures_total"`
+		Servers        []struct {
+			State string `json:"state"`
+		} `json:"servers"`
+	}
+	if b, err := os.ReadFile(filepath.Join(w.state, "mcp.json")); err == nil {
+		if err := json.Unmarshal(b, &mcpState); err != nil {
+			t.Fatalf("mcp.json: %v", err)
+		}
+	}
+	want["claude_auth_sync_mcp_refreshes_total"] = mcpState.RefreshesTotal
+	want["claude_auth_sync_mcp_refresh_failures_total"] = mcpState.FailuresTotal
+	for _, st := range []string{"ok", "retrying", "needs-login", "skipped"} {
+		want[`claude_auth_sync_mcp_servers{state="`+st+`"}`] = 0
+	}
+	for _, s := range mcpState.Servers {
+		want[`claude_auth_sync_mcp_servers{state="`+s.State+`"}`]++
+	}
 	return want
 }
 
@@ -205,6 +233,9 @@ var metricTypes = map[string]string{
 	"claude_auth_sync_last_backup_timestamp_seconds":       "gauge",
 	"claude_auth_sync_last_backup_lag_seconds":             "gauge",
 	"claude_auth_sync_failures_total":                      "counter",
+	"claude_auth_sync_mcp_refreshes_total":                 "counter",
+	"claude_auth_sync_mcp_refresh_failures_total":          "counter",
+	"claude_auth_sync_mcp_servers":                         "gauge",
 	"claude_auth_sync_metrics_updated_timestamp_seconds":   "gauge",
 	"claude_auth_sync_metrics_publish_error":               "gauge",
 }
@@ -295,9 +326,11 @@ func TestMetricsPublishedToNodeExporter(t *testing.T) {
 				switch {
 				case !ok:
 					t.Errorf("victim: %s missing", name)
-				case s.typ != metricTypes[name]:
-					t.Errorf("victim: %s is a %q; want %s", name, s.typ, metricTypes[name])
-				case len(s.labels) != 1:
+				case s.typ != metricTypes[s.name]:
+					t.Errorf("victim: %s is a %q; want %s", name, s.typ, metricTypes[s.name])
+				case s.name == "claude_auth_sync_mcp_servers" && len(s.labels) != 2:
+					t.Errorf("victim: %s labels %v; want only user and state", name, s.labels)
+				case s.name != "claude_auth_sync_mcp_servers" && len(s.labels) != 1:
 					t.Errorf("victim: %s labels %v; want only user", name, s.labels)
 				case fmt.Sprint(s.value) != fmt.Sprint(v) && (s.value-v > 0.001 || v-s.value > 0.001):
 					t.Errorf("victim: %s = %v; want %v (the agent's state)", name, s.value, v)

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/telemetry"
 )
@@ -25,7 +27,9 @@ expires, the login's own deadline, the store's backup (version, when, whether it
 matches the file), the last backup, check and pass this host made, the Vault
 token's TTL, the claude CLI (path and version, or where it was looked for) and
 the agent's live state (its last journal line, updated on every backup,
-restore, refresh and check). Relative times are computed as it prints. --json prints the same as one JSON document, described
+restore, refresh and check), and the MCP server logins the agent refreshes
+(each server's state, token expiry, last and next refresh; a server that needs
+a new login adds a next step, never a verdict). Relative times are computed as it prints. --json prints the same as one JSON document, described
 field by field in docs/status-json.md.
 
 Exit status, like "systemctl is-active" (scripts can test the login):
@@ -85,11 +89,15 @@ func printStatus(w io.Writer, r telemetry.Report, now time.Time) {
 	// One verdict, first, and one step: the lines below are its evidence.
 	p.line("verdict", r.Verdict)
 	p.line("next step", r.NextStep)
+	// An MCP server to log in to again is a step too, but never the
+	// verdict's: that is the Claude login's.
+	p.line("next step", printable.String(r.MCP.NextStep))
 	p.overview()
 	p.credentials()
 	p.history()
 	p.claude()
 	p.agent()
+	p.mcp()
 }
 
 // statusPrinter writes the report as "key: value" lines, one section at a
@@ -253,6 +261,54 @@ func (p *statusPrinter) agentState(a *telemetry.AgentState) {
 	}
 	if a.VaultDownSince != nil {
 		p.line("vault down", "since "+when(*a.VaultDownSince, now))
+	}
+}
+
+// mcp: the MCP server logins, one line each; nothing when there are none
+// (and MCP refreshing is on).
+func (p *statusPrinter) mcp() {
+	m := p.r.MCP
+	switch {
+	case m.Off:
+		p.line("mcp", "off (CLAUDE_AUTH_MCP=off): MCP server logins are not refreshed by claude-auth-sync; Claude refreshes them itself")
+		return
+	case m.Error != "":
+		p.line("mcp", "mcp.json is unreadable ("+printable.String(m.Error)+"): the MCP server logins' state is not known")
+		return
+	case len(m.Servers) == 0:
+		return
+	}
+	servers := "1 server"
+	if len(m.Servers) != 1 {
+		servers = fmt.Sprintf("%d servers", len(m.Servers))
+	}
+	p.line("mcp", fmt.Sprintf("%s; %d refreshes, %d failed (since the state dir was made)", servers, m.RefreshesTotal, m.FailuresTotal))
+	// The name is the user's: printable, and quoted; the id tells apart
+	// two that print alike.
+	names := map[string]int{}
+	for _, s := range m.Servers {
+		names[printable.String(s.Name)]++
+	}
+	for _, s := range m.Servers {
+		name := printable.String(s.Name)
+		v := strconv.Quote(name)
+		if names[name] > 1 {
+			v += " (id " + printable.String(s.ID) + ")"
+		}
+		v += " " + printable.String(s.State)
+		if s.Reason != "" && s.State != "ok" {
+			v += " (" + printable.String(s.Reason) + ")"
+		}
+		if s.ExpiresAt != nil {
+			v += "; token expires " + when(*s.ExpiresAt, p.now)
+		}
+		if s.LastRefresh != nil {
+			v += "; last refresh " + when(*s.LastRefresh, p.now)
+		}
+		if s.NextRefresh != nil {
+			v += "; next refresh " + when(*s.NextRefresh, p.now)
+		}
+		p.line("mcp server", v)
 	}
 }
 

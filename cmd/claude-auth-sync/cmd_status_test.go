@@ -264,10 +264,39 @@ func TestPrintStatus(t *testing.T) {
 			[]string{"last check:       ", "(1m17s ago) ok: inference check answered AUTH_OK",
 				"next check:       ", "(in 5h); the last check passed and nothing changed since\n"},
 			[]string{"57s ago", "next step"}},
+		// The MCP server logins: a line each, after the agent; a needs-login
+		// server adds a next step under the verdict's, and the verdict stays.
+		{"mcp servers", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
+			MCP: telemetry.MCPReport{RefreshesTotal: 14, FailuresTotal: 2, NextStep: `MCP server "github": log in again with /mcp in Claude Code`,
+				Servers: []telemetry.MCPServer{
+					{Name: "linear", ID: "a1", State: "ok", ExpiresAt: at(50 * time.Minute), LastRefresh: at(-7 * time.Hour), NextRefresh: at(35 * time.Minute)},
+					{Name: "github", ID: "b2", State: "needs-login", Reason: "the server refused the refresh token", ExpiresAt: at(-2 * time.Hour)},
+					{Name: "git\x1b[2Jhub", ID: "c3", State: "skipped", Reason: "named in CLAUDE_AUTH_MCP_SKIP"},
+					{Name: "github", ID: "d4", State: "retrying", Reason: "unreachable", NextRefresh: at(time.Minute)}}}},
+			[]string{"verdict: usable\nnext step: MCP server \"github\": log in again with /mcp in Claude Code\nmode:",
+				"agent: not running\nmcp: 4 servers; 14 refreshes, 2 failed (since the state dir was made)\nmcp server: \"linear\" ok; token expires ",
+				"(in 50m); last refresh ", "(7h ago); next refresh ", "(in 35m)\n",
+				"mcp server: \"github\" (id b2) needs-login (the server refused the refresh token); token expires ", "(2h ago)\n",
+				"mcp server: \"github\" (id c3) skipped (named in CLAUDE_AUTH_MCP_SKIP)\n",
+				"mcp server: \"github\" (id d4) retrying (unreachable); next refresh "},
+			[]string{"\x1b", "a1"}},
+		{"mcp off", telemetry.Report{Mode: "rotating", Verdict: "usable", MCP: telemetry.MCPReport{Off: true, RefreshesTotal: 3}},
+			[]string{"mcp: off (CLAUDE_AUTH_MCP=off): MCP server logins are not refreshed by claude-auth-sync; Claude refreshes them itself\n"},
+			[]string{"mcp server", "next step"}},
+		{"mcp.json unreadable", telemetry.Report{Mode: "rotating", Verdict: "usable", MCP: telemetry.MCPReport{Error: "mcp.json is not readable"}},
+			[]string{"mcp: mcp.json is unreadable (mcp.json is not readable): the MCP server logins' state is not known\n"},
+			[]string{"mcp server", "next step"}},
+		{"mcp, no servers", telemetry.Report{Mode: "rotating", Verdict: "usable", MCP: telemetry.MCPReport{RefreshesTotal: 9, Servers: []telemetry.MCPServer{}}},
+			nil, []string{"mcp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
 			printStatus(&b, tc.r, now)
+			// Without MCP servers (and MCP on), the output is what it was
+			// before the MCP section: byte for byte.
+			if m := tc.r.MCP; !m.Off && m.Error == "" && len(m.Servers) == 0 && strings.Contains(b.String(), "mcp") {
+				t.Errorf("printStatus: an MCP line without MCP servers:\n%s", b.String())
+			}
 			// Compared with the label's padding squeezed to one space.
 			squeeze := func(s string) string { return regexp.MustCompile(`: +`).ReplaceAllString(s, ": ") }
 			out := squeeze(b.String())
@@ -295,4 +324,100 @@ func sandboxHome(t *testing.T) string {
 	t.Setenv("CLAUDE_AUTH_JOURNAL_SOCKET", "off")
 	t.Setenv("VAULT_ADDR", "")
 	return dir
+}
+
+// TestStatusMCPCommand runs `status` and `status --json` on a home whose
+// state dir holds mcp.json: the servers show (the JSON as documented), a
+// server that needs a login adds a next step but leaves the exit status the
+// Claude login's, an unreadable mcp.json is said and breaks nothing, and
+// CLAUDE_AUTH_MCP=off says MCP refreshing is off.
+func TestStatusMCPCommand(t *testing.T) {
+	schema := readSchema(t)
+	dir := sandboxHome(t)
+	creds, state := filepath.Join(dir, "credentials.json"), filepath.Join(dir, "state")
+	body := `{"claudeAiOauth":{"accessToken":"sk-ant-oat01-MCP-A","refreshToken":"sk-ant-ort01-MCP-R","expiresAt":4102444800000},
+"mcpOAuth":{"linear|abc":{"serverName":"linear","serverUrl":"https://mcp.linear.example/sse","accessToken":"lin-SECRET","refreshToken":"lin-R-SECRET","expiresAt":4102444800000}}}`
+	if err := os.WriteFile(creds, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--credentials", creds, "--state-dir", state, "--store", "file", "--claude", filepath.Join(dir, "no-claude")}
+	run := func(extra ...string) (string, int) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := Main(append(extra, args...), &out, &errb)
+		if errb.Len() > 0 {
+			t.Errorf("%v: stderr %q", extra, errb.String())
+		}
+		for _, secret := range []string{"SECRET", "mcp.linear.example", "sk-ant-"} {
+			if strings.Contains(out.String(), secret) {
+				t.Errorf("%v printed %q:\n%s", extra, secret, out.String())
+			}
+		}
+		// The label's padding squeezed to one space.
+		return regexp.MustCompile(`: +`).ReplaceAllString(out.String(), ": "), code
+	}
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(state, "mcp.json"), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(`{"refreshes_total":4,"failures_total":1,"servers":[
+  {"name":"linear","id":"9f8e7d","state":"needs-login","reason":"the server refused the refresh token: log in again with /mcp in Claude Code","expires_at":"2099-12-31T00:00:00Z","last_refresh":"2026-01-01T00:00:00Z"}]}`)
+	text, code := run("status")
+	if code != 0 {
+		t.Errorf("status: exit %d; want 0 (MCP never makes the login unusable)\n%s", code, text)
+	}
+	for _, want := range []string{"next step: MCP server \"linear\": log in again with /mcp in Claude Code\n",
+		"mcp: 1 server; 4 refreshes, 1 failed", "mcp server: \"linear\" needs-login (the server refused", "; token expires 2099-", "; last refresh 2026-"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status: no %q in\n%s", want, text)
+		}
+	}
+	if v := strings.SplitN(text, "\n", 2)[0]; strings.Contains(v, "MCP") || !strings.HasPrefix(v, "verdict: usable") {
+		t.Errorf("the verdict line is %q; want the Claude login's alone", v)
+	}
+	var jsb, errb bytes.Buffer
+	code = Main(append([]string{"status", "--json"}, args...), &jsb, &errb)
+	js := jsb.String()
+	if code != 0 {
+		t.Errorf("status --json: exit %d; want 0", code)
+	}
+	checkAgainstSchema(t, schema, []byte(js))
+	var got struct {
+		NextStep string              `json:"next_step"`
+		MCP      telemetry.MCPReport `json:"mcp"`
+	}
+	if err := json.Unmarshal([]byte(js), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.MCP.Servers) != 1 || got.MCP.Servers[0].Name != "linear" || got.MCP.Servers[0].State != "needs-login" ||
+		got.MCP.RefreshesTotal != 4 || got.MCP.FailuresTotal != 1 || !strings.HasPrefix(got.MCP.NextStep, `MCP server "linear"`) ||
+		strings.Contains(got.NextStep, "MCP") {
+		t.Errorf("status --json: next_step %q, mcp %+v", got.NextStep, got.MCP)
+	}
+
+	write("{not json")
+	text, code = run("status")
+	if code != 0 || !strings.Contains(text, "mcp: mcp.json is unreadable (") {
+		t.Errorf("unreadable mcp.json: exit %d\n%s", code, text)
+	}
+	jsb.Reset()
+	code = Main(append([]string{"status", "--json"}, args...), &jsb, &errb)
+	js = jsb.String()
+	if code != 0 || !strings.Contains(js, `"error": "mcp.json is not readable"`) {
+		t.Errorf("unreadable mcp.json: exit %d\n%s", code, js)
+	}
+	checkAgainstSchema(t, schema, []byte(js))
+
+	t.Setenv("CLAUDE_AUTH_MCP", "off")
+	write(`{"servers":[{"name":"linear","id":"9f8e7d","state":"needs-login"}]}`)
+	text, code = run("status")
+	if code != 0 || !strings.Contains(text, "mcp: off (CLAUDE_AUTH_MCP=off)") || strings.Contains(text, "mcp server") || strings.Contains(text, "MCP server \"") {
+		t.Errorf("CLAUDE_AUTH_MCP=off: exit %d\n%s", code, text)
+	}
 }

@@ -28,7 +28,7 @@ for i in $(seq "$n"); do
 	useradd -M -U -d /nonexistent -s /usr/sbin/nologin "$u"
 	users+=("$u")
 	install -d -o "$u" -g "$u" -m 0700 "$work/metrics/$u"
-	# What an agent with a login, a backup and a known lag writes.
+	# What an agent with a login, a backup, a known lag and MCP logins writes.
 	cat >"$work/metrics/$u/claude_auth_sync.prom" <<PROM
 # HELP claude_auth_sync_last_success_timestamp_seconds Unix time of the last OK or RECOVERED event for this user.
 # TYPE claude_auth_sync_last_success_timestamp_seconds gauge
@@ -48,6 +48,18 @@ claude_auth_sync_last_backup_lag_seconds{user="$u"} 0.042
 # HELP claude_auth_sync_failures_total FAIL events (unusable login, foreign Vault token, 403, failed restore).
 # TYPE claude_auth_sync_failures_total counter
 claude_auth_sync_failures_total{user="$u"} 0
+# HELP claude_auth_sync_mcp_refreshes_total Refreshes of the user's MCP server logins by claude-auth-sync, over every server.
+# TYPE claude_auth_sync_mcp_refreshes_total counter
+claude_auth_sync_mcp_refreshes_total{user="$u"} 14
+# HELP claude_auth_sync_mcp_refresh_failures_total Failed refreshes of the user's MCP server logins (refused, unreachable, not written).
+# TYPE claude_auth_sync_mcp_refresh_failures_total counter
+claude_auth_sync_mcp_refresh_failures_total{user="$u"} 1
+# HELP claude_auth_sync_mcp_servers The user's MCP server logins in each state (needs-login: log in again with /mcp in Claude Code).
+# TYPE claude_auth_sync_mcp_servers gauge
+claude_auth_sync_mcp_servers{user="$u",state="ok"} 2
+claude_auth_sync_mcp_servers{user="$u",state="retrying"} 0
+claude_auth_sync_mcp_servers{user="$u",state="needs-login"} 1
+claude_auth_sync_mcp_servers{user="$u",state="skipped"} 0
 PROM
 	chown "$u:$u" "$work/metrics/$u/claude_auth_sync.prom"
 done

@@ -21,6 +21,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/engine"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/passrequest"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/refresh"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -636,6 +637,45 @@ func TestMetricsAreWrittenFromMemoryNotReadBack(t *testing.T) {
 	// The count survives a restart through the state dir.
 	if c := r.metrics(); c.m.FailuresTotal != 1 {
 		t.Errorf("a new metrics writer starts at %d failures; want 1", c.m.FailuresTotal)
+	}
+}
+
+// The MCP series are mcp.json as it is at each write: all zero without one,
+// and what it says once it changed, at the next write (nothing tells the
+// writer of the change).
+func TestMetricsReadMCPStateAtEachWrite(t *testing.T) {
+	r := newRig(t)
+	r.e.Cfg.MetricsDir = t.TempDir()
+	prom := telemetry.MetricsFile(r.e.Cfg.MetricsDir, "alice")
+	if err := os.Mkdir(filepath.Dir(prom), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mw := r.metrics()
+	mw.flush()
+	data, _ := os.ReadFile(prom)
+	for _, want := range []string{`claude_auth_sync_mcp_refreshes_total{user="alice"} 0` + "\n",
+		`claude_auth_sync_mcp_servers{user="alice",state="needs-login"} 0` + "\n"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("without mcp.json, the metrics file lacks %q:\n%s", want, data)
+		}
+	}
+	st := `{"refreshes_total":5,"failures_total":1,"servers":[{"name":"linear","id":"ab12","state":"needs-login"}]}`
+	if err := os.WriteFile(filepath.Join(r.e.Cfg.StateDir, mcp.StateFile), []byte(st), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mw.event(eventlog.WARN) // any status line writes the file again
+	mw.flush()
+	data, _ = os.ReadFile(prom)
+	for _, want := range []string{`claude_auth_sync_mcp_refreshes_total{user="alice"} 5` + "\n",
+		`claude_auth_sync_mcp_refresh_failures_total{user="alice"} 1` + "\n",
+		`claude_auth_sync_mcp_servers{user="alice",state="needs-login"} 1` + "\n",
+		`claude_auth_sync_mcp_servers{user="alice",state="ok"} 0` + "\n"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("after mcp.json changed, the metrics file lacks %q:\n%s", want, data)
+		}
+	}
+	if strings.Contains(string(data), "linear") || strings.Contains(string(data), "ab12") {
+		t.Errorf("a server's name or id reached the metrics file:\n%s", data)
 	}
 }
 

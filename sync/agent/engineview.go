@@ -31,7 +31,10 @@ func (v engineView) LoadCounters() telemetry.Counters          { return v.Teleme
 func (v engineView) CountEvent(st eventlog.Status) telemetry.Counters {
 	return v.Telemetry.CountEvent(st)
 }
-func (v engineView) LoadRecord() *telemetry.Record      { return v.Telemetry.LoadRecord() }
+func (v engineView) LoadRecord() *telemetry.Record { return v.Telemetry.LoadRecord() }
+func (v engineView) LoadMCPMetrics() telemetry.MCPMetrics {
+	return telemetry.LoadMCPMetrics(v.Cfg.StateDir)
+}
 func (v engineView) PublishMetrics(m telemetry.Metrics) { v.Telemetry.PublishMetrics(m) }
 func (v engineView) PublishHealth(ctx context.Context, h fleet.Health) {
 	v.Telemetry.PublishHealth(ctx, h)

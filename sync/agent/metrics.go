@@ -22,7 +22,9 @@ const healthEvery = 5 * time.Second
 // (for `fleet`). Its values live in memory, fed by the other components (a
 // login seen, a backup written, a status event, counted in the state dir's
 // metrics.json), and both are written after each change, from them alone:
-// the .prom is never read back, and no file is re-read to write it.
+// the .prom is never read back, and no file is re-read to write it but
+// mcp.json (the MCP logins' counters and states, which the MCP refresher and
+// exec keep there), read anew at each write of the .prom.
 //
 // Components tell it through its methods (safe from any goroutine, never
 // waiting on a write); Run writes.
@@ -59,6 +61,7 @@ type metricsEngine interface {
 	LoadCounters() telemetry.Counters
 	CountEvent(st eventlog.Status) telemetry.Counters
 	LoadRecord() *telemetry.Record
+	LoadMCPMetrics() telemetry.MCPMetrics
 	PublishMetrics(m telemetry.Metrics)
 	PublishHealth(ctx context.Context, h fleet.Health)
 }
@@ -164,10 +167,15 @@ func (mw *metricsWriter) flush() {
 	}
 }
 
+// writeProm writes the .prom: what the writer holds, and mcp.json as it is
+// now. (A change of mcp.json tells nobody: its series are as fresh as the
+// last write, which follows every status line, login change, backup and
+// token verdict.)
 func (mw *metricsWriter) writeProm() {
 	mw.mu.Lock()
 	m := mw.m
 	mw.mu.Unlock()
+	m.MCP = mw.Engine.LoadMCPMetrics()
 	mw.Engine.PublishMetrics(m)
 }
 

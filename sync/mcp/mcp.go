@@ -365,21 +365,21 @@ func (m *Manager) Servers() []ServerState {
 		s := m.servers[key]
 		switch {
 		case slices.Contains(m.cfg.Skip, e.ServerName()):
-			st.State, st.Reason = "skipped", "named in CLAUDE_AUTH_MCP_SKIP"
+			st.State, st.Reason = StateSkipped, "named in CLAUDE_AUTH_MCP_SKIP"
 		case e.RefreshToken() == "":
-			st.State, st.Reason = "skipped", "no refresh token"
+			st.State, st.Reason = StateSkipped, "no refresh token"
 		case e.ExpiresAt().IsZero():
-			st.State, st.Reason = "skipped", "no expiry"
+			st.State, st.Reason = StateSkipped, "no expiry"
 		case s != nil && s.deadFP != "" && s.deadFP == e.RefreshToken().Fingerprint():
-			st.State, st.Reason = "needs-login", s.lastError
+			st.State, st.Reason = StateNeedsLogin, s.lastError
 		case s != nil && s.short:
-			st.State, st.Reason = "skipped", fmt.Sprintf("tokens live %s, less than twice the lead", s.life.Round(time.Second))
+			st.State, st.Reason = StateSkipped, fmt.Sprintf("tokens live %s, less than twice the lead", s.life.Round(time.Second))
 		default:
-			st.State = "ok"
+			st.State = StateOK
 			next := e.ExpiresAt().Add(-m.cfg.Lead)
 			if s != nil && s.retryAt.After(next) {
 				next = s.retryAt
-				st.State, st.Reason = "retrying", s.lastError
+				st.State, st.Reason = StateRetrying, s.lastError
 			}
 			st.NextRefresh = &next
 		}

@@ -31,11 +31,22 @@ type State struct {
 	Servers        []ServerState `json:"servers"`
 }
 
+// The states of a server (ServerState.State).
+const (
+	StateOK         = "ok"
+	StateRetrying   = "retrying"    // the last refresh failed; tried again with backoff
+	StateNeedsLogin = "needs-login" // the server refused the refresh token: /mcp in Claude Code
+	StateSkipped    = "skipped"     // left to Claude (CLAUDE_AUTH_MCP_SKIP, no refresh token, ...)
+)
+
+// States are every state, in the order status and the metrics list them.
+var States = [...]string{StateOK, StateRetrying, StateNeedsLogin, StateSkipped}
+
 // ServerState is one server's line.
 type ServerState struct {
 	Name string `json:"name"`
 	ID   string `json:"id"` // a short hash of the entry key (two entries may share a name)
-	// State: ok, retrying, needs-login, skipped.
+	// State: one of States.
 	State       string     `json:"state"`
 	Reason      string     `json:"reason,omitempty"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`

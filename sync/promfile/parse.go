@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -18,6 +19,32 @@ import (
 // Family is one metric the agent writes.
 type Family struct {
 	Name, Type, Help string
+	// Label, when set, is the one label besides user its samples carry, and
+	// LabelValues the only values it takes: one sample for each (a fixed
+	// set, never anything a user names).
+	Label       string
+	LabelValues []string
+}
+
+// Key is how a values map names the family's sample whose Label is v: its
+// name alone for a family without a label, else name{label="v"}.
+func (f Family) Key(v string) string {
+	if f.Label == "" {
+		return f.Name
+	}
+	return f.Name + "{" + f.Label + `="` + v + `"}`
+}
+
+// Keys are the keys of every sample the family may have.
+func (f Family) Keys() []string {
+	if f.Label == "" {
+		return []string{f.Name}
+	}
+	keys := make([]string, len(f.LabelValues))
+	for i, v := range f.LabelValues {
+		keys[i] = f.Key(v)
+	}
+	return keys
 }
 
 // The agent's metrics (one sample each, per user).
@@ -28,7 +55,21 @@ const (
 	LastBackup  = "claude_auth_sync_last_backup_timestamp_seconds"
 	BackupLag   = "claude_auth_sync_last_backup_lag_seconds"
 	Failures    = "claude_auth_sync_failures_total"
+	// The user's MCP server logins (mcp.json): refreshes and failed ones
+	// over every server, and how many servers are in each state.
+	MCPRefreshes = "claude_auth_sync_mcp_refreshes_total"
+	MCPFailures  = "claude_auth_sync_mcp_refresh_failures_total"
+	MCPServers   = "claude_auth_sync_mcp_servers"
 )
+
+// MCPStates are the values of MCPServers' state label (sync/mcp.States).
+var MCPStates = []string{"ok", "retrying", "needs-login", "skipped"}
+
+// MCPServersKey is the values key of MCPServers' sample for state.
+func MCPServersKey(state string) string {
+	f, _ := agentFamily(MCPServers)
+	return f.Key(state)
+}
 
 // The publisher's own, per user.
 const (
@@ -38,18 +79,21 @@ const (
 
 // AgentFamilies are what an agent's file may hold, in the order written.
 var AgentFamilies = []Family{
-	{LastSuccess, "gauge", "Unix time of the last OK or RECOVERED event for this user."},
-	{Expiry, "gauge", "Unix time the access token in the credentials file expires."},
-	{Deadline, "gauge", "Unix time the login itself ends (refresh token expiry); an interactive login is needed after it."},
-	{LastBackup, "gauge", "Unix time of this host's last backup of the login."},
-	{BackupLag, "gauge", "Seconds between the credentials file changing and its backup reaching the store (last backup)."},
-	{Failures, "counter", "FAIL events (unusable login, foreign Vault token, 403, failed restore)."},
+	{LastSuccess, "gauge", "Unix time of the last OK or RECOVERED event for this user.", "", nil},
+	{Expiry, "gauge", "Unix time the access token in the credentials file expires.", "", nil},
+	{Deadline, "gauge", "Unix time the login itself ends (refresh token expiry); an interactive login is needed after it.", "", nil},
+	{LastBackup, "gauge", "Unix time of this host's last backup of the login.", "", nil},
+	{BackupLag, "gauge", "Seconds between the credentials file changing and its backup reaching the store (last backup).", "", nil},
+	{Failures, "counter", "FAIL events (unusable login, foreign Vault token, 403, failed restore).", "", nil},
+	{MCPRefreshes, "counter", "Refreshes of the user's MCP server logins by claude-auth-sync, over every server.", "", nil},
+	{MCPFailures, "counter", "Failed refreshes of the user's MCP server logins (refused, unreachable, not written).", "", nil},
+	{MCPServers, "gauge", "The user's MCP server logins in each state (needs-login: log in again with /mcp in Claude Code).", "state", MCPStates},
 }
 
 // publisherFamilies are what the publisher adds for every user it knows.
 var publisherFamilies = []Family{
-	{Updated, "gauge", "Unix time the user's agent last wrote its metrics file (its mtime)."},
-	{PublishError, "gauge", "1 when the user's metrics file was refused (see the journal's WARN line), else 0."},
+	{Updated, "gauge", "Unix time the user's agent last wrote its metrics file (its mtime).", "", nil},
+	{PublishError, "gauge", "1 when the user's metrics file was refused (see the journal's WARN line), else 0.", "", nil},
 }
 
 func agentFamily(name string) (Family, bool) {
@@ -61,7 +105,7 @@ func agentFamily(name string) (Family, bool) {
 	return Family{}, false
 }
 
-// MaxFileSize caps a user's file: the agent writes well under 2 KiB.
+// MaxFileSize caps a user's file: the agent writes under 3 KiB.
 const MaxFileSize = 16 << 10
 
 // Parse reads an agent's file strictly: only the agent's families, each of
@@ -106,7 +150,7 @@ func Parse(data []byte) (map[string]float64, error) {
 			seen[f.Name] = true
 			continue
 		}
-		name, v, err := parseSample(s)
+		name, labels, v, err := parseSample(s)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
@@ -114,49 +158,126 @@ func Parse(data []byte) (map[string]float64, error) {
 		if !ok {
 			return nil, fmt.Errorf("line %d: %q is not a claude-auth-sync metric", n, name)
 		}
-		if _, dup := values[name]; dup {
-			return nil, fmt.Errorf("line %d: a second sample of %s", n, name)
+		key := name
+		if f.Label != "" {
+			lv, err := labelValue(labels, f.Label)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %s: %w", n, name, err)
+			}
+			if !slices.Contains(f.LabelValues, lv) {
+				return nil, fmt.Errorf("line %d: %s: %s=%q is not one of %s", n, name, f.Label, lv, strings.Join(f.LabelValues, ", "))
+			}
+			key = f.Key(lv)
+		}
+		if _, dup := values[key]; dup {
+			return nil, fmt.Errorf("line %d: a second sample of %s", n, key)
 		}
 		if f.Type == "counter" && v < 0 {
 			return nil, fmt.Errorf("line %d: counter %s is negative", n, name)
 		}
-		values[name] = v
+		values[key] = v
 	}
 	return values, nil
 }
 
-// parseSample reads `name[{labels}] value`; the labels are skipped.
-func parseSample(s string) (string, float64, error) {
+// parseSample reads `name[{labels}] value`; labels is what the braces hold
+// ("" without), for the families that keep a label to read.
+func parseSample(s string) (string, string, float64, error) {
 	end := 0
 	for end < len(s) && isNameChar(s[end], end == 0) {
 		end++
 	}
 	if end == 0 {
-		return "", 0, errors.New("not a sample line")
+		return "", "", 0, errors.New("not a sample line")
 	}
 	name, rest := s[:end], s[end:]
+	labels := ""
 	if strings.HasPrefix(rest, "{") {
 		close, err := labelsEnd(rest)
 		if err != nil {
-			return "", 0, fmt.Errorf("%s: %w", name, err)
+			return "", "", 0, fmt.Errorf("%s: %w", name, err)
 		}
-		rest = rest[close+1:]
+		labels, rest = rest[1:close], rest[close+1:]
 	}
 	fields := strings.Fields(rest)
 	switch {
 	case len(fields) == 0:
-		return "", 0, fmt.Errorf("%s: no value", name)
+		return "", "", 0, fmt.Errorf("%s: no value", name)
 	case len(fields) > 1:
-		return "", 0, fmt.Errorf("%s: a timestamp or more after the value", name)
+		return "", "", 0, fmt.Errorf("%s: a timestamp or more after the value", name)
 	}
 	v, err := strconv.ParseFloat(fields[0], 64)
 	if err != nil {
-		return "", 0, fmt.Errorf("%s: value %q is not a number", name, fields[0])
+		return "", "", 0, fmt.Errorf("%s: value %q is not a number", name, fields[0])
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return "", 0, fmt.Errorf("%s: value %s is not finite", name, fields[0])
+		return "", "", 0, fmt.Errorf("%s: value %s is not finite", name, fields[0])
 	}
-	return name, v, nil
+	return name, labels, v, nil
+}
+
+// labelValue is the value of label want in a label set's inside (`a="x",b="y"`),
+// read strictly: each pair name="value", comma-separated, want exactly once.
+// The other labels (user) are read past, never kept.
+func labelValue(set, want string) (string, error) {
+	found, value := false, ""
+	rest := strings.TrimSpace(set)
+	for rest != "" {
+		eq := strings.IndexByte(rest, '=')
+		if eq <= 0 {
+			return "", errors.New("labels not name=\"value\" pairs")
+		}
+		name := strings.TrimSpace(rest[:eq])
+		for i := 0; i < len(name); i++ {
+			if !isNameChar(name[i], i == 0) || name[i] == ':' {
+				return "", fmt.Errorf("label name %q", name)
+			}
+		}
+		rest = strings.TrimLeft(rest[eq+1:], " ")
+		if !strings.HasPrefix(rest, `"`) {
+			return "", fmt.Errorf("label %s: value not quoted", name)
+		}
+		var b strings.Builder
+		i, closed := 1, false
+		for ; i < len(rest); i++ {
+			c := rest[i]
+			if c == '"' {
+				closed = true
+				break
+			}
+			if c == '\\' && i+1 < len(rest) {
+				i++
+				switch rest[i] {
+				case 'n':
+					c = '\n'
+				default:
+					c = rest[i]
+				}
+			}
+			b.WriteByte(c)
+		}
+		if !closed {
+			return "", fmt.Errorf("label %s: value not closed", name)
+		}
+		if name == want {
+			if found {
+				return "", fmt.Errorf("label %s twice", want)
+			}
+			found, value = true, b.String()
+		}
+		rest = strings.TrimLeft(rest[i+1:], " ")
+		if rest == "" {
+			break
+		}
+		if rest[0] != ',' {
+			return "", errors.New("labels not comma-separated")
+		}
+		rest = strings.TrimLeft(rest[1:], " ")
+	}
+	if !found {
+		return "", fmt.Errorf("no %s label", want)
+	}
+	return value, nil
 }
 
 // labelsEnd is the index of the '}' closing the label set s opens, quoted

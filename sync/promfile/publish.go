@@ -98,7 +98,7 @@ func lookupUID(name string) (int, error) {
 // UserResult is what one user's directory gave.
 type UserResult struct {
 	User   string
-	Values map[string]float64 // nil when refused or absent
+	Values map[string]float64 // by Family.Key; nil when refused or absent
 	MTime  time.Time          // of the file; zero when none was read
 	Err    error              // why the file was refused
 }
@@ -259,30 +259,40 @@ func (p *Publisher) readUser(base int, name string, dirUID uint32) UserResult {
 
 // Render is the published file: every family once, its samples together
 // (the collector refuses a family split in two), each labelled user="<the
-// owner>".
+// owner>" (and, in a family with a label, that label's value as parsed).
 func Render(users []UserResult) []byte {
 	var b strings.Builder
-	family := func(f Family, sample func(UserResult) (float64, bool)) {
+	family := func(f Family, sample func(u UserResult, key string) (float64, bool)) {
 		header := false
+		values := f.LabelValues
+		if f.Label == "" {
+			values = []string{""}
+		}
 		for _, u := range users {
-			v, ok := sample(u)
-			if !ok {
-				continue
+			for _, lv := range values {
+				v, ok := sample(u, f.Key(lv))
+				if !ok {
+					continue
+				}
+				if !header {
+					fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f.Name, f.Help, f.Name, f.Type)
+					header = true
+				}
+				extra := ""
+				if f.Label != "" {
+					extra = fmt.Sprintf(`,%s="%s"`, f.Label, escapeLabel(lv))
+				}
+				fmt.Fprintf(&b, "%s{user=\"%s\"%s} %s\n", f.Name, escapeLabel(u.User), extra, strconv.FormatFloat(v, 'g', -1, 64))
 			}
-			if !header {
-				fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f.Name, f.Help, f.Name, f.Type)
-				header = true
-			}
-			fmt.Fprintf(&b, "%s{user=\"%s\"} %s\n", f.Name, escapeLabel(u.User), strconv.FormatFloat(v, 'g', -1, 64))
 		}
 	}
 	for _, f := range AgentFamilies {
-		family(f, func(u UserResult) (float64, bool) { v, ok := u.Values[f.Name]; return v, ok })
+		family(f, func(u UserResult, key string) (float64, bool) { v, ok := u.Values[key]; return v, ok })
 	}
-	family(publisherFamilies[0], func(u UserResult) (float64, bool) {
+	family(publisherFamilies[0], func(u UserResult, _ string) (float64, bool) {
 		return float64(u.MTime.UnixMilli()) / 1000, !u.MTime.IsZero()
 	})
-	family(publisherFamilies[1], func(u UserResult) (float64, bool) {
+	family(publisherFamilies[1], func(u UserResult, _ string) (float64, bool) {
 		if u.Err != nil {
 			return 1, true
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/atomicfile"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
@@ -40,6 +42,35 @@ type Metrics struct {
 	LastBackupLag time.Duration
 	// FailuresTotal counts FAIL events; it survives restarts in the state dir.
 	FailuresTotal uint64
+	// MCP is the user's MCP server logins, from the state dir's mcp.json.
+	MCP MCPMetrics
+}
+
+// MCPMetrics is what the metrics say of the MCP logins: per user, never per
+// server or URL.
+type MCPMetrics struct {
+	// Known: mcp.json could be read (or there is none: all zero). An
+	// unreadable one leaves the MCP series out rather than write zeros.
+	Known bool
+	// RefreshesTotal and FailuresTotal are mcp.json's counters.
+	RefreshesTotal, FailuresTotal uint64
+	// Servers counts the servers in each state, in mcp.States' order.
+	Servers [len(mcp.States)]int
+}
+
+// LoadMCPMetrics reads mcp.json for the metrics; each render reads it anew.
+func LoadMCPMetrics(stateDir string) MCPMetrics {
+	st, err := mcp.Load(stateDir)
+	if err != nil {
+		return MCPMetrics{}
+	}
+	m := MCPMetrics{Known: true, RefreshesTotal: uint64(max(st.RefreshesTotal, 0)), FailuresTotal: uint64(max(st.FailuresTotal, 0))}
+	for _, s := range st.Servers {
+		if i := slices.Index(mcp.States[:], s.State); i >= 0 {
+			m.Servers[i]++
+		}
+	}
+	return m
 }
 
 // MetricsFile is the user's file under the metrics dir.
@@ -77,9 +108,33 @@ func WriteMetrics(dir string, m Metrics) error {
 		values[promfile.BackupLag] = m.LastBackupLag.Seconds()
 	}
 	values[promfile.Failures] = float64(m.FailuresTotal)
+	if m.MCP.Known {
+		values[promfile.MCPRefreshes] = float64(m.MCP.RefreshesTotal)
+		values[promfile.MCPFailures] = float64(m.MCP.FailuresTotal)
+		for i, state := range mcp.States {
+			values[promfile.MCPServersKey(state)] = float64(m.MCP.Servers[i])
+		}
+	}
 	for _, f := range promfile.AgentFamilies {
-		if v, ok := values[f.Name]; ok {
-			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %s\n", f.Name, f.Help, f.Name, f.Type, f.Name, label, formatFloat(v))
+		lvs := f.LabelValues
+		if f.Label == "" {
+			lvs = []string{""}
+		}
+		header := false
+		for _, lv := range lvs {
+			v, ok := values[f.Key(lv)]
+			if !ok {
+				continue
+			}
+			if !header {
+				fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f.Name, f.Help, f.Name, f.Type)
+				header = true
+			}
+			labels := label
+			if f.Label != "" {
+				labels = fmt.Sprintf(`{user="%s",%s="%s"}`, escapeLabel(m.User), f.Label, escapeLabel(lv))
+			}
+			fmt.Fprintf(&b, "%s%s %s\n", f.Name, labels, formatFloat(v))
 		}
 	}
 
@@ -207,7 +262,7 @@ func (t *Reporter) MetricsEvent(st eventlog.Status) {
 }
 
 // WriteMetricsNow writes the metrics file from the counters, the credentials
-// file and the records: what a one-shot command knows.
+// file, the records and mcp.json: what a one-shot command knows.
 func (t *Reporter) WriteMetricsNow() {
 	if t.Cfg == nil || t.Cfg.MetricsDir == "" {
 		return
@@ -227,6 +282,7 @@ func (t *Reporter) WriteMetricsNow() {
 		}
 		m.LastBackupLag = time.Duration(a.LastBackupLagMs * float64(time.Millisecond))
 	}
+	m.MCP = LoadMCPMetrics(t.Cfg.StateDir)
 	t.PublishMetrics(m)
 }
 

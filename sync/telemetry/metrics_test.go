@@ -2,10 +2,12 @@ package telemetry
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/sync/clock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/config"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/eventlog"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/promfile"
 )
 
@@ -29,8 +32,9 @@ func userDirs(t *testing.T, dir string, users ...string) {
 	}
 }
 
-// Every sample line of the text format: name{user="…"} value.
-var sampleLine = regexp.MustCompile(`^claude_auth_sync_[a-z_]+\{user="[^"\\]*"\} -?[0-9]+(\.[0-9]+)?$`)
+// Every sample line of the text format: name{user="…"} value, or
+// name{user="…",state="…"} value for the MCP servers by state.
+var sampleLine = regexp.MustCompile(`^claude_auth_sync_[a-z_]+\{user="[^"\\]*"(,state="[a-z-]+")?\} -?[0-9]+(\.[0-9]+)?$`)
 
 func checkExposition(t *testing.T, text string) map[string]string {
 	t.Helper()
@@ -48,11 +52,18 @@ func checkExposition(t *testing.T, text string) map[string]string {
 			t.Errorf("not a valid sample line: %q", l)
 			continue
 		}
-		name, _, _ := strings.Cut(l, "{")
+		name, labels, _ := strings.Cut(l, "{")
 		if !typed[name] {
 			t.Errorf("sample %s before its # TYPE", name)
 		}
-		samples[name] = l[strings.LastIndex(l, " ")+1:]
+		key := name
+		if _, state, ok := strings.Cut(labels, `,state="`); ok {
+			key = promfile.MCPServersKey(state[:strings.IndexByte(state, '"')])
+		}
+		if _, dup := samples[key]; dup {
+			t.Errorf("a second sample of %s", key)
+		}
+		samples[key] = l[strings.LastIndex(l, " ")+1:]
 	}
 	return samples
 }
@@ -76,7 +87,7 @@ func ReadMetrics(dir, user string) (Metrics, error) {
 		if !ok {
 			continue
 		}
-		_, val, ok := strings.Cut(rest, "} ")
+		labels, val, ok := strings.Cut(rest, "} ")
 		if !ok {
 			continue
 		}
@@ -100,6 +111,16 @@ func ReadMetrics(dir, user string) (Metrics, error) {
 			if v >= 0 {
 				m.FailuresTotal = uint64(v)
 			}
+		case promfile.MCPRefreshes:
+			m.MCP.Known, m.MCP.RefreshesTotal = true, uint64(v)
+		case promfile.MCPFailures:
+			m.MCP.Known, m.MCP.FailuresTotal = true, uint64(v)
+		case promfile.MCPServers:
+			for i, st := range mcp.States {
+				if strings.HasSuffix(labels, `,state="`+st+`"`) {
+					m.MCP.Known, m.MCP.Servers[i] = true, int(v)
+				}
+			}
 		}
 	}
 	return m, nil
@@ -116,6 +137,7 @@ func TestWriteMetrics(t *testing.T) {
 		LastBackup:       time.UnixMilli(1_759_999_000_000),
 		LastBackupLag:    42 * time.Millisecond,
 		FailuresTotal:    3,
+		MCP:              MCPMetrics{Known: true, RefreshesTotal: 14, FailuresTotal: 2, Servers: [4]int{3, 0, 1, 0}},
 	}
 	if err := WriteMetrics(dir, m); err != nil {
 		t.Fatalf("WriteMetrics: %v", err)
@@ -140,11 +162,31 @@ func TestWriteMetrics(t *testing.T) {
 		"claude_auth_sync_last_backup_timestamp_seconds":       "1759999000",
 		"claude_auth_sync_last_backup_lag_seconds":             "0.042",
 		"claude_auth_sync_failures_total":                      "3",
+		"claude_auth_sync_mcp_refreshes_total":                 "14",
+		"claude_auth_sync_mcp_refresh_failures_total":          "2",
+		`claude_auth_sync_mcp_servers{state="ok"}`:             "3",
+		`claude_auth_sync_mcp_servers{state="retrying"}`:       "0",
+		`claude_auth_sync_mcp_servers{state="needs-login"}`:    "1",
+		`claude_auth_sync_mcp_servers{state="skipped"}`:        "0",
 	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %q; want %q\n%s", k, got[k], v, data)
 		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d series; want %d:\n%s", len(got), len(want), data)
+	}
+	for _, f := range []string{"# TYPE claude_auth_sync_mcp_servers gauge\n", "# TYPE claude_auth_sync_mcp_refreshes_total counter\n",
+		"# TYPE claude_auth_sync_mcp_refresh_failures_total counter\n",
+		"claude_auth_sync_mcp_servers{user=\"alice\",state=\"needs-login\"} 1\n"} {
+		if strings.Count(string(data), f) != 1 {
+			t.Errorf("not once: %q\n%s", f, data)
+		}
+	}
+	// The publisher takes the file as it is, every series.
+	if pv, err := promfile.Parse(data); err != nil || len(pv) != len(want) {
+		t.Errorf("promfile.Parse of the agent's file = %v, %v; want %d series", pv, err, len(want))
 	}
 	if !strings.Contains(string(data), "# TYPE claude_auth_sync_failures_total counter") {
 		t.Errorf("failures_total is not typed as a counter:\n%s", data)
@@ -310,5 +352,81 @@ func TestWriteMetricsNeedsOwnDir(t *testing.T) {
 	}
 	if err := WriteMetrics(dir, Metrics{User: "carol", LastBackupLag: -1}); !errors.Is(err, ErrMetricsRefused) {
 		t.Errorf("another uid's user dir: %v; want ErrMetricsRefused", err)
+	}
+}
+
+// The MCP series come from mcp.json: its counters and how many servers are
+// in each state (all four always, 0 when none), per user only: no server
+// name, id or URL reaches the file. No mcp.json is all zeros; an unreadable
+// one leaves the MCP series out (unknown, not zero).
+func TestMetricsMCP(t *testing.T) {
+	if !slices.Equal(mcp.States[:], promfile.MCPStates) {
+		t.Fatalf("mcp.States %v and promfile.MCPStates %v differ", mcp.States, promfile.MCPStates)
+	}
+	home := t.TempDir()
+	state, dir := filepath.Join(home, "state"), filepath.Join(home, "metrics")
+	userDirs(t, dir, "alice")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e := &Reporter{Cfg: &config.Config{User: "alice", StateDir: state, MetricsDir: dir, CredentialsFile: filepath.Join(home, "none")}, Clock: clock.Real}
+	read := func() map[string]string {
+		t.Helper()
+		e.WriteMetricsNow()
+		data, err := os.ReadFile(MetricsFile(dir, "alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := promfile.Parse(data); err != nil {
+			t.Errorf("the publisher refuses the file: %v\n%s", err, data)
+		}
+		for _, secret := range []string{"linear-secret-name", "mcp.example", "0a1b2c3d"} {
+			if strings.Contains(string(data), secret) {
+				t.Errorf("%q reached the metrics file:\n%s", secret, data)
+			}
+		}
+		return checkExposition(t, string(data))
+	}
+	mcpSeries := func(got map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range got {
+			if strings.HasPrefix(k, "claude_auth_sync_mcp_") {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	zero := map[string]string{promfile.MCPRefreshes: "0", promfile.MCPFailures: "0",
+		promfile.MCPServersKey("ok"): "0", promfile.MCPServersKey("retrying"): "0",
+		promfile.MCPServersKey("needs-login"): "0", promfile.MCPServersKey("skipped"): "0"}
+	if got := mcpSeries(read()); !maps.Equal(got, zero) {
+		t.Errorf("no mcp.json: %v; want %v", got, zero)
+	}
+
+	body := `{"refreshes_total": 14, "failures_total": 2, "servers": [
+  {"name": "linear-secret-name", "id": "0a1b2c3d", "state": "ok"},
+  {"name": "b", "id": "2", "state": "ok"},
+  {"name": "c", "id": "3", "state": "needs-login", "reason": "https://mcp.example/ refused"},
+  {"name": "d", "id": "4", "state": "skipped"},
+  {"name": "e", "id": "5", "state": "a state from a later version"}]}`
+	if err := os.WriteFile(filepath.Join(state, mcp.StateFile), []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{promfile.MCPRefreshes: "14", promfile.MCPFailures: "2",
+		promfile.MCPServersKey("ok"): "2", promfile.MCPServersKey("retrying"): "0",
+		promfile.MCPServersKey("needs-login"): "1", promfile.MCPServersKey("skipped"): "1"}
+	if got := mcpSeries(read()); !maps.Equal(got, want) {
+		t.Errorf("mcp.json with servers: %v; want %v", got, want)
+	}
+
+	if err := os.WriteFile(filepath.Join(state, mcp.StateFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := read()
+	if m := mcpSeries(got); len(m) != 0 {
+		t.Errorf("unreadable mcp.json: %v; want no MCP series", m)
+	}
+	if got[promfile.Failures] != "0" {
+		t.Errorf("unreadable mcp.json took the other series with it: %v", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/check"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/credentials"
+	"github.com/claude-auth-sync/claude-auth-sync/sync/mcp"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/printable"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/session"
 	"github.com/claude-auth-sync/claude-auth-sync/sync/store"
@@ -56,6 +57,9 @@ type Report struct {
 	VaultPolicy string      `json:"vault_policy,omitempty"`
 	Claude      ClaudeCLI   `json:"claude"`
 	Agent       AgentReport `json:"agent"`
+	// MCP is the user's MCP server logins, as mcp.json holds them. It never
+	// makes the verdict or the exit code: those are the Claude login's.
+	MCP MCPReport `json:"mcp"`
 	// OutOfRange: report times (by JSON key) that lie outside years 0-9999,
 	// which RFC 3339 cannot write. Each holds the nearest end of that range;
 	// the value says what the source held.
@@ -92,6 +96,33 @@ type AgentReport struct {
 	Running bool `json:"running"`
 	PID     int  `json:"pid,omitempty"`
 	*AgentState
+}
+
+// MCPReport is what the agent (and exec) last wrote of the user's MCP server
+// logins in the state dir's mcp.json: never a token or a URL.
+type MCPReport struct {
+	// Off: CLAUDE_AUTH_MCP=off; Claude refreshes its MCP logins itself, and
+	// the servers mcp.json may still list are not shown.
+	Off bool `json:"off,omitempty"`
+	// Error: mcp.json could not be read (the counts are then 0, the list empty).
+	Error          string      `json:"error,omitempty"`
+	RefreshesTotal int         `json:"refreshes_total"`
+	FailuresTotal  int         `json:"failures_total"`
+	Servers        []MCPServer `json:"servers"`
+	// NextStep names the servers that need a new login (state needs-login).
+	NextStep string `json:"next_step,omitempty"`
+}
+
+// MCPServer is one server's line of mcp.json. Name is the user's (Claude's
+// config), printable.
+type MCPServer struct {
+	Name        string     `json:"name"`
+	ID          string     `json:"id"`
+	State       string     `json:"state"` // ok, retrying, needs-login, skipped
+	Reason      string     `json:"reason,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	LastRefresh *time.Time `json:"last_refresh,omitempty"`
+	NextRefresh *time.Time `json:"next_refresh,omitempty"`
 }
 
 // SetupTokenLifetime is how long `claude setup-token` tokens live when the
@@ -161,6 +192,7 @@ func (t *Reporter) Status(ctx context.Context) Report {
 		r.Claude.Version = claudeVersion(ctx, found.Path, t.Cfg.ChildEnviron())
 	}
 	r.agent(t.Cfg.StateDir, t.Cfg.User, t.Cfg.HostID)
+	r.MCP = mcpReport(t.Cfg.StateDir, t.Cfg.MCPOff)
 	var why, step string
 	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, t.now())
 	if r.Usable {
@@ -312,6 +344,45 @@ func (r *Report) agent(stateDir, userName, hostID string) {
 		}
 		r.Agent.AgentState = &st
 	}
+}
+
+// mcpReport reads mcp.json for status. An unreadable one is said, never
+// fatal; with MCP off its servers (no longer looked after) are left out.
+func mcpReport(stateDir string, off bool) MCPReport {
+	r := MCPReport{Off: off, Servers: []MCPServer{}}
+	st, err := mcp.Load(stateDir)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.RefreshesTotal, r.FailuresTotal = st.RefreshesTotal, st.FailuresTotal
+	if off {
+		return r
+	}
+	at := func(t *time.Time) *time.Time {
+		if t == nil {
+			return nil
+		}
+		c, _ := ClampTime(*t)
+		return &c
+	}
+	var relogin []string
+	for _, s := range st.Servers {
+		name := printable.Short(s.Name, 64)
+		r.Servers = append(r.Servers, MCPServer{Name: name, ID: printable.Short(s.ID, 16), State: s.State, Reason: s.Reason,
+			ExpiresAt: at(s.ExpiresAt), LastRefresh: at(s.LastRefresh), NextRefresh: at(s.NextRefresh)})
+		if s.State == mcp.StateNeedsLogin {
+			relogin = append(relogin, strconv.Quote(name))
+		}
+	}
+	switch len(relogin) {
+	case 0:
+	case 1:
+		r.NextStep = "MCP server " + relogin[0] + ": log in again with /mcp in Claude Code"
+	default:
+		r.NextStep = "MCP servers " + strings.Join(relogin, ", ") + ": log in again to each with /mcp in Claude Code"
+	}
+	return r
 }
 
 // Exit codes of `status`, like `systemctl is-active`: whether the login is

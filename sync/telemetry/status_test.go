@@ -257,3 +257,82 @@ func TestStatusPrintableStrings(t *testing.T) {
 		t.Errorf("printableStrings left %+v %+v %+v %v", r, r.LastCheck, r.Agent.AgentState, r.OutOfRange)
 	}
 }
+
+// TestStatusMCP: the report's MCP section is mcp.json: each server with its
+// state, times and reason, its name made printable; a needs-login server
+// adds the MCP next step, never a verdict or an exit code (those are the
+// Claude login's); an unreadable mcp.json is said, not fatal; with MCP off
+// no server is listed.
+func TestStatusMCP(t *testing.T) {
+	exp, last, next := testNow.Add(50*time.Minute), testNow.Add(-7*time.Hour), testNow.Add(35*time.Minute)
+	ts := func(t time.Time) string { return `"` + t.Format(time.RFC3339) + `"` }
+	full := `{"updated":` + ts(testNow) + `,"refreshes_total":14,"failures_total":2,"servers":[
+  {"name":"linear","id":"a1b2c3","state":"ok","expires_at":` + ts(exp) + `,"last_refresh":` + ts(last) + `,"next_refresh":` + ts(next) + `},
+  {"name":"git\u001b]0;owned\u0007hub","id":"d4e5f6","state":"needs-login","reason":"the server refused the refresh token: log in again with /mcp in Claude Code","expires_at":` + ts(testNow.Add(-2*time.Hour)) + `},
+  {"name":"jira","id":"778899","state":"retrying","reason":"token endpoint unreachable","next_refresh":` + ts(testNow.Add(time.Minute)) + `},
+  {"name":"notion","id":"aabbcc","state":"skipped","reason":"named in CLAUDE_AUTH_MCP_SKIP"}]}`
+	for _, tc := range []struct {
+		name     string
+		mcpJSON  string // "" = none
+		off      bool
+		servers  int
+		errWant  string
+		nextStep string
+		counts   [2]int
+	}{
+		{name: "no mcp.json"},
+		{name: "no servers", mcpJSON: `{"refreshes_total":3,"failures_total":0,"servers":[]}`, counts: [2]int{3, 0}},
+		{name: "four servers", mcpJSON: full, servers: 4, counts: [2]int{14, 2},
+			nextStep: `MCP server "github": log in again with /mcp in Claude Code`},
+		{name: "two need a login", mcpJSON: `{"servers":[{"name":"a","id":"1","state":"needs-login"},{"name":"b","id":"2","state":"needs-login"}]}`,
+			servers: 2, nextStep: `MCP servers "a", "b": log in again to each with /mcp in Claude Code`},
+		{name: "unreadable", mcpJSON: "{not json", errWant: "mcp.json is not readable"},
+		{name: "off", mcpJSON: full, off: true, counts: [2]int{14, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.writeCreds(credsFile(oauthJSON(access1, refresh1, testNow.Add(8*time.Hour))))
+			h.cfg.MCPOff = tc.off
+			if tc.mcpJSON != "" {
+				if err := os.MkdirAll(h.cfg.StateDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(h.cfg.StateDir, "mcp.json"), []byte(tc.mcpJSON), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := h.rep.Status(context.Background())
+			m := r.MCP
+			if m.Off != tc.off || len(m.Servers) != tc.servers || m.Servers == nil || m.NextStep != tc.nextStep ||
+				!strings.Contains(m.Error, tc.errWant) || (tc.errWant == "") != (m.Error == "") ||
+				m.RefreshesTotal != tc.counts[0] || m.FailuresTotal != tc.counts[1] {
+				t.Errorf("MCP = %+v; want off %v, %d servers, counts %v, next step %q, error %q", m, tc.off, tc.servers, tc.counts, tc.nextStep, tc.errWant)
+			}
+			// The Claude login is usable, whatever its MCP servers are.
+			if r.ExitCode != StatusUsable || !r.Usable || !strings.HasPrefix(r.Verdict, "usable") || strings.Contains(r.Verdict+r.NextStep, "MCP") {
+				t.Errorf("verdict %q, next step %q, exit %d; MCP must not touch them", r.Verdict, r.NextStep, r.ExitCode)
+			}
+			if tc.servers == 4 {
+				s := m.Servers[0]
+				if s.Name != "linear" || s.ID != "a1b2c3" || s.State != "ok" || s.Reason != "" || s.ExpiresAt == nil || !s.ExpiresAt.Equal(exp) ||
+					s.LastRefresh == nil || !s.LastRefresh.Equal(last) || s.NextRefresh == nil || !s.NextRefresh.Equal(next) {
+					t.Errorf("Servers[0] = %+v", s)
+				}
+				if g := m.Servers[1]; g.Name != "github" || g.State != "needs-login" || !strings.Contains(g.Reason, "/mcp") || g.NextRefresh != nil {
+					t.Errorf("Servers[1] = %+v; want the printable name github, needs-login", g)
+				}
+			}
+			data, _ := json.Marshal(r)
+			if strings.Contains(string(data), "\\u001b") || strings.Contains(string(data), "sk-ant-") {
+				t.Errorf("an escape or a token in the report: %s", data)
+			}
+			var back map[string]any
+			if err := json.Unmarshal(data, &back); err != nil {
+				t.Fatal(err)
+			}
+			if servers, ok := back["mcp"].(map[string]any)["servers"].([]any); !ok || len(servers) != tc.servers {
+				t.Errorf("mcp.servers = %#v; want an array of %d", back["mcp"], tc.servers)
+			}
+		})
+	}
+}
