@@ -169,7 +169,9 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	g.Go(func() error { return metrics.Run(gctx) })
 	g.Go(func() error { return live.Run(gctx) })
 	if opt.MCP != nil {
-		mcps := mcp.New(*opt.MCP)
+		mc := *opt.MCP
+		mc.Changed = metrics.mcpChanged
+		mcps := mcp.New(mc)
 		g.Go(func() error { return mcps.Run(gctx, mcpCheck) })
 	}
 

@@ -167,10 +167,16 @@ func (mw *metricsWriter) flush() {
 	}
 }
 
+// mcpChanged: the MCP manager wrote mcp.json (a refresh, a failure, a
+// server's state): the .prom follows.
+func (mw *metricsWriter) mcpChanged() {
+	if mw.Prom {
+		mw.changed.poke()
+	}
+}
+
 // writeProm writes the .prom: what the writer holds, and mcp.json as it is
-// now. (A change of mcp.json tells nobody: its series are as fresh as the
-// last write, which follows every status line, login change, backup and
-// token verdict.)
+// now (the MCP manager says when it changed it: mcpChanged).
 func (mw *metricsWriter) writeProm() {
 	mw.mu.Lock()
 	m := mw.m

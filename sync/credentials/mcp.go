@@ -32,6 +32,9 @@ type MCPEntry struct {
 	problem   error
 }
 
+// maxExpiresAtMs is 9999-12-31T23:59:59.999Z.
+const maxExpiresAtMs = 253402300799999
+
 // ParseMCPEntry parses one mcpOAuth entry.
 func ParseMCPEntry(raw []byte) (*MCPEntry, error) {
 	obj, err := parseObject(raw)
@@ -54,7 +57,9 @@ func mcpFromObject(obj *object) *MCPEntry {
 	e.refresh, problems = stringField(obj, "refreshToken", problems)
 	e.secret = Secret(e.str("clientSecret"))
 	if raw, ok := obj.get("expiresAt"); ok {
-		if n, ok := number(raw); ok {
+		// Milliseconds within years 1970-9999 (a time JSON can carry);
+		// anything else counts as no expiry.
+		if n, ok := number(raw); ok && n > 0 && n <= maxExpiresAtMs {
 			e.expiresAt = n
 		}
 	}

@@ -50,6 +50,9 @@ type Config struct {
 	LockWait time.Duration
 	// Poll is the longest the agent sleeps between looks (default 1 min).
 	Poll time.Duration
+	// Changed, when set, is told each time mcp.json was written (the
+	// agent's metrics follow).
+	Changed func()
 	// Publish: this Manager is the agent's, whose view of each server
 	// mcp.json shows. Another (exec's) only adds its refreshes to the
 	// counts, and leaves alone the servers the agent found refused or

@@ -494,3 +494,25 @@ func TestRemovedEntryIsNotBroughtBack(t *testing.T) {
 		t.Errorf("mcp.json still lists %d servers", len(st.Servers))
 	}
 }
+
+// An expiry out of range (year > 9999) counts as none: skipped, and mcp.json
+// is still written (a time JSON cannot carry would fail every write).
+func TestExpiryOutOfRangeIsNoExpiry(t *testing.T) {
+	as := newAuthServer(t)
+	h := newHome(t)
+	now := time.Now()
+	e := entry("far", as.URL, "rt", time.Time{})
+	e["expiresAt"] = int64(1) << 60
+	h.write(t, map[string]any{"mcpOAuth": map[string]any{keyA: e}})
+	var lg logs
+	changed := 0
+	m, _ := h.manager(&lg, now, func(c *Config) { c.Changed = func() { changed++ } })
+	m.Pass(context.Background())
+	st, err := Load(h.state)
+	if err != nil || len(st.Servers) != 1 || st.Servers[0].State != "skipped" || st.Servers[0].ExpiresAt != nil {
+		t.Fatalf("mcp.json: %+v %v\n%s", st, err, lg.String())
+	}
+	if as.count() != 0 || changed != 1 {
+		t.Errorf("requests %d, Changed told %d times (want 0, 1)", as.count(), changed)
+	}
+}

@@ -70,13 +70,13 @@ func Load(stateDir string) (State, error) {
 	return st, nil
 }
 
-// update changes mcp.json under its flock.
-func update(stateDir string, fn func(*State)) error {
+// update changes mcp.json under its flock; wrote says whether it did.
+func update(stateDir string, fn func(*State)) (wrote bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	lk, err := lock.Wait(ctx, stateDir, stateLock)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer lk.Unlock()
 	st, _ := Load(stateDir)
@@ -84,18 +84,29 @@ func update(stateDir string, fn func(*State)) error {
 	fn(&st)
 	after, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
-		return err
+		return false, err
 	}
 	if compact, _ := json.Marshal(st); string(compact) == string(before) {
-		return nil
+		return false, nil
 	}
 	_, err = atomicfile.Write(filepath.Join(stateDir, StateFile), append(after, '\n'), 0o600)
-	return err
+	return err == nil, err
+}
+
+// updated runs update and tells Changed when it wrote.
+func (m *Manager) updated(fn func(*State)) {
+	wrote, err := update(m.cfg.StateDir, fn)
+	if err != nil {
+		m.cfg.Diag.Warn("cannot update mcp.json", "err", err)
+	}
+	if wrote && m.cfg.Changed != nil {
+		m.cfg.Changed()
+	}
 }
 
 // bump adds to the counters; a refresh of key at `at` is that server's last.
 func (m *Manager) bump(refreshes, failures int, key string, at time.Time) {
-	if err := update(m.cfg.StateDir, func(st *State) {
+	m.updated(func(st *State) {
 		st.RefreshesTotal += refreshes
 		st.FailuresTotal += failures
 		if key == "" {
@@ -107,16 +118,14 @@ func (m *Manager) bump(refreshes, failures int, key string, at time.Time) {
 				st.Servers[i].LastRefresh = &at
 			}
 		}
-	}); err != nil {
-		m.cfg.Diag.Warn("cannot update mcp.json", "err", err)
-	}
+	})
 }
 
 // save writes what the Manager knows of each server. A last refresh by
 // another of our processes (exec) that mcp.json holds is kept.
 func (m *Manager) save(now time.Time) {
 	servers := m.Servers()
-	if err := update(m.cfg.StateDir, func(st *State) {
+	m.updated(func(st *State) {
 		last := map[string]*time.Time{}
 		for _, s := range st.Servers {
 			last[s.ID] = s.LastRefresh
@@ -133,7 +142,5 @@ func (m *Manager) save(now time.Time) {
 		}
 		st.Servers = servers
 		st.Updated = &now
-	}); err != nil {
-		m.cfg.Diag.Warn("cannot update mcp.json", "err", err)
-	}
+	})
 }
