@@ -38,7 +38,7 @@ type authServer struct {
 	status   int // answer this instead, when set
 }
 
-func newAuthServer(t *testing.T) *authServer {
+func newAuthServer(t testing.TB) *authServer {
 	a := &authServer{lifetime: 3600, rotate: true, live: map[string]bool{}, spent: map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/oauth-authorization-server", func(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +99,7 @@ type home struct {
 	dir, file, state string
 }
 
-func newHome(t *testing.T) home {
+func newHome(t testing.TB) home {
 	d := t.TempDir()
 	h := home{dir: filepath.Join(d, ".claude"), state: filepath.Join(d, "state")}
 	h.file = filepath.Join(h.dir, ".credentials.json")
@@ -122,7 +122,7 @@ func entry(name, asURL, rt string, expires time.Time) map[string]any {
 	return e
 }
 
-func (h home) write(t *testing.T, top map[string]any) []byte {
+func (h home) write(t testing.TB, top map[string]any) []byte {
 	t.Helper()
 	b, err := json.MarshalIndent(top, "", "  ")
 	if err != nil {

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -26,6 +27,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakeanthropic"
+	"github.com/claude-auth-sync/claude-auth-sync/e2e/fakemcp"
 	"github.com/claude-auth-sync/claude-auth-sync/e2e/vaultserver"
 )
 
@@ -36,6 +38,8 @@ func main() {
 	idle := flag.Duration("idle", 60*time.Second, "quiet period for the idle measurement")
 	gap := flag.Duration("gap", 0, "pause after each measured rotation (0: back to back, the next one as soon as Vault holds the last)")
 	agentLog := flag.String("agent-log", "", "file for the agent's stdout and stderr (default: discarded)")
+	mcpServers := flag.Int("mcp-servers", 0, "MCP server logins (mcpOAuth entries, 1 h from expiry) in the credentials file")
+	idleOnly := flag.Bool("idle-only", false, "measure only the idle cost")
 	flag.Parse()
 	if *agentBin == "" || *claudeBin == "" {
 		log.Fatal("need --agent and --claude")
@@ -75,6 +79,9 @@ func main() {
 	os.MkdirAll(filepath.Dir(creds), 0o700)
 	l := fake.Issue()
 	write(l)
+	if *mcpServers > 0 {
+		seedMCP(creds, *mcpServers)
+	}
 
 	// The first check at once, before the measurements, not at a random
 	// moment within them.
@@ -117,91 +124,93 @@ func main() {
 	}
 	waitFor(l.RefreshToken, 30*time.Second)
 	time.Sleep(2 * time.Second) // let the start-up pass finish
+	if !*idleOnly {
 
-	// Lag, one rotation at a time, for each way a writer replaces the login:
-	// from the moment the new content is being put in place to the moment the
-	// new version is readable in Vault.
-	lag := func(mode string, put func(l fakeanthropic.Login) time.Time) {
-		lags := make([]time.Duration, 0, *rotations)
-		for i := 0; i < *rotations; i++ {
-			n, err := fake.Rotate(l.RefreshToken)
+		// Lag, one rotation at a time, for each way a writer replaces the login:
+		// from the moment the new content is being put in place to the moment the
+		// new version is readable in Vault.
+		lag := func(mode string, put func(l fakeanthropic.Login) time.Time) {
+			lags := make([]time.Duration, 0, *rotations)
+			for i := 0; i < *rotations; i++ {
+				n, err := fake.Rotate(l.RefreshToken)
+				if err != nil {
+					log.Fatal(err)
+				}
+				l = n
+				start := put(l)
+				// Polled gently (a tight poll would compete with the agent and
+				// Vault for the two cores); the lag is Vault's own record of
+				// when it stored the version, against the same clock.
+				for !holds(l.RefreshToken) {
+					if time.Since(start) > 30*time.Second {
+						log.Fatalf("%s: rotation not backed up within 30s", mode)
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+				lags = append(lags, storedAt(ctx, kv, user.Path).Sub(start))
+				time.Sleep(*gap)
+			}
+			fmt.Printf("backup lag over %d rotations (%s -> version readable in vault): %s\n", len(lags), mode, quantiles(lags))
+		}
+		// Rename: the new file is written beside it, then renamed over it (what
+		// Claude and careful editors do); the clock starts at the rename.
+		lag("rename", func(l fakeanthropic.Login) time.Time {
+			tmp := creds + ".tmp"
+			if err := os.WriteFile(tmp, fakeanthropic.CredentialsJSON(l), 0o600); err != nil {
+				log.Fatal(err)
+			}
+			start := time.Now()
+			if err := os.Rename(tmp, creds); err != nil {
+				log.Fatal(err)
+			}
+			return start
+		})
+		// In place: a naive writer truncates the file, writes, closes; the clock
+		// starts at the open that truncates it.
+		lag("in-place", func(l fakeanthropic.Login) time.Time {
+			start := time.Now()
+			f, err := os.OpenFile(creds, os.O_WRONLY|os.O_TRUNC, 0)
 			if err != nil {
 				log.Fatal(err)
 			}
-			l = n
-			start := put(l)
-			// Polled gently (a tight poll would compete with the agent and
-			// Vault for the two cores); the lag is Vault's own record of
-			// when it stored the version, against the same clock.
-			for !holds(l.RefreshToken) {
-				if time.Since(start) > 30*time.Second {
-					log.Fatalf("%s: rotation not backed up within 30s", mode)
-				}
-				time.Sleep(2 * time.Millisecond)
+			if _, err := f.Write(fakeanthropic.CredentialsJSON(l)); err != nil {
+				log.Fatal(err)
 			}
-			lags = append(lags, storedAt(ctx, kv, user.Path).Sub(start))
-			time.Sleep(*gap)
+			if err := f.Close(); err != nil {
+				log.Fatal(err)
+			}
+			return start
+		})
+		// The floor: one write and one read of a version straight to Vault on the
+		// same loopback, without the agent (a scratch path, the root token).
+		floor := make([]time.Duration, 0, *rotations)
+		for i := 0; i < *rotations; i++ {
+			start := time.Now()
+			if _, err := kv.Put(ctx, "bench-floor", map[string]any{"n": i}); err != nil {
+				log.Fatal(err)
+			}
+			if _, err := kv.Get(ctx, "bench-floor"); err != nil {
+				log.Fatal(err)
+			}
+			floor = append(floor, time.Since(start))
 		}
-		fmt.Printf("backup lag over %d rotations (%s -> version readable in vault): %s\n", len(lags), mode, quantiles(lags))
-	}
-	// Rename: the new file is written beside it, then renamed over it (what
-	// Claude and careful editors do); the clock starts at the rename.
-	lag("rename", func(l fakeanthropic.Login) time.Time {
-		tmp := creds + ".tmp"
-		if err := os.WriteFile(tmp, fakeanthropic.CredentialsJSON(l), 0o600); err != nil {
-			log.Fatal(err)
-		}
-		start := time.Now()
-		if err := os.Rename(tmp, creds); err != nil {
-			log.Fatal(err)
-		}
-		return start
-	})
-	// In place: a naive writer truncates the file, writes, closes; the clock
-	// starts at the open that truncates it.
-	lag("in-place", func(l fakeanthropic.Login) time.Time {
-		start := time.Now()
-		f, err := os.OpenFile(creds, os.O_WRONLY|os.O_TRUNC, 0)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if _, err := f.Write(fakeanthropic.CredentialsJSON(l)); err != nil {
-			log.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			log.Fatal(err)
-		}
-		return start
-	})
-	// The floor: one write and one read of a version straight to Vault on the
-	// same loopback, without the agent (a scratch path, the root token).
-	floor := make([]time.Duration, 0, *rotations)
-	for i := 0; i < *rotations; i++ {
-		start := time.Now()
-		if _, err := kv.Put(ctx, "bench-floor", map[string]any{"n": i}); err != nil {
-			log.Fatal(err)
-		}
-		if _, err := kv.Get(ctx, "bench-floor"); err != nil {
-			log.Fatal(err)
-		}
-		floor = append(floor, time.Since(start))
-	}
-	fmt.Printf("vault floor over %d rounds (one kv write + one kv read, no agent): %s\n", len(floor), quantiles(floor))
+		fmt.Printf("vault floor over %d rounds (one kv write + one kv read, no agent): %s\n", len(floor), quantiles(floor))
 
-	// Burst: 1,000 writes in about a second.
-	meta, _ := kv.GetMetadata(ctx, user.Path)
-	before := meta.CurrentVersion
-	start := time.Now()
-	for i := 0; i < 1000; i++ {
-		n, _ := fake.Rotate(l.RefreshToken)
-		l = n
-		write(l)
-		time.Sleep(time.Millisecond)
+		// Burst: 1,000 writes in about a second.
+		meta, _ := kv.GetMetadata(ctx, user.Path)
+		before := meta.CurrentVersion
+		start := time.Now()
+		for i := 0; i < 1000; i++ {
+			n, _ := fake.Rotate(l.RefreshToken)
+			l = n
+			write(l)
+			time.Sleep(time.Millisecond)
+		}
+		burst := time.Since(start)
+		waitFor(l.RefreshToken, 30*time.Second)
+		meta, _ = kv.GetMetadata(ctx, user.Path)
+		fmt.Printf("burst: 1000 writes in %s became %d vault writes; vault ends with the final state\n", burst.Round(time.Millisecond), meta.CurrentVersion-before)
 	}
-	burst := time.Since(start)
-	waitFor(l.RefreshToken, 30*time.Second)
-	meta, _ = kv.GetMetadata(ctx, user.Path)
-	fmt.Printf("burst: 1000 writes in %s became %d vault writes; vault ends with the final state\n", burst.Round(time.Millisecond), meta.CurrentVersion-before)
 
 	// Idle: nothing happens for the idle period.
 	time.Sleep(2 * time.Second)
@@ -266,4 +275,31 @@ func rss(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// seedMCP adds n MCP server logins to the credentials file, each an hour
+// from expiry (due in 45 min: none is refreshed during the measurement).
+func seedMCP(creds string, n int) {
+	b, err := os.ReadFile(creds)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		log.Fatal(err)
+	}
+	entries := map[string]any{}
+	for i := range n {
+		name := fmt.Sprintf("server%d", i)
+		url := fmt.Sprintf("https://mcp%d.invalid/mcp", i)
+		entries[fakemcp.EntryKey(name, url, nil)] = map[string]any{"serverName": name, "serverUrl": url, "clientId": "c",
+			"accessToken": fmt.Sprintf("bench-access-%d", i), "refreshToken": fmt.Sprintf("bench-refresh-%d", i),
+			"expiresAt": time.Now().Add(time.Hour).UnixMilli(), "scope": "mcp",
+			"discoveryState": map[string]any{"authorizationServerUrl": fmt.Sprintf("https://auth%d.invalid", i)}}
+	}
+	doc["mcpOAuth"] = entries
+	out, _ := json.MarshalIndent(doc, "", "  ")
+	if err := os.WriteFile(creds, out, 0o600); err != nil {
+		log.Fatal(err)
+	}
 }
