@@ -282,6 +282,39 @@ func TestMCPKill9DuringRefreshes(t *testing.T) {
 		a.stop()
 		m.invariant(claudeLogin, fmt.Sprintf("iteration %d after the restart", i))
 	}
+	// What status says of them: every server, ok, and no secret or URL.
+	st := m.run(nil, "status", "--json")
+	var doc struct {
+		MCP struct {
+			RefreshesTotal int `json:"refreshes_total"`
+			Servers        []struct {
+				Name, State string
+			} `json:"servers"`
+		} `json:"mcp"`
+	}
+	if err := json.Unmarshal([]byte(st.stdout), &doc); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, st.stdout)
+	}
+	// (The fake's credentials file also holds an "example" entry with no
+	// refresh token, which is skipped.)
+	ok := 0
+	for _, s := range doc.MCP.Servers {
+		switch {
+		case s.Name == "example" && s.State == "skipped":
+		case s.State == "ok":
+			ok++
+		default:
+			t.Errorf("server %q: state %q", s.Name, s.State)
+		}
+	}
+	if ok != 4 || doc.MCP.RefreshesTotal == 0 {
+		t.Errorf("status --json mcp: %+v", doc.MCP)
+	}
+	for _, srv := range m.uniqueServers() {
+		if strings.Contains(st.stdout, srv.URL()) {
+			t.Error("status --json names a server URL")
+		}
+	}
 	var total fakemcp.Counters
 	for _, s := range m.uniqueServers() {
 		c := s.Counters()
@@ -393,5 +426,50 @@ func TestMCPAgentIsTheRefresherForRealSessions(t *testing.T) {
 					c.FamiliesRevoked, c.InvalidGrant, c.FailedToolCalls, c.ToolCalls)
 			}
 		})
+	}
+}
+
+// `exec` refreshes an MCP login inside its lead before it becomes the
+// command, so the command's Claude sessions find nothing to refresh; one not
+// due is left alone; CLAUDE_AUTH_MCP=off leaves them all to Claude.
+func TestMCPExecRefreshesBeforeTheCommand(t *testing.T) {
+	m := newMCPWorld(t)
+	due := m.addServer("due", fakemcp.Options{ExpiresIn: time.Hour}, 5*time.Minute, nil, nil)
+	later := m.addServer("later", fakemcp.Options{ExpiresIn: time.Hour}, 50*time.Minute, nil, nil)
+	before := m.entries()
+
+	off := m.run([]string{"CLAUDE_AUTH_MCP=off"}, "exec", "--", "true")
+	m.mustCode(off, 0, "exec with CLAUDE_AUTH_MCP=off")
+	if n := m.servers[due].Counters().Refreshes; n != 0 {
+		t.Fatalf("CLAUDE_AUTH_MCP=off: %d refreshes", n)
+	}
+
+	// The command reads the entry as exec leaves it.
+	out := filepath.Join(t.TempDir(), "seen")
+	r := m.run(nil, "exec", "--", "sh", "-c", `cat "$HOME/.claude/.credentials.json" > "$0"`, out)
+	m.mustCode(r, 0, "exec")
+	c := m.servers[due].Counters()
+	if c.Refreshes != 1 || c.RefreshesByAgent != 1 {
+		t.Fatalf("the due server: %+v", c)
+	}
+	if n := m.servers[later].Counters().Refreshes; n != 0 {
+		t.Errorf("the server not due was refreshed %d times", n)
+	}
+	var seen struct {
+		MCP map[string]fakemcp.Entry `json:"mcpOAuth"`
+	}
+	b, err := os.ReadFile(out)
+	if err != nil || json.Unmarshal(b, &seen) != nil {
+		t.Fatalf("the command's view: %v", err)
+	}
+	if e := seen.MCP[due]; e.RefreshToken == before[due].RefreshToken || !m.servers[due].RefreshValid(e.RefreshToken) {
+		t.Error("the command started before the due login was refreshed")
+	}
+	if e := seen.MCP[later]; e.RefreshToken != before[later].RefreshToken {
+		t.Error("the login not due changed")
+	}
+	st, err := os.ReadFile(filepath.Join(m.state, "mcp.json"))
+	if err != nil || !bytes.Contains(st, []byte(`"refreshes_total": 1`)) {
+		t.Errorf("mcp.json does not count exec's refresh: %v\n%s", err, st)
 	}
 }
