@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export VAULT_BIN=$(bash e2e/vault/ensure-vault.sh)
-sessions=("${@:-8 24}")
+sessions=("$@")
 [ $# -eq 0 ] && sessions=(8 24)
 for n in "${sessions[@]}"; do
 	CLAUDE_AUTH_MCP_SESSIONS=$n CLAUDE_AUTH_MCP_DURATION=${DURATION:-90s} \
