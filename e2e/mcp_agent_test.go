@@ -204,7 +204,7 @@ const mcpLead = 10 * time.Minute
 // and a second entry for one server's URL with other headers. After every
 // kill and every restart, no rotated token is lost and no server ever sees a
 // spent refresh token again.
-func TestMCPKill9DuringRefreshes(t *testing.T) {
+func TestFaultMCPKill9DuringRefreshes(t *testing.T) {
 	m := newMCPWorld(t)
 	claudeLogin := m.localOAuthCompact()
 	slow := fakemcp.Options{ExpiresIn: time.Hour}
