@@ -365,7 +365,7 @@ func mcpSessions(t *testing.T, bin string, env []string, dir string, n int, d ti
 // baseline (reported, not asserted: the CLIs' own lock serialises their
 // proactive refreshes).
 func TestMCPAgentIsTheRefresherForRealSessions(t *testing.T) {
-	sessions, dur := 8, 45*time.Second
+	sessions, dur := 8, 30*time.Second
 	if n, err := strconv.Atoi(os.Getenv("CLAUDE_AUTH_MCP_SESSIONS")); err == nil && n > 0 {
 		sessions = n
 	}
