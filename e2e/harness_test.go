@@ -88,17 +88,23 @@ type world struct {
 	journal *journalSink // the journald stand-in this world's events go to
 }
 
-var userSeq int
+var (
+	userSeq   int
+	userSeqMu sync.Mutex // the MCP sessions test runs its two worlds side by side
+)
 
 func newWorld(t *testing.T) *world { t.Helper(); return newWorldOn(t, vsrv) }
 
 // newWorldOn is newWorld against a given Vault server.
 func newWorldOn(t *testing.T, srv *vaultserver.Server) *world {
 	t.Helper()
+	userSeqMu.Lock()
 	userSeq++
-	name := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), userSeq)
+	seq := userSeq
+	userSeqMu.Unlock()
+	name := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), seq)
 	if len(name) > 40 {
-		name = fmt.Sprintf("u%d-%s", userSeq, name[len(name)-30:])
+		name = fmt.Sprintf("u%d-%s", seq, name[len(name)-30:])
 	}
 	return newWorldNamed(t, srv, name)
 }

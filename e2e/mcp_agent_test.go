@@ -361,72 +361,88 @@ func mcpSessions(t *testing.T, bin string, env []string, dir string, n int, d ti
 // With the agent, Claude sessions of both pinned CLIs using an MCP server's
 // tool never refresh its login: the agent does, ahead of them, under their
 // per-server lock; no reuse, no revocation, no failed tool call. The same
-// workload without the agent, with tokens inside Claude's 300 s, is the
-// baseline (reported, not asserted: the CLIs' own lock serialises their
-// proactive refreshes).
+// workload without the agent, with tokens inside Claude's 300 s, runs beside
+// it as the baseline (reported, not asserted beyond Claude refreshing at all:
+// the CLIs' own lock serialises their proactive refreshes).
+//
+// CLAUDE_AUTH_MCP_SESSIONS, CLAUDE_AUTH_MCP_DURATION and
+// CLAUDE_AUTH_MCP_BASELINE_LIFETIME (the baseline's access tokens; 330 s, so
+// Claude refreshes every half minute) scale it up (e2e/bench/mcp.sh).
 func TestMCPAgentIsTheRefresherForRealSessions(t *testing.T) {
-	sessions, dur := 8, 30*time.Second
+	sessions, dur, baseLife := 8, 30*time.Second, 330*time.Second
 	if n, err := strconv.Atoi(os.Getenv("CLAUDE_AUTH_MCP_SESSIONS")); err == nil && n > 0 {
 		sessions = n
 	}
 	if d, err := time.ParseDuration(os.Getenv("CLAUDE_AUTH_MCP_DURATION")); err == nil && d > 0 {
 		dur = d
 	}
+	if d, err := time.ParseDuration(os.Getenv("CLAUDE_AUTH_MCP_BASELINE_LIFETIME")); err == nil && d > 0 {
+		baseLife = d
+	}
 	for _, version := range []string{"2.1.332", "2.1.124"} {
 		t.Run(version, func(t *testing.T) {
 			bin := requireClaude(t, version)
 			for _, withAgent := range []bool{true, false} {
-				m := newMCPWorld(t)
-				m.fake.SetMCPTool("ping")
-				env := append(claudecli.Env(m.home, m.cfg, m.api.URL, nil), "ENABLE_TOOL_SEARCH=false")
-				// 20 min tokens: twice the 10 min lead, so the agent takes them on.
-				srv := fakemcp.New(fakemcp.Options{ExpiresIn: 20 * time.Minute})
-				t.Cleanup(srv.Close)
-				registerSecrets(srv.Issued)
-				add := exec.Command(bin, "mcp", "add", "--transport", "http", "--scope", "user", mcpServerName, srv.MCPURL())
-				add.Env, add.Dir = env, m.home
-				if out, err := add.CombinedOutput(); err != nil {
-					t.Fatalf("claude mcp add: %v\n%s", err, out)
-				}
-				left := 590 * time.Second // due for the agent (10 min lead), not yet for Claude (300 s)
-				if !withAgent {
-					left = 200 * time.Second // inside Claude's threshold: the sessions refresh
-					srv.SetExpiresIn(330 * time.Second)
-				}
-				key := m.addServer(mcpServerName, fakemcp.Options{}, left, nil, srv)
-				var a *agentProc
-				if withAgent {
-					a = m.startAgent([]string{"CLAUDE_AUTH_MCP_LEAD=10m"})
-					eventually(t, 30*time.Second, "the agent's first MCP refresh", func() bool { return srv.Counters().RefreshesByAgent > 0 })
-				}
-				ok, bad := mcpSessions(t, bin, env, m.home, sessions, dur)
-				c := srv.Counters()
 				mode := "without-agent"
 				if withAgent {
 					mode = "with-agent"
-					a.stop()
-					if !strings.Contains(a.output(), `MCP server \"fakesrv\": refreshed`) && !strings.Contains(a.output(), `MCP server "fakesrv": refreshed`) {
-						t.Errorf("the agent did not say it refreshed:\n%s", a.output())
-					}
-					if c.RefreshesByClaude != 0 || c.ReuseDetected != 0 || c.FamiliesRevoked != 0 || c.FailedToolCalls != 0 || c.InvalidGrant != 0 {
-						t.Errorf("with the agent: %+v", c)
-					}
-					if ok == 0 {
-						t.Errorf("with the agent: no run printed the tool's answer (%d did not)", bad)
-					}
-					e, _, _ := fakemcp.ReadEntry(m.creds, key)
-					if !srv.RefreshValid(e.RefreshToken) {
-						t.Error("the entry's refresh token is not the live one")
-					}
-				} else if c.RefreshesByClaude == 0 {
-					t.Errorf("the baseline never crossed Claude's threshold: %+v", c)
 				}
-				t.Logf("MCP-REPORT cli=%s mode=%s sessions=%d duration=%s runs_ok=%d runs_failed=%d refreshes=%d by_agent=%d by_claude=%d reuse=%d revoked=%d invalid_grant=%d failed_tool_calls=%d tool_calls=%d",
-					version, mode, sessions, dur, ok, bad, c.Refreshes, c.RefreshesByAgent, c.RefreshesByClaude, c.ReuseDetected,
-					c.FamiliesRevoked, c.InvalidGrant, c.FailedToolCalls, c.ToolCalls)
+				t.Run(mode, func(t *testing.T) {
+					t.Parallel() // the two modes side by side
+					mcpSessionsRun(t, bin, version, mode, withAgent, sessions, dur, baseLife)
+				})
 			}
 		})
 	}
+}
+
+func mcpSessionsRun(t *testing.T, bin, version, mode string, withAgent bool, sessions int, dur, baseLife time.Duration) {
+	m := newMCPWorld(t)
+	m.fake.SetMCPTool("ping")
+	env := append(claudecli.Env(m.home, m.cfg, m.api.URL, nil), "ENABLE_TOOL_SEARCH=false")
+	// 20 min tokens: twice the 10 min lead, so the agent takes them on.
+	srv := fakemcp.New(fakemcp.Options{ExpiresIn: 20 * time.Minute})
+	t.Cleanup(srv.Close)
+	registerSecrets(srv.Issued)
+	add := exec.Command(bin, "mcp", "add", "--transport", "http", "--scope", "user", mcpServerName, srv.MCPURL())
+	add.Env, add.Dir = env, m.home
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("claude mcp add: %v\n%s", err, out)
+	}
+	left := 590 * time.Second // due for the agent (10 min lead), not yet for Claude (300 s)
+	if !withAgent {
+		left = 200 * time.Second // inside Claude's threshold: the sessions refresh
+		srv.SetExpiresIn(baseLife)
+	}
+	key := m.addServer(mcpServerName, fakemcp.Options{}, left, nil, srv)
+	var a *agentProc
+	if withAgent {
+		a = m.startAgent([]string{"CLAUDE_AUTH_MCP_LEAD=10m"})
+		eventually(t, 30*time.Second, "the agent's first MCP refresh", func() bool { return srv.Counters().RefreshesByAgent > 0 })
+	}
+	ok, bad := mcpSessions(t, bin, env, m.home, sessions, dur)
+	c := srv.Counters()
+	if withAgent {
+		a.stop()
+		if !strings.Contains(a.output(), `MCP server \"fakesrv\": refreshed`) && !strings.Contains(a.output(), `MCP server "fakesrv": refreshed`) {
+			t.Errorf("the agent did not say it refreshed:\n%s", a.output())
+		}
+		if c.RefreshesByClaude != 0 || c.ReuseDetected != 0 || c.FamiliesRevoked != 0 || c.FailedToolCalls != 0 || c.InvalidGrant != 0 {
+			t.Errorf("with the agent: %+v", c)
+		}
+		if ok == 0 {
+			t.Errorf("with the agent: no run printed the tool's answer (%d did not)", bad)
+		}
+		e, _, _ := fakemcp.ReadEntry(m.creds, key)
+		if !srv.RefreshValid(e.RefreshToken) {
+			t.Error("the entry's refresh token is not the live one")
+		}
+	} else if c.RefreshesByClaude == 0 {
+		t.Errorf("the baseline never crossed Claude's threshold: %+v", c)
+	}
+	t.Logf("MCP-REPORT cli=%s mode=%s sessions=%d duration=%s runs_ok=%d runs_failed=%d refreshes=%d by_agent=%d by_claude=%d reuse=%d revoked=%d invalid_grant=%d failed_tool_calls=%d tool_calls=%d",
+		version, mode, sessions, dur, ok, bad, c.Refreshes, c.RefreshesByAgent, c.RefreshesByClaude, c.ReuseDetected,
+		c.FamiliesRevoked, c.InvalidGrant, c.FailedToolCalls, c.ToolCalls)
 }
 
 // `exec` refreshes an MCP login inside its lead before it becomes the
