@@ -399,7 +399,10 @@ func TestMCPAgentIsTheRefresherForRealSessions(t *testing.T) {
 func mcpSessionsRun(t *testing.T, bin, version, mode string, withAgent bool, sessions int, dur, baseLife time.Duration) {
 	m := newMCPWorld(t)
 	m.fake.SetMCPTool("ping")
-	env := append(claudecli.Env(m.home, m.cfg, m.api.URL, nil), "ENABLE_TOOL_SEARCH=false")
+	// MCP_CONNECTION_NONBLOCKING=false: 2.1.332's -p otherwise answers
+	// without the tool when the server is still connecting (on a loaded
+	// machine most runs of 24 sessions did: no token read, no refresh).
+	env := append(claudecli.Env(m.home, m.cfg, m.api.URL, nil), "ENABLE_TOOL_SEARCH=false", "MCP_CONNECTION_NONBLOCKING=false")
 	// 20 min tokens: twice the 10 min lead, so the agent takes them on.
 	srv := fakemcp.New(fakemcp.Options{ExpiresIn: 20 * time.Minute})
 	t.Cleanup(srv.Close)
