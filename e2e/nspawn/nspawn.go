@@ -158,9 +158,19 @@ func (c *Container) waitBoot(ctx context.Context) error {
 		}
 		c.pid1 = findInit(c.cmd.Process.Pid)
 	}
+	last := "(no answer)"
 	for {
-		out, _ := c.Exec(ctx, "systemctl", "is-system-running", "--wait")
-		switch s := strings.TrimSpace(string(out)); s {
+		// Each ask is bounded: one that hangs (seen once in CI: a container
+		// at graphical.target whose systemctl never answered) is asked again.
+		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
+		out, err := c.Exec(actx, "systemctl", "is-system-running", "--wait")
+		acancel()
+		s := strings.TrimSpace(string(out))
+		if s == "" && err != nil {
+			s = err.Error()
+		}
+		last = s
+		switch s {
 		case "running", "degraded":
 			return nil
 		case "stopping", "maintenance":
@@ -172,7 +182,7 @@ func (c *Container) waitBoot(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return errors.New("systemd did not reach running")
+			return fmt.Errorf("systemd did not reach running (last answer: %q)", last)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
