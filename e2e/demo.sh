@@ -138,11 +138,14 @@ for _ in 1 2 3 4; do
   pids+=($!)
 done
 wait "${pids[@]}"
-# The endpoint's count first, then the agent's lines: a refresh the endpoint
-# has answered may not be in the agent's log yet (it logs after the write).
-all_refreshes=$(( $(refreshes) - before ))
+# The agent keeps refreshing after the race: count at a point where both
+# agree. The agent's lines first, then the endpoint's count: every line is a
+# refresh the endpoint answered before it, so the two are equal unless a
+# refresh is between its answer and its line (retry) or someone else
+# refreshed (they stay apart).
 for _ in $(seq 50); do
   agent_refreshes=$(new_lines | grep -c ' OK refreshed the login ahead of Claude' || true)
+  all_refreshes=$(( $(refreshes) - before ))
   [ "$agent_refreshes" -ge "$all_refreshes" ] && break
   sleep 0.1
 done
