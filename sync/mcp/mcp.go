@@ -88,6 +88,16 @@ type server struct {
 	refreshCount int
 }
 
+// shortLived: tokens that live less than twice the lead are left to Claude.
+// A lifetime is seen from the moment the token was seen (a refresh's answer
+// read, a write by Claude noticed), a little after it was issued: a minute
+// of slack, or a server issuing exactly twice the lead would count as short
+// (a 22 min run with 20 min tokens and a 10 min lead found the agent leaving
+// the second refresh to Claude).
+func shortLived(life, lead time.Duration) bool {
+	return life > 0 && life < 2*lead-time.Minute
+}
+
 // LockWait is how long an MCP refresh waits for the locks: about as long as
 // Claude's own sessions wait for the per-server lock before giving up.
 const LockWait = 10 * time.Second
@@ -263,7 +273,7 @@ func (m *Manager) look(ctx context.Context, s *server, e *credentials.MCPEntry) 
 		// watched: it was born about now, which tells its lifetime.
 		if s.seenFP != "" && !e.ExpiresAt().IsZero() {
 			s.life = e.ExpiresAt().Sub(now)
-			s.short = s.life > 0 && s.life < 2*lead
+			s.short = shortLived(s.life, lead)
 		}
 		s.seenFP, s.seenAt = fp, now
 	}
@@ -308,7 +318,7 @@ func (m *Manager) refresh(ctx context.Context, s *server, e *credentials.MCPEntr
 			s.seenFP, s.seenAt = res.OAuth.AccessToken().Fingerprint(), now
 			if exp := res.OAuth.ExpiresAt(); !exp.IsZero() {
 				s.life = exp.Sub(now)
-				s.short = s.life < 2*m.cfg.Lead
+				s.short = shortLived(s.life, m.cfg.Lead)
 			}
 			m.cfg.Diag.Info(fmt.Sprintf("MCP server %q: refreshed its login ahead of Claude (valid until %s)",
 				n, res.OAuth.ExpiresAt().Local().Format(time.RFC3339)))

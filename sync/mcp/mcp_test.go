@@ -516,3 +516,33 @@ func TestExpiryOutOfRangeIsNoExpiry(t *testing.T) {
 		t.Errorf("requests %d, Changed told %d times (want 0, 1)", as.count(), changed)
 	}
 }
+
+// A server issuing tokens of exactly twice the lead is the agent's: the
+// lifetime it sees (from the answer, read a moment after it was issued) is a
+// little shorter, and that is not "short".
+func TestTokensOfTwiceTheLeadAreRefreshedAgain(t *testing.T) {
+	as := newAuthServer(t)
+	as.lifetime = 30 * 60 // exactly 2 × 15 min
+	as.issue("rt-a")
+	h := newHome(t)
+	base := time.Now()
+	var mu sync.Mutex
+	var ticks, offset time.Duration
+	now := func() time.Time { // time passes at every look
+		mu.Lock()
+		defer mu.Unlock()
+		ticks += 50 * time.Millisecond
+		return base.Add(ticks + offset)
+	}
+	h.write(t, map[string]any{"mcpOAuth": map[string]any{keyA: entry("alpha", as.URL, "rt-a", base.Add(time.Minute))}})
+	var lg logs
+	m, _ := h.manager(&lg, base, func(c *Config) { c.Clock = clock.WithNow(now) })
+	m.Pass(context.Background())
+	mu.Lock()
+	offset += 15*time.Minute + 5*time.Second // the new token is due
+	mu.Unlock()
+	m.Pass(context.Background())
+	if as.count() != 2 {
+		t.Fatalf("token requests = %d, want 2 (the second lifetime refreshed by us too)\n%s", as.count(), lg.String())
+	}
+}
