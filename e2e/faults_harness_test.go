@@ -259,7 +259,11 @@ func (w *world) setEnvVar(key, val string) {
 func (w *world) startAgentProc(extraEnv []string, mod func(*exec.Cmd), args ...string) *agentProc {
 	w.t.Helper()
 	a := &agentProc{w: w, done: make(chan struct{})}
-	a.cmd = exec.Command(filepath.Join(binDir, "claude-auth-sync"), append([]string{"run", "--retry-max", "1s"}, args...)...)
+	base := []string{"run", "--retry-max", "1s"}
+	if os.Getenv("CLAUDE_AUTH_E2E_VERBOSE") != "" { // debug lines in the agent's output, to read a failure by
+		base = append(base, "--verbose")
+	}
+	a.cmd = exec.Command(filepath.Join(binDir, "claude-auth-sync"), append(base, args...)...)
 	a.cmd.Env = append(append([]string(nil), w.env...), extraEnv...)
 	lw := lockedWriter{&a.mu, &a.out}
 	a.cmd.Stdout, a.cmd.Stderr = lw, lw

@@ -52,6 +52,15 @@ func newFleetHost(t *testing.T, of *world, label string) *fleetHost {
 	t.Helper()
 	w := newWorld(t)
 	h := &fleetHost{world: w, id: randomHostID(), label: label}
+	t.Cleanup(func() {
+		if t.Failed() { // what this host's agent did and said (no secret: assertNoSecrets scans both)
+			out := ""
+			if h.agent != nil {
+				out = h.agent.output()
+			}
+			t.Logf("%s (%s): fake counters %+v\nsync.log:\n%s\nagent output (current agent):\n%s", label, h.id, h.fake.Counters(), h.syncLog(), out)
+		}
+	})
 	w.setEnvVar("CLAUDE_AUTH_HOST_ID", h.id)
 	w.setEnvVar("CLAUDE_AUTH_HOST_LABEL", label)
 	if of != nil {
