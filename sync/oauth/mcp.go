@@ -102,31 +102,14 @@ func (c *MCPClient) RefreshMCP(ctx context.Context, s MCPServer, refresh credent
 	if method == "client_secret_basic" {
 		req.SetBasicAuth(s.ClientID, s.ClientSecret.Reveal())
 	}
-	resp, err := c.client().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTransient, causeOf(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%w: reading the response: %v", ErrTransient, causeOf(err))
-	}
-	if resp.StatusCode == http.StatusOK {
-		tok, err := ParseMCPToken(data)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrTransient, err)
-		}
-		return tok, nil
-	}
-	var r response
-	_ = json.Unmarshal(data, &r)
-	if r.Error == "invalid_grant" {
-		return nil, fmt.Errorf("%w: the MCP authorization server refused the refresh token", ErrInvalidGrant)
-	}
-	if resp.StatusCode == 429 || resp.StatusCode >= 500 {
-		return nil, fmt.Errorf("%w: HTTP %d", ErrTransient, resp.StatusCode)
-	}
-	return nil, fmt.Errorf("token endpoint answered HTTP %d %s", resp.StatusCode, errorCode(r.Error))
+	return exchange(c.client(), req, ParseMCPToken,
+		func(response) string { return "the MCP authorization server refused the refresh token" },
+		func(r response) string {
+			if c := errorCode(r.Error); c != "" {
+				return " " + c
+			}
+			return ""
+		})
 }
 
 // ParseMCPToken reads an MCP token endpoint's answer: an access token, and
@@ -372,20 +355,6 @@ func (c *MCPClient) client() *http.Client {
 	return &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true},
 		// A redirect could carry the form elsewhere: refuse to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-// causeOf drops the URL (url.Error) and the address (net.OpError) from a
-// transport error: what is left says what went wrong, not where.
-func causeOf(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		return fmt.Errorf("%s: %w", oe.Op, oe.Err)
-	}
-	return err
 }
 
 // errorCode is an OAuth error code as it may be shown: a short word of

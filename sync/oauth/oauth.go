@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -147,22 +149,30 @@ func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret, loginS
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}
 	}
+	return exchange(hc, req, ParseToken,
+		func(r response) string { return sanitize(r.ErrorDescription) },
+		func(r response) string { return ": " + sanitize(r.Error) + " " + sanitize(r.ErrorDescription) })
+}
+
+// exchange sends a token request and reads the endpoint's answer, the same
+// way for every token family: on 200 the token (parse reads it; an answer it
+// cannot read is transient), ErrInvalidGrant when the server refuses the
+// refresh token (refused says what it said, as it may be shown),
+// ErrTransient on a transport failure, 429 or 5xx, else an error naming the
+// status and what other says of the answer. No error names the URL or holds a
+// token.
+func exchange(hc *http.Client, req *http.Request, parse func([]byte) (*Token, error), refused, other func(response) string) (*Token, error) {
 	resp, err := hc.Do(req)
 	if err != nil {
-		// url.Error would name the URL only; still, keep just the cause.
-		var cause error = err
-		if ue := errors.Unwrap(err); ue != nil {
-			cause = ue
-		}
-		return nil, fmt.Errorf("%w: %v", ErrTransient, cause)
+		return nil, fmt.Errorf("%w: %v", ErrTransient, causeOf(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading the response: %v", ErrTransient, err)
+		return nil, fmt.Errorf("%w: reading the response: %v", ErrTransient, causeOf(err))
 	}
 	if resp.StatusCode == http.StatusOK {
-		tok, err := ParseToken(data)
+		tok, err := parse(data)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrTransient, err)
 		}
@@ -171,12 +181,26 @@ func (c *Client) Refresh(ctx context.Context, refresh credentials.Secret, loginS
 	var r response
 	_ = json.Unmarshal(data, &r)
 	if r.Error == "invalid_grant" {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidGrant, sanitize(r.ErrorDescription))
+		return nil, fmt.Errorf("%w: %s", ErrInvalidGrant, refused(r))
 	}
-	if resp.StatusCode == 429 || resp.StatusCode >= 500 {
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		return nil, fmt.Errorf("%w: HTTP %d", ErrTransient, resp.StatusCode)
 	}
-	return nil, fmt.Errorf("token endpoint answered HTTP %d: %s %s", resp.StatusCode, sanitize(r.Error), sanitize(r.ErrorDescription))
+	return nil, fmt.Errorf("token endpoint answered HTTP %d%s", resp.StatusCode, other(r))
+}
+
+// causeOf drops the URL (url.Error) and the address (net.OpError) from a
+// transport error: what is left says what went wrong, not where.
+func causeOf(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("%s: %w", oe.Op, oe.Err)
+	}
+	return err
 }
 
 func or(a, b string) string {
