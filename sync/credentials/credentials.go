@@ -77,17 +77,7 @@ func ParseOAuth(raw []byte) (*OAuth, error) {
 func fromObject(obj *object) *OAuth {
 	o := &OAuth{obj: obj}
 	var problems []string
-	// encoding/json turns invalid UTF-8 into U+FFFD when it decodes a string, so
-	// a token with a bad byte would come out silently changed (and so would its
-	// backup): such a login is broken. Other keys keep their bytes as they are.
-	for _, k := range obj.keys {
-		if !utf8.Valid(obj.vals[k]) {
-			problems = append(problems, "claudeAiOauth is not valid UTF-8")
-			break
-		}
-	}
-	o.access, problems = stringField(obj, "accessToken", problems)
-	o.refresh, problems = stringField(obj, "refreshToken", problems)
+	o.access, o.refresh, problems = tokenFields(obj, "claudeAiOauth")
 	if raw, ok := obj.get("expiresAt"); !ok {
 		problems = append(problems, "expiresAt is missing")
 	} else if n, ok := number(raw); !ok {
@@ -104,6 +94,23 @@ func fromObject(obj *object) *OAuth {
 		o.problem = errors.New(joinProblems(problems))
 	}
 	return o
+}
+
+// tokenFields reads a login's accessToken and refreshToken, and says what is
+// wrong with them (what names the object in that). encoding/json turns
+// invalid UTF-8 into U+FFFD when it decodes a string, so a token with a bad
+// byte would come out silently changed (and so would its backup): an object
+// with a bad byte anywhere is broken. Other keys keep their bytes as they are.
+func tokenFields(obj *object, what string) (access, refresh Secret, problems []string) {
+	for _, k := range obj.keys {
+		if !utf8.Valid(obj.vals[k]) {
+			problems = append(problems, what+" is not valid UTF-8")
+			break
+		}
+	}
+	access, problems = stringField(obj, "accessToken", problems)
+	refresh, problems = stringField(obj, "refreshToken", problems)
+	return access, refresh, problems
 }
 
 func stringField(obj *object, name string, problems []string) (Secret, []string) {
@@ -291,33 +298,9 @@ func (f *File) LogValue() slog.Value { return slog.StringValue("[redacted creden
 // With returns a copy with the given fields set (values are marshalled to JSON)
 // and every other field kept in place. A nil value removes nothing: it is skipped.
 func (o *OAuth) With(fields map[string]any) (*OAuth, error) {
-	c := o.obj.clone()
-	for _, k := range sortedKeys(fields) {
-		v := fields[k]
-		if v == nil {
-			continue
-		}
-		if s, ok := v.(Secret); ok {
-			v = s.Reveal()
-		}
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("field %s: %w", k, err)
-		}
-		c.set(k, b)
+	c, err := o.obj.with(fields)
+	if err != nil {
+		return nil, err
 	}
 	return fromObject(c), nil
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

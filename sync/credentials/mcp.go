@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-	"unicode/utf8"
 )
 
 // MCPKey is the top-level key of Claude Code's MCP server logins: an object
@@ -47,14 +46,7 @@ func ParseMCPEntry(raw []byte) (*MCPEntry, error) {
 func mcpFromObject(obj *object) *MCPEntry {
 	e := &MCPEntry{obj: obj}
 	var problems []string
-	for _, k := range obj.keys {
-		if !utf8.Valid(obj.vals[k]) {
-			problems = append(problems, "the entry is not valid UTF-8")
-			break
-		}
-	}
-	e.access, problems = stringField(obj, "accessToken", problems)
-	e.refresh, problems = stringField(obj, "refreshToken", problems)
+	e.access, e.refresh, problems = tokenFields(obj, "the entry")
 	e.secret = Secret(e.str("clientSecret"))
 	if raw, ok := obj.get("expiresAt"); ok {
 		// Milliseconds within years 1970-9999 (a time JSON can carry);
@@ -132,23 +124,9 @@ func (e *MCPEntry) Compact() []byte {
 // With returns a copy with fields set (nil values skipped) and the keys in
 // drop removed; every other field is kept in place.
 func (e *MCPEntry) With(fields map[string]any, drop ...string) (*MCPEntry, error) {
-	c := e.obj.clone()
-	for _, k := range sortedKeys(fields) {
-		v := fields[k]
-		if v == nil {
-			continue
-		}
-		if s, ok := v.(Secret); ok {
-			v = s.Reveal()
-		}
-		b, err := json.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("field %s: %w", k, err)
-		}
-		c.set(k, b)
-	}
-	for _, k := range drop {
-		c.remove(k)
+	c, err := e.obj.with(fields, drop...)
+	if err != nil {
+		return nil, err
 	}
 	return mcpFromObject(c), nil
 }

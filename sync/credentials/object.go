@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 )
 
 // object is a JSON object that remembers its keys' order and keeps every value as
@@ -141,6 +143,32 @@ func (o *object) clone() *object {
 		c.vals[k] = append(json.RawMessage(nil), v...)
 	}
 	return c
+}
+
+// with is a copy with fields set (each value marshalled to JSON, a Secret
+// revealed, a nil value skipped; in key order, so a new key lands in the same
+// place every time) and the keys in drop removed; every other field is kept
+// in place, byte for byte.
+func (o *object) with(fields map[string]any, drop ...string) (*object, error) {
+	c := o.clone()
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		v := fields[k]
+		if v == nil {
+			continue
+		}
+		if s, ok := v.(Secret); ok {
+			v = s.Reveal()
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("field %s: %w", k, err)
+		}
+		c.set(k, b)
+	}
+	for _, k := range drop {
+		c.remove(k)
+	}
+	return c, nil
 }
 
 // marshal writes the object compactly (indent "") or indented, in key order.
