@@ -134,10 +134,12 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 
 	credentialsWatch := watcher.New(e.Cfg.CredentialsFile, watcher.Options{Debounce: opt.Debounce, Rescan: opt.Rescan,
 		OnError: live.watchError, OnRecover: live.watchRecovered})
+	flight := &refreshFlight{}
 	bw := newBackupWriter(backupWriterConfig{base: common, Engine: ev, Store: e.Store, Lineage: lin, Backoff: pol, Settle: opt.Settle,
-		CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Accepted: vaultAccepted(e), Live: live, Metrics: metrics, Outage: out})
+		CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Accepted: vaultAccepted(e), Live: live, Metrics: metrics, Outage: out,
+		Flight: flight})
 	rf := newRefresher(refresherConfig{base: common, Engine: ev, Lineage: lin, Backoff: pol, CredentialsFile: e.Cfg.CredentialsFile,
-		State: live.update, Resolved: metrics.resolved})
+		State: live.update, Resolved: metrics.resolved, Flight: flight})
 	rn := newRenewer(renewerConfig{base: common, Token: tokenOf(e), TokenFile: e.Cfg.VaultTokenFile, Backoff: pol, Outage: out,
 		State: live.update, Resolved: metrics.resolved, Verdict: metrics.token})
 	ps := newPassScheduler(passSchedulerConfig{base: common, Engine: ev, CredentialsFile: e.Cfg.CredentialsFile,
@@ -146,7 +148,7 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	bw.resume(ctx)
 
 	fileChanged, refreshCheck, tokenRecheck, mcpCheck := newSignal(), newSignal(), newSignal(), newSignal()
-	backed, unwritten := newLatest[string](), newLatest[*credentials.OAuth]()
+	backed, refreshed := newLatest[string](), newLatest[*credentials.OAuth]()
 	tokenOK, firstTokenVerdict := newLatest[bool](), newLatest[bool]()
 	restoreWaits, requests := make(chan restoreWaiter), make(chan passRequest)
 	var tokenFileChanged <-chan watcher.Change
@@ -161,8 +163,8 @@ func Run(ctx context.Context, e *engine.Engine, opt Options) error {
 	g.Go(func() error {
 		return fanOut(gctx, credentialsWatch.C(), live.fileChanged, fileChanged, refreshCheck, mcpCheck)
 	})
-	g.Go(func() error { return bw.Run(gctx, fileChanged, unwritten, tokenOK, restoreWaits, backed, tokenRecheck) })
-	g.Go(func() error { return rf.Run(gctx, refreshCheck, backed, fileChanged, unwritten) })
+	g.Go(func() error { return bw.Run(gctx, fileChanged, refreshed, tokenOK, restoreWaits, backed, tokenRecheck) })
+	g.Go(func() error { return rf.Run(gctx, refreshCheck, backed, fileChanged, refreshed) })
 	g.Go(func() error { return rn.Run(gctx, tokenFileChanged, tokenRecheck, tokenOK, firstTokenVerdict) })
 	g.Go(func() error { return ps.Run(gctx, opt.Reload, requests, firstTokenVerdict, restoreWaits, fileChanged) })
 	g.Go(func() error { return rs.Run(gctx, requests) })

@@ -266,7 +266,7 @@ type graph struct {
 	live                                    *liveState
 	fileChanged, refreshCheck, tokenRecheck signal
 	backed                                  latest[string]
-	unwritten                               latest[*credentials.OAuth]
+	refreshed                               latest[*credentials.OAuth]
 	tokenOK, firstTokenVerdict              latest[bool]
 	restoreWaits                            chan restoreWaiter
 	requests                                chan passRequest
@@ -284,17 +284,18 @@ func (r *rig) components() *graph {
 	live := newLiveState(liveConfig{base: common, Rescan: r.opt.Rescan, CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, MergeRecord: e.MergeRecord})
 	m := r.metrics()
 	out := newOutage(outageConfig{base: common, State: live.update, Resolved: m.resolved})
+	flight := &refreshFlight{}
 	return &graph{r: r, live: live,
 		bw: newBackupWriter(backupWriterConfig{base: common, Engine: e, Store: e.Store, Lineage: lin, Backoff: pol, Settle: r.opt.Settle,
-			CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Live: live, Metrics: m, Outage: out}),
+			CredentialsFile: e.Cfg.CredentialsFile, StateDir: e.Cfg.StateDir, NoToken: e.Vault == nil, Live: live, Metrics: m, Outage: out, Flight: flight}),
 		rf: newRefresher(refresherConfig{base: common, Engine: e, Lineage: lin, Backoff: pol, CredentialsFile: e.Cfg.CredentialsFile,
-			State: live.update, Resolved: m.resolved}),
+			State: live.update, Resolved: m.resolved, Flight: flight}),
 		rn: newRenewer(renewerConfig{base: common, Token: tokenOf(e.Engine), TokenFile: e.Cfg.VaultTokenFile, Backoff: pol, Outage: out,
 			State: live.update, Resolved: m.resolved, Verdict: m.token}),
 		ps: newPassScheduler(passSchedulerConfig{base: common, Engine: e, CredentialsFile: e.Cfg.CredentialsFile, CheckInterval: r.opt.CheckInterval,
 			CheckSpread: r.opt.CheckSpread, Settle: r.opt.Settle, State: live.update, Save: live.save, Checked: m.checked}),
 		fileChanged: newSignal(), refreshCheck: newSignal(), tokenRecheck: newSignal(),
-		backed: newLatest[string](), unwritten: newLatest[*credentials.OAuth](),
+		backed: newLatest[string](), refreshed: newLatest[*credentials.OAuth](),
 		tokenOK: newLatest[bool](), firstTokenVerdict: newLatest[bool](),
 		restoreWaits: make(chan restoreWaiter), requests: make(chan passRequest)}
 }
@@ -308,13 +309,13 @@ func (r *rig) metrics() *metricsWriter {
 
 func (g *graph) runWriter() {
 	g.r.run("backup writer", func(ctx context.Context) error {
-		return g.bw.Run(ctx, g.fileChanged, g.unwritten, g.tokenOK, g.restoreWaits, g.backed, g.tokenRecheck)
+		return g.bw.Run(ctx, g.fileChanged, g.refreshed, g.tokenOK, g.restoreWaits, g.backed, g.tokenRecheck)
 	})
 }
 
 func (g *graph) runRefresher() {
 	g.r.run("refresher", func(ctx context.Context) error {
-		return g.rf.Run(ctx, g.refreshCheck, g.backed, g.fileChanged, g.unwritten)
+		return g.rf.Run(ctx, g.refreshCheck, g.backed, g.fileChanged, g.refreshed)
 	})
 }
 
@@ -549,6 +550,105 @@ func TestRefresherWaitsForTheBackupBeforeSpendingTheToken(t *testing.T) {
 	r.awaitAll("OK backed up the ", "OK refreshed the login ahead of Claude")
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d refreshes after the backup; want 1", n)
+	}
+}
+
+// clobberingRefresh makes the engine's token requests do what a refresh
+// that loses to a racer does: write *next into the file, then the racer's
+// dead login over it (empty tokens) at once; the answer still holds next.
+// Before it returns it waits for release (nil: it does not wait).
+func (r *rig) clobberingRefresh(calls *atomic.Int32, next *login, clobbered chan<- struct{}, release <-chan struct{}) {
+	r.e.Refresher.Via = func(ctx context.Context, force bool, sawFP string) (refresh.ClaudeResult, error) {
+		calls.Add(1)
+		r.writeFile(next.json())
+		o, err := credentials.ParseOAuth([]byte(next.json()[len(`{"claudeAiOauth":`) : len(next.json())-1]))
+		if err != nil {
+			r.t.Error(err)
+		}
+		r.writeFile(login{access: "", refresh: "", expires: time.UnixMilli(0)}.json())
+		if clobbered != nil {
+			clobbered <- struct{}{}
+		}
+		if release != nil {
+			<-release
+		}
+		return refresh.ClaudeResult{Refreshed: true, OAuth: o, Message: "refreshed"}, nil
+	}
+}
+
+// A racer clobbers the file the moment our refresh has written the new
+// login, before the writer has seen it there: the backup's refresh token is
+// spent, so the restore must put back the login the refresh made.
+func TestAClobberRightAfterOurRefreshRestoresTheRefreshedLogin(t *testing.T) {
+	r := newRig(t)
+	var calls atomic.Int32
+	var next login
+	r.clobberingRefresh(&calls, &next, nil, nil)
+	g := r.components()
+	g.runWriter()
+	l := r.newLogin(14 * time.Minute) // due at once
+	r.writeFile(l.json())
+	g.fileChanged.poke()
+	r.await("OK backed up")
+	next = r.newLogin(8 * time.Hour)
+	g.runRefresher()
+	g.refreshCheck.poke()
+	r.await("OK refreshed the login ahead of Claude")
+	r.armed(1) // the writer's settle timer on the clobbered file (the refresher sleeps on no timer: no usable login)
+	r.clk.Advance(r.opt.Settle)
+	// From the pending login, or from the store once the writer has backed
+	// it up there (v2): either way, the refreshed login.
+	ev := r.await("RECOVERED credentials file was clobbered")
+	if strings.Contains(ev, "(v1)") {
+		t.Errorf("restore line %q; want the refreshed login restored, not the spent backup", ev)
+	}
+	if got := r.fileLogin(); string(got.RefreshToken()) != next.refresh {
+		t.Error("the file holds the spent login from the backup; want the refreshed one")
+	}
+	if !r.storeHolds(next) {
+		t.Error("the refreshed login is not in the store")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d refreshes; want 1", n)
+	}
+}
+
+// The same race, but the writer sees the clobber settle while the refresh's
+// answer has not reached the agent yet: it waits for it, and restores it.
+func TestAClobberDuringOurRefreshWaitsForItsLogin(t *testing.T) {
+	r := newRig(t)
+	var calls atomic.Int32
+	var next login
+	clobbered, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // a failure before the release does not leave the refresh hanging
+	r.clobberingRefresh(&calls, &next, clobbered, release)
+	g := r.components()
+	g.runWriter()
+	l := r.newLogin(14 * time.Minute)
+	r.writeFile(l.json())
+	g.fileChanged.poke()
+	r.await("OK backed up")
+	next = r.newLogin(8 * time.Hour)
+	g.runRefresher()
+	g.refreshCheck.poke()
+	<-clobbered
+	g.fileChanged.poke() // the watch shows the writer the clobbered file
+	r.armed(1)           // its settle timer
+	r.clk.Advance(r.opt.Settle)
+	r.armed(1) // it put the restore off: its retry timer
+	if got, _ := credentials.Read(r.e.Cfg.CredentialsFile); got.State != credentials.Clobbered {
+		t.Fatalf("the file was restored (%v) while our refresh was out; want it left for the refresh's login", got.State)
+	}
+	r.noEvent("a restore while our refresh was out")
+	free()
+	ev := r.await("RECOVERED credentials file was clobbered")
+	if !strings.Contains(ev, "restored the newest login") {
+		t.Errorf("restore line %q; want the refreshed login restored", ev)
+	}
+	if got := r.fileLogin(); string(got.RefreshToken()) != next.refresh {
+		t.Error("the file does not hold the refreshed login")
 	}
 }
 

@@ -24,9 +24,10 @@ import (
 type backupWriter struct {
 	backupWriterConfig
 
-	// Out, set by Run.
-	backed       latest[string] // the refresh token's fingerprint the store now holds
-	tokenRefused signal         // a refused backup: have the token looked at now
+	// In and out, set by Run.
+	refreshed    <-chan *credentials.OAuth // each login the refresher made
+	backed       latest[string]            // the refresh token's fingerprint the store now holds
+	tokenRefused signal                    // a refused backup: have the token looked at now
 
 	// Owned by Run.
 	ready      bool // the token checks out (or there is none to check)
@@ -58,6 +59,7 @@ type backupWriterConfig struct {
 	Live     backupLive
 	Metrics  backupMetrics
 	Outage   *outage
+	Flight   *refreshFlight // a refresh of ours is out: its login is the newest
 }
 
 // backupEngine is what the writer asks of the engine.
@@ -117,14 +119,14 @@ func (bw *backupWriter) resume(ctx context.Context) {
 
 // Run is the writer's loop until ctx ends; then one bounded last flush. It
 // looks at the file on fileChanged (the watch, the refresher, a pass), takes
-// a login the refresher could not write to the file from unwritten, the
-// renewer's verdict from tokenOK and a pass waiting for a restore from
-// restoreWaits; it tells the refresher which login the store holds (backed)
-// and the renewer that a backup was refused (tokenRefused). It never fails:
-// every failure is retried.
-func (bw *backupWriter) Run(ctx context.Context, fileChanged <-chan struct{}, unwritten <-chan *credentials.OAuth, tokenOK <-chan bool,
+// each login the refresher made from refreshed (in the file or not: a racer
+// may have clobbered it already), the renewer's verdict from tokenOK and a
+// pass waiting for a restore from restoreWaits; it tells the refresher which
+// login the store holds (backed) and the renewer that a backup was refused
+// (tokenRefused). It never fails: every failure is retried.
+func (bw *backupWriter) Run(ctx context.Context, fileChanged <-chan struct{}, refreshed <-chan *credentials.OAuth, tokenOK <-chan bool,
 	restoreWaits <-chan restoreWaiter, backed latest[string], tokenRefused signal) error {
-	bw.backed, bw.tokenRefused = backed, tokenRefused
+	bw.refreshed, bw.backed, bw.tokenRefused = refreshed, backed, tokenRefused
 	retry := clock.Stopped(bw.Clock)
 	defer retry.Stop()
 	bw.settle = clock.Stopped(bw.Clock)
@@ -139,7 +141,7 @@ func (bw *backupWriter) Run(ctx context.Context, fileChanged <-chan struct{}, un
 		case <-fileChanged:
 		case <-retry.C():
 		case <-bw.settle.C():
-		case o := <-unwritten:
+		case o := <-refreshed:
 			bw.adoptRefreshed(o)
 		case ok := <-tokenOK:
 			if ok == bw.ready {
@@ -270,9 +272,10 @@ func (bw *backupWriter) supersededBy(o *credentials.OAuth) bool {
 	return bw.pending != nil && (bw.pending.oauth.Equal(o) || bw.Lineage.Order(o.RefreshToken(), bw.pending.oauth.RefreshToken()) < 0)
 }
 
-// adoptRefreshed makes a login the refresher could not write to the file the
-// pending backup (unless a newer one is pending): until the file takes it,
-// Vault and pending-refresh are its only copies.
+// adoptRefreshed makes a login the refresher made the pending backup (unless
+// the store holds it, or a newer one is pending). One the file could not
+// take has only Vault and pending-refresh as copies until it does; one the
+// file took may be clobbered there before the watch shows it to us.
 func (bw *backupWriter) adoptRefreshed(o *credentials.OAuth) {
 	if err := bw.Lineage.Observe(o.RefreshToken()); err != nil {
 		bw.Diag.Warn("cannot record lineage", "err", err)
@@ -297,8 +300,18 @@ func (bw *backupWriter) reportClobber(msg string) {
 }
 
 // restoreClobbered restores a broken login: from the pending backup when
-// there is one (it is the newest), else from the store. True: try again later.
+// there is one (it is the newest), else from the store. While a refresh of
+// ours is out it waits for its login instead: the refresh spent the
+// backup's refresh token. True: try again later.
 func (bw *backupWriter) restoreClobbered(ctx context.Context, local *credentials.Local) bool {
+	select {
+	case o := <-bw.refreshed: // made just now: the loop has not taken it yet
+		bw.adoptRefreshed(o)
+	default:
+	}
+	if bw.pending == nil && bw.Flight.out() {
+		return true
+	}
 	if bw.pending != nil {
 		return bw.restorePending(ctx, local)
 	}

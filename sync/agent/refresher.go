@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/claude-auth-sync/claude-auth-sync/lock"
@@ -42,7 +43,30 @@ type refresherConfig struct {
 	CredentialsFile string
 	State           stateFunc              // the live state: next and last refresh
 	Resolved        func(prefix ...string) // the health: refreshing works again
+	Flight          *refreshFlight         // told while a refresh of ours is out
 }
+
+// refreshFlight says that a refresh of ours is out: between its request and
+// the backup writer having its new login. A racer that clobbers the file the
+// moment it holds that login leaves it only in the refresh's answer, and the
+// backup's refresh token was spent by the refresh: a clobber the writer sees
+// meanwhile waits for the answer instead of restoring the backup.
+type refreshFlight struct{ n atomic.Int32 }
+
+func (f *refreshFlight) begin() {
+	if f != nil {
+		f.n.Add(1)
+	}
+}
+
+func (f *refreshFlight) end() {
+	if f != nil {
+		f.n.Add(-1)
+	}
+}
+
+// out says whether a refresh is out.
+func (f *refreshFlight) out() bool { return f != nil && f.n.Load() > 0 }
 
 // refreshEngine is what the refresher asks of the engine.
 type refreshEngine interface {
@@ -57,9 +81,10 @@ func newRefresher(c refresherConfig) *refresher { return &refresher{refresherCon
 // Run refreshes until ctx ends. It looks again on fileChanged, learns which
 // login the store holds from backed, has the writer look at the file
 // (backUp) after a refresh or before one whose login is not backed up yet,
-// and hands it a refreshed login the file could not take (unwritten). It
-// never fails: a failed refresh is retried, or waits for a new login.
-func (r *refresher) Run(ctx context.Context, fileChanged <-chan struct{}, backed <-chan string, backUp signal, unwritten latest[*credentials.OAuth]) error {
+// and hands it every login a refresh made (made), whether the file took it
+// or not. It never fails: a failed refresh is retried, or waits for a new
+// login.
+func (r *refresher) Run(ctx context.Context, fileChanged <-chan struct{}, backed <-chan string, backUp signal, made latest[*credentials.OAuth]) error {
 	r.fileChanged, r.backed, r.backUp = fileChanged, backed, backUp
 	b := r.Backoff.sequence()
 	for {
@@ -97,7 +122,7 @@ func (r *refresher) Run(ctx context.Context, fileChanged <-chan struct{}, backed
 		if due, ok := r.due(); !ok || r.Clock.Now().Before(due) {
 			continue
 		}
-		if !r.refresh(ctx, b, unwritten) {
+		if !r.refresh(ctx, b, made) {
 			return nil
 		}
 	}
@@ -142,8 +167,16 @@ func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 }
 
 // refresh makes one refresh and handles its outcome; false when ctx ended.
-func (r *refresher) refresh(ctx context.Context, b *backoff, unwritten latest[*credentials.OAuth]) bool {
+func (r *refresher) refresh(ctx context.Context, b *backoff, made latest[*credentials.OAuth]) bool {
+	r.Flight.begin()
 	res, err := r.Engine.Refresh(ctx, r.Lineage, false, "")
+	// The new login goes to the writer before the flight ends, whatever the
+	// file holds by now.
+	if res.OAuth != nil && (err == nil && res.Refreshed || errors.Is(err, refresh.ErrNotWritten)) {
+		made.put(res.OAuth)
+	}
+	r.Flight.end()
+	r.backUp.poke() // a clobber the writer put off waits no longer
 	switch {
 	case ctx.Err() != nil:
 		return false
@@ -155,9 +188,6 @@ func (r *refresher) refresh(ctx context.Context, b *backoff, unwritten latest[*c
 		}
 	case errors.Is(err, refresh.ErrNotWritten):
 		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
-		if res.OAuth != nil {
-			unwritten.put(res.OAuth)
-		}
 		r.retryAt = r.Clock.Now().Add(b.next())
 	case errors.Is(err, refresh.ErrLoginDead):
 		r.report(eventlog.FAIL, fmt.Sprintf("refresh failed: %v; %s", err, engine.LoginHint()))

@@ -30,8 +30,10 @@ type childReport struct {
 	// Kind classifies an error: dead, locks, transient, timeout, not_written, other.
 	Kind  string `json:"kind,omitempty"`
 	Error string `json:"error,omitempty"`
-	// Login is the new login (the claudeAiOauth object), only when it could not be
-	// written to the file (not_written): the agent backs it up.
+	// Login is the new login (for the Claude login its claudeAiOauth object)
+	// after a refresh, written to the file or not (not_written). The agent
+	// backs it up from here, not from the file: a racer may clobber the file
+	// the moment it holds the new login, and then this is its only copy.
 	Login json.RawMessage `json:"login,omitempty"`
 	// Kept is the token endpoint's answer the child kept (not_written): the
 	// agent keeps it in memory, as the state dir may not have taken it, and
@@ -128,6 +130,9 @@ func reportFor[L Login](res Result[L], err error) childReport {
 	var zero L
 	rep := childReport{Refreshed: res.Refreshed, Message: res.Message}
 	if err == nil {
+		if res.Refreshed && res.OAuth != zero {
+			rep.Login = res.OAuth.Compact()
+		}
 		return rep
 	}
 	rep.Kind, rep.Error = "other", err.Error()

@@ -59,6 +59,16 @@ func TestChildReportRoundTrip(t *testing.T) {
 	if err != nil || !res.Refreshed || res.Message != "refreshed" {
 		t.Errorf("success report = %+v, %v", res, err)
 	}
+	// A refresh that succeeded says which login it wrote: a racer may have
+	// clobbered the file since, and the agent backs it up from here.
+	var buf bytes.Buffer
+	if err := jsonEncode(&buf, reportFor(ClaudeResult{Refreshed: true, OAuth: login, Message: "refreshed"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	res, err = decodeChildReport(buf.Bytes(), credentials.ParseOAuth)
+	if err != nil || !res.Refreshed || res.OAuth == nil || !res.OAuth.Equal(login) {
+		t.Errorf("the report of a refresh does not bring its login back (err %v)", err)
+	}
 	if _, err := decodeChildReport([]byte("not json"), credentials.ParseOAuth); err == nil {
 		t.Errorf("an unreadable report was accepted")
 	}
