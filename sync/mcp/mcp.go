@@ -277,22 +277,11 @@ func (m *Manager) look(ctx context.Context, s *server, e *credentials.MCPEntry) 
 		}
 		s.seenFP, s.seenAt = fp, now
 	}
-	switch {
-	case slices.Contains(m.cfg.Skip, e.ServerName()):
-		m.note(s, slog.LevelInfo, fmt.Sprintf("MCP server %q: left to Claude (named in CLAUDE_AUTH_MCP_SKIP)", n))
-		return time.Time{}
-	case e.RefreshToken() == "":
-		m.note(s, slog.LevelInfo, fmt.Sprintf("MCP server %q: skipped, its login has no refresh token", n))
-		return time.Time{}
-	case e.ExpiresAt().IsZero():
-		m.note(s, slog.LevelInfo, fmt.Sprintf("MCP server %q: skipped, its access token has no expiry", n))
-		return time.Time{}
-	case s.deadFP != "" && s.deadFP == e.RefreshToken().Fingerprint():
-		return time.Time{} // said once, when it was refused
-	case s.short:
-		m.note(s, slog.LevelInfo, fmt.Sprintf("MCP server %q: skipped, its access tokens live %s, less than twice the lead (%s)",
-			n, s.life.Round(time.Second), lead))
-		return time.Time{}
+	if v := m.classify(s, e); v.state != StateOK {
+		if v.line != "" {
+			m.note(s, slog.LevelInfo, fmt.Sprintf("MCP server %q: %s", n, v.line))
+		}
+		return time.Time{} // a refused login was said once, when it was refused
 	}
 	s.deadFP = ""
 	due := e.ExpiresAt().Add(-lead)
@@ -348,6 +337,33 @@ func (m *Manager) refresh(ctx context.Context, s *server, e *credentials.MCPEntr
 	return s.retryAt
 }
 
+// verdict is what an entry's own fields and what the Manager learned of its
+// server say about refreshing it: StateOK (refresh when due), or why not, as
+// status shows it (reason) and as the log says it (line; empty: said elsewhere).
+type verdict struct {
+	state, reason, line string
+}
+
+// classify is the one place an entry is judged, for look and for Servers
+// alike (s is nil for a server the Manager has not looked at yet).
+func (m *Manager) classify(s *server, e *credentials.MCPEntry) verdict {
+	switch {
+	case slices.Contains(m.cfg.Skip, e.ServerName()):
+		return verdict{StateSkipped, "named in CLAUDE_AUTH_MCP_SKIP", "left to Claude (named in CLAUDE_AUTH_MCP_SKIP)"}
+	case e.RefreshToken() == "":
+		return verdict{StateSkipped, "no refresh token", "skipped, its login has no refresh token"}
+	case e.ExpiresAt().IsZero():
+		return verdict{StateSkipped, "no expiry", "skipped, its access token has no expiry"}
+	case s != nil && s.deadFP != "" && s.deadFP == e.RefreshToken().Fingerprint():
+		return verdict{StateNeedsLogin, s.lastError, ""}
+	case s != nil && s.short:
+		life := s.life.Round(time.Second)
+		return verdict{StateSkipped, fmt.Sprintf("tokens live %s, less than twice the lead", life),
+			fmt.Sprintf("skipped, its access tokens live %s, less than twice the lead (%s)", life, m.cfg.Lead)}
+	}
+	return verdict{state: StateOK}
+}
+
 // note says msg at level once: not again until something else is said.
 func (m *Manager) note(s *server, level slog.Level, msg string) {
 	if s.said == msg {
@@ -376,17 +392,10 @@ func (m *Manager) Servers() []ServerState {
 			st.ExpiresAt = &exp
 		}
 		s := m.servers[key]
+		v := m.classify(s, e)
 		switch {
-		case slices.Contains(m.cfg.Skip, e.ServerName()):
-			st.State, st.Reason = StateSkipped, "named in CLAUDE_AUTH_MCP_SKIP"
-		case e.RefreshToken() == "":
-			st.State, st.Reason = StateSkipped, "no refresh token"
-		case e.ExpiresAt().IsZero():
-			st.State, st.Reason = StateSkipped, "no expiry"
-		case s != nil && s.deadFP != "" && s.deadFP == e.RefreshToken().Fingerprint():
-			st.State, st.Reason = StateNeedsLogin, s.lastError
-		case s != nil && s.short:
-			st.State, st.Reason = StateSkipped, fmt.Sprintf("tokens live %s, less than twice the lead", s.life.Round(time.Second))
+		case v.state != StateOK:
+			st.State, st.Reason = v.state, v.reason
 		default:
 			st.State = StateOK
 			next := e.ExpiresAt().Add(-m.cfg.Lead)
