@@ -282,7 +282,16 @@ func (p *statusPrinter) mcp() {
 	if len(m.Servers) != 1 {
 		servers = fmt.Sprintf("%d servers", len(m.Servers))
 	}
-	p.line("mcp", fmt.Sprintf("%s; %d refreshes, %d failed (since the state dir was made)", servers, m.RefreshesTotal, m.FailuresTotal))
+	v := fmt.Sprintf("%s; %d refreshes, %d failed (since the state dir was made)", servers, m.RefreshesTotal, m.FailuresTotal)
+	if !p.r.Agent.Running {
+		// The states are the last writer's; with no agent nothing refreshes
+		// these logins ahead of Claude until an exec or the agent's start.
+		v += "; the agent is not running, so nothing refreshes them ahead of Claude"
+	}
+	if m.Updated != nil {
+		v += "; as of " + when(*m.Updated, p.now)
+	}
+	p.line("mcp", v)
 	// The name is the user's: printable, and quoted; the id tells apart
 	// two that print alike.
 	names := map[string]int{}

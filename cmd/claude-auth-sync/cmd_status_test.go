@@ -266,20 +266,25 @@ func TestPrintStatus(t *testing.T) {
 			[]string{"57s ago", "next step"}},
 		// The MCP server logins: a line each, after the agent; a needs-login
 		// server adds a next step under the verdict's, and the verdict stays.
-		{"mcp servers", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
-			MCP: telemetry.MCPReport{RefreshesTotal: 14, FailuresTotal: 2, NextStep: `MCP server "github": log in again with /mcp in Claude Code`,
+		{"mcp servers", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable", Agent: telemetry.AgentReport{Running: true, PID: 42},
+			MCP: telemetry.MCPReport{RefreshesTotal: 14, FailuresTotal: 2, NextStep: `MCP server "github": log in again with /mcp in Claude Code`, Updated: at(-time.Minute),
 				Servers: []telemetry.MCPServer{
 					{Name: "linear", ID: "a1", State: "ok", ExpiresAt: at(50 * time.Minute), LastRefresh: at(-7 * time.Hour), NextRefresh: at(35 * time.Minute)},
 					{Name: "github", ID: "b2", State: "needs-login", Reason: "the server refused the refresh token", ExpiresAt: at(-2 * time.Hour)},
 					{Name: "git\x1b[2Jhub", ID: "c3", State: "skipped", Reason: "named in CLAUDE_AUTH_MCP_SKIP"},
 					{Name: "github", ID: "d4", State: "retrying", Reason: "unreachable", NextRefresh: at(time.Minute)}}}},
 			[]string{"verdict: usable\nnext step: MCP server \"github\": log in again with /mcp in Claude Code\nmode:",
-				"agent: not running\nmcp: 4 servers; 14 refreshes, 2 failed (since the state dir was made)\nmcp server: \"linear\" ok; token expires ",
+				"mcp: 4 servers; 14 refreshes, 2 failed (since the state dir was made); as of ", "(1m ago)\nmcp server: \"linear\" ok; token expires ",
 				"(in 50m); last refresh ", "(7h ago); next refresh ", "(in 35m)\n",
 				"mcp server: \"github\" (id b2) needs-login (the server refused the refresh token); token expires ", "(2h ago)\n",
 				"mcp server: \"github\" (id c3) skipped (named in CLAUDE_AUTH_MCP_SKIP)\n",
 				"mcp server: \"github\" (id d4) retrying (unreachable); next refresh "},
-			[]string{"\x1b", "a1"}},
+			[]string{"\x1b", "a1", "agent is not running"}},
+		{"mcp servers, no agent", telemetry.Report{Mode: "rotating", Login: "usable", Usable: true, Verdict: "usable",
+			MCP: telemetry.MCPReport{RefreshesTotal: 1, Updated: at(-3 * time.Hour),
+				Servers: []telemetry.MCPServer{{Name: "linear", ID: "a1", State: "ok", ExpiresAt: at(50 * time.Minute)}}}},
+			[]string{"agent: not running\nmcp: 1 server; 1 refreshes, 0 failed (since the state dir was made); the agent is not running, so nothing refreshes them ahead of Claude; as of ", "(3h ago)\n"},
+			[]string{"next refresh"}},
 		{"mcp off", telemetry.Report{Mode: "rotating", Verdict: "usable", MCP: telemetry.MCPReport{Off: true, RefreshesTotal: 3}},
 			[]string{"mcp: off (CLAUDE_AUTH_MCP=off): MCP server logins are not refreshed by claude-auth-sync; Claude refreshes them itself\n"},
 			[]string{"mcp server", "next step"}},
@@ -366,17 +371,23 @@ func TestStatusMCPCommand(t *testing.T) {
 		}
 	}
 
-	write(`{"refreshes_total":4,"failures_total":1,"servers":[
-  {"name":"linear","id":"9f8e7d","state":"needs-login","reason":"the server refused the refresh token: log in again with /mcp in Claude Code","expires_at":"2099-12-31T00:00:00Z","last_refresh":"2026-01-01T00:00:00Z"}]}`)
+	// No agent runs here: the next refresh mcp.json names is nobody's, so
+	// neither form shows it, and both say as of when the states are.
+	write(`{"updated":"2026-01-02T03:04:05Z","refreshes_total":4,"failures_total":1,"servers":[
+  {"name":"linear","id":"9f8e7d","state":"needs-login","reason":"the server refused the refresh token: log in again with /mcp in Claude Code","expires_at":"2099-12-31T00:00:00Z","last_refresh":"2026-01-01T00:00:00Z","next_refresh":"2099-12-30T00:00:00Z"}]}`)
 	text, code := run("status")
 	if code != 0 {
 		t.Errorf("status: exit %d; want 0 (MCP never makes the login unusable)\n%s", code, text)
 	}
 	for _, want := range []string{"next step: MCP server \"linear\": log in again with /mcp in Claude Code\n",
-		"mcp: 1 server; 4 refreshes, 1 failed", "mcp server: \"linear\" needs-login (the server refused", "; token expires 2099-", "; last refresh 2026-"} {
+		"mcp: 1 server; 4 refreshes, 1 failed", "the agent is not running, so nothing refreshes them ahead of Claude; as of 2026-01-02",
+		"mcp server: \"linear\" needs-login (the server refused", "; token expires 2099-", "; last refresh 2026-"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status: no %q in\n%s", want, text)
 		}
+	}
+	if strings.Contains(text, "next refresh 2099") {
+		t.Errorf("status shows a next MCP refresh with no agent to make it:\n%s", text)
 	}
 	if v := strings.SplitN(text, "\n", 2)[0]; strings.Contains(v, "MCP") || !strings.HasPrefix(v, "verdict: usable") {
 		t.Errorf("the verdict line is %q; want the Claude login's alone", v)
@@ -397,7 +408,8 @@ func TestStatusMCPCommand(t *testing.T) {
 	}
 	if len(got.MCP.Servers) != 1 || got.MCP.Servers[0].Name != "linear" || got.MCP.Servers[0].State != "needs-login" ||
 		got.MCP.RefreshesTotal != 4 || got.MCP.FailuresTotal != 1 || !strings.HasPrefix(got.MCP.NextStep, `MCP server "linear"`) ||
-		strings.Contains(got.NextStep, "MCP") {
+		strings.Contains(got.NextStep, "MCP") || got.MCP.Servers[0].NextRefresh != nil ||
+		got.MCP.Updated == nil || !got.MCP.Updated.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
 		t.Errorf("status --json: next_step %q, mcp %+v", got.NextStep, got.MCP)
 	}
 

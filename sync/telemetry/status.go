@@ -105,7 +105,10 @@ type MCPReport struct {
 	// the servers mcp.json may still list are not shown.
 	Off bool `json:"off,omitempty"`
 	// Error: mcp.json could not be read (the counts are then 0, the list empty).
-	Error          string      `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Updated is when the agent or exec last wrote mcp.json: the states
+	// below are as of then.
+	Updated        *time.Time  `json:"updated,omitempty"`
 	RefreshesTotal int         `json:"refreshes_total"`
 	FailuresTotal  int         `json:"failures_total"`
 	Servers        []MCPServer `json:"servers"`
@@ -192,7 +195,7 @@ func (t *Reporter) Status(ctx context.Context) Report {
 		r.Claude.Version = claudeVersion(ctx, found.Path, t.Cfg.ChildEnviron())
 	}
 	r.agent(t.Cfg.StateDir, t.Cfg.User, t.Cfg.HostID)
-	r.MCP = mcpReport(t.Cfg.StateDir, t.Cfg.MCPOff)
+	r.MCP = mcpReport(t.Cfg.StateDir, t.Cfg.MCPOff, r.Agent.Running)
 	var why, step string
 	r.Usable, why, step, r.ExitCode = r.usability(local, setupEnd, t.now())
 	if r.Usable {
@@ -348,7 +351,9 @@ func (r *Report) agent(stateDir, userName, hostID string) {
 
 // mcpReport reads mcp.json for status. An unreadable one is said, never
 // fatal; with MCP off its servers (no longer looked after) are left out.
-func mcpReport(stateDir string, off bool) MCPReport {
+// With no agent running nobody keeps a server's next refresh, so none is
+// shown: what mcp.json still says would be a promise nobody keeps.
+func mcpReport(stateDir string, off, agentRunning bool) MCPReport {
 	r := MCPReport{Off: off, Servers: []MCPServer{}}
 	st, err := mcp.Load(stateDir)
 	if err != nil {
@@ -356,6 +361,10 @@ func mcpReport(stateDir string, off bool) MCPReport {
 		return r
 	}
 	r.RefreshesTotal, r.FailuresTotal = st.RefreshesTotal, st.FailuresTotal
+	if st.Updated != nil {
+		u, _ := ClampTime(*st.Updated)
+		r.Updated = &u
+	}
 	if off {
 		return r
 	}
@@ -370,7 +379,10 @@ func mcpReport(stateDir string, off bool) MCPReport {
 	for _, s := range st.Servers {
 		name := printable.Short(s.Name, 64)
 		r.Servers = append(r.Servers, MCPServer{Name: name, ID: printable.Short(s.ID, 16), State: s.State, Reason: s.Reason,
-			ExpiresAt: at(s.ExpiresAt), LastRefresh: at(s.LastRefresh), NextRefresh: at(s.NextRefresh)})
+			ExpiresAt: at(s.ExpiresAt), LastRefresh: at(s.LastRefresh)})
+		if agentRunning {
+			r.Servers[len(r.Servers)-1].NextRefresh = at(s.NextRefresh)
+		}
 		if s.State == mcp.StateNeedsLogin {
 			relogin = append(relogin, strconv.Quote(name))
 		}

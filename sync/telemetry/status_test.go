@@ -279,10 +279,13 @@ func TestStatusMCP(t *testing.T) {
 		errWant  string
 		nextStep string
 		counts   [2]int
+		agent    bool // an agent holds its lock
 	}{
 		{name: "no mcp.json"},
 		{name: "no servers", mcpJSON: `{"refreshes_total":3,"failures_total":0,"servers":[]}`, counts: [2]int{3, 0}},
-		{name: "four servers", mcpJSON: full, servers: 4, counts: [2]int{14, 2},
+		{name: "four servers", mcpJSON: full, servers: 4, counts: [2]int{14, 2}, agent: true,
+			nextStep: `MCP server "github": log in again with /mcp in Claude Code`},
+		{name: "four servers, no agent", mcpJSON: full, servers: 4, counts: [2]int{14, 2},
 			nextStep: `MCP server "github": log in again with /mcp in Claude Code`},
 		{name: "two need a login", mcpJSON: `{"servers":[{"name":"a","id":"1","state":"needs-login"},{"name":"b","id":"2","state":"needs-login"}]}`,
 			servers: 2, nextStep: `MCP servers "a", "b": log in again to each with /mcp in Claude Code`},
@@ -301,6 +304,16 @@ func TestStatusMCP(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tc.agent {
+				if err := os.MkdirAll(h.cfg.StateDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				lk, err := lock.Try(h.cfg.StateDir, lock.Agent)
+				if err != nil || lk == nil {
+					t.Fatalf("take the agent lock: %v", err)
+				}
+				defer lk.Unlock()
+			}
 			r := h.rep.Status(context.Background())
 			m := r.MCP
 			if m.Off != tc.off || len(m.Servers) != tc.servers || m.Servers == nil || m.NextStep != tc.nextStep ||
@@ -315,8 +328,16 @@ func TestStatusMCP(t *testing.T) {
 			if tc.servers == 4 {
 				s := m.Servers[0]
 				if s.Name != "linear" || s.ID != "a1b2c3" || s.State != "ok" || s.Reason != "" || s.ExpiresAt == nil || !s.ExpiresAt.Equal(exp) ||
-					s.LastRefresh == nil || !s.LastRefresh.Equal(last) || s.NextRefresh == nil || !s.NextRefresh.Equal(next) {
+					s.LastRefresh == nil || !s.LastRefresh.Equal(last) {
 					t.Errorf("Servers[0] = %+v", s)
+				}
+				// The next refresh is the agent's promise: shown only while
+				// one runs to keep it.
+				if tc.agent != (s.NextRefresh != nil) || (s.NextRefresh != nil && !s.NextRefresh.Equal(next)) || tc.agent != (m.Servers[2].NextRefresh != nil) {
+					t.Errorf("agent running %v: next refreshes %v, %v; want %v only with an agent", tc.agent, s.NextRefresh, m.Servers[2].NextRefresh, next)
+				}
+				if m.Updated == nil || !m.Updated.Equal(testNow) {
+					t.Errorf("MCP updated = %v; want %v", m.Updated, testNow)
 				}
 				if g := m.Servers[1]; g.Name != "github" || g.State != "needs-login" || !strings.Contains(g.Reason, "/mcp") || g.NextRefresh != nil {
 					t.Errorf("Servers[1] = %+v; want the printable name github, needs-login", g)
