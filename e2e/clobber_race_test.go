@@ -1,10 +1,6 @@
 package e2e_test
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -62,7 +58,7 @@ func TestARacerClobbersEachRefreshTheMomentItLands(t *testing.T) {
 			seen[r] = true
 			mu.Lock()
 			if done < clobbers {
-				if err := clobberNow(w.creds); err != nil {
+				if err := clobberFile(w.creds, -1, -1); err != nil {
 					errs = append(errs, err.Error())
 				}
 				done++
@@ -111,28 +107,4 @@ func TestARacerClobbersEachRefreshTheMomentItLands(t *testing.T) {
 	}
 	t.Logf("RACE-REPORT %d clobbers the moment each refresh landed: %d restored from the refresh's own login (not yet backed up), %d from a backup that already held it; %d refreshes, %d invalid_grant",
 		clobbers, fromAnswer, len(restored)-fromAnswer, w.fake.Counters().Refreshes, w.fake.Counters().InvalidGrant)
-}
-
-// clobberNow writes the losing racer's dead login over path at once (temp
-// file and rename, as Claude writes), keeping every other key.
-func clobberNow(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var f map[string]any
-	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("the file before the clobber is not JSON: %v", err)
-	}
-	o, _ := f["claudeAiOauth"].(map[string]any)
-	if o == nil {
-		return errors.New("the file has no claudeAiOauth to clobber")
-	}
-	o["accessToken"], o["refreshToken"], o["expiresAt"] = "", "", 0
-	out, _ := json.Marshal(f)
-	tmp := path + ".racer-tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,35 +108,42 @@ func (h *fleetHost) chain(tok string) bool {
 func (h *fleetHost) clobber() { clobberCredentials(h.t, h.creds, -1, -1) }
 
 // clobberCredentials writes what the losing writer of a refresh race
-// persists, the way Claude writes: the login marked dead (empty tokens,
-// expiresAt 0), every other key kept, a temp file (owned by uid:gid, -1
-// keeps the writer's) renamed over the file.
+// persists (clobberFile), failing the test when it cannot.
 func clobberCredentials(t *testing.T, path string, uid, gid int) {
 	t.Helper()
+	if err := clobberFile(path, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clobberFile writes what the losing writer of a refresh race persists, the
+// way Claude writes: the login marked dead (empty tokens, expiresAt 0), every
+// other key kept, a temp file (owned by uid:gid, -1 keeps the writer's)
+// renamed over the file. It returns its error, for racers off the test's
+// goroutine.
+func clobberFile(path string, uid, gid int) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	var f map[string]any
 	if err := json.Unmarshal(b, &f); err != nil {
-		t.Fatalf("the credentials file before the clobber: %v", err)
+		return fmt.Errorf("the credentials file before the clobber: %v", err)
 	}
 	o, _ := f["claudeAiOauth"].(map[string]any)
 	if o == nil {
-		t.Fatal("the credentials file has no claudeAiOauth to clobber")
+		return errors.New("the credentials file has no claudeAiOauth to clobber")
 	}
 	o["accessToken"], o["refreshToken"], o["expiresAt"] = "", "", 0
 	out, _ := json.MarshalIndent(f, "", "  ")
 	tmp := path + ".racer-tmp"
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.Chown(tmp, uid, gid); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	return os.Rename(tmp, path)
 }
 
 var clobberRestored = regexp.MustCompile(`(?m)^\S+ RECOVERED credentials file was clobbered .*$`)

@@ -360,14 +360,6 @@ func mcpReport(stateDir string, off, agentRunning bool) MCPReport {
 		r.Error = err.Error()
 		return r
 	}
-	r.RefreshesTotal, r.FailuresTotal = st.RefreshesTotal, st.FailuresTotal
-	if st.Updated != nil {
-		u, _ := ClampTime(*st.Updated)
-		r.Updated = &u
-	}
-	if off {
-		return r
-	}
 	at := func(t *time.Time) *time.Time {
 		if t == nil {
 			return nil
@@ -375,14 +367,19 @@ func mcpReport(stateDir string, off, agentRunning bool) MCPReport {
 		c, _ := ClampTime(*t)
 		return &c
 	}
+	r.RefreshesTotal, r.FailuresTotal, r.Updated = st.RefreshesTotal, st.FailuresTotal, at(st.Updated)
+	if off {
+		return r
+	}
 	var relogin []string
 	for _, s := range st.Servers {
 		name := printable.Short(s.Name, 64)
-		r.Servers = append(r.Servers, MCPServer{Name: name, ID: printable.Short(s.ID, 16), State: s.State, Reason: s.Reason,
-			ExpiresAt: at(s.ExpiresAt), LastRefresh: at(s.LastRefresh)})
-		if agentRunning {
-			r.Servers[len(r.Servers)-1].NextRefresh = at(s.NextRefresh)
+		next := s.NextRefresh
+		if !agentRunning {
+			next = nil
 		}
+		r.Servers = append(r.Servers, MCPServer{Name: name, ID: printable.Short(s.ID, 16), State: s.State, Reason: s.Reason,
+			ExpiresAt: at(s.ExpiresAt), LastRefresh: at(s.LastRefresh), NextRefresh: at(next)})
 		if s.State == mcp.StateNeedsLogin {
 			relogin = append(relogin, strconv.Quote(name))
 		}
