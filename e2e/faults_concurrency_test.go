@@ -102,7 +102,7 @@ func concurrentRound(t *testing.T) {
 	}
 	c := w.fake.Counters()
 	if c.Refreshes != 1 || c.InvalidGrant != 0 {
-		t.Errorf("fake counters %+v; want exactly one refresh and no invalid_grant", c)
+		t.Errorf("fake counters %+v; want exactly one refresh and no invalid_grant\nsync.log (whose refresh was the other):\n%s\nagent:\n%s", c, w.syncLog(), a.output())
 	}
 	newRT := lastMintedRefresh(w)
 	seen := map[string]int{}

@@ -13,12 +13,16 @@ import (
 // RefreshNow is the `refresh` command: prepare the store, one forced brokered
 // refresh, then back the new login up.
 func (e *Engine) RefreshNow(ctx context.Context) Outcome {
+	// The login as the command found it, before Vault's round trips: if
+	// another refresher rotates it from here on (many `refresh` at once, the
+	// agent), that was the refresh asked for. Read after the setup, a
+	// rotation during it was taken for the login to refresh again (two
+	// refreshes where one was asked for, seen under load).
+	first, _ := credentials.Read(e.Cfg.CredentialsFile)
 	lin, vs, hard := e.openState(ctx)
 	if hard != nil {
 		return e.finish(nil, *hard)
 	}
-	// The login as it is now: if another refresher rotates it while we wait
-	// for the locks (many `refresh` at once, the agent), that was the refresh.
 	saw := credentials.Secret("")
 	cur, err := credentials.Read(e.Cfg.CredentialsFile)
 	if err != nil {
@@ -27,6 +31,9 @@ func (e *Engine) RefreshNow(ctx context.Context) Outcome {
 	switch {
 	case cur.State == credentials.Usable:
 		saw = cur.OAuth.RefreshToken()
+		if first != nil && first.State == credentials.Usable {
+			saw = first.OAuth.RefreshToken()
+		}
 	case cur.State == credentials.Clobbered && !e.Refresher.Pending():
 		// A clobbered file has nothing to present: restore it the way a pass
 		// does (the latest backup, if it holds a different login), then
