@@ -170,6 +170,11 @@ func (r *refresher) sleep(ctx context.Context, at time.Time) bool {
 func (r *refresher) refresh(ctx context.Context, b *backoff, made latest[*credentials.OAuth]) bool {
 	r.Flight.begin()
 	res, err := r.Engine.Refresh(ctx, r.Lineage, false, "")
+	if err == nil && res.Refreshed && ctx.Err() == nil {
+		// Said before the login is handed to the writer, so the backup
+		// made from that hand-off is logged after the refresh, not before.
+		r.refreshed(res)
+	}
 	// The new login goes to the writer before the flight ends, whatever the
 	// file holds by now.
 	if res.OAuth != nil && (err == nil && res.Refreshed || errors.Is(err, refresh.ErrNotWritten)) {
@@ -183,9 +188,6 @@ func (r *refresher) refresh(ctx context.Context, b *backoff, made latest[*creden
 	case err == nil:
 		r.retryAt = time.Time{}
 		b.reset()
-		if res.Refreshed {
-			r.refreshed(res)
-		}
 	case errors.Is(err, refresh.ErrNotWritten):
 		r.report(eventlog.WARN, fmt.Sprintf("refreshed the login, but %v; the new login is backed up", err))
 		r.retryAt = r.Clock.Now().Add(b.next())
@@ -220,7 +222,6 @@ func (r *refresher) refreshed(res refresh.ClaudeResult) {
 	}
 	at := r.Clock.Now()
 	r.State(func(s *telemetry.AgentState) { s.Refreshes, s.LastRefresh = s.Refreshes+1, &at })
-	r.backUp.poke() // back it up at once
 }
 
 func (r *refresher) report(st eventlog.Status, msg string) {
